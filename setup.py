@@ -1,0 +1,69 @@
+"""remotetask: a task queue that lives inside the ZODB."""
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(*parts):
+    with open(os.path.join(HERE, *parts), encoding='utf-8') as f:
+        return f.read()
+
+
+setup(
+    name='remotetask',
+    version='1.0.0.dev0',
+    description='A task queue service for Python that lives inside the ZODB',
+    long_description=read('README.md'),
+    long_description_content_type='text/markdown',
+    license='ZPL-2.1',
+    classifiers=[
+        'Framework :: ZODB',
+        'Framework :: Zope :: 3',
+        'Framework :: Pyramid',
+        'Programming Language :: Python :: 3',
+        'Programming Language :: Python :: 3.11',
+    ],
+    package_dir={'': 'src'},
+    packages=find_packages('src'),
+    include_package_data=True,
+    package_data={'remotetask': ['*.txt', '*.zcml', 'web/static/*', 'web/templates/*']},
+    zip_safe=False,
+    python_requires='>=3.9',
+    install_requires=[
+        'setuptools',
+        'ZODB >= 5.8',
+        'persistent >= 4.9',
+        'BTrees >= 4.11',
+        'transaction >= 3.1',
+        'zope.interface >= 6.0',
+        'zope.component >= 5.1',
+        'zope.configuration >= 5.0',
+        'zope.schema >= 7.0',
+        'zope.event >= 5.0',
+        'ZEO >= 5.4',
+        'zodburi >= 2.6',
+        'croniter >= 1.4',
+        'click >= 8.0',
+        'pyramid >= 2.0',
+        'pyramid_tm >= 2.5',
+        'waitress >= 2.1',
+    ],
+    extras_require={
+        'relstorage': ['RelStorage[postgresql] >= 3.5'],
+        'test': [
+            'pytest >= 7.0',
+            'pytest-timeout >= 2.1',
+            'zope.testing >= 5.0',
+            'zope.testrunner >= 6.0',
+            'RelStorage[postgresql] >= 3.5',
+            'playwright >= 1.40',
+        ],
+    },
+    entry_points={
+        'console_scripts': [
+            'remotetask = remotetask.cli:main',
+        ],
+    },
+)

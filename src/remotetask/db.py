@@ -1,0 +1,107 @@
+"""Opening databases by URI and finding the service in them.
+
+A database is named by a zodburi URI: ``file:///abs/path/Data.fs``,
+``memory://``, ``zeo://host:port``, ``postgres://...`` (RelStorage) and
+whatever else zodburi resolvers are installed.  A plain path (no ``://``) is
+taken as a FileStorage file.  The service lives at the database root under a
+key (``tasks`` by default) and is created there if missing.
+"""
+import os
+
+import transaction
+import ZODB
+import zodburi
+
+from remotetask.interfaces import RemoteTaskError
+
+DEFAULT_SERVICE = 'tasks'
+DEFAULT_DB = os.path.join('var', 'Data.fs')
+
+
+class ConfigurationError(RemoteTaskError, ValueError):
+    """A database URI or a service name can not be used."""
+
+
+def normalizeURI(uri):
+    """Turn a plain path into a file:// URI; leave URIs alone."""
+    if uri is None:
+        uri = DEFAULT_DB
+    if '://' not in uri:
+        path = os.path.abspath(uri)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return 'file://' + path
+    if uri.startswith('file://'):
+        path = uri[len('file://'):].split('?', 1)[0]
+        if path and os.path.isabs(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    return uri
+
+
+def openDB(uri=None, **overrides):
+    """Open the ZODB ``DB`` named by ``uri`` (see the module docstring).
+
+    :raises ConfigurationError: for a URI no resolver understands.
+    """
+    uri = normalizeURI(uri)
+    try:
+        factory, dbkw = zodburi.resolve_uri(uri)
+    except KeyError as e:
+        raise ConfigurationError(
+            'unsupported database URI %r (no resolver for %s; RelStorage '
+            'URIs need "pip install remotetask[relstorage]")' % (uri, e))
+    except Exception as e:
+        raise ConfigurationError('bad database URI %r: %s' % (uri, e))
+    dbkw.update(overrides)
+    return ZODB.DB(factory(), **dbkw)
+
+
+def getService(root, name=DEFAULT_SERVICE, create=False):
+    """The service at ``root[name]`` (``root`` is a connection's root or a
+    connection); created (not committed) if missing and ``create``."""
+    from remotetask.service import TaskService
+    if hasattr(root, 'root'):
+        root = root.root()
+    service = root.get(name)
+    if service is None:
+        if not create:
+            raise ConfigurationError(
+                'no task service under %r at the database root' % name)
+        service = TaskService()
+        service.__name__ = name
+        root[name] = service
+    elif not isinstance(service, TaskService):
+        raise ConfigurationError('%r at the database root is a %s, not a '
+                                 'TaskService' % (name, type(service).__name__))
+    return service
+
+
+def ensureService(db, name=DEFAULT_SERVICE):
+    """Create the service in ``db`` if it is missing, and commit."""
+    ServiceRunner(db, name)(lambda service: None)
+
+
+class ServiceRunner:
+    """Runs functions on the service in transactions of their own.
+
+    ``runner(func, *args)`` opens a connection with its own transaction
+    manager, calls ``func(service, *args)``, commits, and retries on
+    conflicts (any ``TransientError``) up to ``attempts`` times.  Used by the
+    command line, the tracker facade and the web service.
+    """
+
+    def __init__(self, db, name=DEFAULT_SERVICE, attempts=10):
+        self.db = db
+        self.name = name
+        self.attempts = attempts
+
+    def __call__(self, func, *args, **kw):
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        try:
+            for attempt in tm.attempts(self.attempts):
+                with attempt:
+                    service = getService(conn, self.name, create=True)
+                    result = func(service, *args, **kw)
+            return result
+        finally:
+            conn.close()

@@ -1,0 +1,45 @@
+"""Example tasks, registered by ``examples.zcml`` (``remotetask serve``
+loads them when no tasks are given, so there is something to try).
+
+- ``echo``: returns its input;
+- ``sum``: adds a list of numbers (fails cleanly on anything else);
+- ``sleep``: sleeps ``input`` seconds (at most 3600), reporting progress;
+- ``fail``: always fails, with ``input`` as the message.
+"""
+import time
+
+from remotetask.interfaces import TaskError
+from remotetask.job import currentJob
+
+
+def echo(input):
+    return input
+
+
+def sum_(input):
+    try:
+        return sum(float(v) for v in input)
+    except (TypeError, ValueError):
+        raise TaskError('input must be a list of numbers, not %r' % (input,))
+
+
+def sleep(input):
+    try:
+        seconds = min(float(input or 1), 3600.0)
+    except (TypeError, ValueError):
+        raise TaskError('input must be a number of seconds, not %r'
+                        % (input,))
+    context = currentJob()
+    steps = max(1, int(seconds * 10))
+    for i in range(steps):
+        if context is not None and context.cancelled:
+            raise TaskError('stopped after %.1fs' % (i * seconds / steps))
+        time.sleep(seconds / steps)
+        if context is not None and (i + 1) % 10 == 0:
+            context.progress((i + 1) / steps, 'slept %.1fs' % (
+                (i + 1) * seconds / steps))
+    return seconds
+
+
+def fail(input):
+    raise TaskError(str(input or 'this task always fails'))

@@ -1,0 +1,470 @@
+"""The remotetask specification.
+
+This module is the contract of the package: the statuses a job goes through,
+the one exception tree, and the interfaces of tasks, jobs, the task service
+and processors.  The implementations (``task.py``, ``job.py``,
+``service.py``, ``processor.py``) point back here.
+
+Jobs and statuses
+=================
+
+A *job* is one request to run a *task* (a named ``ITask`` utility) with an
+*input*.  It goes through these statuses, declared once below:
+
+``start later``  added with ``startLater=True``; waits for ``startJob()``.
+``queued``       waiting for a worker; due now.
+``delayed``      waiting for a worker; due at ``job.eta`` (a delay, an ETA,
+                 or a retry with back-off).  It stays ``delayed`` until a
+                 worker takes it, which happens as soon as it is due.
+``cronjob``      a repeating job waiting for its next call time.  A cron job
+                 never becomes final by running: after each run it goes back
+                 to ``cronjob`` and keeps the last result or error.
+``processing``   claimed by a worker which holds a lease on it.
+``completed``    final: the task returned; ``job.output`` is its result.
+``error``        final: the task failed; ``job.error`` says why.
+``cancelled``    final: cancelled before it ran.
+
+A job is in the queue exactly while its status is one of ``WAITING_STATUSES``.
+
+Transactions and concurrency
+============================
+
+All the state lives in persistent objects, so every method of the service
+runs inside the caller's ``transaction``: a job added by a request is
+committed together with the application data of that request, or not at
+all.  The service never commits by itself; processors (``IProcessor``) and
+the command line do, each in short transactions of their own:
+
+1. *Claim*: one short transaction takes one or more due jobs out of the
+   queue, marks them ``processing`` with the worker's id, a lease expiry and
+   a start count, and commits.  Two workers cannot both commit the claim of
+   one job: the second gets a ``ConflictError`` and retries.
+
+2. *Run*: a second transaction runs the task and records the outcome on the
+   job; the task's own ZODB writes and the job's completion commit together.
+   The processor runs it in ``transaction.manager.attempts()``, so a
+   ``ConflictError`` (any ``TransientError``) raised by the task or at commit
+   runs the task again, a bounded number of times, with the job back in the
+   state it had after the claim.
+
+What a task may assume:
+
+- it runs in a transaction that is not yet committed; everything it writes to
+  the ZODB is committed only if it returns normally (or raises ``Retry``,
+  ``TaskError`` or another exception: then its writes are rolled back and
+  only the job's bookkeeping is committed);
+- it may be run more than once for the same job: after a conflict, after its
+  worker died (lease expired), or by a retry policy.  Tasks should be
+  idempotent or check what they already did;
+- it may commit or abort the transaction itself: the job's bookkeeping is
+  written after the task returns, in whatever transaction is then current;
+  but it then gives up the guarantee above for what it committed;
+- ``remotetask.job.currentJob()`` gives its ``ITaskContext`` (job id,
+  service, progress reporting, cancellation flag).
+
+Structures
+==========
+
+No structure is rewritten in full on an add or a claim: jobs are kept in a
+64-bit BTree, the queue in several ordered tree sets keyed by
+``(eta, job id)``, per-status tree sets index the jobs by status and
+``BTrees.Length`` counters (which resolve their own conflicts) count them.
+Job ids come from per-process blocks, so concurrent producers do not all
+write one counter.  ``docs/design.md`` explains the trade-offs.
+"""
+import transaction.interfaces
+import zope.interface
+import zope.schema
+from zope.interface.common.mapping import IEnumerableMapping
+
+# -- Statuses --------------------------------------------------------------
+
+STARTLATER = 'start later'
+QUEUED = 'queued'
+DELAYED = 'delayed'
+CRONJOB = 'cronjob'
+PROCESSING = 'processing'
+COMPLETED = 'completed'
+ERROR = 'error'
+CANCELLED = 'cancelled'
+
+#: Every status, in the order a job goes through them.
+STATUSES = (STARTLATER, QUEUED, DELAYED, CRONJOB, PROCESSING,
+            COMPLETED, ERROR, CANCELLED)
+#: A job in one of these statuses is in the queue.
+WAITING_STATUSES = (QUEUED, DELAYED, CRONJOB)
+#: A job in one of these statuses will never run again unless retried.
+FINAL_STATUSES = (COMPLETED, ERROR, CANCELLED)
+#: What ``clean()`` removes when not told otherwise.
+CLEANABLE_STATUSES = FINAL_STATUSES
+
+
+# -- Exceptions -------------------------------------------------------------
+
+class RemoteTaskError(Exception):
+    """The root of every error remotetask raises on purpose."""
+
+
+class UnknownTaskError(RemoteTaskError, ValueError):
+    """No ``ITask`` utility is registered under the name asked for.
+
+    Raised by ``add()`` and ``addCronJob()``; nothing is stored.
+    """
+
+
+class JobNotFoundError(RemoteTaskError, KeyError):
+    """No job has the id asked for (it never existed or was cleaned)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else 'job not found'
+
+
+class InvalidInputError(RemoteTaskError, ValueError):
+    """The input of a job can not be stored (it can not be pickled)."""
+
+
+class InvalidStatusError(RemoteTaskError, ValueError):
+    """The job is not in a status that allows what was asked.
+
+    For example cancelling a completed job, starting a job that was not
+    added with ``startLater``, or cleaning a status that is not final.
+    """
+
+
+class InvalidScheduleError(RemoteTaskError, ValueError):
+    """A cron schedule can not be understood (bad field, expression or
+    time zone)."""
+
+
+class TaskError(RemoteTaskError):
+    """Raised by a task to fail its job with a clean message.
+
+    The job ends ``error`` with ``str(exception)`` as its error and no
+    traceback (the message is meant for users).  A retry policy does not
+    retry it: it means "this input can not be done".
+    """
+
+
+class Retry(RemoteTaskError):
+    """Raised by a task to ask to be run again later.
+
+    ``delay`` is in seconds (None: the task's back-off policy decides).
+    Counts as one of the job's retries: when ``max_retries`` is reached the
+    job ends ``error``.
+    """
+
+    def __init__(self, message='', delay=None):
+        super().__init__(message)
+        self.message = message
+        self.delay = delay
+
+
+class TimeLimitExceeded(TaskError):
+    """A job ran longer than its time limit."""
+
+
+class LeaseLost(RemoteTaskError, transaction.interfaces.TransientError):
+    """A worker no longer owns the job it ran: its lease expired and the job
+    was handed to another worker or ended.  The worker drops its result."""
+
+
+class StorageUnavailable(RemoteTaskError,
+                         transaction.interfaces.TransientError):
+    """The database can not be reached (a ZEO server or PostgreSQL is down).
+
+    Transient: workers wait and retry.
+    """
+
+
+# -- Interfaces -------------------------------------------------------------
+
+class ITask(zope.interface.Interface):
+    """A task: something a job runs.  Registered as a named utility.
+
+    The registration name is the task's name in ``service.add(name, ...)``.
+    """
+
+    time_limit = zope.interface.Attribute(
+        'Seconds a job of this task may run before it is ended as "error" '
+        '(None: no limit).  A job may override it.')
+    max_starts = zope.interface.Attribute(
+        'How many times a job may be started (first run plus restarts after '
+        'its worker died) before it ends "error".')
+    max_retries = zope.interface.Attribute(
+        'How many times a failing job is retried (0: never).')
+    retry_backoff = zope.interface.Attribute(
+        'The first retry delay in seconds; each retry doubles it.')
+    retry_backoff_max = zope.interface.Attribute(
+        'The largest retry delay in seconds.')
+    retry_jitter = zope.interface.Attribute(
+        'If true, each retry delay is drawn uniformly between half of it and '
+        'all of it, so failed jobs do not all come back at once.')
+
+    def __call__(service, jobid, input):
+        """Run the task for job ``jobid`` of ``service`` and return the result.
+
+        The result is stored on the job, so it must be picklable.
+        :raises TaskError: to fail the job with a message.
+        :raises Retry: to be run again later.
+        """
+
+
+class IJob(zope.interface.Interface):
+    """One request to run a task."""
+
+    id = zope.schema.Int(title='Job id', readonly=True)
+    task = zope.schema.TextLine(title='Name of the task to run')
+    input = zope.interface.Attribute('The input given to the task')
+    output = zope.interface.Attribute('The result of the last run, or None')
+    error = zope.interface.Attribute(
+        'Text saying why the job failed (last run), or None')
+    traceback = zope.interface.Attribute(
+        'The text of the traceback of the last unexpected exception, or None')
+    status = zope.schema.Choice(
+        title='Status', values=STATUSES, readonly=True,
+        description='Changed only by the service, never set directly')
+    created = zope.interface.Attribute('Epoch seconds when added')
+    started = zope.interface.Attribute('Epoch seconds of the last start')
+    completed = zope.interface.Attribute('Epoch seconds of the last end')
+    eta = zope.interface.Attribute(
+        'Epoch seconds when the job is due (while waiting), else None')
+    worker = zope.interface.Attribute('Id of the worker that ran it last')
+    starts = zope.interface.Attribute('How many times it was started')
+    retries = zope.interface.Attribute('How many times it was retried')
+    max_starts = zope.interface.Attribute('Override of ITask.max_starts')
+    max_retries = zope.interface.Attribute('Override of ITask.max_retries')
+    time_limit = zope.interface.Attribute('Override of ITask.time_limit')
+    lease_expires = zope.interface.Attribute(
+        'While processing: epoch seconds when the lease ends')
+    attempts = zope.interface.Attribute(
+        'Tuple of dicts, one per start: start, end, worker, outcome, error')
+    progress = zope.interface.Attribute(
+        '(fraction or None, message) last reported by the running task')
+    meta = zope.interface.Attribute(
+        'A dict of application data (the tracker keeps its records here)')
+
+
+class ICronJob(IJob):
+    """A job that runs again and again on a schedule.
+
+    The schedule is either lovely's tuple fields (all in UTC; an empty tuple
+    means "any"; a time matches when it matches every non-empty field; day of
+    week 0 is Monday) or ``delay`` (run every ``delay`` seconds), or a
+    standard five-field cron ``expression`` read in ``timezone``.
+    """
+
+    minute = zope.interface.Attribute('Tuple of minutes (0-59)')
+    hour = zope.interface.Attribute('Tuple of hours (0-23)')
+    dayOfMonth = zope.interface.Attribute('Tuple of days of month (1-31)')
+    month = zope.interface.Attribute('Tuple of months (1-12)')
+    dayOfWeek = zope.interface.Attribute('Tuple of week days (0=Monday)')
+    delay = zope.interface.Attribute('Seconds between calls, or None')
+    expression = zope.interface.Attribute('A cron expression, or None')
+    timezone = zope.interface.Attribute('Time zone name of the expression')
+
+    def update(minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
+               delay=None, expression=None, timezone=None):
+        """Replace the schedule.  Call ``service.reschedule(id)`` after.
+
+        :raises InvalidScheduleError: if the new schedule is malformed.
+        """
+
+    def timeOfNextCall(now=None):
+        """Epoch seconds of the next call strictly after ``now``."""
+
+
+class ITaskContext(zope.interface.Interface):
+    """What a running task can know about its job
+    (``remotetask.job.currentJob()``)."""
+
+    jobid = zope.interface.Attribute('The id of the running job')
+    service = zope.interface.Attribute('The service the job belongs to')
+    cancelled = zope.interface.Attribute(
+        'True once the worker wants the task to stop (time limit, shutdown)')
+
+    def progress(fraction=None, message=''):
+        """Report progress: a fraction between 0 and 1 (or None) and a
+        message.  Others see it while the task runs; it never conflicts
+        with the job's completion."""
+
+
+class ITaskService(zope.interface.Interface):
+    """A persistent service that keeps jobs and a queue of them.
+
+    Every method runs in the caller's transaction and commits nothing.
+    Unless said otherwise, methods taking a ``jobid`` raise
+    ``JobNotFoundError`` (a ``KeyError``) naming the id when there is no
+    such job.  ``now`` is epoch seconds; None means the current time.
+    """
+
+    jobs = zope.interface.Attribute('A BTree mapping job ids to jobs')
+
+    def getAvailableTasks():
+        """Return a dict of the registered task names to tasks."""
+
+    def add(task, input=None, startLater=False, delay=None, eta=None,
+            time_limit=None, max_retries=None, max_starts=None, meta=None,
+            now=None):
+        """Add a job running ``task`` with ``input``; return its id.
+
+        The job is ``queued``; ``delayed`` if ``delay`` (seconds) or ``eta``
+        (epoch seconds) puts it in the future; ``start later`` if
+        ``startLater``: it then waits for ``startJob()``.
+
+        :raises UnknownTaskError: if no task has that name (nothing stored).
+        :raises InvalidInputError: if the input can not be pickled.
+        """
+
+    def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
+                   month=(), dayOfWeek=(), delay=None, expression=None,
+                   timezone=None, now=None):
+        """Add a cron job; return its id.  See ``ICronJob``.
+
+        :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
+        """
+
+    def startJob(jobid, now=None):
+        """Queue a ``start later`` job.
+
+        :raises InvalidStatusError: if the job is not ``start later``.
+        """
+
+    def reschedule(jobid, now=None):
+        """Put a cron job back in the queue at its next call time after
+        ``now`` (after ``job.update()``, or to revive a cancelled one).
+
+        :raises InvalidStatusError: if the job is not a cron job or is
+            processing.
+        """
+
+    def cancel(jobid):
+        """Cancel a waiting job (queued, delayed, cron or start later).
+
+        :raises InvalidStatusError: if the job is processing or final.
+        """
+
+    def retry(jobid, now=None):
+        """Queue again a job that ended ``error`` or ``cancelled``.
+
+        :raises InvalidStatusError: for any other status.
+        """
+
+    def delete(jobid):
+        """Remove a job that is not processing.
+
+        :raises InvalidStatusError: if the job is processing.
+        """
+
+    def clean(status=CLEANABLE_STATUSES, before=None):
+        """Remove the jobs in the given final statuses (ended before the
+        epoch time ``before``, if given).
+
+        :raises InvalidStatusError: if a status is not final.
+        """
+
+    def getStatus(jobid):
+        """The status of the job."""
+
+    def getResult(jobid):
+        """The result (output) of the job, or None."""
+
+    def getError(jobid):
+        """The error text of the job, or None."""
+
+    def count(status=None):
+        """The number of jobs in ``status`` (all jobs if None), without
+        scanning them."""
+
+    def counts():
+        """A dict of every status to its number of jobs."""
+
+    def jobIds(status):
+        """The ids of the jobs in ``status``, ascending (an index)."""
+
+    def hasJobsWaiting(now=None):
+        """True if a job is due."""
+
+    def claim(now=None, worker=None, limit=1, lease=None, spread=False):
+        """Take up to ``limit`` due jobs out of the queue, mark them
+        ``processing`` for ``worker`` with a lease of ``lease`` seconds,
+        and return them.
+
+        ``spread``: start from a queue partition chosen for this thread
+        rather than in strict due order, so concurrent workers do not
+        conflict (see docs/design.md).
+        """
+
+    def claimNextJob(now=None):
+        """Claim the next due job and return it, or None."""
+
+    def run(job, now=None):
+        """Run a claimed job's task and record the outcome; return it
+        (``'completed'``, ``'error'``, ``'retry'``, ``'cronjob'``).
+
+        The task's ZODB writes are rolled back (to a savepoint) if it fails.
+
+        :raises transaction.interfaces.TransientError: (ConflictError...)
+            raised by the task, for the caller to retry the transaction.
+        """
+
+    def processNext(now=None, jobid=None):
+        """Claim and run one job (the next due one, or ``jobid``); return
+        True if a job ran."""
+
+    def process(now=None):
+        """Run every due job in the current transaction."""
+
+    def reap(now=None):
+        """Hand back the processing jobs whose lease has expired: queue them
+        again, or end them ``error`` when their start count reached their
+        maximum or they over-ran their time limit.  Return their ids."""
+
+
+class IProcessor(zope.interface.Interface):
+    """Runs jobs of a stored service from threads of its own.
+
+    A processor owns its threads and their stop event; it opens its own
+    connections to the database and runs each claim and each job in a
+    transaction of its own (see the module documentation above).
+    """
+
+    running = zope.interface.Attribute('True while its threads run')
+
+    def start():
+        """Start the threads."""
+
+    def stop(timeout=None):
+        """Stop claiming, let running jobs finish (up to ``timeout``
+        seconds), hand back those that did not, and join the threads."""
+
+
+# -- Events -----------------------------------------------------------------
+
+class IJobEvent(zope.interface.Interface):
+    """Something happened to a job."""
+
+    job = zope.interface.Attribute('The job')
+    service = zope.interface.Attribute('Its service')
+
+
+class IJobStarted(IJobEvent):
+    """A job was claimed and is about to run."""
+
+
+class IJobCompleted(IJobEvent):
+    """A job's task returned."""
+
+
+class IJobFailed(IJobEvent):
+    """A job's task failed; the job ended ``error``."""
+
+
+class IJobRetried(IJobEvent):
+    """A job's task failed or asked for a retry; it is queued again."""
+
+
+class IJobCancelled(IJobEvent):
+    """A job was cancelled."""
+
+
+IJobs = IEnumerableMapping

@@ -1,0 +1,277 @@
+"""Jobs and cron jobs.  See ``interfaces.IJob`` and ``interfaces.ICronJob``.
+
+A job's status is changed only by its service (``service._transition``),
+which keeps the queue and the status indexes in step with it.
+"""
+import contextlib
+import contextvars
+import datetime
+import time
+import zoneinfo
+
+import persistent
+import zope.interface
+from croniter import croniter
+
+from remotetask import interfaces
+from remotetask.interfaces import InvalidScheduleError
+
+
+class _Lease(persistent.Persistent):
+    """The lease of a processing job, a persistent object of its own so
+    that renewing it never conflicts with the job's completion."""
+
+    def __init__(self, worker=None, expires=None):
+        self.worker = worker
+        self.expires = expires
+
+
+class _Progress(persistent.Persistent):
+    """Progress reported by a running task (own object, same reason)."""
+
+    fraction = None
+    message = ''
+    updated = None
+
+
+@zope.interface.implementer(interfaces.IJob)
+class Job(persistent.Persistent):
+    """See IJob."""
+
+    # Class defaults keep old pickles readable when attributes are added.
+    output = None
+    error = None
+    traceback = None
+    started = None
+    completed = None
+    eta = None
+    worker = None
+    starts = 0
+    retries = 0
+    max_starts = None
+    max_retries = None
+    time_limit = None
+    attempts = ()
+    meta = None
+    _lease = None
+    _progress = None
+
+    def __init__(self, id, task, input=None, created=None):
+        self.id = id
+        self.task = task
+        self.input = input
+        self._status = interfaces.QUEUED
+        self.created = time.time() if created is None else created
+        self.meta = {}
+
+    @property
+    def status(self):
+        """See IJob (read-only: the service changes it)."""
+        return self._status
+
+    @property
+    def lease_expires(self):
+        """See IJob."""
+        return None if self._lease is None else self._lease.expires
+
+    @property
+    def progress(self):
+        """See IJob."""
+        if self._progress is None:
+            return (None, '')
+        return (self._progress.fraction, self._progress.message)
+
+    def setProgress(self, fraction=None, message='', now=None):
+        """Record progress on the job's own progress object."""
+        if fraction is not None:
+            fraction = float(fraction)
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(
+                    'progress fraction must be between 0 and 1, not %r'
+                    % fraction)
+        if self._progress is None:
+            self._progress = _Progress()
+        self._progress.fraction = fraction
+        self._progress.message = str(message)
+        self._progress.updated = time.time() if now is None else now
+
+    def _addAttempt(self, **record):
+        self.attempts = self.attempts + (record,)
+
+    def _endAttempt(self, **record):
+        if self.attempts:
+            last = dict(self.attempts[-1])
+            last.update(record)
+            self.attempts = self.attempts[:-1] + (last,)
+
+    def info(self):
+        """A dict describing the job (for the CLI and the web service)."""
+        return {
+            'id': self.id, 'task': self.task, 'status': self.status,
+            'created': self.created, 'started': self.started,
+            'completed': self.completed, 'eta': self.eta,
+            'worker': self.worker, 'starts': self.starts,
+            'retries': self.retries, 'error': self.error,
+            'progress': self.progress, 'cron': False,
+        }
+
+    def __repr__(self):
+        return '<%s %r>' % (self.__class__.__name__.replace('Cron', ''),
+                            self.id)
+
+
+_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek')
+_RANGES = {'minute': (0, 59), 'hour': (0, 23), 'dayOfMonth': (1, 31),
+           'month': (1, 12), 'dayOfWeek': (0, 6)}
+
+
+def _checkField(name, values):
+    try:
+        values = tuple(int(v) for v in values)
+    except (TypeError, ValueError):
+        raise InvalidScheduleError(
+            '%s must be a sequence of integers, not %r' % (name, values))
+    low, high = _RANGES[name]
+    for v in values:
+        if not low <= v <= high:
+            raise InvalidScheduleError(
+                '%s %d is out of range %d-%d' % (name, v, low, high))
+    return values
+
+
+def _expression(minute, hour, dayOfMonth, month, dayOfWeek):
+    """lovely's tuple fields as a cron expression (cron's Sunday is 0)."""
+    def field(values):
+        return ','.join(str(v) for v in sorted(set(values))) or '*'
+    return ' '.join((field(minute), field(hour), field(dayOfMonth),
+                     field(month),
+                     field((d + 1) % 7 for d in dayOfWeek)))
+
+
+@zope.interface.implementer(interfaces.ICronJob)
+class CronJob(Job):
+    """See ICronJob."""
+
+    minute = hour = dayOfMonth = month = dayOfWeek = ()
+    delay = None
+    expression = None
+    timezone = None
+
+    def __init__(self, id, task, input=None, created=None, **schedule):
+        super().__init__(id, task, input, created)
+        self.update(**schedule)
+
+    def update(self, minute=(), hour=(), dayOfMonth=(), month=(),
+               dayOfWeek=(), delay=None, expression=None, timezone=None):
+        """See ICronJob."""
+        fields = {name: _checkField(name, value) for name, value in
+                  zip(_FIELDS, (minute, hour, dayOfMonth, month, dayOfWeek))}
+        if delay is not None:
+            try:
+                delay = float(delay)
+            except (TypeError, ValueError):
+                raise InvalidScheduleError('delay must be a number of '
+                                           'seconds, not %r' % (delay,))
+            if delay <= 0:
+                raise InvalidScheduleError('delay must be positive, not %r'
+                                           % delay)
+        if expression is not None:
+            if delay is not None or any(fields.values()):
+                raise InvalidScheduleError(
+                    'give either a cron expression or the tuple fields and '
+                    'delay, not both')
+            if not croniter.is_valid(expression):
+                raise InvalidScheduleError(
+                    'not a valid cron expression: %r' % (expression,))
+        if timezone is not None:
+            if expression is None:
+                raise InvalidScheduleError(
+                    'a time zone applies to a cron expression only; the '
+                    'tuple fields are in UTC')
+            try:
+                zoneinfo.ZoneInfo(timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise InvalidScheduleError('unknown time zone %r'
+                                           % (timezone,))
+        for name, value in fields.items():
+            setattr(self, name, value)
+        self.delay = delay
+        self.expression = expression
+        self.timezone = timezone
+
+    def timeOfNextCall(self, now=None):
+        """See ICronJob."""
+        if now is None:
+            now = time.time()
+        if self.delay is not None:
+            return now + self.delay
+        if self.expression is not None:
+            tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')
+            start = datetime.datetime.fromtimestamp(now, tz)
+            nxt = croniter(self.expression, start).get_next(
+                datetime.datetime)
+            return int(nxt.timestamp())
+        expr = _expression(self.minute, self.hour, self.dayOfMonth,
+                           self.month, self.dayOfWeek)
+        return int(croniter(expr, now, day_or=False).get_next(float))
+
+    def schedule(self):
+        """The schedule as keyword arguments of ``update()``."""
+        return {'minute': self.minute, 'hour': self.hour,
+                'dayOfMonth': self.dayOfMonth, 'month': self.month,
+                'dayOfWeek': self.dayOfWeek, 'delay': self.delay,
+                'expression': self.expression, 'timezone': self.timezone}
+
+    def info(self):
+        info = super().info()
+        info['cron'] = True
+        info['schedule'] = self.schedule()
+        return info
+
+
+# -- The running task's context ---------------------------------------------
+
+_current = contextvars.ContextVar('remotetask_current_job', default=None)
+
+
+@zope.interface.implementer(interfaces.ITaskContext)
+class TaskContext:
+    """See ITaskContext.
+
+    ``reporter`` is called as ``reporter(jobid, fraction, message)``; the
+    default writes on the job in the current transaction (a processor
+    passes one that commits through a connection of its own).
+    """
+
+    def __init__(self, service, job, reporter=None, cancelled=None):
+        self.service = service
+        self.jobid = job.id
+        self._job = job
+        self._reporter = reporter
+        self._cancelled = cancelled
+
+    @property
+    def cancelled(self):
+        return bool(self._cancelled is not None and self._cancelled.is_set())
+
+    def progress(self, fraction=None, message=''):
+        """See ITaskContext."""
+        if self._reporter is None:
+            self._job.setProgress(fraction, message)
+        else:
+            self._reporter(self.jobid, fraction, message)
+
+
+def currentJob():
+    """The ``ITaskContext`` of the running task, or None outside a task."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def running(context):
+    """Make ``context`` the current job's context for the enclosed code."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)

@@ -1,0 +1,542 @@
+"""The task service.  See ``interfaces.ITaskService``."""
+import logging
+import pickle
+import time
+import traceback as tb_module
+
+import persistent
+import transaction
+import zope.component
+import zope.interface
+from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree, LOTreeSet
+from transaction.interfaces import TransientError
+
+from remotetask import events, interfaces
+from remotetask.interfaces import (
+    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
+    QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
+    InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
+    UnknownTaskError)
+from remotetask.job import CronJob, Job, TaskContext, _Lease, running
+from remotetask.structures import IdAllocator, JobQueue, laneNumber
+from remotetask.task import policy, retryDelay
+
+log = logging.getLogger('remotetask')
+
+
+def _now(now):
+    return time.time() if now is None else now
+
+
+class _ProbePickler(pickle.Pickler):
+    """Pickles like ZODB does: persistent objects are references."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, persistent.Persistent):
+            return id(obj)
+        return None
+
+
+class _Sink:
+    def write(self, data):
+        pass
+
+
+def checkPicklable(value, what='input'):
+    """Raise InvalidInputError if ``value`` can not be stored in the ZODB."""
+    try:
+        _ProbePickler(_Sink(), 3).dump(value)
+    except Exception as e:
+        raise InvalidInputError('the %s can not be stored (pickled): %s: %s'
+                                % (what, type(e).__name__, e)) from e
+
+
+def _errorText(exc):
+    return ''.join(tb_module.format_exception_only(type(exc), exc)).strip()
+
+
+@zope.interface.implementer(interfaces.ITaskService)
+class TaskService(persistent.Persistent):
+    """See ITaskService.
+
+    The service object itself is written only when created: every add and
+    claim writes the smaller objects it holds (see ``structures``).
+    """
+
+    __parent__ = __name__ = None
+
+    def __init__(self):
+        self.jobs = LOBTree()
+        self._queue = JobQueue()
+        self._ids = IdAllocator()
+        self._index = {status: LOTreeSet() for status in STATUSES}
+        self._counts = {status: Length() for status in STATUSES}
+
+    def __repr__(self):
+        return '<%s %s>' % (self.__class__.__name__,
+                            self.__name__ or hex(id(self)))
+
+    # -- tasks ---------------------------------------------------------------
+
+    def getAvailableTasks(self):
+        """See ITaskService."""
+        return dict(zope.component.getUtilitiesFor(interfaces.ITask))
+
+    def _getTask(self, name):
+        return zope.component.queryUtility(interfaces.ITask, name=name)
+
+    def _checkTask(self, name):
+        if self._getTask(name) is None:
+            raise UnknownTaskError(
+                'unknown task %r; available tasks: %s' % (
+                    name, ', '.join(sorted(self.getAvailableTasks()))
+                    or 'none'))
+
+    # -- the one place where a job's status changes ---------------------------
+
+    def _transition(self, job, status, eta=None):
+        old = job._status
+        if old in WAITING_STATUSES:
+            self._queue.remove(job.id, job.eta)
+        self._index[old].remove(job.id)
+        self._counts[old].change(-1)
+        self._enter(job, status, eta)
+
+    def _enter(self, job, status, eta=None):
+        job._status = status
+        if status in WAITING_STATUSES:
+            job.eta = eta
+            self._queue.put(job.id, eta)
+        else:
+            job.eta = None
+        self._index[status].insert(job.id)
+        self._counts[status].change(1)
+
+    def _forget(self, job):
+        if job._status in WAITING_STATUSES:
+            self._queue.remove(job.id, job.eta)
+        self._index[job._status].remove(job.id)
+        self._counts[job._status].change(-1)
+        del self.jobs[job.id]
+
+    def _wait(self, job, eta, now):
+        """Put a job in the queue, due at ``eta`` (None: at once, or at its
+        next call time for a cron job)."""
+        if isinstance(job, CronJob):
+            status = CRONJOB
+            eta = job.timeOfNextCall(now) if eta is None else eta
+        else:
+            eta = now if eta is None else eta
+            status = DELAYED if eta > now else QUEUED
+        self._transition(job, status, eta)
+
+    # -- adding jobs ---------------------------------------------------------
+
+    def _newJob(self, factory, task, input, now, **kw):
+        self._checkTask(task)
+        checkPicklable(input)
+        job = factory(self._ids.allocate(), task, input, created=now, **kw)
+        return job
+
+    def add(self, task, input=None, startLater=False, delay=None, eta=None,
+            time_limit=None, max_retries=None, max_starts=None, meta=None,
+            now=None):
+        """See ITaskService."""
+        now = _now(now)
+        if delay is not None and eta is not None:
+            raise ValueError('give either delay or eta, not both')
+        if delay is not None:
+            eta = now + float(delay)
+        job = self._newJob(Job, task, input, now)
+        job.time_limit = time_limit
+        job.max_retries = max_retries
+        job.max_starts = max_starts
+        if meta:
+            checkPicklable(meta, 'meta data')
+            job.meta = dict(meta)
+        self.jobs[job.id] = job
+        if startLater:
+            job.eta = None
+            self._enter(job, STARTLATER)
+            if eta is not None:
+                job.meta['eta'] = eta
+        else:
+            eta = now if eta is None else float(eta)
+            self._enter(job, DELAYED if eta > now else QUEUED, eta)
+        return job.id
+
+    def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
+                   month=(), dayOfWeek=(), delay=None, expression=None,
+                   timezone=None, now=None):
+        """See ITaskService."""
+        now = _now(now)
+        job = self._newJob(CronJob, task, input, now, minute=minute,
+                           hour=hour, dayOfMonth=dayOfMonth, month=month,
+                           dayOfWeek=dayOfWeek, delay=delay,
+                           expression=expression, timezone=timezone)
+        self.jobs[job.id] = job
+        self._enter(job, CRONJOB, job.timeOfNextCall(now))
+        return job.id
+
+    # -- managing jobs -------------------------------------------------------
+
+    def _job(self, jobid):
+        try:
+            return self.jobs[jobid]
+        except (KeyError, TypeError):
+            raise JobNotFoundError('no job with id %r' % (jobid,))
+
+    def _refuse(self, job, what, allowed):
+        if job._status not in allowed:
+            raise InvalidStatusError(
+                'can not %s job %s: it is %r (only %s)' % (
+                    what, job.id, job._status,
+                    ', '.join(repr(s) for s in allowed)))
+
+    def startJob(self, jobid, now=None):
+        """See ITaskService."""
+        job = self._job(jobid)
+        self._refuse(job, 'start', (STARTLATER,))
+        now = _now(now)
+        eta = job.meta.pop('eta', None) if job.meta else None
+        if job.meta is not None:
+            job.meta = dict(job.meta)
+        self._wait(job, eta, now)
+
+    def reschedule(self, jobid, now=None):
+        """See ITaskService."""
+        job = self._job(jobid)
+        if not isinstance(job, CronJob):
+            raise InvalidStatusError('job %s is not a cron job' % job.id)
+        self._refuse(job, 'reschedule', (CRONJOB, CANCELLED, ERROR))
+        now = _now(now)
+        self._transition(job, CRONJOB, job.timeOfNextCall(now))
+
+    def cancel(self, jobid):
+        """See ITaskService."""
+        job = self._job(jobid)
+        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,))
+        self._transition(job, CANCELLED)
+        events.notify(events.JobCancelled(job, self))
+
+    def retry(self, jobid, now=None):
+        """See ITaskService."""
+        job = self._job(jobid)
+        self._refuse(job, 'retry', (ERROR, CANCELLED))
+        now = _now(now)
+        job.starts = 0
+        job.retries = 0
+        if isinstance(job, CronJob):
+            self._transition(job, CRONJOB, job.timeOfNextCall(now))
+        else:
+            self._transition(job, QUEUED, now)
+
+    def delete(self, jobid):
+        """See ITaskService."""
+        job = self._job(jobid)
+        if job._status == PROCESSING:
+            raise InvalidStatusError(
+                'can not delete job %s: it is processing' % job.id)
+        self._forget(job)
+
+    def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
+        """See ITaskService."""
+        if isinstance(status, str):
+            status = (status,)
+        status = tuple(status)
+        for s in status:
+            if s not in FINAL_STATUSES:
+                raise InvalidStatusError(
+                    'can not clean jobs that are %r: only final statuses '
+                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
+        for s in status:
+            for jobid in list(self._index[s]):
+                job = self.jobs[jobid]
+                if before is None or (job.completed or job.created) < before:
+                    self._forget(job)
+
+    # -- reading -------------------------------------------------------------
+
+    def getStatus(self, jobid):
+        """See ITaskService."""
+        return self._job(jobid).status
+
+    def getResult(self, jobid):
+        """See ITaskService."""
+        return self._job(jobid).output
+
+    def getError(self, jobid):
+        """See ITaskService."""
+        return self._job(jobid).error
+
+    def count(self, status=None):
+        """See ITaskService."""
+        if status is None:
+            return sum(c() for c in self._counts.values())
+        if status not in self._counts:
+            raise ValueError('unknown status %r' % (status,))
+        return self._counts[status]()
+
+    def counts(self):
+        """See ITaskService."""
+        return {status: self._counts[status]() for status in STATUSES}
+
+    def jobIds(self, status):
+        """See ITaskService."""
+        if status not in self._index:
+            raise ValueError('unknown status %r' % (status,))
+        return self._index[status]
+
+    def queue(self):
+        """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""
+        return iter(self._queue)
+
+    def oldestWaiting(self):
+        """``(eta, jobid)`` of the job due first, or None."""
+        return self._queue.oldest()
+
+    def hasJobsWaiting(self, now=None):
+        """See ITaskService."""
+        return self._queue.hasDue(_now(now))
+
+    # -- processing ----------------------------------------------------------
+
+    def claim(self, now=None, worker=None, limit=1, lease=None, spread=False):
+        """See ITaskService."""
+        now = _now(now)
+        start = laneNumber(len(self._queue._parts)) if spread else None
+        claimed = []
+        for eta, jobid in self._queue.due(now, limit, start):
+            job = self.jobs.get(jobid)
+            if job is None or job._status not in WAITING_STATUSES \
+                    or job.eta != eta:
+                # A stale entry: never expected, but never worth a loop.
+                log.warning('dropping stale queue entry %r', (eta, jobid))
+                self._queue.remove(jobid, eta)
+                continue
+            self._begin(job, now, worker, lease)
+            claimed.append(job)
+        return claimed
+
+    def _begin(self, job, now, worker, lease):
+        self._transition(job, PROCESSING)
+        job.starts += 1
+        job.started = now
+        job.worker = worker
+        job._lease = _Lease(worker, None if lease is None else now + lease)
+        job._addAttempt(start=now, end=None, worker=worker, outcome=None,
+                        error=None)
+
+    def claimNextJob(self, now=None):
+        """See ITaskService."""
+        claimed = self.claim(now)
+        return claimed[0] if claimed else None
+
+    def owns(self, job, token):
+        """True while ``job`` is still the claim ``token`` (``claimToken``)
+        made: processing, not handed back or ended since."""
+        return job._status == PROCESSING and len(job.attempts) == token
+
+    @staticmethod
+    def claimToken(job):
+        """A value identifying the current claim of a processing job."""
+        return len(job.attempts)
+
+    def run(self, job, now=None, reporter=None, cancelled=None):
+        """See ITaskService."""
+        if job._status != PROCESSING:
+            raise InvalidStatusError('job %s is %r, not processing: claim it '
+                                     'first' % (job.id, job._status))
+        task = self._getTask(job.task)
+        if task is None:
+            return self._fail(job, 'unknown task %r' % job.task, None, now)
+        events.notify(events.JobStarted(job, self))
+        context = TaskContext(self, job, reporter, cancelled)
+        savepoint = _savepoint()
+        started = time.monotonic()
+        try:
+            with running(context):
+                result = task(self, job.id, job.input)
+            limit = policy(task, job, 'time_limit')
+            elapsed = time.monotonic() - started
+            if limit is not None and elapsed > limit:
+                raise TimeLimitExceeded(
+                    'time limit of %gs exceeded (ran %.1fs)' % (limit,
+                                                                 elapsed))
+            checkPicklable(result, 'result')
+        except TransientError:
+            raise
+        except Retry as e:
+            _rollback(savepoint)
+            delay = e.delay
+            if delay is None:
+                delay = retryDelay(task, job.retries + 1)
+            return self._retry(job, e.message or 'retry asked by the task',
+                               delay, now)
+        except (TaskError, InvalidInputError) as e:
+            _rollback(savepoint)
+            if isinstance(e, tuple(getattr(task, 'retry_on', ()))):
+                return self._retry(job, str(e),
+                                   retryDelay(task, job.retries + 1), now)
+            return self._fail(job, str(e), None, now)
+        except Exception as e:
+            trace = tb_module.format_exc()
+            _rollback(savepoint)
+            log.error('job %s (task %r) failed:\n%s', job.id, job.task, trace)
+            if isinstance(e, tuple(getattr(task, 'retry_on', ()))):
+                return self._retry(job, _errorText(e),
+                                   retryDelay(task, job.retries + 1), now,
+                                   trace)
+            return self._fail(job, _errorText(e), trace, now)
+        return self._succeed(job, result, now)
+
+    def _settle(self, job, now, outcome, error=None):
+        """End the current attempt and go where a job goes after a run."""
+        end = _now(now)
+        job.completed = end
+        job._lease = None
+        job._endAttempt(end=end, outcome=outcome, error=error)
+        return end
+
+    def _succeed(self, job, result, now):
+        end = self._settle(job, now, COMPLETED)
+        job.output = result
+        if isinstance(job, CronJob):
+            job.error = job.traceback = None
+            job.starts = 0
+            self._transition(job, CRONJOB, job.timeOfNextCall(end))
+        else:
+            self._transition(job, COMPLETED)
+        events.notify(events.JobCompleted(job, self))
+        return job._status
+
+    def _fail(self, job, error, trace, now):
+        end = self._settle(job, now, ERROR, error)
+        job.error = error
+        job.traceback = trace
+        if isinstance(job, CronJob):
+            job.starts = 0
+            self._transition(job, CRONJOB, job.timeOfNextCall(end))
+        else:
+            self._transition(job, ERROR)
+        events.notify(events.JobFailed(job, self))
+        return ERROR
+
+    def _retry(self, job, message, delay, now, trace=None):
+        task = self._getTask(job.task)
+        limit = policy(task, job, 'max_retries')
+        if job.retries >= limit:
+            return self._fail(job, '%s (gave up after %d retries)'
+                              % (message, job.retries), trace, now)
+        end = self._settle(job, now, 'retry', message)
+        job.retries += 1
+        job.starts = 0
+        job.error = message
+        job.traceback = trace
+        eta = end + max(0.0, float(delay))
+        self._transition(job, DELAYED if eta > end else QUEUED, eta)
+        events.notify(events.JobRetried(job, self))
+        return 'retry'
+
+    def handBack(self, job, now=None, reason='handed back'):
+        """Put a processing job back in the queue at once (a worker that
+        stops before it could run it)."""
+        self._refuse(job, 'hand back', (PROCESSING,))
+        self._settle(job, now, 'handed back', reason)
+        job.starts = max(0, job.starts - 1)
+        self._transition(job, QUEUED, _now(now))
+
+    def reap(self, now=None):
+        """See ITaskService."""
+        now = _now(now)
+        reaped = []
+        for jobid in list(self._index[PROCESSING]):
+            job = self.jobs[jobid]
+            task = self._getTask(job.task)
+            expires = job.lease_expires
+            limit = policy(task, job, 'time_limit')
+            if limit is not None and job.started is not None \
+                    and now > job.started + limit:
+                error = 'time limit of %gs exceeded' % limit
+                if TimeLimitExceeded in tuple(getattr(task, 'retry_on', ())):
+                    self._retry(job, error, retryDelay(task, job.retries + 1),
+                                now)
+                else:
+                    self._fail(job, error, None, now)
+            elif expires is not None and expires < now:
+                maxstarts = policy(task, job, 'max_starts')
+                if job.starts >= maxstarts:
+                    self._fail(job, 'started %d times, the maximum '
+                               '(max_starts=%d): its worker stopped renewing '
+                               'its lease each time' % (job.starts, maxstarts),
+                               None, now)
+                else:
+                    self._settle(job, now, 'lost', 'lease expired')
+                    self._transition(job, QUEUED, now)
+            else:
+                continue
+            reaped.append(jobid)
+        return reaped
+
+    def processNext(self, now=None, jobid=None):
+        """See ITaskService."""
+        if jobid is not None:
+            job = self._job(jobid)
+            self._refuse(job, 'process', WAITING_STATUSES + (STARTLATER,))
+            if job._status == STARTLATER:
+                self._transition(job, QUEUED, _now(now))
+            self._begin(job, _now(now), None, None)
+        else:
+            job = self.claimNextJob(now)
+            if job is None:
+                return False
+        self.run(job, now)
+        return True
+
+    def process(self, now=None):
+        """See ITaskService."""
+        due = _now(now)
+        while True:
+            claimed = self.claim(due)
+            if not claimed:
+                break
+            self.run(claimed[0], now)
+
+    # -- processors (see remotetask.processor) -------------------------------
+
+    def startProcessing(self, **options):
+        """Start a processor for this (stored) service in this process."""
+        from remotetask import processor
+        return processor.startProcessing(self, **options)
+
+    def stopProcessing(self, timeout=None):
+        """Stop the processor started by ``startProcessing``."""
+        from remotetask import processor
+        return processor.stopProcessing(self, timeout)
+
+    def isProcessing(self):
+        """True while a processor of this process runs this service."""
+        from remotetask import processor
+        return processor.isProcessing(self)
+
+
+def _savepoint():
+    try:
+        return transaction.savepoint(optimistic=True)
+    except Exception:
+        log.warning('no savepoint: a failing task can not be rolled back '
+                    'alone', exc_info=True)
+        return None
+
+
+def _rollback(savepoint):
+    if savepoint is None:
+        return
+    try:
+        savepoint.rollback()
+    except Exception:
+        # The task committed or aborted the transaction itself: what it
+        # committed stays; the bookkeeping goes on in the current one.
+        log.warning('could not roll back the failed task\'s changes (did it '
+                    'commit or abort the transaction itself?)', exc_info=True)

@@ -1,0 +1,151 @@
+"""The persistent structures behind the service: the queue and job ids.
+
+Both are built so that concurrent transactions (several producers, several
+workers, over ZEO or RelStorage) rarely write the same object, and resolve
+the conflicts that remain with BTrees' own conflict resolution, which the
+ZEO server can run without importing remotetask.  docs/design.md explains
+the choices.
+"""
+import heapq
+import os
+import random
+import threading
+
+import persistent
+from BTrees.IOBTree import IOBTree
+from BTrees.Length import Length
+from BTrees.OOBTree import OOTreeSet
+
+#: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
+PARTITIONS = 16
+#: Number of id lanes; each process/thread allocates from one lane.
+LANES = 64
+#: Ids a lane takes from the shared counter at a time.
+BLOCK = 1000
+
+_INF = float('inf')
+
+
+class JobQueue(persistent.Persistent):
+    """Due-ordered queue of job ids, split into partitions.
+
+    Each partition is an ``OOTreeSet`` of ``(eta, jobid)`` keys, so the
+    earliest due job of a partition is its ``minKey()``, delayed jobs need
+    no separate schedule, and removing a cancelled job costs O(log n).
+    Producers spread over the partitions by job id; workers start from
+    different partitions (``start``), so two workers rarely remove keys from
+    the same bucket.  ``__len__`` is a ``BTrees.Length``.
+    """
+
+    def __init__(self, partitions=PARTITIONS):
+        self._parts = tuple(OOTreeSet() for _ in range(partitions))
+        self._length = Length()
+
+    def _part(self, jobid):
+        return self._parts[jobid % len(self._parts)]
+
+    def put(self, jobid, eta):
+        if self._part(jobid).insert((eta, jobid)):
+            self._length.change(1)
+
+    def remove(self, jobid, eta):
+        """Remove an entry; return False if it was not there."""
+        try:
+            self._part(jobid).remove((eta, jobid))
+        except KeyError:
+            return False
+        self._length.change(-1)
+        return True
+
+    def __len__(self):
+        return self._length()
+
+    def __iter__(self):
+        """All ``(eta, jobid)`` entries in due order."""
+        return heapq.merge(*self._parts)
+
+    def due(self, now, limit=1, start=None):
+        """Up to ``limit`` entries due at ``now``, without removing them.
+
+        ``start`` None: strictly in due order across partitions.  Else start
+        at partition ``start`` and go round, taking due entries from each in
+        turn (what concurrent workers do).
+        """
+        upto = (now, _INF)
+        if start is None:
+            found = []
+            for key in heapq.merge(*[p.keys(max=upto) for p in self._parts]):
+                found.append(key)
+                if len(found) >= limit:
+                    break
+            return found
+        n = len(self._parts)
+        found = []
+        for i in range(n):
+            part = self._parts[(start + i) % n]
+            for key in part.keys(max=upto):
+                found.append(key)
+                if len(found) >= limit:
+                    return found
+        return found
+
+    def oldest(self):
+        """The entry due first, or None."""
+        firsts = [p.minKey() for p in self._parts if p]
+        return min(firsts) if firsts else None
+
+    def hasDue(self, now):
+        oldest = self.oldest()
+        return oldest is not None and oldest[0] <= now
+
+
+class _Counter(persistent.Persistent):
+    value = 0
+
+
+class _Lane(persistent.Persistent):
+    next = 0
+    end = 0
+
+
+class IdAllocator(persistent.Persistent):
+    """Hands out job ids 1, 2, 3 ... in blocks.
+
+    Each process (and thread) draws ids from a lane of its own, which takes
+    a block of ``BLOCK`` ids from the shared counter when it runs out.  So
+    concurrent producers write different objects and touch the shared
+    counter once per block.  A single producer numbers its jobs 1, 2, 3...;
+    a second one starts at 1001.  Ids are unique, not contiguous.
+    """
+
+    def __init__(self):
+        self._blocks = _Counter()
+        self._lanes = IOBTree()
+
+    def allocate(self, lane=None):
+        if lane is None:
+            lane = laneNumber()
+        state = self._lanes.get(lane)
+        if state is None:
+            state = self._lanes[lane] = _Lane()
+        if state.next >= state.end:
+            first = self._blocks.value * BLOCK + 1
+            self._blocks.value += 1
+            state.next, state.end = first, first + BLOCK
+        jobid = state.next
+        state.next = jobid + 1
+        return jobid
+
+
+_local = threading.local()
+_rng = random.SystemRandom()
+
+
+def laneNumber(lanes=LANES):
+    """A number fixed for this process and thread, different (most likely)
+    from other processes' and threads'; recomputed after a fork."""
+    pid = os.getpid()
+    if getattr(_local, 'pid', None) != pid:
+        _local.pid = pid
+        _local.lane = _rng.randrange(1 << 30)
+    return _local.lane % lanes
