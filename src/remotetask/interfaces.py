@@ -419,6 +419,20 @@ class ITaskService(zope.interface.Interface):
         again, or end them ``error`` when their start count reached their
         maximum or they over-ran their time limit.  Return their ids."""
 
+    def maintain(now=None):
+        """Periodic housekeeping, run by processors in a transaction of its
+        own every few seconds: ``reap(now)``, then every
+        ``IServiceMaintenance`` utility.  Return the reaped job ids."""
+
+
+class IServiceMaintenance(zope.interface.Interface):
+    """A named utility called by ``ITaskService.maintain()`` (the tracker
+    uses one to re-enqueue zombies and delete retired tasks).  A failing
+    one is logged and does not stop the others."""
+
+    def __call__(service, now):
+        """Do housekeeping on ``service`` in the current transaction."""
+
 
 class IProcessor(zope.interface.Interface):
     """Runs jobs of a stored service from threads of its own.

@@ -479,6 +479,22 @@ class TaskService(persistent.Persistent):
             reaped.append(jobid)
         return reaped
 
+    def maintain(self, now=None):
+        """See ITaskService."""
+        now = _now(now)
+        reaped = self.reap(now)
+        for name, hook in sorted(zope.component.getUtilitiesFor(
+                interfaces.IServiceMaintenance)):
+            savepoint = _savepoint()
+            try:
+                hook(self, now)
+            except TransientError:
+                raise
+            except Exception:
+                _rollback(savepoint)
+                log.exception('maintenance %r failed; ignored', name)
+        return reaped
+
     def processNext(self, now=None, jobid=None):
         """See ITaskService."""
         if jobid is not None:
