@@ -379,7 +379,13 @@ class ITaskService(zope.interface.Interface):
         """A dict of every status to its number of jobs."""
 
     def jobIds(status):
-        """The ids of the jobs in ``status``, ascending (an index)."""
+        """The ids of the jobs in ``status``, ascending: a BTrees ``LO``
+        set (``in``, ``len``, ``keys(min, max)``, ``intersection``...).
+
+        For the statuses every add and claim changes (``'queued'``,
+        ``'delayed'``, ``'processing'``) it is a snapshot ``LOSet`` built
+        from a partitioned index (O(n)); for the others the index itself.
+        """
 
     def hasJobsWaiting(now=None):
         """True if a job is due."""
@@ -389,9 +395,11 @@ class ITaskService(zope.interface.Interface):
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
 
-        ``spread``: start from a queue partition chosen for this thread
-        rather than in strict due order, so concurrent workers do not
-        conflict (see docs/design.md).
+        ``spread``: not in strict due order: start from a queue partition
+        drawn at random and take one of the first few due entries of each
+        partition at random, so concurrent workers (and producers) rarely
+        write the same BTree bucket (see docs/design.md).  Processors use
+        it; without it, claims are strictly in due order.
         """
 
     def claimNextJob(now=None):

@@ -18,7 +18,8 @@ It retries conflicts (``TransientError`` other than an outage) up to
 with growing pauses for up to ``outage`` seconds, then raises
 ``StorageUnavailable``.  ``stats`` (a dict, optional) counts
 ``transactions``, ``commits``, ``conflicts`` and ``outages`` (retries of
-each kind), for reporting retry rates.
+each kind), for reporting retry rates, and ``conflicts_by_class`` (the class
+of the object each conflict was about).
 
 A commit that fails in its second phase because the server went away may
 or may not have been stored: the retry can then do the work twice (an
@@ -138,6 +139,11 @@ class _Run:
             if self.tries >= self.conflicts:
                 return False
             _count(self.stats, 'conflicts')
+            if self.stats is not None:
+                where = self.stats.setdefault('conflicts_by_class', {})
+                name = str(getattr(exc, 'class_name', None)
+                           or type(exc).__name__)
+                where[name] = where.get(name, 0) + 1
             return True
         return False
 

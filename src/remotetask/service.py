@@ -19,10 +19,18 @@ from remotetask.interfaces import (
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     UnknownTaskError)
 from remotetask.job import CronJob, Job, TaskContext, _Lease, running
-from remotetask.structures import IdAllocator, JobQueue, laneNumber
+from remotetask.structures import (
+    LANES, PARTITIONS, IdAllocator, JobQueue, PartitionedSet, laneNumber,
+    randomPartition)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
+
+
+#: Statuses whose index every add and claim changes: partitioned sets (see
+#: structures.PartitionedSet and docs/design.md).  The indexes of the final
+#: statuses grow at their end and stay plain LOTreeSets.
+HOT_STATUSES = (QUEUED, DELAYED, PROCESSING)
 
 
 def _now(now):
@@ -71,6 +79,9 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
+        for status in HOT_STATUSES:
+            self._index[status] = PartitionedSet(
+                LANES if status == PROCESSING else PARTITIONS)
         self._counts = {status: Length() for status in STATUSES}
 
     def __repr__(self):
@@ -110,7 +121,11 @@ class TaskService(persistent.Persistent):
             self._queue.put(job.id, eta)
         else:
             job.eta = None
-        self._index[status].insert(job.id)
+        if status == PROCESSING:
+            # Into the partition of the claiming worker's lane.
+            self._index[status].insert(job.id, laneNumber())
+        else:
+            self._index[status].insert(job.id)
         self._counts[status].change(1)
 
     def _forget(self, job):
@@ -286,7 +301,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         if status not in self._index:
             raise ValueError('unknown status %r' % (status,))
-        return self._index[status]
+        index = self._index[status]
+        if isinstance(index, PartitionedSet):
+            return index.ids()
+        return index
 
     def queue(self):
         """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""
@@ -305,7 +323,7 @@ class TaskService(persistent.Persistent):
     def claim(self, now=None, worker=None, limit=1, lease=None, spread=False):
         """See ITaskService."""
         now = _now(now)
-        start = laneNumber(len(self._queue._parts)) if spread else None
+        start = randomPartition(len(self._queue._parts)) if spread else None
         claimed = []
         for eta, jobid in self._queue.due(now, limit, start):
             job = self.jobs.get(jobid)

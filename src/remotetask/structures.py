@@ -14,6 +14,7 @@ import threading
 import persistent
 from BTrees.IOBTree import IOBTree
 from BTrees.Length import Length
+from BTrees.LOBTree import LOTreeSet, multiunion
 from BTrees.OOBTree import OOTreeSet
 
 #: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
@@ -22,6 +23,9 @@ PARTITIONS = 16
 LANES = 64
 #: Ids a lane takes from the shared counter at a time.
 BLOCK = 1000
+#: A spread claim takes one of the first WINDOW due entries of a partition
+#: at random, rather than the first (see ``JobQueue.due``).
+WINDOW = 8
 
 _INF = float('inf')
 
@@ -69,7 +73,11 @@ class JobQueue(persistent.Persistent):
 
         ``start`` None: strictly in due order across partitions.  Else start
         at partition ``start`` and go round, taking due entries from each in
-        turn (what concurrent workers do).
+        turn (what concurrent workers do), each one picked at random among
+        the first ``WINDOW`` due entries of its partition: BTrees can not
+        merge a concurrent change of a bucket with the removal of the
+        bucket's first key, so workers that all took the head of a
+        partition would conflict with each other and with producers.
         """
         upto = (now, _INF)
         if start is None:
@@ -83,10 +91,18 @@ class JobQueue(persistent.Persistent):
         found = []
         for i in range(n):
             part = self._parts[(start + i) % n]
+            window = []
             for key in part.keys(max=upto):
-                found.append(key)
-                if len(found) >= limit:
-                    return found
+                window.append(key)
+                if len(window) >= limit + WINDOW - 1:
+                    break
+            while window and len(found) < limit:
+                # Not always the first: removing a bucket's first key
+                # conflicts with any concurrent change of that bucket.
+                found.append(window.pop(_rng.randrange(
+                    min(len(window), WINDOW))))
+            if len(found) >= limit:
+                return found
         return found
 
     def oldest(self):
@@ -97,6 +113,56 @@ class JobQueue(persistent.Persistent):
     def hasDue(self, now):
         oldest = self.oldest()
         return oldest is not None and oldest[0] <= now
+
+
+class PartitionedSet(persistent.Persistent):
+    """A set of job ids (a status index) split into ``LOTreeSet``
+    partitions, with a ``BTrees.Length``.
+
+    An id goes to partition ``id % partitions`` unless the writer names
+    one (``insert(id, part)``: a worker puts the jobs it claims into the
+    partition of its lane, so that concurrent workers write different
+    sets).  ``remove`` looks in the id's own partition first, then in the
+    others.  ``ids()`` is a snapshot ``LOSet`` (``multiunion``, O(n) in C)
+    that supports what BTrees sets do (``keys(min, max)``, ``in``,
+    ``intersection``).
+    """
+
+    def __init__(self, partitions=PARTITIONS):
+        self._parts = tuple(LOTreeSet() for _ in range(partitions))
+        self._length = Length()
+
+    def insert(self, jobid, part=None):
+        if part is None:
+            part = jobid
+        if self._parts[part % len(self._parts)].insert(jobid):
+            self._length.change(1)
+            return True
+        return False
+
+    def remove(self, jobid):
+        """Remove ``jobid``; KeyError if it is not there."""
+        n = len(self._parts)
+        home = jobid % n
+        for i in range(n):
+            part = self._parts[(home + i) % n]
+            if jobid in part:
+                part.remove(jobid)
+                self._length.change(-1)
+                return
+        raise KeyError(jobid)
+
+    def __contains__(self, jobid):
+        return any(jobid in part for part in self._parts)
+
+    def __len__(self):
+        return self._length()
+
+    def __iter__(self):
+        return iter(self.ids())
+
+    def ids(self):
+        return multiunion(self._parts)
 
 
 class _Counter(persistent.Persistent):
@@ -149,3 +215,9 @@ def laneNumber(lanes=LANES):
         _local.pid = pid
         _local.lane = _rng.randrange(1 << 30)
     return _local.lane % lanes
+
+
+def randomPartition(partitions=PARTITIONS):
+    """Where a spread claim starts: a partition drawn for each claim, so
+    that two workers do not keep starting at the same one."""
+    return _rng.randrange(partitions)

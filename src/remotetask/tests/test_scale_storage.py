@@ -123,7 +123,8 @@ def test_attempts_retries_conflicts_and_counts_them():
             if len(calls) < 3:
                 raise ConflictError('simulated')
     assert len(calls) == 3
-    assert stats == {'transactions': 1, 'commits': 1, 'conflicts': 2}
+    assert stats == {"transactions": 1, "commits": 1, "conflicts": 2,
+                     "conflicts_by_class": {"ConflictError": 2}}
 
 
 def test_attempts_gives_up_after_conflicts():
