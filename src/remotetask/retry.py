@@ -119,7 +119,11 @@ class _Run:
         (swallow it), False to let it propagate."""
         if isinstance(exc, BaseException) and not isinstance(exc, Exception):
             return False
-        if unavailable(exc):
+        conflict = isinstance(exc, TransientError) and not isinstance(
+            exc, DISCONNECT_ERRORS)
+        if not conflict and unavailable(exc):
+            # (A RelStorage lock conflict may carry the driver's error as
+            # its context: it is a conflict, not an outage.)
             now = time.monotonic()
             if self.down_since is None:
                 self.down_since = now
@@ -134,7 +138,7 @@ class _Run:
             time.sleep(self.pause)
             self.pause = min(self.pause * 2, self.maxpause)
             return True
-        if isinstance(exc, TransientError):
+        if conflict:
             self.tries += 1
             if self.tries >= self.conflicts:
                 return False

@@ -10,13 +10,16 @@ Run as a script::
 
     python -m remotetask.tests.scale_agents produce URI COUNT TAG STATSFILE
     python -m remotetask.tests.scale_agents work URI STATSFILE [IDLE]
+    python -m remotetask.tests.scale_agents process URI STATSFILE [LEASE]
 
 ``produce`` adds COUNT jobs, one per transaction, with
 ``remotetask.retry.attempts`` (conflicts retried, outages waited out); a
 ConflictError that reached it would end the process with status 2.
-``work`` is a minimal claim-and-run loop (used only where the real
-``remotetask worker`` is not available); it stops after IDLE seconds
-without work.  Both write their counts as JSON to STATSFILE.
+``process`` runs the real ``remotetask.processor.Processor`` (one thread)
+until SIGTERM, then writes its ``stats``.  ``work`` is a minimal
+claim-and-run loop for comparison (the bench's "raw" figures); it stops
+after IDLE seconds without work.  All write their counts as JSON to
+STATSFILE.
 """
 import json
 import os
@@ -122,6 +125,27 @@ def work(uri, statsfile, idle=5.0, lease=30.0):
     return 0
 
 
+def process(uri, statsfile, lease=2.0):
+    """Run a real Processor until SIGTERM; write its stats."""
+    import signal
+    import threading
+    from remotetask.processor import Processor
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    database = dbmod.openDB(uri)
+    processor = Processor(database, lease=lease, poll_interval=1.0,
+                          maintenance_interval=1.0, grace=5.0)
+    processor.start()
+    try:
+        while not stop.wait(0.2):
+            pass
+    finally:
+        processor.stop(timeout=30)
+        _dump(processor.stats, statsfile)
+        database.close()
+    return 0
+
+
 def _dump(stats, path):
     with open(path, 'w') as f:
         json.dump(stats, f)
@@ -136,6 +160,9 @@ def main(argv):
     if cmd == 'work':
         idle = float(argv[3]) if len(argv) > 3 else 5.0
         return work(argv[1], argv[2], idle)
+    if cmd == 'process':
+        lease = float(argv[3]) if len(argv) > 3 else 2.0
+        return process(argv[1], argv[2], lease)
     raise SystemExit('unknown command %r' % cmd)
 
 
