@@ -22,6 +22,7 @@ sys.path.insert(0, HERE)
 from remotetask import db as dbmod  # noqa: E402
 from remotetask import testing  # noqa: E402
 from remotetask.interfaces import COMPLETED  # noqa: E402
+from remotetask.retry import attempts  # noqa: E402
 from remotetask.tests import scale_agents  # noqa: E402,F401  (tasks)
 
 POLL = 0.005
@@ -107,29 +108,36 @@ class Store:
         finally:
             self.tm.abort()
 
+    def transact(self, func, *args):
+        """``func(service, *args)`` in a transaction, retried."""
+        for attempt in attempts(self.tm):
+            with attempt:
+                result = func(self.service, *args)
+        return result
+
     def clean(self):
-        with self.tm:
-            self.service.clean()
+        self.transact(lambda service: service.clean())
 
     def enqueue(self, n, per_txn, task='scale.noop'):
+        def add(service, first):
+            for i in range(first, min(n, first + per_txn)):
+                service.add(task, i)
         started = time.perf_counter()
         for first in range(0, n, per_txn):
-            with self.tm:
-                service = self.service
-                for i in range(first, min(n, first + per_txn)):
-                    service.add(task, i)
+            self.transact(add, first)
         return n / (time.perf_counter() - started)
 
-    def workers(self, n):
+    def workers(self, n, batch=1):
         """Start ``n`` worker processes (threads of one in-process
         Processor for FileStorage, which serves one process only)."""
-        return Workers(self, n)
+        return Workers(self, n, batch)
 
 
 class Workers:
-    def __init__(self, store, n):
+    def __init__(self, store, n, batch=1):
         self.store = store
         self.n = n
+        self.batch = batch
         self.procs = []
         self.processor = None
         self.stats = {}
@@ -138,14 +146,16 @@ class Workers:
         if self.store.kind == 'file':
             from remotetask.processor import Processor
             self.processor = Processor(self.store.db, concurrency=self.n,
-                                       lease=60.0, maintenance_interval=30.0)
+                                       lease=60.0, maintenance_interval=30.0,
+                                       batch=self.batch)
             self.processor.start()
             return self
         for i in range(self.n):
             statsfile = os.path.join(self.store.workdir, 'w%d.json' % i)
             self.procs.append((subprocess.Popen(
                 [sys.executable, '-m', 'remotetask.tests.scale_agents',
-                 'process', self.store.uri, statsfile, '60'],
+                 'process', self.store.uri, statsfile, '60',
+                 str(self.batch)],
                 env=env(), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL), statsfile))
         time.sleep(1.5)     # imports, connections
@@ -168,11 +178,11 @@ class Workers:
         self.stats = totals
 
 
-def remotetaskDrain(store, workers, n, task='scale.noop'):
+def remotetaskDrain(store, workers, n, task='scale.noop', batch=1):
     store.clean()
     base = store.count()
     store.enqueue(n, 1000, task)
-    with store.workers(workers) as w:
+    with store.workers(workers, batch) as w:
         rate = drainRate(lambda: store.count() - base, n)
     stats = w.stats
     txns = 2 * stats.get('claimed', n)
@@ -185,8 +195,8 @@ def remotetaskLatency(store, samples):
     with store.workers(1):
         for i in range(samples + 3):
             started = time.perf_counter()
-            with store.tm:
-                jobid = store.service.add('scale.noop', i)
+            jobid = store.transact(lambda service: service.add(
+                'scale.noop', i))
             while True:
                 store.tm.begin()
                 status = store.service.jobs[jobid].status
@@ -205,19 +215,18 @@ def opCost(store, queued, ops):
     waiting = store.count('queued')
     if waiting < queued:
         store.enqueue(queued - waiting, 1000)
+    add = 1.0 / store.enqueue(ops, 1)
     started = time.perf_counter()
-    store.enqueue(ops, 1)
-    add = (time.perf_counter() - started) / ops
-    started = time.perf_counter()
+    def claim(service):
+        job, = service.claim(worker='bench', lease=60, spread=True)
+        return job.id
+
+    def run(service, jobid):
+        service.run(service.jobs[jobid])
     for i in range(ops):
-        with store.tm:
-            job, = store.service.claim(worker='bench', lease=60, spread=True)
-            jobid = job.id
-        with store.tm:
-            service = store.service
-            service.run(service.jobs[jobid])
-    run = (time.perf_counter() - started) / ops
-    return add, run
+        store.transact(run, store.transact(claim))
+    cost = (time.perf_counter() - started) / ops
+    return add, cost
 
 
 # -- peers --------------------------------------------------------------------

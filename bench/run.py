@@ -78,6 +78,13 @@ def benchStore(kind, args, workdir, rows, extra):
             store, args.samples)
         rows.append(row)
         print(row, flush=True)
+        batched = {'system': 'remotetask %s, Processor batch=20' % kind}
+        batched['drain1'], _ = measure.remotetaskDrain(store, 1, n,
+                                                       batch=20)
+        batched['drain4'], _ = measure.remotetaskDrain(store, 4, n,
+                                                       batch=20)
+        rows.append(batched)
+        print(batched, flush=True)
         if kind == 'zeo':
             r1, c1 = measure.remotetaskDrain(store, 1, args.sleep_jobs,
                                              'scale.sleep')
@@ -123,11 +130,14 @@ def targets(rows, extra):
         return by.get(system, {}).get(key)
 
     f1 = get('remotetask file', 'drain1')
+    fb = get('remotetask file, Processor batch=20', 'drain1')
     for peer, factor in (('huey SqliteHuey', 1), ('Celery solo', 3),
                          ('RQ SimpleWorker', 5)):
         p = get(peer, 'drain1')
         check('drain 1 worker FileStorage >= %dx %s' % (factor, peer), f1,
               p * factor if p else None,
+              '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
+        check('(same, Processor batch=20)', fb, p * factor if p else None,
               '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
     check('enqueue 1/txn FileStorage >= 800/s', get('remotetask file',
                                                     'enq1'), 800, '800/s')
@@ -172,7 +182,10 @@ def write(path, rows, extra, args, notes):
            'Written by `python bench/run.py%s` on %s UTC.' % (
                ' --quick' if args.quick else '',
                datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M')), '',
-           'Machine: %s.' % machine(), '',
+           'Machine: %s.  Load average (1 min) at the start: %s, at the '
+           'end: %.2f (the machine is shared with other sessions\' test '
+           'runs: figures vary between runs).' % (
+               machine(), args.load, os.getloadavg()[0]), '',
            'Versions: %s.' % ', '.join('%s %s' % kv for kv in
                                        versions().items()), '',
            'Drain: %d no-op jobs queued, then the workers start; rate between'
@@ -227,6 +240,7 @@ def main(argv=None):
     args.big = 20000 if args.quick else 100000
     args.ops = 100 if args.quick else 300
     rows, extra, notes = [], {}, []
+    args.load = '%.2f' % os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix='remotetask-bench-')
     for kind in args.stores.split(','):
         if kind == 'relstorage':

@@ -117,7 +117,9 @@ class JobQueue(persistent.Persistent):
 
 class PartitionedSet(persistent.Persistent):
     """A set of job ids (a status index) split into ``LOTreeSet``
-    partitions, with a ``BTrees.Length``.
+    partitions.  No length of its own (``len`` is O(n)): the service keeps
+    a ``BTrees.Length`` per status already, and every object a transaction
+    writes costs a pickle and a store.
 
     An id goes to partition ``id % partitions`` unless the writer names
     one (``insert(id, part)``: a worker puts the jobs it claims into the
@@ -130,15 +132,11 @@ class PartitionedSet(persistent.Persistent):
 
     def __init__(self, partitions=PARTITIONS):
         self._parts = tuple(LOTreeSet() for _ in range(partitions))
-        self._length = Length()
 
     def insert(self, jobid, part=None):
         if part is None:
             part = jobid
-        if self._parts[part % len(self._parts)].insert(jobid):
-            self._length.change(1)
-            return True
-        return False
+        return bool(self._parts[part % len(self._parts)].insert(jobid))
 
     def remove(self, jobid):
         """Remove ``jobid``; KeyError if it is not there."""
@@ -148,7 +146,6 @@ class PartitionedSet(persistent.Persistent):
             part = self._parts[(home + i) % n]
             if jobid in part:
                 part.remove(jobid)
-                self._length.change(-1)
                 return
         raise KeyError(jobid)
 
@@ -156,7 +153,7 @@ class PartitionedSet(persistent.Persistent):
         return any(jobid in part for part in self._parts)
 
     def __len__(self):
-        return self._length()
+        return sum(len(part) for part in self._parts)
 
     def __iter__(self):
         return iter(self.ids())

@@ -10,7 +10,8 @@ Run as a script::
 
     python -m remotetask.tests.scale_agents produce URI COUNT TAG STATSFILE
     python -m remotetask.tests.scale_agents work URI STATSFILE [IDLE]
-    python -m remotetask.tests.scale_agents process URI STATSFILE [LEASE]
+    python -m remotetask.tests.scale_agents process URI STATSFILE [LEASE
+                                                               [BATCH]]
 
 ``produce`` adds COUNT jobs, one per transaction, with
 ``remotetask.retry.attempts`` (conflicts retried, outages waited out); a
@@ -125,7 +126,7 @@ def work(uri, statsfile, idle=5.0, lease=30.0):
     return 0
 
 
-def process(uri, statsfile, lease=2.0):
+def process(uri, statsfile, lease=2.0, batch=1):
     """Run a real Processor until SIGTERM; write its stats."""
     import signal
     import threading
@@ -134,7 +135,7 @@ def process(uri, statsfile, lease=2.0):
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     database = dbmod.openDB(uri)
     processor = Processor(database, lease=lease, poll_interval=1.0,
-                          maintenance_interval=1.0, grace=5.0)
+                          maintenance_interval=1.0, grace=5.0, batch=batch)
     processor.start()
     try:
         while not stop.wait(0.2):
@@ -162,7 +163,8 @@ def main(argv):
         return work(argv[1], argv[2], idle)
     if cmd == 'process':
         lease = float(argv[3]) if len(argv) > 3 else 2.0
-        return process(argv[1], argv[2], lease)
+        batch = int(argv[4]) if len(argv) > 4 else 1
+        return process(argv[1], argv[2], lease, batch)
     raise SystemExit('unknown command %r' % cmd)
 
 
