@@ -531,9 +531,12 @@ class IProcessor(zope.interface.Interface):
 
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
-        'A dict of counters: claimed, processed, completed, failed, '
-        'retried, lost, handed_back, conflicts, storage_errors, '
-        'maintenance_runs, reaped, and running (jobs now claimed)')
+        'A dict of counters: claimed, processed (completed + failed + '
+        'retried), completed, failed, retried, lost (results dropped because '
+        'the claim was lost), handed_back, conflicts (transactions retried '
+        'after a ConflictError or another transient error), '
+        'storage_errors, maintenance_runs, reaped, and running (jobs now '
+        'claimed)')
 
     def start():
         """Start the threads.

@@ -20,7 +20,7 @@ import ZODB.FileStorage
 from ZODB.POSException import ConflictError
 
 from remotetask import Retry, TaskError, TimeLimitExceeded, interfaces
-from remotetask import processor as processormod
+from remotetask import threads
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.job import currentJob
 from remotetask.processor import Processor
@@ -116,7 +116,7 @@ class Recorder(TaskBase):
         return input
 
 
-# -- the processor API ---------------------------------------------------------
+# -- the processor API -----------------------------------------------------
 
 def test_processor_provides_its_interface(env):
     verifyObject(interfaces.IProcessor, Processor(env.db))
@@ -196,12 +196,12 @@ def test_start_stop_is_processing_on_a_stored_service(env):
 
 def test_invalidations_wake_the_processor(env):
     seen = []
-    processormod._hooks.add(env.db, seen.append)
+    threads.hooks.add(env.db, seen.append)
     try:
         task('echo', lambda x: x)
         env.add('echo', 1)
     finally:
-        processormod._hooks.remove(env.db, seen.append)
+        threads.hooks.remove(env.db, seen.append)
     lengthOid = env.service._queue._length._p_oid
     assert any(lengthOid in oids for oids in seen)
     # A processor that would poll only every 60s runs a new job at once.
@@ -542,7 +542,7 @@ def test_serve_exits_at_once_on_a_second_signal(env):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-# -- the tutorial ---------------------------------------------------------------
+# -- the tutorial ----------------------------------------------------------
 
 def test_processing_txt(tmp_path):
     failures, tests = doctest.testfile(

@@ -5,7 +5,6 @@ transaction and log every run to a file outside the database, so the tests
 see both what was committed and what merely ran.
 """
 import collections
-import os
 import signal
 import subprocess
 import time
@@ -75,10 +74,11 @@ def client(zeo, request):
 def workers(tmp_path, request):
     procs = []
 
-    def start(zeo, name, *options):
+    def start(zeo, name, *options, uri=None):
         log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
         proc = subprocess.Popen(
-            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
+            remotetaskCommand('worker', '--db', uri or zeo.uri,
+                              '--import', TASKS,
                               '--service', name, '--lease', '2',
                               '--maintenance-interval', '1', *options),
             env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
@@ -229,3 +229,31 @@ def test_worker_creates_the_service_and_rejects_bad_options(zeo, tmp_path):
         env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "can not import 'no.such'" in result.stderr
+
+
+def test_worker_rides_out_a_zeo_outage(tmp_path, workers):
+    processingtasks.register()
+    server = ZEOServer(str(tmp_path / 'outage.fs')).start()
+    try:
+        client = Client(server.uri, 'tasks')
+        logpath = tmp_path / 'runs.log'
+        addJobs(client, logpath, 40, sleep=0.05)
+        # Give up waiting for the server after 1s: the worker sees
+        # ClientDisconnected errors during the outage.
+        proc = workers(server, client.name, '--concurrency', '2',
+                       uri=server.uri + '?wait_timeout=1')
+        client.waitFor(lambda s: s.count('completed') >= 10,
+                       what='10 jobs done')
+        server.stop()
+        time.sleep(3.0)
+        server.start()
+        client.waitFor(lambda s: s.count('completed') == 40,
+                       what='all jobs done after the outage')
+        assert proc.poll() is None          # still running
+        assert set(records(client.conn, client.name).values()) == {1}
+        assert len(records(client.conn, client.name)) == 40
+        proc.send_signal(signal.SIGTERM)
+        assert waitExit(proc) == 0
+        client.close()
+    finally:
+        server.stop()
