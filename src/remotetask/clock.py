@@ -102,14 +102,14 @@ class Clock:
                     and i.deadline is not None and now > i.deadline]
         if not over:
             return
-        for item in over:
-            if not item.cancelled.is_set():
-                log.warning('job %s (%s) is over its time limit: cancelling '
-                            'it', item.jobid, item.task)
-            item.cancelled.set()
+        # End the jobs first, then tell the tasks: a task that stops when
+        # cancelled must not get to record an outcome of its own.
         if self._reap(tm, conn, now):
             for item in over:
+                log.warning('job %s (%s) is over its time limit: ended, and '
+                            'its task cancelled', item.jobid, item.task)
                 item.timedOut = True
+                item.cancelled.set()
 
     def _maintain(self, tm, conn, now):
         self._reap(tm, conn, now, maintain=True)

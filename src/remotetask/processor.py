@@ -185,10 +185,12 @@ class Processor(Clock):
             self._halt.set()
             with self._lock:
                 active = list(self._active.values())
-            for item in active:
-                item.cancelled.set()
+            # Hand back first: a task that stops when cancelled must not
+            # get to record its outcome before.
             handed = self._handBack(active, 'the worker stopped before it '
                                     'finished (grace period over)')
+            for item in active:
+                item.cancelled.set()
             for t in self._threads:
                 t.join(0.5)
         self._clockStop.set()
@@ -361,7 +363,7 @@ class Processor(Clock):
                     'other transactions)' % (errorText(e), self.attempts)),
                     traceback.format_exc())
                 break
-            except Exception as e:
+            except BaseException as e:     # even SystemExit: never die
                 abort(tm)
                 log.exception('job %s: the run failed outside the task',
                               item.jobid)

@@ -222,6 +222,33 @@ def test_the_clock_starts_delayed_jobs(env):
     p.stop()
 
 
+def test_the_clock_starts_cron_jobs_again_and_again(env):
+    task('tick', lambda x: 'tick')
+    p = env.processor(poll_interval=60)
+    jobid = env.service.addCronJob('tick', delay=0.3)
+    env.tm.commit()
+    env.wait(lambda: len(env.job(jobid).attempts) >= 3, what='3 runs')
+    job = env.job(jobid)
+    runs = job.attempts[:2]
+    assert [a['outcome'] for a in runs] == ['completed', 'completed']
+    assert runs[1]['start'] >= runs[0]['end'] + 0.3 - 0.01
+    assert job.status in ('cronjob', 'processing')
+    assert p.stats['completed'] >= 2
+
+
+def test_a_task_calling_sys_exit_does_not_kill_the_thread(env):
+    import sys
+    task('exit', lambda x: sys.exit(3))
+    task('echo', lambda x: x)
+    first = env.add('exit')
+    second = env.add('echo', 'still here')
+    p = env.processor()
+    job = env.waitStatus(first, 'error')
+    assert job.error == 'SystemExit: 3'
+    assert env.waitStatus(second, 'completed').output == 'still here'
+    assert p.running
+
+
 # -- leases, zombies, time limits -------------------------------------------
 
 def test_leases_are_renewed_while_a_job_runs(env):
@@ -511,8 +538,13 @@ def test_serve_stops_gracefully_on_sigterm(env):
     env.processors.append(p)
     assert serve(p, grace=30) == 0
     assert not p.running
-    assert env.job(jobid).status == 'completed'
-    assert env.job(waiting).status == 'queued'
+    # The job that ran finished; the other one was not claimed.
+    done, left = sorted((jobid, waiting),
+                        key=lambda i: env.job(i).status != 'completed')
+    assert env.job(done).status == 'completed'
+    assert env.job(done).output == 'done'
+    assert env.job(left).status == 'queued'
+    assert env.job(left).starts == 0
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 

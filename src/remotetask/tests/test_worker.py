@@ -116,8 +116,10 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
     ids = addJobs(client, logpath, 300, sleep=0.02)
     procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i)
              for i in range(3)]
-    client.waitFor(lambda s: s.count('completed') >= 60, what='60 jobs done')
     victim = procs[0]
+    client.waitFor(lambda s: s.count('completed') >= 60 and any(
+        line[0] == 'end' and line[2] == victim.pid
+        for line in readLog(logpath)), what='60 jobs done, some by w0')
     victim.send_signal(signal.SIGKILL)
     assert waitExit(victim) == -signal.SIGKILL
     workers(zeo, client.name, '--worker-id', 'w3')
