@@ -218,11 +218,44 @@ def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
     assert client.service.getStatus(jobid) == 'processing'
 
 
-def test_worker_creates_the_service_and_rejects_bad_options(zeo, tmp_path):
+def test_invalidations_from_another_client_wake_processors(zeo, client):
+    from remotetask.threads import hooks
+    other = dbmod.openDB(zeo.uri)
+    seen = []
+    hooks.add(client.db, seen.append)
+    try:
+        dbmod.ServiceRunner(other, client.name)(
+            lambda s: s.add('record', {}))
+        lengthOid = client.service._queue._length._p_oid
+        deadline = time.monotonic() + 30
+        while not any(lengthOid in oids for oids in seen):
+            assert time.monotonic() < deadline, 'no invalidation seen'
+            time.sleep(0.02)
+    finally:
+        hooks.remove(client.db, seen.append)
+        other.close()
+
+
+def test_worker_creates_the_service(zeo, workers):
     name = 'created_by_worker'
+    proc = workers(zeo, name)
+    probe = Client(zeo.uri, 'tasks')
+    try:
+        deadline = time.monotonic() + 60
+        while name not in probe.conn.root():
+            assert time.monotonic() < deadline, 'no service created'
+            time.sleep(0.1)
+            probe.tm.begin()
+        assert dbmod.getService(probe.conn, name).count() == 0
+    finally:
+        probe.close()
+    proc.send_signal(signal.SIGTERM)
+    assert waitExit(proc) == 0
+
+
+def test_worker_rejects_bad_options(zeo):
     result = subprocess.run(
-        remotetaskCommand('worker', '--db', zeo.uri, '--service', name,
-                          '--concurrency', '0'),
+        remotetaskCommand('worker', '--db', zeo.uri, '--concurrency', '0'),
         env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert '--concurrency' in result.stderr
