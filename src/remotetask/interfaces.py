@@ -191,7 +191,12 @@ class ITask(zope.interface.Interface):
         'How many times a job may be started (first run plus restarts after '
         'its worker died) before it ends "error".')
     max_retries = zope.interface.Attribute(
-        'How many times a failing job is retried (0: never).')
+        'How many times a job may be retried: after raising ``Retry``, or '
+        'after raising one of ``retry_on``.')
+    retry_on = zope.interface.Attribute(
+        'Tuple of exception classes after which a job is retried (with '
+        'back-off) rather than failed.  Empty by default: failures are '
+        'final unless the task says otherwise.')
     retry_backoff = zope.interface.Attribute(
         'The first retry delay in seconds; each retry doubles it.')
     retry_backoff_max = zope.interface.Attribute(
