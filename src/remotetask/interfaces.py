@@ -383,8 +383,13 @@ class ITaskService(zope.interface.Interface):
     def counts():
         """A dict of every status to its number of jobs."""
 
-    def jobIds(status):
-        """The ids of the jobs in ``status``, ascending (an index)."""
+    def jobIds(status=None, task=None):
+        """The ids of the jobs in ``status`` and of ``task`` (either may be
+        None: any), ascending, from indexes (a BTree set or keys view, so
+        ``keys(min, max)`` ranges page through them without loading jobs).
+
+        :raises ValueError: for an unknown status.
+        """
 
     def hasJobsWaiting(now=None):
         """True if a job is due."""

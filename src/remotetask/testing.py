@@ -121,6 +121,13 @@ def checkConsistency(service):
         if service.count(status) != len(tally[status]):
             problems.append('count of %r is %d, jobs: %d' % (
                 status, service.count(status), len(tally[status])))
+    tasks = {}
+    for jobid, job in service.jobs.items():
+        tasks.setdefault(job.task, set()).add(jobid)
+    for task, ids in tasks.items():
+        if set(service.jobIds(task=task)) != ids:
+            problems.append('task index of %r: %s, jobs: %s' % (
+                task, sorted(service.jobIds(task=task)), sorted(ids)))
     waiting = {jobid for status in WAITING_STATUSES
                for jobid in tally[status]}
     entries = list(service.queue())

@@ -174,6 +174,24 @@ def test_counts_and_indexes(service):
     assert list(service.jobIds(DELAYED)) == [b]
     with pytest.raises(ValueError):
         service.count('finished')
+    with pytest.raises(ValueError):
+        service.jobIds('finished')
+
+
+def test_job_ids_by_status_and_task(service):
+    register('other', len)
+    a = service.add('echo', 1)
+    b = service.add('other', 'x')
+    c = service.add('echo', 3)
+    service.processNext(jobid=c)
+    assert list(service.jobIds()) == [a, b, c]
+    assert list(service.jobIds(task='echo')) == [a, c]
+    assert list(service.jobIds(QUEUED, 'echo')) == [a]
+    assert list(service.jobIds(COMPLETED, 'other')) == []
+    assert list(service.jobIds(task='unknown')) == []
+    assert list(service.jobIds(task='echo').keys(min=c)) == [c]
+    service.delete(a)
+    assert list(service.jobIds(task='echo')) == [c]
 
 
 # -- bad input --------------------------------------------------------------------
