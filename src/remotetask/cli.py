@@ -179,3 +179,6 @@ def run(argv=None):
     except SystemExit as e:
         return e.code
     return 0
+
+
+import remotetask.worker  # noqa: E402,F401  (adds the worker command to main)
