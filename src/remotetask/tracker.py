@@ -273,7 +273,7 @@ def _dequeueTask(service, data, now, serverID, message):
             job = service.jobs.get(jobid)
             if record is not None and job is not None:
                 activate(service, job, record, SCHEDULED, now, message,
-                         worker=serverID, what='dequeue')
+                         worker=serverID, what='dequeue', claim=True)
                 return [jobid]
     raise QueueEmpty('no task in the queue')
 
@@ -285,7 +285,7 @@ def startTask(task_id, message=''):
 
 def _startTask(service, data, now, task_id, message):
     job, record = findTask(service, data, task_id)
-    activate(service, job, record, RUNNING, now, message)
+    activate(service, job, record, RUNNING, now, message, claim=True)
     return (record.type, record.identifier,
             getType(data, record.type).handler, job.input)
 

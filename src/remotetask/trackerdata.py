@@ -36,14 +36,15 @@ in the "bridge" section so that they can be swapped for public ones.
 import time
 
 import persistent
+import zope.interface
 from BTrees.LOBTree import LOBTree, difference, intersection
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DELAYED, ERROR, FINAL_STATUSES, PROCESSING, QUEUED,
-    STARTLATER, WAITING_STATUSES, InvalidStatusError, JobNotFoundError,
-    RemoteTaskError)
+    STARTLATER, WAITING_STATUSES, IServiceMaintenance, InvalidStatusError,
+    JobNotFoundError, RemoteTaskError)
 
 UNDEFINED, ACCEPTED, SCHEDULED, RUNNING, PAUSED, FINISHED, FAILED = range(7)
 STATUS2TEXT = {0: 'UNDEFINED', 1: 'ACCEPTED', 2: 'SCHEDULED', 3: 'RUNNING',
@@ -327,11 +328,11 @@ def reenqueue(service, job, record, now, message='', restart=True):
 
 
 def activate(service, job, record, code, now, message='', worker=None,
-             what='start'):
-    """Make a task SCHEDULED, RUNNING or PAUSED; an ACCEPTED one is claimed
-    first (by ``worker``)."""
+             what='start', claim=False):
+    """Make a task SCHEDULED, RUNNING or PAUSED.  It must be one of these,
+    or ACCEPTED with ``claim``: then its job is claimed (by ``worker``)."""
     current = atpStatus(job, record)
-    if current == ACCEPTED:
+    if current == ACCEPTED and claim:
         _claim(service, job, now, worker)
     elif current not in ACTIVE:
         raise InvalidStatusError('can not %s %s: it is %s (re-enqueue it '
@@ -423,6 +424,7 @@ def deleteRetired(service, data, now):
 
 # -- Maintenance and event subscribers ------------------------------------------
 
+@zope.interface.implementer(IServiceMaintenance)
 class TrackerMaintenance:
     """See IServiceMaintenance: re-enqueue zombies, delete retired tasks."""
 

@@ -1,0 +1,32 @@
+"""ATP handlers used by the tracker tests (importable by dotted path)."""
+from remotetask import tracker
+
+
+def silent(taskStatus, input):
+    """Sets no status: the task ends FINISHED."""
+
+
+def succeed(taskStatus, input):
+    taskStatus.storeResponse('<ok/>')
+    taskStatus.setSuccess('all %s done' % input)
+
+
+def raises(taskStatus, input):
+    raise ValueError('cannot handle %r' % (input,))
+
+
+def pauses(taskStatus, input):
+    """Pauses and resumes itself, and reads its own status meanwhile."""
+    taskStatus.setPaused('waiting for data')
+    seen = [taskStatus.getStatus()]
+    taskStatus.setRunning('data arrived')
+    seen.append(taskStatus.getStatus())
+    taskStatus.setFailure('giving up')
+    seen.append(taskStatus.getStatus())
+    taskStatus.storeResponse(repr(seen), 'text/plain')
+    taskStatus.setSuccess('changed my mind')
+
+
+def enqueues(taskStatus, input):
+    """Enqueues a follow-up task (joins the running job's transaction)."""
+    tracker.enqueueTask(input, 'follow-up of %s' % taskStatus.task_id, None)
