@@ -342,7 +342,7 @@ def test_delete(db, runner):
     with pytest.raises(InvalidStatusError, match='SCHEDULED'):
         tracker.deleteTask(a)
     tracker.deleteTaskByIdentifier('T', 'b')
-    assert b not in runner(lambda s: s.jobs)
+    assert not runner(lambda s: b in s.jobs)
     tracker.stopTaskFailure(a)
     tracker.deleteTask(a)
     assert runner(lambda s: len(s.jobs)) == 0
@@ -388,10 +388,10 @@ def test_worker_maintenance_handles_zombies_and_retired(db, runner, clock):
     runner(lambda s: s.maintain(now=T0 + 50))
     assert status('Z', 'z') == 'FAILED'  # one start allowed, timed out
     runner(lambda s: s.maintain(now=T0 + 101))
-    assert r not in runner(lambda s: s.jobs)
+    assert not runner(lambda s: r in s.jobs)
     with pytest.raises(tracker.TaskNotFound):
         tracker.getTaskStatusByIdentifier('R', 'r')
-    assert z in runner(lambda s: s.jobs)  # timeret -1: kept forever
+    assert runner(lambda s: z in s.jobs)  # timeret -1: kept forever
 
 
 def test_delete_retired_with_explicit_times(db, runner, clock):

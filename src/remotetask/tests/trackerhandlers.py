@@ -30,3 +30,11 @@ def pauses(taskStatus, input):
 def enqueues(taskStatus, input):
     """Enqueues a follow-up task (joins the running job's transaction)."""
     tracker.enqueueTask(input, 'follow-up of %s' % taskStatus.task_id, None)
+
+
+def sleeps(taskStatus, input):
+    """Runs ``seconds`` (to become a zombie), then creates ``marker``."""
+    import time
+    seconds, marker = input
+    time.sleep(float(seconds))
+    open(marker, 'w').close()
