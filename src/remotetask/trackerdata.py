@@ -419,7 +419,7 @@ def deleteRetired(service, data, now):
     for jobid in list(difference(data.records, service.jobs).keys()):
         dropRecord(data, data.records[jobid])
         deleted.append(jobid)
-    return deleted
+    return sorted(deleted)
 
 
 # -- Maintenance and event subscribers ------------------------------------------
