@@ -32,7 +32,7 @@ from transaction.interfaces import TransientError
 
 from remotetask import db as dbmod
 from remotetask import interfaces
-from remotetask.interfaces import TaskError
+from remotetask.interfaces import FINAL_STATUSES, TaskError
 from remotetask.job import currentJob
 from remotetask.task import TaskBase
 from remotetask.trackerdata import (  # noqa: F401  re-exported
@@ -177,7 +177,8 @@ def _registerTaskType(service, data, now, identifier, handler, timeout,
     ttype.update(handler, timeout, timeret, maxstart)
     for key in data.keysOfType(identifier):  # the reaper's start limit
         job = service.jobs.get(data.index[key])
-        if job is not None:
+        if job is not None and job.status not in FINAL_STATUSES \
+                and job.max_starts != maxstart:
             job.max_starts = maxstart
 
 

@@ -165,11 +165,53 @@ class Log(persistent.Persistent):
         return resolveLog(old, committed, new)
 
 
+_MISSING = object()
+_STATUS_KEYS = ('code', 'updated')
+
+
+def _same(a, b):
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # persistent references that can not be compared
+        return False
+
+
+def resolveRecord(old, committed, new):
+    """Merge two transactions' changes to one record (pure function of the
+    three states): each keeps the attributes only it changed; when both
+    changed the status, the later status (by ``updated``) wins, as it would
+    have if they had run one after the other.  Both changing another
+    attribute (the response) differently is a real conflict.  So a status
+    set from outside (``pauseTask``) while a worker ends the task does not
+    make the worker run the handler again."""
+    result = dict(committed)
+    for key in (set(old) | set(committed) | set(new)) - set(_STATUS_KEYS):
+        o, c, n = (state.get(key, _MISSING) for state in (old, committed,
+                                                          new))
+        if _same(n, o) or _same(n, c):
+            continue
+        if not _same(c, o):
+            raise ConflictError('both changed the %r of a tracker record'
+                                % key)
+        if n is _MISSING:
+            result.pop(key, None)
+        else:
+            result[key] = n
+    if (new.get('updated') or 0) >= (committed.get('updated') or 0):
+        for key in _STATUS_KEYS:
+            if key in new:
+                result[key] = new[key]
+    return result
+
+
 class Record(persistent.Persistent):
     """What the tracker knows of one task on top of its job."""
 
     code = ACCEPTED
     response = None
+
+    def _p_resolveConflict(self, old, committed, new):
+        return resolveRecord(old, committed, new)
 
     def __init__(self, jobid, type, identifier, now):
         self.jobid = jobid

@@ -504,6 +504,47 @@ def test_log_conflict_resolution_is_a_merge():
                                {'entries': (e[0], e[1])})
 
 
+def test_record_conflict_resolution():
+    old = {'code': 2, 'updated': 10.0, 'response': None, 'type': 'T'}
+    # a pause from outside (committed) while the worker ends the task (new)
+    paused = dict(old, code=4, updated=11.0)
+    ended = dict(old, code=5, updated=12.0, response='R')
+    assert trackerdata.resolveRecord(old, paused, ended) == dict(
+        old, code=5, updated=12.0, response='R')
+    # the later status wins whichever committed first
+    assert trackerdata.resolveRecord(old, ended, paused) == dict(
+        old, code=5, updated=12.0, response='R')
+    with pytest.raises(Exception, match="both changed the 'response'"):
+        trackerdata.resolveRecord(old, dict(old, response='A'),
+                                  dict(old, response='B'))
+    assert trackerdata.resolveRecord(old, dict(old, response='A'),
+                                     dict(old, response='A'))['response'] \
+        == 'A'
+
+
+def test_status_set_while_a_worker_ends_the_task(tmp_path):
+    db = ZODB.DB(str(tmp_path / 'Data.fs'))
+    tracker.configure(db)
+    tracker.registerTaskType('T', H + 'silent')
+    a = tracker.enqueueTask('T', 'a', None)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    service = getService(conn)
+    job = service.claim(worker='w')[0]  # a worker claims ...
+    tm.commit()
+    service.run(job)  # ... and runs it, not yet committed
+    tracker.pauseTask(a, 'paused from outside')  # commits meanwhile
+    tm.commit()  # no conflict: the records and the logs merge
+    entries = tracker.getTaskLog('T', 'a')
+    assert sorted(e[1][1] for e in entries) == sorted([
+        'ACCEPTED', 'SCHEDULED', 'RUNNING', 'PAUSED', 'FINISHED'])
+    assert [e[0] for e in entries] == sorted(e[0] for e in entries)
+    assert status('T', 'a') == 'FINISHED'  # the job decides
+    conn.close()
+    tracker.unconfigure()
+    db.close()
+
+
 def test_concurrent_log_appends_do_not_conflict(tmp_path):
     db = ZODB.DB(str(tmp_path / 'Data.fs'))  # resolves conflicts
     tracker.configure(db)
