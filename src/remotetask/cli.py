@@ -177,3 +177,7 @@ def run(argv=None):
     except SystemExit as e:
         return e.code
     return 0
+
+
+from remotetask.worker import worker as _worker  # noqa: E402
+main.add_command(_worker)

@@ -9,7 +9,8 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
+from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet
+from BTrees.LOBTree import difference as LOBTree_difference
 from transaction.interfaces import TransientError
 
 from remotetask import events, interfaces
@@ -24,6 +25,10 @@ from remotetask.structures import IdAllocator, JobQueue, laneNumber
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
+
+
+_SENTINEL = 0
+_NOT_JOBS = LOSet([_SENTINEL])
 
 
 def _now(now):
@@ -72,6 +77,12 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
+        # A key that is never removed keeps the busiest index from the two
+        # changes BTrees can not merge: removing a bucket's first key and
+        # emptying it.  Without it every job completion conflicted with any
+        # concurrent claim or completion (the oldest processing job is the
+        # first key).  Job ids start at 1.
+        self._index[PROCESSING].insert(_SENTINEL)
         self._counts = {status: Length() for status in STATUSES}
 
     def __repr__(self):
@@ -287,6 +298,8 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         if status not in self._index:
             raise ValueError('unknown status %r' % (status,))
+        if status == PROCESSING:
+            return LOBTree_difference(self._index[status], _NOT_JOBS)
         return self._index[status]
 
     def queue(self):
@@ -476,7 +489,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         now = _now(now)
         reaped = []
-        for jobid in list(self._index[PROCESSING]):
+        for jobid in self.jobIds(PROCESSING):
             job = self.jobs[jobid]
             task = self._getTask(job.task)
             expires = job.lease_expires
