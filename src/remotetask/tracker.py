@@ -122,7 +122,7 @@ def _write(func):
     return call
 
 
-# -- Task types ----------------------------------------------------------------
+# -- Task types --------------------------------------------------------------
 
 def _checkHandler(handler):
     if callable(handler) and not isinstance(handler, str):
@@ -201,7 +201,7 @@ def _unregisterTaskType(service, data, now, identifier, force):
     del data.types[identifier]
 
 
-# -- Queue ----------------------------------------------------------------------
+# -- Queue -------------------------------------------------------------------
 
 def getQueueSize():
     """The number of enqueued (ACCEPTED) tasks."""
@@ -291,12 +291,11 @@ def _startTask(service, data, now, task_id, message):
             getType(data, record.type).handler, job.input)
 
 
-def _byId(transition, *fixed):
+def _byId(transition):
     """A transaction function applying ``transition`` to one task."""
     def call(service, data, now, task_id, message=''):
         job, record = findTask(service, data, task_id)
-        return transition(service, job, record, *fixed, now=now,
-                          message=message)
+        return transition(service, job, record, now=now, message=message)
     return call
 
 
@@ -310,15 +309,27 @@ def pauseTask(task_id, message=''):
     """Set a SCHEDULED or RUNNING task PAUSED."""
     _check(task_id)
     _run(_byId(_active(PAUSED, 'pause')), task_id, message)
+    _report(task_id, PAUSED, message)
 
 
 def resumeTask(task_id, message=''):
     """Set a SCHEDULED or PAUSED task RUNNING."""
     _check(task_id)
     _run(_byId(_active(RUNNING, 'resume')), task_id, message)
+    _report(task_id, RUNNING, message)
 
 
-# -- Ending tasks -------------------------------------------------------------
+def _report(task_id, code, message=''):
+    """In the worker's run of the task, show its status to others at once
+    (see ``trackerdata.PROGRESS``)."""
+    context = currentJob()
+    if context is not None and context.jobid == task_id:
+        text = trackerdata.PROGRESS % STATUS2TEXT[code]
+        context.progress(None, '%s: %s' % (text, message) if message
+                         else text)
+
+
+# -- Ending tasks ------------------------------------------------------------
 # Inside the worker's run of a task, its handler's final status is only
 # noted (``_Run``): the tracker task applies it when the handler returns.
 
@@ -392,7 +403,7 @@ def _deleteTransition(service, job, record, now, message):
     trackerdata.delete(service, getData(service), job, record)
 
 
-# -- Reading ----------------------------------------------------------------------
+# -- Reading -----------------------------------------------------------------
 
 def _status(job, record):
     run = _intent(record.jobid)
@@ -468,7 +479,7 @@ def _datetime(when):
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
 
 
-# -- Clean-up ---------------------------------------------------------------------
+# -- Clean-up ----------------------------------------------------------------
 
 def reenqueueZombieTasks(message='', now=None):
     """Re-enqueue the tasks not ended ``timeout`` seconds after they were
@@ -486,7 +497,7 @@ def deleteRetiredTasks(now=None):
         service, data, clock if now is None else now))
 
 
-# -- Handlers, locks -------------------------------------------------------------
+# -- Handlers, locks ---------------------------------------------------------
 
 def dummyHandler(taskStatus, input):
     """Dummy ATP handler: the prototype of one (does nothing).  A handler
@@ -550,7 +561,7 @@ class TaskStatus:
         return '<TaskStatus %r>' % (self.task_id,)
 
 
-# -- The task the worker runs -----------------------------------------------------
+# -- The task the worker runs ------------------------------------------------
 
 def importHandler(path):
     """The handler named by a dotted path (as EOxServer's ATPD loads it)."""
@@ -578,6 +589,7 @@ class TrackerTask(TaskBase):
         except TaskTypeNotFound as e:
             raise TaskError(str(e))
         handler = importHandler(ttype.handler)
+        _report(jobid, RUNNING)
         run = _Run(jobid)
         token = _running.set(run)
         try:

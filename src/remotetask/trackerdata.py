@@ -63,7 +63,7 @@ TASK_NAME = 'remotetask.tracker'
 ATTRIBUTE = '_tracker'
 
 
-# -- Exceptions -------------------------------------------------------------
+# -- Exceptions --------------------------------------------------------------
 
 class TrackerError(RemoteTaskError):
     """The root of the errors of the tracker facade."""
@@ -109,7 +109,7 @@ class QueueFull(QueueException):
     """The task queue is full and no task can be pushed to it."""
 
 
-# -- Persistent data ----------------------------------------------------------
+# -- Persistent data ---------------------------------------------------------
 
 class TaskType(persistent.Persistent):
     """A registered task type (EOxServer's ``Type``)."""
@@ -247,16 +247,40 @@ def getData(service, create=False):
     return data
 
 
-# -- Statuses -------------------------------------------------------------------
+# -- Statuses ----------------------------------------------------------------
+
+#: How a worker running a handler shows RUNNING or PAUSED at once: as the
+#: job's progress message, which the worker commits on its own (the record
+#: is written in the job's transaction, seen by others when it ends).
+PROGRESS = 'ATP %s'
+
+
+def progressStatus(job):
+    """``(code, time)`` of the ATP status a running handler reported as
+    the job's progress, or None."""
+    message = job.progress[1] or ''
+    if not message.startswith('ATP '):
+        return None
+    code = TEXT2STATUS.get(message[4:].split(':', 1)[0])
+    if code not in ACTIVE:
+        return None
+    progress = job._progress
+    return code, getattr(progress, 'updated', None) or 0
+
 
 def atpStatus(job, record):
-    """The ATP code of a task: its job says where it is; the record says
-    which of SCHEDULED, RUNNING and PAUSED a processing job is."""
+    """The ATP code of a task: its job says where it is; for a processing
+    job, the record or the job's progress (the later one) says which of
+    SCHEDULED, RUNNING and PAUSED it is."""
     status = job.status
     if status in WAITING_STATUSES or status == STARTLATER:
         return ACCEPTED
     if status == PROCESSING:
-        return record.code if record.code in ACTIVE else SCHEDULED
+        live = progressStatus(job)
+        if record.code in ACTIVE and (live is None
+                                      or record.updated >= live[1]):
+            return record.code
+        return SCHEDULED if live is None else live[0]
     if status == COMPLETED:
         return FINISHED
     return FAILED  # error, cancelled
@@ -273,7 +297,7 @@ def describe(record):
     return 'task %s (%s/%s)' % (record.jobid, record.type, record.identifier)
 
 
-# -- Lookups ----------------------------------------------------------------------
+# -- Lookups -----------------------------------------------------------------
 
 def getType(data, type):
     ttype = data.types.get(type) if data is not None else None
@@ -314,7 +338,7 @@ def queueSize(service, data):
                for status in (QUEUED, DELAYED, STARTLATER))
 
 
-# -- The bridge to the service's transitions --------------------------------------
+# -- The bridge to the service's transitions ---------------------------------
 
 def _claim(service, job, now, worker):
     """Claim one given waiting job (as ``service.claim`` does)."""
@@ -358,7 +382,7 @@ def _delete(service, job, force):
         service.delete(job.id)
 
 
-# -- Transitions ----------------------------------------------------------------
+# -- Transitions -------------------------------------------------------------
 
 def reenqueue(service, job, record, now, message='', restart=True):
     """Put a task back in the queue, ACCEPTED.  ``restart``: a fresh start
@@ -464,7 +488,7 @@ def deleteRetired(service, data, now):
     return sorted(deleted)
 
 
-# -- Maintenance and event subscribers ------------------------------------------
+# -- Maintenance and event subscribers ---------------------------------------
 
 @zope.interface.implementer(IServiceMaintenance)
 class TrackerMaintenance:

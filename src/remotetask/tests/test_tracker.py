@@ -58,6 +58,34 @@ def log(type, identifier):
                                                               identifier)]
 
 
+def test_atp_status_of_a_processing_job():
+    class Job:
+        status, progress, _progress = PROCESSING, (None, ''), None
+
+    class Record:
+        code, updated = tracker.ACCEPTED, 10.0
+
+    class Progress:
+        updated = 11.0
+
+    atp = trackerdata.atpStatus
+    assert atp(Job, Record) == tracker.SCHEDULED  # claimed by a worker
+    Job.progress, Job._progress = (None, 'ATP PAUSED: waiting'), Progress
+    assert atp(Job, Record) == tracker.PAUSED  # the worker reported it
+    Record.code, Record.updated = tracker.RUNNING, 12.0
+    assert atp(Job, Record) == tracker.RUNNING  # the record is later
+    Record.updated = 10.5
+    assert atp(Job, Record) == tracker.PAUSED  # the progress is later
+    Job.progress = (None, 'ATP FINISHED')  # not a processing status
+    assert atp(Job, Record) == tracker.RUNNING
+    Job.progress = (None, '50% done')
+    assert atp(Job, Record) == tracker.RUNNING
+    for status, code in (('queued', 1), ('delayed', 1), ('start later', 1),
+                         ('completed', 5), ('error', 6), ('cancelled', 6)):
+        Job.status = status
+        assert atp(Job, Record) == code
+
+
 # -- Names and configuration -------------------------------------------------
 
 def test_status_tables_match_the_seed():
@@ -79,7 +107,8 @@ def test_status_tables_match_the_seed():
 
 def test_registered_components_provide_their_interfaces():
     tracker.register()
-    task = zope.component.getUtility(interfaces.ITask, name='remotetask.tracker')
+    task = zope.component.getUtility(interfaces.ITask,
+                                     name='remotetask.tracker')
     assert verifyObject(interfaces.ITask, task)
     hook = zope.component.getUtility(interfaces.IServiceMaintenance,
                                      name='remotetask.tracker')
@@ -136,7 +165,7 @@ def test_dummy_lock_and_dbLocker():
     assert tracker.dummyHandler(tracker.TaskStatus(1), None) is None
 
 
-# -- Task types ------------------------------------------------------------------
+# -- Task types --------------------------------------------------------------
 
 def test_register_update_and_unregister_types(db, runner):
     tracker.registerTaskType('T', SUM, 60, 600, 3)
@@ -187,7 +216,7 @@ def test_unregister_with_instances(db, runner):
     assert runner(lambda s: s.count(PROCESSING)) == 0
 
 
-# -- Enqueueing --------------------------------------------------------------------
+# -- Enqueueing --------------------------------------------------------------
 
 def test_enqueue_makes_an_ordinary_job(db, runner):
     tracker.registerTaskType('SequenceSum', SUM, 60, 600, 3)
@@ -245,7 +274,7 @@ def test_queue_full_and_reenqueue_beyond_it(db):
     assert b == 2
 
 
-# -- The ATPD functions --------------------------------------------------------------
+# -- The ATPD functions ------------------------------------------------------
 
 def test_dequeue_start_and_stop(db, runner, clock):
     tracker.registerTaskType('T', SUM)
@@ -350,7 +379,7 @@ def test_delete(db, runner):
     assert status('T', 'a') == 'ACCEPTED'
 
 
-# -- Zombies and retired tasks -------------------------------------------------------
+# -- Zombies and retired tasks -----------------------------------------------
 
 def test_zombies_are_reenqueued_until_maxstart(db, runner, clock):
     tracker.registerTaskType('T', SUM, timeout=60, maxrestart=1)  # 2 starts
@@ -425,7 +454,7 @@ def test_reaped_jobs_respect_maxstart(db, runner):
     assert 'max_starts=1' in tracker.getTaskLog('T', 'a')[-1][2]
 
 
-# -- Running handlers in-process ---------------------------------------------------------
+# -- Running handlers in-process ---------------------------------------------
 
 def test_sequence_sum_in_process(db, runner, clock):
     tracker.registerTaskType('SequenceSum', SUM, 60, 600, 3)
@@ -491,7 +520,7 @@ def test_service_side_changes_are_logged(db, runner):
         'SCHEDULED', 'RUNNING', 'FAILED']
 
 
-# -- Concurrency ---------------------------------------------------------------------------
+# -- Concurrency -------------------------------------------------------------
 
 def test_log_conflict_resolution_is_a_merge():
     e = [(float(i), 1, str(i)) for i in range(5)]
@@ -550,7 +579,8 @@ def test_concurrent_log_appends_do_not_conflict(tmp_path):
     tracker.configure(db)
     tracker.registerTaskType('T', SUM)
     a = tracker.enqueueTask('T', 'a', None)
-    tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+    tm1 = transaction.TransactionManager()
+    tm2 = transaction.TransactionManager()
     c1, c2 = db.open(tm1), db.open(tm2)
     logs = [trackerdata.getData(getService(c)).records[a].log
             for c in (c1, c2)]
@@ -578,7 +608,7 @@ def test_two_atpds_never_dequeue_one_task(db, runner):
         tracker.dequeueTask('b')
 
 
-# -- The tutorial ---------------------------------------------------------------------
+# -- The tutorial ------------------------------------------------------------
 
 def test_tracker_txt():
     path = os.path.join(os.path.dirname(tracker.__file__), 'tracker.txt')

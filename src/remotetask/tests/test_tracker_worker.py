@@ -146,3 +146,23 @@ def test_worker_maintenance_fails_zombies_and_deletes_retired(
     job = facade(lambda s: (s.jobs[slow].status, s.jobs[slow].starts))
     assert job == (ERROR, 1)
     assert tracker.getTaskStatus(slow)[1] == 'FAILED'
+
+
+def test_running_is_seen_while_the_worker_runs_the_handler(
+        zeo, worker, facade, tmp_path):
+    tracker.registerTaskType('Gated', 'remotetask.tests.trackerhandlers.'
+                             'waits', timeout=120)
+    gate = tmp_path / 'gate'
+    task_id = tracker.enqueueTask('Gated', 'g', str(gate))
+    # the handler runs until we open the gate: others see RUNNING meanwhile
+    waitFor(lambda: tracker.getTaskStatus(task_id)[1] == 'RUNNING',
+            'the task to be RUNNING')
+    assert facade(lambda s: s.jobs[task_id].progress) == (None,
+                                                         'ATP RUNNING')
+    gate.touch()
+    waitFor(lambda: tracker.getTaskStatus(task_id)[1] == 'FINISHED',
+            'the task to finish')
+    assert tracker.getTaskResponse('Gated', 'g') == ('gate opened',
+                                                     'text/plain')
+    assert [rec[1][1] for rec in tracker.getTaskLog('Gated', 'g')] == [
+        'ACCEPTED', 'SCHEDULED', 'RUNNING', 'FINISHED']

@@ -38,3 +38,13 @@ def sleeps(taskStatus, input):
     seconds, marker = input
     time.sleep(float(seconds))
     open(marker, 'w').close()
+
+
+def waits(taskStatus, input):
+    """Runs until the file ``input`` exists (at most 60 s)."""
+    import os
+    import time
+    deadline = time.monotonic() + 60
+    while not os.path.exists(input) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    taskStatus.storeResponse('gate opened', 'text/plain')
