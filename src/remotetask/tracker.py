@@ -174,8 +174,10 @@ def _registerTaskType(service, data, now, identifier, handler, timeout,
         data.types[identifier] = TaskType(identifier, handler, timeout,
                                           timeret, maxstart)
         return
+    changed = ttype.maxstart != maxstart
     ttype.update(handler, timeout, timeret, maxstart)
-    for key in data.keysOfType(identifier):  # the reaper's start limit
+    for key in data.keysOfType(identifier) if changed else ():
+        # the start limit the reaper applies (lease expired)
         job = service.jobs.get(data.index[key])
         if job is not None and job.status not in FINAL_STATUSES \
                 and job.max_starts != maxstart:

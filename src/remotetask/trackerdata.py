@@ -37,7 +37,7 @@ import time
 
 import persistent
 import zope.interface
-from BTrees.LOBTree import LOBTree, difference, intersection
+from BTrees.LOBTree import LOBTree, intersection
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
@@ -482,7 +482,7 @@ def deleteRetired(service, data, now):
                 delete(service, data, job, record)
                 deleted.append(jobid)
     # Records whose job was removed through the service API (clean, delete).
-    for jobid in list(difference(data.records, service.jobs).keys()):
+    for jobid in [i for i in data.records.keys() if i not in service.jobs]:
         dropRecord(data, data.records[jobid])
         deleted.append(jobid)
     return sorted(deleted)
@@ -490,16 +490,34 @@ def deleteRetired(service, data, now):
 
 # -- Maintenance and event subscribers ---------------------------------------
 
+#: Longest time between two searches for retired tasks by the maintenance.
+RETIRE_INTERVAL = 60.0
+
+
 @zope.interface.implementer(IServiceMaintenance)
 class TrackerMaintenance:
-    """See IServiceMaintenance: re-enqueue zombies, delete retired tasks."""
+    """See IServiceMaintenance: re-enqueue zombies (each time: they are
+    among the few processing jobs), delete retired tasks (which looks at
+    every ended tracker task: at most every ``RETIRE_INTERVAL`` seconds, or
+    the shortest positive ``timeret`` if shorter, per process and
+    service)."""
+
+    def __init__(self):
+        self._next = {}
 
     def __call__(self, service, now):
         data = getData(service)
-        if data is not None:
-            reenqueueZombies(service, data, now,
-                             'zombie re-enqueued by maintenance')
+        if data is None:
+            return
+        reenqueueZombies(service, data, now,
+                         'zombie re-enqueued by maintenance')
+        key = (id(service._p_jar.db()) if service._p_jar else None,
+               service._p_oid or id(service))
+        due, last = self._next.get(key, (None, None))
+        if due is None or now >= due or now < last:
             deleteRetired(service, data, now)
+            keep = [t.timeret for t in data.types.values() if t.timeret > 0]
+            self._next[key] = (now + min(keep + [RETIRE_INTERVAL]), now)
 
 
 def _record(event):

@@ -417,6 +417,9 @@ def test_worker_maintenance_handles_zombies_and_retired(db, runner, clock):
     runner(lambda s: s.maintain(now=T0 + 50))
     assert status('Z', 'z') == 'FAILED'  # one start allowed, timed out
     runner(lambda s: s.maintain(now=T0 + 101))
+    # retired tasks are searched for every min(60 s, shortest timeret)
+    assert runner(lambda s: r in s.jobs)
+    runner(lambda s: s.maintain(now=T0 + 150))
     assert not runner(lambda s: r in s.jobs)
     with pytest.raises(tracker.TaskNotFound):
         tracker.getTaskStatusByIdentifier('R', 'r')
