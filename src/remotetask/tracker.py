@@ -44,6 +44,24 @@ from remotetask.trackerdata import (  # noqa: F401  re-exported
     findTask, finish, getData, getType, logStatus, queueSize, reenqueue)
 from remotetask import trackerdata
 
+__all__ = [
+    # the seed API (eoxserver.resources.processes.tracker and .models)
+    'registerTaskType', 'unregisterTaskType', 'getQueueSize',
+    'getMaxQueueSize', 'MAX_QUEUE_SIZE', 'getTaskInfo', 'getTaskIdentifier',
+    'getTaskStatus', 'getTaskStatusByIdentifier', 'deleteTask',
+    'deleteTaskByIdentifier', 'enqueueTask', 'reenqueueTask', 'dequeueTask',
+    'startTask', 'stopTaskSuccessIfNotFinished', 'stopTaskSuccess',
+    'stopTaskFailure', 'pauseTask', 'resumeTask', 'setTaskResponse',
+    'getTaskResponse', 'getTaskLog', 'reenqueueZombieTasks',
+    'deleteRetiredTasks', 'dummyHandler', 'TaskStatus', 'DummyLock',
+    'dbLocker', 'QueueException', 'QueueEmpty', 'QueueFull', 'STATUS2TEXT',
+    'TEXT2STATUS', 'STATUS2COLOR',
+    # remotetask's additions
+    'configure', 'unconfigure', 'TrackerError', 'NotConfiguredError',
+    'TaskTypeNotFound', 'TaskTypeInUse', 'TaskNotFound', 'DuplicateTask',
+    'NoResponse',
+]
+
 #: Actual queue size limit (may be changed, or set by ``configure``).
 #: ``getMaxQueueSize()`` reads it at each call.
 MAX_QUEUE_SIZE = 64

@@ -105,6 +105,36 @@ def test_status_tables_match_the_seed():
     assert issubclass(tracker.QueueException, interfaces.RemoteTaskError)
 
 
+SEED_NAMES = '''
+registerTaskType unregisterTaskType getQueueSize getMaxQueueSize
+MAX_QUEUE_SIZE getTaskInfo getTaskIdentifier getTaskStatus
+getTaskStatusByIdentifier deleteTask deleteTaskByIdentifier enqueueTask
+reenqueueTask dequeueTask startTask stopTaskSuccessIfNotFinished
+stopTaskSuccess stopTaskFailure pauseTask resumeTask setTaskResponse
+getTaskResponse getTaskLog reenqueueZombieTasks deleteRetiredTasks
+dummyHandler TaskStatus DummyLock dbLocker QueueException QueueEmpty
+QueueFull STATUS2TEXT TEXT2STATUS STATUS2COLOR'''.split()
+
+
+def test_star_import_gives_the_seed_api():
+    namespace = {}
+    exec('from remotetask.tracker import *', namespace)
+    assert set(SEED_NAMES) <= set(namespace)
+    assert 'time' not in namespace and 'ZODB' not in namespace
+    for name in ('getInfo', 'getIdentifier', 'getStatus', 'setSuccess',
+                 'setFailure', 'setPaused', 'setRunning', 'storeResponse'):
+        assert callable(getattr(tracker.TaskStatus, name))
+    import inspect
+    assert str(inspect.signature(tracker.registerTaskType)) == (
+        '(identifier, handler, timeout=3600, timeret=-1, maxrestart=2)')
+    assert str(inspect.signature(tracker.enqueueTask)) == (
+        "(type, identifier, input, message='')")
+    assert str(inspect.signature(tracker.setTaskResponse)) == (
+        "(task_id, response, mimeType='text/xml')")
+    assert str(inspect.signature(tracker.dbLocker)) == (
+        '(dbLock, func, *prm, **kprm)')
+
+
 def test_registered_components_provide_their_interfaces():
     tracker.register()
     task = zope.component.getUtility(interfaces.ITask,
@@ -621,3 +651,33 @@ def test_tracker_txt():
     tracker.unconfigure()
     tracker.MAX_QUEUE_SIZE = 64
     assert tests > 20 and failures == 0
+
+
+# -- The command line sees tracker tasks ---------------------------------------
+
+def test_cli_sees_and_cancels_tracker_tasks(tmp_path):
+    import json
+    import subprocess
+    from remotetask.testing import remotetaskCommand, subprocessEnv
+    path = str(tmp_path / 'Data.fs')
+
+    def command(*args):
+        return subprocess.run(
+            remotetaskCommand(*args, '--db', path, '--import',
+                              'remotetask.tracker'),
+            env=subprocessEnv(), capture_output=True, text=True, timeout=60,
+            check=True).stdout
+
+    tracker.configure('file://' + path)
+    try:
+        tracker.registerTaskType('T', SUM)
+        task_id = tracker.enqueueTask('T', 'a', (1, 2))
+        tracker.unconfigure()  # the command opens the file itself
+        shown = json.loads(command('status', task_id))
+        assert (shown['task'], shown['status']) == ('remotetask.tracker',
+                                                    'queued')
+        command('cancel', task_id)
+        tracker.configure('file://' + path)
+        assert log('T', 'a')[-1] == ('FAILED', 'cancelled')
+    finally:
+        tracker.unconfigure()
