@@ -457,10 +457,11 @@ def reenqueueZombies(service, data, now, message=''):
             finish(service, job, record, FAILED, now,
                    '%s: %s' % (message, reason) if message else reason)
         else:
-            reenqueue(service, job, record, now, message or (
-                'zombie re-enqueued: not ended within %gs (start %d of %d)'
-                % (ttype.timeout, job.starts, ttype.maxstart)),
-                restart=False)
+            reason = ('zombie re-enqueued: not ended within %gs (start %d '
+                      'of %d)' % (ttype.timeout, job.starts, ttype.maxstart))
+            reenqueue(service, job, record, now,
+                      '%s: %s' % (message, reason) if message else reason,
+                      restart=False)
         handled.append(jobid)
     return handled
 
@@ -509,8 +510,7 @@ class TrackerMaintenance:
         data = getData(service)
         if data is None:
             return
-        reenqueueZombies(service, data, now,
-                         'zombie re-enqueued by maintenance')
+        reenqueueZombies(service, data, now, 'maintenance')
         key = (id(service._p_jar.db()) if service._p_jar else None,
                service._p_oid or id(service))
         due, last = self._next.get(key, (None, None))

@@ -641,6 +641,36 @@ def test_two_atpds_never_dequeue_one_task(db, runner):
         tracker.dequeueTask('b')
 
 
+def test_concurrent_producers_of_one_identifier(tmp_path):
+    import threading
+    db = ZODB.DB(str(tmp_path / 'Data.fs'))
+    tracker.configure(db)
+    try:
+        tracker.registerTaskType('T', SUM)
+        barrier = threading.Barrier(4)
+        outcomes = []
+
+        def produce():
+            barrier.wait()
+            try:
+                outcomes.append(tracker.enqueueTask('T', 'same', None))
+            except tracker.DuplicateTask:
+                outcomes.append('duplicate')
+
+        threads = [threading.Thread(target=produce) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(outcomes) == 4 and outcomes.count('duplicate') == 3
+        assert tracker.getQueueSize() == 1
+        runner = ServiceRunner(db)
+        assert runner(lambda s: len(s.jobs)) == 1
+    finally:
+        tracker.unconfigure()
+        db.close()
+
+
 # -- The tutorial ------------------------------------------------------------
 
 def test_tracker_txt():
