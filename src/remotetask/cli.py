@@ -179,5 +179,4 @@ def run(argv=None):
     return 0
 
 
-from remotetask.worker import worker as _worker  # noqa: E402
-main.add_command(_worker)
+import remotetask.worker  # noqa: E402,F401  (adds the worker command to main)

@@ -141,3 +141,8 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
     database.close()
     log.info('worker %s exits with status %d', processor.worker_id, code)
     sys.exit(code)
+
+
+# Registered here rather than in cli.py, so that importing either module
+# first works (cli.py imports this module at its end).
+cli.main.add_command(worker)
