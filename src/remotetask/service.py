@@ -11,6 +11,8 @@ import zope.interface
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet
 from BTrees.LOBTree import difference as LOBTree_difference
+from BTrees.LOBTree import intersection as _intersection
+from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
 from remotetask import events, interfaces
@@ -84,6 +86,7 @@ class TaskService(persistent.Persistent):
         # first key).  Job ids start at 1.
         self._index[PROCESSING].insert(_SENTINEL)
         self._counts = {status: Length() for status in STATUSES}
+        self._byTask = OOBTree()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -125,7 +128,17 @@ class TaskService(persistent.Persistent):
         self._index[status].insert(job.id)
         self._counts[status].change(1)
 
+    def _store(self, job):
+        self.jobs[job.id] = job
+        ids = self._byTask.get(job.task)
+        if ids is None:
+            ids = self._byTask[job.task] = LOTreeSet()
+        ids.insert(job.id)
+
     def _forget(self, job):
+        ids = self._byTask.get(job.task)
+        if ids is not None:
+            ids.remove(job.id)
         if job._status in WAITING_STATUSES:
             self._queue.remove(job.id, job.eta)
         self._index[job._status].remove(job.id)
@@ -167,7 +180,7 @@ class TaskService(persistent.Persistent):
         if meta:
             checkPicklable(meta, 'meta data')
             job.meta = dict(meta)
-        self.jobs[job.id] = job
+        self._store(job)
         if startLater:
             job.eta = None
             self._enter(job, STARTLATER)
@@ -187,7 +200,7 @@ class TaskService(persistent.Persistent):
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
                            expression=expression, timezone=timezone)
-        self.jobs[job.id] = job
+        self._store(job)
         self._enter(job, CRONJOB, job.timeOfNextCall(now))
         return job.id
 
@@ -294,13 +307,19 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         return {status: self._counts[status]() for status in STATUSES}
 
-    def jobIds(self, status):
+    def jobIds(self, status=None, task=None):
         """See ITaskService."""
-        if status not in self._index:
+        if status is not None and status not in self._index:
             raise ValueError('unknown status %r' % (status,))
+        byStatus = None if status is None else self._index[status]
         if status == PROCESSING:
-            return LOBTree_difference(self._index[status], _NOT_JOBS)
-        return self._index[status]
+            byStatus = LOBTree_difference(byStatus, _NOT_JOBS)
+        if task is None:
+            return self.jobs.keys() if byStatus is None else byStatus
+        byTask = self._byTask.get(task, LOTreeSet())
+        if byStatus is None:
+            return byTask
+        return _intersection(byStatus, byTask)
 
     def queue(self):
         """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""
