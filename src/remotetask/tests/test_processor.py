@@ -147,7 +147,7 @@ def test_one_at_a_time_processor_runs_jobs_in_order(env):
         assert end <= start
     assert [env.job(i).output for i in ids] == list(range(10))
     assert {env.job(i).worker for i in ids} == {p.worker_id + '/1'}
-    assert p.stats['completed'] == 10
+    env.wait(lambda: p.stats['completed'] == 10)   # counted after commit
     p.stop()
     assert not p.running
 
@@ -284,7 +284,7 @@ def test_expired_lease_requeues_the_job_and_counts_the_start(env):
     assert [(a['worker'], a['outcome'], a['error']) for a in job.attempts] \
         == [('dead', 'lost', 'lease expired'),
             (p.worker_id + '/1', 'completed', None)]
-    assert p.stats['reaped'] >= 1
+    env.wait(lambda: p.stats['reaped'] >= 1)
 
 
 def test_max_starts_reached_ends_the_job_with_error(env):
@@ -560,14 +560,16 @@ def test_serve_exits_at_once_on_a_second_signal(env):
     def hardExit(code):
         raise HardExit(code)
 
+    p = Processor(env.db, lease=2, poll_interval=0.5)
+
     def signaller():
         started.wait(30)
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.3)
+        # Wait until it was handled: two close signals arrive as one.
+        p._stopping.wait(30)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=signaller, daemon=True).start()
-    p = Processor(env.db, lease=2, poll_interval=0.5)
     env.processors.append(p)
     with pytest.raises(HardExit) as info:
         serve(p, grace=30, hardExit=hardExit)
