@@ -259,6 +259,20 @@ def test_worker_creates_the_service(zeo, workers):
     assert waitExit(proc) == 0
 
 
+def test_worker_refuses_a_locked_filestorage(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    held = dbmod.openDB(path)       # a FileStorage allows one process
+    try:
+        result = subprocess.run(
+            remotetaskCommand('worker', '--db', path, '--import', TASKS),
+            env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert result.returncode == 1
+    assert 'can not open the database file://%s' % path in result.stderr
+    assert 'LockError' in result.stderr
+
+
 def test_worker_rejects_bad_options(zeo):
     result = subprocess.run(
         remotetaskCommand('worker', '--db', zeo.uri, '--concurrency', '0'),
