@@ -104,8 +104,8 @@ A worker process killed outright (SIGKILL, power loss) leaves its jobs
 them again once the lease has expired (the start count grows), or ends them
 ``error`` when they reached their ``max_starts``.  Only such jobs, and those
 of a worker cut off from the database for longer than its lease, can have
-their task run twice under two claims; and since the outcome is written
-only while the claim holds, at most one run per job commits its outcome and
+their task run twice under two claims; and since an outcome is written
+only while its claim holds, only one of those runs commits its outcome and
 its writes (apart from what a task committed itself).
 
 Structures
