@@ -64,6 +64,9 @@ class Store:
     """One remotetask database: ``kind`` file, zeo or relstorage."""
 
     def __init__(self, kind, workdir):
+        if kind == 'relstorage':
+            # RelStorage has no invalidation push: idle workers poll.
+            os.environ['REMOTETASK_POLL'] = '0.05'
         self.kind = kind
         self.workdir = workdir
         self.server = self.pg = None
@@ -187,6 +190,27 @@ def remotetaskDrain(store, workers, n, task='scale.noop', batch=1):
     stats = w.stats
     txns = 2 * stats.get('claimed', n)
     return rate, stats.get('conflicts', 0) / max(1, txns)
+
+
+def serviceLoopDrain(store, n, batch):
+    """The structures' own ceiling, without the Processor: claim ``batch``
+    jobs and run them in ONE transaction, in this process."""
+    store.clean()
+    base = store.count()
+    store.enqueue(n, 1000)
+    started = time.perf_counter()
+
+    def step(service):
+        claimed = service.claim(worker='loop', lease=60, limit=batch,
+                                spread=True)
+        for job in claimed:
+            service.run(job)
+        return len(claimed)
+    done = 0
+    while done < n:
+        done += store.transact(step)
+    assert store.count() - base == n
+    return n / (time.perf_counter() - started)
 
 
 def remotetaskLatency(store, samples):

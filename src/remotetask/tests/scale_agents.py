@@ -16,8 +16,9 @@ Run as a script::
 ``produce`` adds COUNT jobs, one per transaction, with
 ``remotetask.retry.attempts`` (conflicts retried, outages waited out); a
 ConflictError that reached it would end the process with status 2.
-``process`` runs the real ``remotetask.processor.Processor`` (one thread)
-until SIGTERM, then writes its ``stats``.  ``work`` is a minimal
+``process`` runs the real ``remotetask.processor.Processor`` (one thread,
+polling every ``$REMOTETASK_POLL`` seconds when idle, default 1) until
+SIGTERM, then writes its ``stats``.  ``work`` is a minimal
 claim-and-run loop for comparison (the bench's "raw" figures); it stops
 after IDLE seconds without work.  All write their counts as JSON to
 STATSFILE.
@@ -134,7 +135,8 @@ def process(uri, statsfile, lease=2.0, batch=1):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     database = dbmod.openDB(uri)
-    processor = Processor(database, lease=lease, poll_interval=1.0,
+    poll = float(os.environ.get('REMOTETASK_POLL', '1.0'))
+    processor = Processor(database, lease=lease, poll_interval=poll,
                           maintenance_interval=1.0, grace=5.0, batch=batch)
     processor.start()
     try:

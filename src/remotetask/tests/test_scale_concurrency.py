@@ -113,6 +113,10 @@ class Run:
         return '\n'.join(text)
 
 
+#: The error texts of the jobs not completed, at the last snapshot.
+errors = {}
+
+
 def snapshot(uri):
     """(counts, {jobid: (status, input, number of attempts)})."""
     database = dbmod.openDB(uri)
@@ -123,6 +127,9 @@ def snapshot(uri):
             service = dbmod.getService(conn)
             jobs = {jobid: (job.status, job.input, len(job.attempts))
                     for jobid, job in service.jobs.items()}
+            errors.clear()
+            errors.update({jobid: job.error for jobid, job in
+                           service.jobs.items() if job.status != COMPLETED})
             return service.counts(), jobs
         finally:
             tm.abort()
@@ -192,7 +199,8 @@ def checkRun(run, total, jobs, once=True):
         expected - set(inputs))[:10]
     statuses = collections.Counter(status for status, inp, n in
                                    jobs.values())
-    assert statuses == {COMPLETED: len(jobs)}, statuses
+    assert statuses == {COMPLETED: len(jobs)}, (statuses, list(
+        errors.items())[:5])
     executions = run.executions()
     assert set(executions) == set(jobs), 'jobs that never ran: %s' % sorted(
         set(jobs) - set(executions))[:10]
