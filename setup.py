@@ -61,6 +61,13 @@ setup(
             'psycopg2-binary >= 2.9',
             'playwright >= 1.40',
         ],
+        # bench/run.py's peers (not needed by the tests).
+        'bench': [
+            'huey >= 2.5',
+            'rq >= 1.16',
+            'celery[redis] >= 5.3',
+            'redis >= 5.0',
+        ],
     },
     entry_points={
         'console_scripts': [
