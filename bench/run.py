@@ -84,10 +84,11 @@ def benchStore(kind, args, workdir, rows, extra, notes):
     name = 'remotetask %s' % kind
     with measure.Store(kind, workdir) as store:
         row = {'system': name}
-        row['enq1'] = guarded(notes, name + ' enqueue', store.enqueue,
+        row['enq1'] = guarded(notes, name + ' enqueue', store.measureEnqueue,
                               args.enqueue, 1)
-        row['enq1000'] = guarded(notes, name + ' enqueue', store.enqueue,
-                                 args.enqueue_batch, 1000)
+        row['enq1000'] = guarded(notes, name + ' enqueue',
+                                 store.measureEnqueue, args.enqueue_batch,
+                                 1000)
         for workers in (1, 4):
             row['drain%d' % workers], row['retry%d' % workers] = pair(
                 guarded(notes, '%s drain %d' % (name, workers),
