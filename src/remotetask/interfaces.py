@@ -62,6 +62,49 @@ What a task may assume:
 - ``remotetask.job.currentJob()`` gives its ``ITaskContext`` (job id,
   service, progress reporting, cancellation flag).
 
+How a processor (``remotetask.processor``) carries this out:
+
+- each worker thread has its own connection and its own transaction
+  manager (the thread's ``transaction.manager``), so ``transaction.get()``,
+  ``transaction.savepoint()``, ``transaction.commit()`` and
+  ``transaction.abort()`` in a task act on the job's transaction;
+- the run re-reads the job in each attempt and checks with
+  ``ITaskService.owns()`` that the claim still holds.  If the job was
+  handed back, reaped or ended meanwhile, the attempt is aborted and the
+  result dropped (``LeaseLost``); ``ITaskService.run()`` checks this again
+  after the task returns, so a task that committed or aborted cannot have an
+  outcome written over another worker's claim.  A claim lost while the task
+  ran shows as a ``ConflictError`` at commit (the job was written by the
+  other transaction), and the next attempt finds it lost;
+- when the attempts are used up (default 5) the job is not run again by
+  this worker: a new transaction ends it ``error`` with a message saying it
+  kept conflicting, or retries it if the task's ``retry_on`` names
+  ``ConflictError`` (``ITaskService.giveUp()``).  No job loops forever;
+- a clock thread with a connection of its own renews the lease of each
+  running job (about every third of the lease) by writing only the job's
+  small lease object, so renewals never conflict with the job's end.  When
+  a job goes over its time limit the clock sets the task's ``cancelled``
+  flag and ends the job through ``reap()`` (``error``, or a retry if the
+  task's ``retry_on`` names ``TimeLimitExceeded``); the task's own result is
+  then dropped.  A task that never looks at ``cancelled`` keeps its thread
+  busy until it returns: Python threads can not be killed;
+- progress reports are committed at once through another connection of the
+  worker thread, writing only the job's progress object (a fresh one per
+  start), so others see them while the task runs and they never conflict
+  with the job's completion;
+- the clock calls ``maintain()`` every ``maintenance_interval`` seconds in a
+  transaction of its own; a conflict there is retried at the next tick;
+- ``StorageError`` (ZEO's ``ClientDisconnected``...), ``StorageUnavailable``
+  and ``OSError`` never stop a processor: it waits, backing off, and tries
+  again; a job it was running is run again once the storage is back (while
+  the claim still holds).
+
+A worker process killed outright (SIGKILL, power loss) leaves its jobs
+``processing`` with a lease nobody renews; any processor's ``reap()`` queues
+them again once the lease has expired (the start count grows), or ends them
+``error`` when they reached their ``max_starts``.  Only such jobs can run
+twice to completion.
+
 Structures
 ==========
 
@@ -166,6 +209,12 @@ class TimeLimitExceeded(TaskError):
 class LeaseLost(RemoteTaskError, transaction.interfaces.TransientError):
     """A worker no longer owns the job it ran: its lease expired and the job
     was handed to another worker or ended.  The worker drops its result."""
+
+
+class ServiceNotStoredError(RemoteTaskError, ValueError):
+    """Processing was asked for a service that is not stored in a database
+    (no ``_p_jar``), or not committed yet: a processor opens connections of
+    its own and must find the service there."""
 
 
 class StorageUnavailable(RemoteTaskError,
@@ -397,14 +446,47 @@ class ITaskService(zope.interface.Interface):
     def claimNextJob(now=None):
         """Claim the next due job and return it, or None."""
 
-    def run(job, now=None):
+    def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
         (``'completed'``, ``'error'``, ``'retry'``, ``'cronjob'``).
 
         The task's ZODB writes are rolled back (to a savepoint) if it fails.
+        ``reporter(jobid, fraction, message)`` receives the task's progress
+        reports (default: written on the job in this transaction);
+        ``cancelled`` is a ``threading.Event`` the task sees as
+        ``ITaskContext.cancelled``.
 
         :raises transaction.interfaces.TransientError: (ConflictError...)
             raised by the task, for the caller to retry the transaction.
+        :raises LeaseLost: if, when the task returns, the job is no longer
+            processing under the claim it started with (the task committed
+            or aborted the transaction and the job was ended meanwhile).
+        """
+
+    def claimToken(job):
+        """A value identifying the current claim of a processing job (it
+        changes with every claim)."""
+
+    def owns(job, token):
+        """True while ``job`` is processing under the claim that gave
+        ``token``: not handed back, reaped, ended or claimed again since.
+        A worker checks it in the transaction that records the outcome."""
+
+    def handBack(job, now=None, reason='handed back'):
+        """Put a processing job back in the queue at once, without counting
+        the start (a worker stopping before it could run or finish it).
+        The attempt is recorded with outcome ``'handed back'``.
+
+        :raises InvalidStatusError: if the job is not processing.
+        """
+
+    def giveUp(job, error, exc=None, trace=None, now=None):
+        """End a processing job whose run could not be completed by its
+        worker (it kept conflicting, or failed outside its task): ``error``
+        with the message ``error``, or a retry if ``exc`` is an instance of
+        a class in the task's ``retry_on``.  Return the outcome.
+
+        :raises InvalidStatusError: if the job is not processing.
         """
 
     def processNext(now=None, jobid=None):
@@ -439,17 +521,38 @@ class IProcessor(zope.interface.Interface):
 
     A processor owns its threads and their stop event; it opens its own
     connections to the database and runs each claim and each job in a
-    transaction of its own (see the module documentation above).
+    transaction of its own (see the module documentation above).  With
+    ``concurrency`` 1 it runs one job at a time; with N, N at once (one
+    thread each).  Idle threads wake up when the database reports that the
+    queue changed (ZODB invalidations), when ``wake()`` is called, when the
+    clock sees a delayed or cron job come due (within a second), and at
+    least every ``poll_interval`` seconds.
     """
 
     running = zope.interface.Attribute('True while its threads run')
+    stats = zope.interface.Attribute(
+        'A dict of counters: claimed, processed, completed, failed, '
+        'retried, lost, handed_back, conflicts, storage_errors, '
+        'maintenance_runs, reaped, and running (jobs now claimed)')
 
     def start():
-        """Start the threads."""
+        """Start the threads.
+
+        :raises RuntimeError: if it is already running.
+        :raises ServiceNotStoredError: if the service is not committed.
+        :raises remotetask.db.ConfigurationError: if there is no service
+            under its name.
+        """
 
     def stop(timeout=None):
         """Stop claiming, let running jobs finish (up to ``timeout``
-        seconds), hand back those that did not, and join the threads."""
+        seconds, default: the processor's ``grace``), hand back those that
+        did not (and the claimed jobs not yet started), and join the
+        threads.  The tasks still running see ``cancelled``; whatever they
+        return later is dropped.  Return the ids of the jobs handed back."""
+
+    def wake():
+        """Tell idle threads to claim now (jobs were added).  Thread-safe."""
 
 
 # -- Events -----------------------------------------------------------------

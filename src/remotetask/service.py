@@ -17,8 +17,9 @@ from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
     QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
-    UnknownTaskError)
-from remotetask.job import CronJob, Job, TaskContext, _Lease, running
+    LeaseLost, UnknownTaskError)
+from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
+                            running)
 from remotetask.structures import IdAllocator, JobQueue, laneNumber
 from remotetask.task import policy, retryDelay
 
@@ -325,6 +326,9 @@ class TaskService(persistent.Persistent):
         job.started = now
         job.worker = worker
         job._lease = _Lease(worker, None if lease is None else now + lease)
+        # A fresh progress object per start: reports (from a connection of
+        # their own) never write the job, so never conflict with its end.
+        job._progress = _Progress()
         job._addAttempt(start=now, end=None, worker=worker, outcome=None,
                         error=None)
 
@@ -334,13 +338,12 @@ class TaskService(persistent.Persistent):
         return claimed[0] if claimed else None
 
     def owns(self, job, token):
-        """True while ``job`` is still the claim ``token`` (``claimToken``)
-        made: processing, not handed back or ended since."""
+        """See ITaskService."""
         return job._status == PROCESSING and len(job.attempts) == token
 
     @staticmethod
     def claimToken(job):
-        """A value identifying the current claim of a processing job."""
+        """See ITaskService."""
         return len(job.attempts)
 
     def run(self, job, now=None, reporter=None, cancelled=None):
@@ -355,9 +358,13 @@ class TaskService(persistent.Persistent):
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint()
         started = time.monotonic()
+        token = self.claimToken(job)
         try:
             with running(context):
-                result = task(self, job.id, job.input)
+                try:
+                    result = task(self, job.id, job.input)
+                finally:
+                    self._checkOwned(job, token)
             limit = policy(task, job, 'time_limit')
             elapsed = time.monotonic() - started
             if limit is not None and elapsed > limit:
@@ -390,6 +397,25 @@ class TaskService(persistent.Persistent):
                                    trace)
             return self._fail(job, _errorText(e), trace, now)
         return self._succeed(job, result, now)
+
+    def _checkOwned(self, job, token):
+        # After the task: if it aborted or committed the transaction, the
+        # job may have been handed back or ended meanwhile; never write an
+        # outcome over that (the caller's tm.attempts() retries LeaseLost).
+        if not self.owns(job, token):
+            raise LeaseLost('job %s is no longer processing under this claim '
+                            '(it is %r): result dropped'
+                            % (job.id, job._status))
+
+    def giveUp(self, job, error, exc=None, trace=None, now=None):
+        """See ITaskService."""
+        self._refuse(job, 'give up', (PROCESSING,))
+        task = self._getTask(job.task)
+        if task is not None and exc is not None and isinstance(
+                exc, tuple(getattr(task, 'retry_on', ()))):
+            return self._retry(job, error, retryDelay(task, job.retries + 1),
+                               now, trace)
+        return self._fail(job, error, trace, now)
 
     def _settle(self, job, now, outcome, error=None):
         """End the current attempt and go where a job goes after a run."""
@@ -440,8 +466,7 @@ class TaskService(persistent.Persistent):
         return 'retry'
 
     def handBack(self, job, now=None, reason='handed back'):
-        """Put a processing job back in the queue at once (a worker that
-        stops before it could run it)."""
+        """See ITaskService."""
         self._refuse(job, 'hand back', (PROCESSING,))
         self._settle(job, now, 'handed back', reason)
         job.starts = max(0, job.starts - 1)

@@ -1,0 +1,753 @@
+"""Processors: run the jobs of a stored service from threads of their own.
+
+See ``interfaces.IProcessor`` and the "Transactions and concurrency"
+section of ``interfaces``.  A processor has
+
+- ``concurrency`` worker threads; each has its own connection and its own
+  transaction manager (the thread's ``transaction.manager``, so a task that
+  calls ``transaction.commit()`` acts on the job's transaction), claims
+  jobs in a short transaction and runs each one in ``tm.attempts()``;
+- one clock thread with a connection of its own, which renews the leases of
+  the running jobs, enforces their time limits, calls ``service.maintain()``
+  every ``maintenance_interval`` seconds and wakes idle workers when a job
+  is due (delayed and cron jobs within a tick of their time);
+- a hook on the database's invalidations, which wakes idle workers as soon
+  as another connection (in this process or, over ZEO, in another) changes
+  the queue.
+
+Each job is logged on the ``remotetask.worker`` logger.
+"""
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+
+import transaction
+from transaction.interfaces import TransientError
+from ZODB.POSException import POSKeyError, StorageError
+import zope.interface
+
+from remotetask import interfaces
+from remotetask.db import DEFAULT_SERVICE, getService
+from remotetask.interfaces import ServiceNotStoredError, StorageUnavailable
+from remotetask.task import policy
+
+log = logging.getLogger('remotetask.worker')
+
+#: Errors that mean "the database can not be reached right now": wait and
+#: try again, never give up on the job or crash the thread for them.
+STORAGE_ERRORS = (StorageError, StorageUnavailable, OSError)
+
+#: What ``_attempts`` returns when the claim was lost.
+LOST = 'lost'
+
+
+class _Active:
+    """A job claimed by one of this processor's threads."""
+
+    def __init__(self, jobid, token, task, deadline, now):
+        self.jobid = jobid
+        self.token = token
+        self.task = task
+        self.deadline = deadline    # epoch seconds (time limit) or None
+        self.renewed = now
+        self.cancelled = threading.Event()
+        self.lost = False
+        self.timedOut = False
+
+
+def defaultWorkerId():
+    return '%s:%d' % (socket.gethostname(), os.getpid())
+
+
+@zope.interface.implementer(interfaces.IProcessor)
+class Processor:
+    """See IProcessor."""
+
+    def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
+                 worker_id=None, batch=1, poll_interval=1.0,
+                 maintenance_interval=5.0, grace=30.0, attempts=5, oid=None):
+        for what, value, low in (('concurrency', concurrency, 1),
+                                 ('batch', batch, 1), ('attempts', attempts, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError('%s must be an integer >= %d, not %r'
+                                 % (what, low, value))
+        for what, value in (('lease', lease), ('poll_interval', poll_interval),
+                            ('maintenance_interval', maintenance_interval)):
+            if not value > 0:
+                raise ValueError('%s must be a positive number of seconds, '
+                                 'not %r' % (what, value))
+        if grace < 0:
+            raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
+        self.db = db
+        self.name = name
+        self.oid = oid
+        self.concurrency = concurrency
+        self.lease = float(lease)
+        self.worker_id = worker_id or defaultWorkerId()
+        self.batch = batch
+        self.poll_interval = float(poll_interval)
+        self.maintenance_interval = float(maintenance_interval)
+        self.grace = float(grace)
+        self.attempts = attempts
+        self.tick = max(0.05, min(0.5, self.lease / 4.0, self.poll_interval))
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition()
+        self._generation = 0
+        self._idle = 0
+        self._active = {}
+        self._threads = []
+        self._clock = None
+        self._stopping = threading.Event()   # no more claims
+        self._halt = threading.Event()       # grace is over
+        self._clockStop = threading.Event()
+        self._watched = None
+        self._stats = dict.fromkeys(
+            ('claimed', 'processed', 'completed', 'failed', 'retried',
+             'lost', 'handed_back', 'conflicts', 'storage_errors',
+             'maintenance_runs', 'reaped'), 0)
+
+    def __repr__(self):
+        return '<Processor %s of %r x%d>' % (self.worker_id,
+                                              self.oid or self.name,
+                                              self.concurrency)
+
+    # -- public API ------------------------------------------------------------
+
+    @property
+    def running(self):
+        """See IProcessor."""
+        return any(t.is_alive() for t in self._threads) or bool(
+            self._clock is not None and self._clock.is_alive())
+
+    @property
+    def stats(self):
+        """See IProcessor."""
+        with self._lock:
+            stats = dict(self._stats)
+            stats['running'] = len(self._active)
+        return stats
+
+    def wake(self):
+        """See IProcessor."""
+        with self._wakeup:
+            self._generation += 1
+            self._wakeup.notify_all()
+
+    def start(self):
+        """See IProcessor."""
+        if self.running:
+            raise RuntimeError('%r is already running' % self)
+        self._stopping.clear()
+        self._halt.clear()
+        self._clockStop.clear()
+        self._watched = self._checkService()
+        _hooks.add(self.db, self._onInvalidate)
+        self._clock = threading.Thread(target=self._clockLoop, daemon=True,
+                                       name='remotetask clock %s'
+                                       % self.worker_id)
+        self._threads = [
+            threading.Thread(target=self._workLoop, args=(i,), daemon=True,
+                             name='remotetask worker %s/%d'
+                             % (self.worker_id, i))
+            for i in range(1, self.concurrency + 1)]
+        self._clock.start()
+        for t in self._threads:
+            t.start()
+        log.info('processor %s started: %d thread(s), lease %gs',
+                 self.worker_id, self.concurrency, self.lease)
+
+    def stop(self, timeout=None):
+        """See IProcessor.  Returns the ids of the jobs handed back."""
+        timeout = self.grace if timeout is None else timeout
+        self._stopping.set()
+        self.wake()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        handed = []
+        if any(t.is_alive() for t in self._threads):
+            self._halt.set()
+            with self._lock:
+                active = list(self._active.values())
+            for item in active:
+                item.cancelled.set()
+            handed = self._handBack(active, 'the worker stopped before it '
+                                    'finished (grace period over)')
+            for t in self._threads:
+                t.join(0.5)
+        self._clockStop.set()
+        if self._clock is not None:
+            self._clock.join(10.0)
+        _hooks.remove(self.db, self._onInvalidate)
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning('threads still running a task after stop (their '
+                        'results will be dropped): %s', ', '.join(stuck))
+        log.info('processor %s stopped; %s', self.worker_id, self.stats)
+        return handed
+
+    # -- the service in a connection ----------------------------------------
+
+    def _service(self, conn):
+        if self.oid is not None:
+            return conn.get(self.oid)
+        return getService(conn, self.name)
+
+    def _checkService(self):
+        """Find the service once (clear error if missing); return the oid
+        of its queue's length, which changes whenever the queue does."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        try:
+            try:
+                service = self._service(conn)
+                return service._queue._length._p_oid
+            except POSKeyError:
+                raise ServiceNotStoredError(
+                    'the service (oid %r) is not committed to the database '
+                    'yet: commit the transaction that added it first'
+                    % (self.oid,))
+        finally:
+            tm.abort()
+            conn.close()
+
+    def _count(self, **counts):
+        with self._lock:
+            for key, n in counts.items():
+                self._stats[key] += n
+
+    # -- waking up -----------------------------------------------------------
+
+    def _onInvalidate(self, oids):
+        # Called by the storage's thread: only set a flag.
+        if self._watched is not None and self._watched in oids:
+            self.wake()
+
+    def _idleWait(self, generation):
+        with self._wakeup:
+            self._idle += 1
+            try:
+                self._wakeup.wait_for(
+                    lambda: (self._generation != generation
+                             or self._stopping.is_set()),
+                    timeout=self.poll_interval)
+            finally:
+                self._idle -= 1
+
+    def _pause(self, failures, event):
+        """Back off after a storage error (interrupted by ``event``)."""
+        delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(.5, 1)
+        event.wait(delay)
+
+    # -- worker threads ------------------------------------------------------
+
+    def _workLoop(self, index):
+        worker = '%s/%d' % (self.worker_id, index)
+        # The thread's own manager: what transaction.commit(), .savepoint()
+        # and .abort() in a task (and in service.run) act on.
+        tm = transaction.manager.manager
+        conn = None
+        reporter = _Reporter(self)
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                generation = self._generation
+                try:
+                    if conn is None:
+                        conn = self.db.open(tm)
+                    claimed = self._claim(tm, conn, worker)
+                    failures = 0
+                except STORAGE_ERRORS as e:
+                    _abort(tm)
+                    self._count(storage_errors=1)
+                    log.warning('%s: database unavailable (%s); waiting',
+                                worker, e)
+                    failures += 1
+                    self._pause(failures, self._stopping)
+                    continue
+                except Exception:
+                    _abort(tm)
+                    log.exception('%s: claiming failed; trying again', worker)
+                    failures += 1
+                    self._pause(failures, self._stopping)
+                    continue
+                if not claimed:
+                    self._idleWait(generation)
+                    continue
+                self._runClaimed(tm, conn, worker, claimed, reporter)
+        finally:
+            _abort(tm)
+            reporter.close()
+            if conn is not None:
+                _close(conn)
+
+    def _claim(self, tm, conn, worker):
+        """Claim up to ``batch`` jobs in a short transaction."""
+        claimed = []
+        try:
+            for attempt in tm.attempts(self.attempts):
+                with attempt:
+                    service = self._service(conn)
+                    now = time.time()
+                    claimed = []
+                    for job in service.claim(now=now, worker=worker,
+                                             limit=self.batch,
+                                             lease=self.lease, spread=True):
+                        limit = policy(service._getTask(job.task), job,
+                                       'time_limit')
+                        claimed.append(_Active(
+                            job.id, service.claimToken(job), job.task,
+                            None if limit is None else job.started + limit,
+                            now))
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            # Claims kept conflicting with other workers': let them go on.
+            self._count(conflicts=1)
+            time.sleep(random.uniform(0, 0.05))
+            return []
+        with self._lock:
+            for item in claimed:
+                self._active[item.jobid] = item
+            self._stats['claimed'] += len(claimed)
+        return claimed
+
+    def _runClaimed(self, tm, conn, worker, claimed, reporter):
+        try:
+            for i, item in enumerate(claimed):
+                if self._stopping.is_set():
+                    self._handBack(claimed[i:], 'the worker stopped before '
+                                   'it started the job')
+                    return
+                self._runOne(tm, conn, worker, item, reporter)
+        finally:
+            with self._lock:
+                for item in claimed:
+                    self._active.pop(item.jobid, None)
+
+    def _runOne(self, tm, conn, worker, item, reporter):
+        log.info('job %s (%s) started by %s', item.jobid, item.task, worker)
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                outcome = self._attempts(tm, conn, item, reporter)
+                break
+            except STORAGE_ERRORS as e:
+                _abort(tm)
+                self._count(storage_errors=1)
+                if self._halt.is_set() or item.lost:
+                    outcome = 'abandoned (%s)' % e
+                    break
+                log.warning('job %s: database unavailable (%s); waiting to '
+                            'run it again', item.jobid, e)
+                failures += 1
+                self._pause(failures, self._halt)
+            except TransientError as e:
+                _abort(tm)
+                outcome = self._giveUp(tm, conn, item, e, (
+                    '%s (gave up after %d attempts: it kept conflicting with '
+                    'other transactions)' % (_text(e), self.attempts)),
+                    traceback.format_exc())
+                break
+            except Exception as e:
+                _abort(tm)
+                log.exception('job %s: the run failed outside the task',
+                              item.jobid)
+                outcome = self._giveUp(tm, conn, item, e, _text(e),
+                                       traceback.format_exc())
+                break
+        elapsed = time.monotonic() - started
+        self._record(item, outcome, elapsed)
+
+    def _attempts(self, tm, conn, item, reporter):
+        """Run the job in ``tm.attempts()``; return its outcome or LOST."""
+        tries = 0
+        outcome = None
+        try:
+            for attempt in tm.attempts(self.attempts):
+                tries += 1
+                with attempt:
+                    service = self._service(conn)
+                    job = service.jobs.get(item.jobid)
+                    if job is None or not service.owns(job, item.token):
+                        outcome = LOST
+                    else:
+                        outcome = service.run(
+                            job, reporter=reporter.report,
+                            cancelled=item.cancelled)
+        finally:
+            if tries > 1:
+                self._count(conflicts=tries - 1)
+        return outcome
+
+    def _giveUp(self, tm, conn, item, exc, error, trace):
+        """The failure path: end the job (or retry it per its task's
+        ``retry_on``) in a new transaction."""
+        outcome = None
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    service = self._service(conn)
+                    job = service.jobs.get(item.jobid)
+                    if job is None or not service.owns(job, item.token):
+                        outcome = LOST
+                    else:
+                        outcome = service.giveUp(job, error, exc, trace)
+        except Exception:
+            _abort(tm)
+            log.exception('job %s: could not record its failure; its lease '
+                          'will expire and it will be reaped', item.jobid)
+            item.lost = True
+            outcome = 'abandoned'
+        return outcome
+
+    def _record(self, item, outcome, elapsed):
+        counts = {'processed': 1}
+        if outcome == LOST:
+            counts = {'lost': 1}
+            why = ('time limit' if item.timedOut else
+                   'grace period over' if self._halt.is_set() else
+                   'its lease expired or it was ended elsewhere')
+            log.warning('job %s (%s) %s after %.3fs: the claim was lost (%s); '
+                        'result dropped', item.jobid, item.task, outcome,
+                        elapsed, why)
+            self._count(**counts)
+            return
+        key = {'completed': 'completed', 'cronjob': 'completed',
+               'error': 'failed', 'retry': 'retried'}.get(outcome)
+        if key:
+            counts[key] = 1
+        self._count(**counts)
+        level = logging.INFO if outcome in ('completed', 'cronjob') \
+            else logging.WARNING
+        log.log(level, 'job %s (%s) ended %s in %.3fs', item.jobid, item.task,
+                outcome, elapsed)
+
+    def _handBack(self, items, reason):
+        """Hand the jobs back to the queue in a transaction of our own."""
+        handed = []
+        if not items:
+            return handed
+        tm = transaction.TransactionManager()
+        try:
+            conn = self.db.open(tm)
+        except Exception:
+            log.exception('could not hand back jobs %s',
+                          [i.jobid for i in items])
+            return handed
+        try:
+            for attempt in tm.attempts(5):
+                with attempt:
+                    handed = []
+                    service = self._service(conn)
+                    for item in items:
+                        job = service.jobs.get(item.jobid)
+                        if job is not None and service.owns(job, item.token):
+                            service.handBack(job, reason=reason)
+                            handed.append(item.jobid)
+            for item in items:
+                item.lost = True
+            self._count(handed_back=len(handed))
+            for jobid in handed:
+                log.warning('job %s handed back: %s', jobid, reason)
+        except Exception:
+            log.exception('could not hand back jobs %s; their leases will '
+                          'expire', [i.jobid for i in items])
+        finally:
+            _abort(tm)
+            _close(conn)
+        return handed
+
+    # -- the clock -----------------------------------------------------------
+
+    def _clockLoop(self):
+        tm = transaction.TransactionManager()
+        conn = None
+        nextMaintenance = 0.0
+        failures = 0
+        try:
+            while not self._clockStop.is_set():
+                try:
+                    if conn is None:
+                        conn = self.db.open(tm)
+                    now = time.time()
+                    self._renew(tm, conn, now)
+                    self._enforceLimits(tm, conn, now)
+                    if now >= nextMaintenance:
+                        nextMaintenance = now + self.maintenance_interval
+                        self._maintain(tm, conn, now)
+                    if self._idle and not self._stopping.is_set():
+                        self._checkDue(tm, conn, now)
+                    failures = 0
+                except STORAGE_ERRORS as e:
+                    _abort(tm)
+                    self._count(storage_errors=1)
+                    log.warning('clock: database unavailable (%s)', e)
+                    failures += 1
+                    self._pause(failures, self._clockStop)
+                    continue
+                except Exception:
+                    _abort(tm)
+                    log.exception('clock: housekeeping failed; going on')
+                self._clockStop.wait(self.tick)
+        finally:
+            _abort(tm)
+            if conn is not None:
+                _close(conn)
+
+    def _renew(self, tm, conn, now):
+        with self._lock:
+            due = [i for i in self._active.values() if not i.lost
+                   and now - i.renewed >= self.lease / 3.0]
+        if not due:
+            return
+        lost = []
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    lost = []
+                    service = self._service(conn)
+                    for item in due:
+                        job = service.jobs.get(item.jobid)
+                        if job is None or not service.owns(job, item.token):
+                            lost.append(item)
+                        elif job._lease is not None:
+                            # Writes the small lease object only.
+                            job._lease.expires = now + self.lease
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            log.warning('clock: renewing leases conflicted; next tick')
+            return
+        for item in due:
+            item.renewed = now
+        for item in lost:
+            item.lost = True
+            item.cancelled.set()
+
+    def _enforceLimits(self, tm, conn, now):
+        with self._lock:
+            over = [i for i in self._active.values() if not i.timedOut
+                    and i.deadline is not None and now > i.deadline]
+        if not over:
+            return
+        for item in over:
+            item.timedOut = True
+            item.cancelled.set()
+            log.warning('job %s (%s) is over its time limit: cancelling it',
+                        item.jobid, item.task)
+        self._reap(tm, conn, now)
+
+    def _maintain(self, tm, conn, now):
+        self._reap(tm, conn, now, maintain=True)
+
+    def _reap(self, tm, conn, now, maintain=False):
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    service = self._service(conn)
+                    reaped = (service.maintain(now) if maintain
+                              else service.reap(now))
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            log.warning('clock: %s conflicted; next time',
+                        'maintenance' if maintain else 'reaping')
+            return
+        self._count(maintenance_runs=int(maintain), reaped=len(reaped))
+        if reaped:
+            log.warning('reaped jobs %s (lease expired or time limit)',
+                        ', '.join(map(str, reaped)))
+            self.wake()
+
+    def _checkDue(self, tm, conn, now):
+        tm.begin()
+        try:
+            due = self._service(conn).hasJobsWaiting(now)
+        finally:
+            tm.abort()
+        if due:
+            self.wake()
+
+
+class _Reporter:
+    """Progress of a worker thread's jobs, committed through a connection
+    and transaction manager of its own so others see it at once and it
+    never conflicts with the job's completion (it writes only the job's
+    progress object)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.tm = transaction.TransactionManager()
+        self.conn = None
+
+    def report(self, jobid, fraction, message):
+        try:
+            if self.conn is None:
+                self.conn = self.processor.db.open(self.tm)
+            for attempt in self.tm.attempts(3):
+                with attempt:
+                    service = self.processor._service(self.conn)
+                    job = service.jobs.get(jobid)
+                    if job is not None:
+                        job.setProgress(fraction, message)
+        except ValueError:
+            raise
+        except Exception as e:
+            _abort(self.tm)
+            log.warning('job %s: progress not recorded: %s', jobid, _text(e))
+
+    def close(self):
+        _abort(self.tm)
+        if self.conn is not None:
+            _close(self.conn)
+            self.conn = None
+
+
+# -- helpers -------------------------------------------------------------------
+
+def _text(exc):
+    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _abort(tm):
+    try:
+        tm.abort()
+    except Exception:
+        log.debug('abort failed', exc_info=True)
+
+
+def _close(conn):
+    try:
+        conn.close()
+    except Exception:
+        log.debug('closing a connection failed', exc_info=True)
+
+
+class _InvalidationHooks:
+    """Calls ``callback(oids)`` whenever the database learns that other
+    connections committed changes (from this process or, over ZEO, from
+    another one).  It wraps the two entry points of ZODB's MVCC adapter,
+    once per database; storages without one (RelStorage polls) get no
+    hook and processors fall back to their clock's poll."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def _adapter(self, db):
+        adapter = getattr(db, '_mvcc_storage', None)
+        if adapter is None or not hasattr(adapter, '_invalidate_finish') \
+                or not hasattr(adapter, 'invalidate'):
+            return None
+        return adapter
+
+    def add(self, db, callback):
+        adapter = self._adapter(db)
+        if adapter is None:
+            return
+        with self._lock:
+            callbacks = adapter.__dict__.get('_remotetask_callbacks')
+            if callbacks is None:
+                callbacks = adapter._remotetask_callbacks = []
+                self._wrap(adapter, callbacks)
+            callbacks.append(callback)
+
+    def remove(self, db, callback):
+        adapter = self._adapter(db)
+        with self._lock:
+            callbacks = getattr(adapter, '_remotetask_callbacks', None)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+
+    @staticmethod
+    def _wrap(adapter, callbacks):
+        def notify(oids):
+            for callback in list(callbacks):
+                try:
+                    callback(oids)
+                except Exception:
+                    log.exception('invalidation callback failed')
+
+        invalidate = adapter.invalidate
+        finish = adapter._invalidate_finish
+
+        def wrappedInvalidate(tid, oids, *args, **kw):
+            result = invalidate(tid, oids, *args, **kw)
+            notify(oids)
+            return result
+
+        def wrappedFinish(tid, oids, *args, **kw):
+            result = finish(tid, oids, *args, **kw)
+            notify(oids)
+            return result
+
+        adapter.invalidate = wrappedInvalidate
+        adapter._invalidate_finish = wrappedFinish
+
+
+_hooks = _InvalidationHooks()
+
+
+# -- processors of stored services (ITaskService.startProcessing...) ----------
+
+_registry = {}
+_registryLock = threading.Lock()
+
+
+def _key(service):
+    jar = getattr(service, '_p_jar', None)
+    if jar is None or service._p_oid is None:
+        raise ServiceNotStoredError(
+            '%r is not stored in a database: add it to a ZODB connection '
+            '(e.g. root["tasks"] = service) and commit before starting '
+            'processing' % (service,))
+    return jar.db(), service._p_oid
+
+
+def startProcessing(service, **options):
+    """Start a processor for ``service`` in this process and return it.
+
+    The service must be stored in a database and committed.  If a processor
+    already runs it in this process, that one is returned.
+    :raises ServiceNotStoredError: if it is not.
+    """
+    db, oid = _key(service)
+    with _registryLock:
+        processor = _registry.get((db, oid))
+        if processor is not None and processor.running:
+            return processor
+        options.setdefault('name', service.__name__ or DEFAULT_SERVICE)
+        processor = Processor(db, oid=oid, **options)
+        processor.start()
+        _registry[(db, oid)] = processor
+    return processor
+
+
+def stopProcessing(service, timeout=None):
+    """Stop the processor of ``service`` in this process (see
+    ``Processor.stop``); return False if none ran."""
+    try:
+        key = _key(service)
+    except ServiceNotStoredError:
+        return False
+    with _registryLock:
+        processor = _registry.pop(key, None)
+    if processor is None:
+        return False
+    processor.stop(timeout)
+    return True
+
+
+def isProcessing(service):
+    """True while a processor of this process runs ``service``."""
+    try:
+        key = _key(service)
+    except ServiceNotStoredError:
+        return False
+    processor = _registry.get(key)
+    return processor is not None and processor.running
