@@ -177,3 +177,7 @@ def run(argv=None):
     except SystemExit as e:
         return e.code
     return 0
+
+
+from remotetask.web.serve import serve as _serve; main.add_command(_serve)  # noqa: E402,E702,I001
+from remotetask.web.serve import user as _user; main.add_command(_user)  # noqa: E402,E702,I001

@@ -344,7 +344,9 @@ def jobAction(request):
 def schedule(data):
     kw = {}
     for name in SCHEDULE_FIELDS[:5]:
-        value = data.get(name) or ()
+        value = data.get(name)
+        if value is None:
+            value = []
         if not isinstance(value, list) or not all(
                 isinstance(v, int) and not isinstance(v, bool)
                 for v in value):

@@ -23,6 +23,7 @@ import threading
 import time
 
 import zope.component
+import zope.component.event  # noqa: F401  zope.event -> component handlers
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
     generate_latest)

@@ -113,28 +113,41 @@ def getError(request, jobid):
 
 def _tracker():
     try:
-        from remotetask import tracker
+        from remotetask import trackerdata
     except ImportError:
         raise xmlrpc.client.Fault(
-            NO_METHOD, 'the tracker facade (remotetask.tracker) is not '
+            NO_METHOD, 'the tracker facade (remotetask.trackerdata) is not '
                        'installed in this server')
-    return tracker
+    return trackerdata
+
+
+def _trackerTask(request, type, identifier):
+    trackerdata = _tracker()
+    service = request.service
+    try:
+        return trackerdata.findByIdentifier(
+            service, trackerdata.getData(service), type, identifier)
+    except trackerdata.TaskTypeNotFound as e:
+        raise xmlrpc.client.Fault(UNKNOWN_TASK, str(e))
 
 
 def getTaskStatusByIdentifier(request, type, identifier):
     """The tracker's [status code, status text] of task ``identifier`` of
     task type ``type``."""
-    tracker = _tracker()
-    return list(tracker.getTaskStatusByIdentifier(
-        type, identifier, service=request.service))
+    trackerdata = _tracker()
+    job, record = _trackerTask(request, type, identifier)
+    code = trackerdata.atpStatus(job, record)
+    return [code, trackerdata.STATUS2TEXT[code]]
 
 
 def getTaskResponse(request, type, identifier):
     """The tracker's [response, MIME type] of task ``identifier`` of task
-    type ``type``."""
-    tracker = _tracker()
-    return list(tracker.getTaskResponse(type, identifier,
-                                        service=request.service))
+    type ``type`` (fault 6 if it stored none)."""
+    job, record = _trackerTask(request, type, identifier)
+    if record.response is None:
+        raise xmlrpc.client.Fault(INVALID_VALUE, 'task %r of type %r has no '
+                                  'response' % (identifier, type))
+    return [record.response.response, record.response.mimeType]
 
 
 def listMethods(request):
