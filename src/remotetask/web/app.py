@@ -153,6 +153,7 @@ def forbidden(exc, request):
     response = request.response
     response.status_int = status
     if wantsJSON(request):
+        response.content_type = 'application/json'
         response.json_body = {'error': message, 'status': status}
     else:
         response.content_type = 'text/plain'
