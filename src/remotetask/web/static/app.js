@@ -347,8 +347,8 @@ function setFilter(status) {
 }
 
 async function selectJob(id) {
+  if (state.selected !== id) state.cronEditFor = null;  // keep edits in progress
   state.selected = id;
-  state.cronEditFor = null;
   try { renderDetail(await api('GET', 'api/jobs/' + id)); } catch (e) { toast(e.message, true); }
   $$('#jobs tbody tr').forEach((tr) => tr.classList.toggle('selected', Number(tr.dataset.id) === id));
 }
