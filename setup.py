@@ -28,7 +28,8 @@ setup(
     package_dir={'': 'src'},
     packages=find_packages('src'),
     include_package_data=True,
-    package_data={'remotetask': ['*.txt', '*.zcml', 'web/static/*', 'web/templates/*']},
+    package_data={'remotetask': ['*.txt', '*.zcml', 'web/*.txt',
+                                 'web/static/*', 'web/templates/*']},
     zip_safe=False,
     python_requires='>=3.9',
     install_requires=[
@@ -48,7 +49,9 @@ setup(
         'click >= 8.0',
         'pyramid >= 2.0',
         'pyramid_tm >= 2.5',
+        'pyramid_retry >= 2.1',
         'waitress >= 2.1',
+        'prometheus_client >= 0.17',
     ],
     extras_require={
         'relstorage': ['RelStorage[postgresql] >= 3.5'],
@@ -59,6 +62,7 @@ setup(
             'zope.testrunner >= 6.0',
             'RelStorage[postgresql] >= 3.5',
             'playwright >= 1.40',
+            'WebTest >= 3.0',
         ],
     },
     entry_points={
