@@ -131,6 +131,8 @@ def test_bad_requests_are_400_with_a_message(app):
     assert app.get('/api/jobs/99', status=404).json['error'] \
         == 'no job with id 99'
     assert app.get('/api/nothing', status=404).json['status'] == 404
+    app.get('/api/jobs/%d' % 2 ** 70, status=404)
+    app.get('/api/jobs/%d' % 2 ** 62, status=404)
 
 
 def test_body_size_limit(db):
@@ -240,7 +242,7 @@ def test_task_filter_scans_a_bounded_number(app, db, monkeypatch):
 
 def test_processing_start_stop_with_a_real_processor(db):
     processor = Processor(db, concurrency=1, lease=2.0, poll_interval=0.2,
-                          maintenance_interval=1.0, grace=5.0)
+                          maintenance_interval=1.0, grace=30.0)
     app = webApp(db, processor=processor)
     try:
         assert app.get('/api/processing').json['running'] is False
@@ -256,11 +258,21 @@ def test_processing_start_stop_with_a_real_processor(db):
         assert app.get('/api/jobs/%d' % job['id']).json['result'] == 4
         assert app.get('/api/counts').json['processing']['stats'][
             'completed'] >= 1
+        sleeper = add(app, task='sleep', input=3)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and app.get(
+                '/api/jobs/%d' % sleeper['id']).json['status'] != 'processing':
+            time.sleep(0.05)
         app.post_json('/api/processing', {'running': False})
+        # While the running job gets its grace period, no restart.
+        assert 'stopping' in app.post_json(
+            '/api/processing', {'running': True}, status=409).json['error']
         deadline = time.monotonic() + 60
         while processor.running and time.monotonic() < deadline:
             time.sleep(0.05)
         assert app.get('/api/processing').json['running'] is False
+        assert app.get('/api/jobs/%d' % sleeper['id']).json['status'] \
+            == 'completed'
         app.post_json('/api/processing', {'running': 'no'}, status=400)
     finally:
         if processor.running:

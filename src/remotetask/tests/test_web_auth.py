@@ -171,6 +171,12 @@ def test_anonymous_mode_is_loopback_only(db):
     assert local.get('/api/me').json['role'] == 'manager'
     assert call(local, 'add', 'echo', 1) > 0
     local.get('/login', status=302)
+    for host in ('127.0.0.1:8080', '[::1]:8080', 'localhost'):
+        local.get('/api/me', headers={'Host': host})
+    # DNS rebinding: a foreign name resolving to 127.0.0.1 is refused.
+    assert 'loopback host name' in local.get(
+        '/api/me', headers={'Host': 'evil.example:8080'},
+        status=401).json['error']
     remote = webApp(db, remote='192.0.2.7')
     response = remote.get('/api/counts', status=401)
     assert 'loopback' in response.json['error']

@@ -116,10 +116,10 @@ def test_management_page(browser, server, tmp_path):
     sleeper = addJob(page, 'sleep', '3')
     bar = row(page, 'jobs', sleeper).locator('[role=progressbar]')
     page.wait_for_function(
-        "(document.querySelector('#jobs tr[data-id=\"%d\"] [role=progressbar]')"
-        " || {}).getAttribute && +document.querySelector("
-        "'#jobs tr[data-id=\"%d\"] [role=progressbar]')"
-        ".getAttribute('aria-valuenow') > 0" % (sleeper, sleeper))
+        "(id) => { const bar = document.querySelector("
+        "'#jobs tr[data-id=\"' + id + '\"] [role=progressbar]');"
+        " return bar && +bar.getAttribute('aria-valuenow') > 0; }",
+        arg=sleeper)
     assert bar.count() == 1
     row(page, 'jobs', sleeper).locator('.status-completed').wait_for(
         timeout=60000)

@@ -41,10 +41,10 @@ def includeme(config):
         ('api_tasks', '/api/tasks'),
         ('api_counts', '/api/counts'),
         ('api_jobs', '/api/jobs'),
-        ('api_job', '/api/jobs/{id:\\d+}'),
-        ('api_job_action', '/api/jobs/{id:\\d+}/{action}'),
+        ('api_job', '/api/jobs/{id:\\d{1,18}}'),
+        ('api_job_action', '/api/jobs/{id:\\d{1,18}}/{action}'),
         ('api_cronjobs', '/api/cronjobs'),
-        ('api_cronjob', '/api/cronjobs/{id:\\d+}'),
+        ('api_cronjob', '/api/cronjobs/{id:\\d{1,18}}'),
         ('api_clean', '/api/clean'),
         ('api_processing', '/api/processing'),
     ]
@@ -81,7 +81,7 @@ def includeme(config):
                                   path_info=r'^/api/', renderer='json')
 
 
-# -- Values --------------------------------------------------------------------
+# -- Values -------------------------------------------------------------------
 
 def jsonable(value):
     """``value`` if JSON can hold it, else its repr."""
@@ -197,7 +197,7 @@ def getJob(request):
     return request.service._job(int(request.matchdict['id']))
 
 
-# -- Views ---------------------------------------------------------------------
+# -- Views --------------------------------------------------------------------
 
 def openapi(request):
     return document(request.application_url)
@@ -401,7 +401,7 @@ def clean(request):
     return {'removed': before - service.count()}
 
 
-# -- Processing ----------------------------------------------------------------
+# -- Processing ---------------------------------------------------------------
 
 def processorState(request):
     processor = request.registry.remotetask.processor
@@ -416,6 +416,7 @@ def processing(request):
 
 
 _switching = threading.Lock()
+_stopping = {}
 
 
 def setProcessing(request):
@@ -429,15 +430,23 @@ def setProcessing(request):
         raise HTTPConflict('this server has no processor: jobs are '
                            'processed by workers elsewhere')
     with _switching:
+        stopping = _stopping.get(id(processor))
+        if stopping is not None and stopping.is_alive():
+            raise HTTPConflict('processing is stopping (running jobs get '
+                               'their grace period); try again when it has '
+                               'stopped')
         if running and not processor.running:
             processor.start()
         elif not running and processor.running:
-            threading.Thread(target=processor.stop,
-                             name='remotetask-web-stop', daemon=True).start()
+            stopping = threading.Thread(target=processor.stop,
+                                        name='remotetask-web-stop',
+                                        daemon=True)
+            _stopping[id(processor)] = stopping
+            stopping.start()
     return processorState(request)
 
 
-# -- Errors --------------------------------------------------------------------
+# -- Errors -------------------------------------------------------------------
 
 def apiError(exc, request):
     """Every error under /api/ is a JSON object ``{"error": message}``."""

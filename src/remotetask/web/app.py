@@ -141,8 +141,8 @@ def forbidden(exc, request):
             return HTTPFound(location=request.route_url('login'))
         status = 401
         if web.anonymous:
-            message = ('anonymous use is allowed from loopback addresses '
-                       'only')
+            message = ('anonymous use is allowed from loopback addresses, '
+                       'to a loopback host name, only')
         else:
             message = ('authentication required: HTTP Basic, a bearer '
                        'token or the login form')

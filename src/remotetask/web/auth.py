@@ -27,7 +27,10 @@ browser marks as cross-site (``Origin``, ``Sec-Fetch-Site``) is refused
 
 With no users file the service is anonymous: every request from a loopback
 address is a manager, every other one is refused (``remotetask serve`` also
-refuses to listen on anything but loopback then).
+refuses to listen on anything but loopback then).  The request must also
+name a loopback host (``Host: localhost``, ``127.0.0.1``, ``[::1]``): a
+foreign page whose domain was made to resolve to 127.0.0.1 (DNS rebinding)
+is same-origin for the browser, but names its own host.
 """
 import base64
 import binascii
@@ -104,7 +107,7 @@ class Users:
         self._key = os.urandom(32)
         self._reload()
 
-    # -- the file --------------------------------------------------------------
+    # -- the file -------------------------------------------------------------
 
     @staticmethod
     def read(path):
@@ -172,7 +175,7 @@ class Users:
         entry = self._users.get(name)
         return None if entry is None else entry['role']
 
-    # -- credentials -----------------------------------------------------------
+    # -- credentials ----------------------------------------------------------
 
     def authenticate(self, name, password):
         self.refresh()
@@ -242,6 +245,22 @@ def isLoopback(address):
         return False
 
 
+def isLoopbackName(host):
+    """True for ``localhost`` and loopback addresses (``host`` without
+    its port; IPv6 in brackets or not)."""
+    host = (host or '').strip('[]').lower()
+    return host == 'localhost' or host.endswith('.localhost') \
+        or isLoopback(host)
+
+
+def requestHost(request):
+    """The host named by the request's Host header, without the port."""
+    host = request.host or ''
+    if host.startswith('['):
+        return host[1:].split(']', 1)[0]
+    return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
+
+
 class Identity(dict):
     """``{'name', 'role', 'via'}``; via is basic, token, session or
     anonymous."""
@@ -264,7 +283,8 @@ class SecurityPolicy:
 
     def _identify(self, request):
         if self.users is None:
-            if isLoopback(request.remote_addr):
+            if isLoopback(request.remote_addr) and \
+                    isLoopbackName(requestHost(request)):
                 return Identity(name='anonymous', role=MANAGER,
                                 via='anonymous')
             return None

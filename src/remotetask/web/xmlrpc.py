@@ -184,7 +184,7 @@ def _signature(func):
     return str(sig.replace(parameters=list(sig.parameters.values())[1:]))
 
 
-# -- The endpoint ----------------------------------------------------------------
+# -- The endpoint -------------------------------------------------------------
 
 def _xml(payload):
     return Response(body=payload.encode('utf-8'),
