@@ -258,6 +258,10 @@ def test_processing_start_stop_with_a_real_processor(db):
         assert app.get('/api/jobs/%d' % job['id']).json['result'] == 4
         assert app.get('/api/counts').json['processing']['stats'][
             'completed'] >= 1
+        metrics = app.get('/metrics').text
+        assert 'remotetask_processor_running 1.0' in metrics
+        assert 'remotetask_processor_events_total{event="completed"} 1.0' \
+            in metrics
         sleeper = add(app, task='sleep', input=3)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and app.get(

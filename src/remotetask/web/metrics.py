@@ -9,7 +9,10 @@ Two kinds of numbers:
 - counted in this process, like any Prometheus counter (they start at 0
   when the process starts; scrape every process that runs jobs):
   ``remotetask_jobs_processed_total`` and ``remotetask_jobs_failed_total``
-  per task and the histogram ``remotetask_job_run_seconds`` per task.
+  per task and the histogram ``remotetask_job_run_seconds`` per task;
+  with a processor, also its own counters
+  (``remotetask_processor_events_total{event}``: claimed, completed,
+  failed, retried, lost, conflicts...) and running jobs.
 
 Why counted from events rather than from the jobs' attempt history:
 reading the history of every finished job at each scrape would load all
@@ -27,7 +30,7 @@ import zope.component.event  # noqa: F401  zope.event -> component handlers
 from prometheus_client import (
     CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
     generate_latest)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pyramid.response import Response
 
 import transaction
@@ -142,6 +145,20 @@ def serviceFamilies(service, processor=None, now=None):
             'remotetask_processor_running',
             '1 while this process processes jobs',
             value=1 if processor.running else 0))
+        stats = dict(getattr(processor, 'stats', None) or {})
+        families.append(GaugeMetricFamily(
+            'remotetask_processor_jobs_running',
+            'Jobs the processor of this process is running now',
+            value=stats.pop('running', 0)))
+        events = CounterMetricFamily(
+            'remotetask_processor_events',
+            'What the processor of this process counted since it was made '
+            '(claimed, completed, failed, retried, lost, conflicts...)',
+            labels=['event'])
+        for name, value in sorted(stats.items()):
+            if isinstance(value, (int, float)):
+                events.add_metric([name], value)
+        families.append(events)
     return families
 
 

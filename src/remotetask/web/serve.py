@@ -89,8 +89,12 @@ def serve(uri, service, imports, zcml, host, port, users_path, concurrency,
         zcml = (EXAMPLES_ZCML,)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s'
                         ' %(name)s: %(message)s')
-    runner = cli.openService(uri, service, imports, zcml)
-    database = runner.db
+    cli.loadTasks(imports, zcml)
+    try:
+        # A connection per HTTP thread and per processor thread, and spare.
+        database = dbmod.openDB(uri, pool_size=threads + concurrency + 4)
+    except RemoteTaskError as e:
+        raise click.BadParameter(str(e), param_hint='--db')
     try:
         dbmod.ensureService(database, service)
         processor = Processor(database, service, concurrency=concurrency,
