@@ -54,13 +54,14 @@ setup(
         'prometheus_client >= 0.17',
     ],
     extras_require={
-        'relstorage': ['RelStorage[postgresql] >= 3.5'],
+        'relstorage': ['RelStorage >= 3.5', 'psycopg2-binary >= 2.9'],
         'test': [
             'pytest >= 7.0',
             'pytest-timeout >= 2.1',
             'zope.testing >= 5.0',
             'zope.testrunner >= 6.0',
-            'RelStorage[postgresql] >= 3.5',
+            'RelStorage >= 3.5',
+            'psycopg2-binary >= 2.9',
             'playwright >= 1.40',
             'WebTest >= 3.0',
         ],

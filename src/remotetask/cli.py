@@ -9,7 +9,6 @@ import json
 import sys
 
 import click
-import transaction
 
 from remotetask import db as dbmod
 from remotetask.interfaces import RemoteTaskError
@@ -58,6 +57,9 @@ def openService(uri, service, imports, zcml):
         database = dbmod.openDB(uri)
     except RemoteTaskError as e:
         raise click.BadParameter(str(e), param_hint='--db')
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(database.close)
     return dbmod.ServiceRunner(database, service)
 
 

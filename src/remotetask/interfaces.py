@@ -240,7 +240,12 @@ class ITask(zope.interface.Interface):
         'How many times a job may be started (first run plus restarts after '
         'its worker died) before it ends "error".')
     max_retries = zope.interface.Attribute(
-        'How many times a failing job is retried (0: never).')
+        'How many times a job may be retried: after raising ``Retry``, or '
+        'after raising one of ``retry_on``.')
+    retry_on = zope.interface.Attribute(
+        'Tuple of exception classes after which a job is retried (with '
+        'back-off) rather than failed.  Empty by default: failures are '
+        'final unless the task says otherwise.')
     retry_backoff = zope.interface.Attribute(
         'The first retry delay in seconds; each retry doubles it.')
     retry_backoff_max = zope.interface.Attribute(
@@ -427,8 +432,13 @@ class ITaskService(zope.interface.Interface):
     def counts():
         """A dict of every status to its number of jobs."""
 
-    def jobIds(status):
-        """The ids of the jobs in ``status``, ascending (an index)."""
+    def jobIds(status=None, task=None):
+        """The ids of the jobs in ``status`` and of ``task`` (either may be
+        None: any), ascending, from indexes (a BTree set or keys view, so
+        ``keys(min, max)`` ranges page through them without loading jobs).
+
+        :raises ValueError: for an unknown status.
+        """
 
     def hasJobsWaiting(now=None):
         """True if a job is due."""

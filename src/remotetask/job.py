@@ -140,7 +140,20 @@ def _checkField(name, values):
 
 
 def _expression(minute, hour, dayOfMonth, month, dayOfWeek):
-    """lovely's tuple fields as a cron expression (cron's Sunday is 0)."""
+    """lovely's tuple fields as a cron expression.
+
+    As in lovely.remotetask, the finest field given sets the period: a
+    schedule that names hours but no minutes runs at minute 0 of those
+    hours, one that names days runs at 00:00, one that names only months
+    runs on the 1st at 00:00.  Cron counts week days from Sunday = 0.
+    """
+    if not minute and (hour or dayOfMonth or month or dayOfWeek):
+        minute = (0,)
+        if not hour and (dayOfMonth or month or dayOfWeek):
+            hour = (0,)
+            if not dayOfMonth and not dayOfWeek:
+                dayOfMonth = (1,)
+
     def field(values):
         return ','.join(str(v) for v in sorted(set(values))) or '*'
     return ' '.join((field(minute), field(hour), field(dayOfMonth),

@@ -10,6 +10,8 @@ import zope.component
 import zope.interface
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree, LOTreeSet
+from BTrees.LOBTree import intersection as _intersection
+from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
 from remotetask import events, interfaces
@@ -73,6 +75,7 @@ class TaskService(persistent.Persistent):
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
+        self._byTask = OOBTree()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -114,7 +117,17 @@ class TaskService(persistent.Persistent):
         self._index[status].insert(job.id)
         self._counts[status].change(1)
 
+    def _store(self, job):
+        self.jobs[job.id] = job
+        ids = self._byTask.get(job.task)
+        if ids is None:
+            ids = self._byTask[job.task] = LOTreeSet()
+        ids.insert(job.id)
+
     def _forget(self, job):
+        ids = self._byTask.get(job.task)
+        if ids is not None:
+            ids.remove(job.id)
         if job._status in WAITING_STATUSES:
             self._queue.remove(job.id, job.eta)
         self._index[job._status].remove(job.id)
@@ -156,7 +169,7 @@ class TaskService(persistent.Persistent):
         if meta:
             checkPicklable(meta, 'meta data')
             job.meta = dict(meta)
-        self.jobs[job.id] = job
+        self._store(job)
         if startLater:
             job.eta = None
             self._enter(job, STARTLATER)
@@ -176,7 +189,7 @@ class TaskService(persistent.Persistent):
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
                            expression=expression, timezone=timezone)
-        self.jobs[job.id] = job
+        self._store(job)
         self._enter(job, CRONJOB, job.timeOfNextCall(now))
         return job.id
 
@@ -283,11 +296,17 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         return {status: self._counts[status]() for status in STATUSES}
 
-    def jobIds(self, status):
+    def jobIds(self, status=None, task=None):
         """See ITaskService."""
-        if status not in self._index:
+        if status is not None and status not in self._index:
             raise ValueError('unknown status %r' % (status,))
-        return self._index[status]
+        byStatus = None if status is None else self._index[status]
+        if task is None:
+            return self.jobs.keys() if byStatus is None else byStatus
+        byTask = self._byTask.get(task, LOTreeSet())
+        if byStatus is None:
+            return byTask
+        return _intersection(byStatus, byTask)
 
     def queue(self):
         """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""

@@ -18,14 +18,17 @@ class TaskBase:
 
     time_limit = None
     max_starts = DEFAULT_MAX_STARTS
-    max_retries = 0
+    max_retries = 3
     retry_backoff = 1.0
     retry_backoff_max = 600.0
     retry_jitter = True
+    retry_on = ()
 
     def __init__(self, time_limit=None, max_starts=None, max_retries=None,
                  retry_backoff=None, retry_backoff_max=None,
-                 retry_jitter=None):
+                 retry_jitter=None, retry_on=None):
+        if retry_on is not None:
+            self.retry_on = tuple(retry_on)
         for name, value in (('time_limit', time_limit),
                             ('max_starts', max_starts),
                             ('max_retries', max_retries),

@@ -100,3 +100,47 @@ class ZEOServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def checkConsistency(service):
+    """Problems in a service's bookkeeping, as a list of strings (empty
+    when the queue, the status indexes and the counters agree with the
+    jobs).  Reads every job: for tests and for ``remotetask check``."""
+    from remotetask.interfaces import STATUSES, WAITING_STATUSES
+    problems = []
+    tally = {status: set() for status in STATUSES}
+    for jobid, job in service.jobs.items():
+        if job.id != jobid:
+            problems.append('job %s is stored under %s' % (job.id, jobid))
+        tally[job.status].add(jobid)
+    for status in STATUSES:
+        indexed = set(service.jobIds(status))
+        if indexed != tally[status]:
+            problems.append('index of %r: %s, jobs: %s' % (
+                status, sorted(indexed), sorted(tally[status])))
+        if service.count(status) != len(tally[status]):
+            problems.append('count of %r is %d, jobs: %d' % (
+                status, service.count(status), len(tally[status])))
+    tasks = {}
+    for jobid, job in service.jobs.items():
+        tasks.setdefault(job.task, set()).add(jobid)
+    for task, ids in tasks.items():
+        if set(service.jobIds(task=task)) != ids:
+            problems.append('task index of %r: %s, jobs: %s' % (
+                task, sorted(service.jobIds(task=task)), sorted(ids)))
+    waiting = {jobid for status in WAITING_STATUSES
+               for jobid in tally[status]}
+    entries = list(service.queue())
+    queued = {jobid for eta, jobid in entries}
+    if queued != waiting or len(entries) != len(waiting):
+        problems.append('queue holds %s, waiting jobs are %s' % (
+            sorted(entries), sorted(waiting)))
+    for eta, jobid in entries:
+        job = service.jobs.get(jobid)
+        if job is not None and job.eta != eta:
+            problems.append('job %s: eta %r, queue entry %r'
+                            % (jobid, job.eta, eta))
+    if len(service._queue) != len(entries):
+        problems.append('queue length %d, entries %d'
+                        % (len(service._queue), len(entries)))
+    return problems

@@ -7,6 +7,8 @@ named ``echo``; the optional attributes ``time_limit``, ``max_starts``,
 own is registered with the standard ``<utility>`` directive, providing
 ``remotetask.interfaces.ITask``.
 """
+import os
+
 import zope.interface
 import zope.schema
 from zope.component.zcml import utility
@@ -48,7 +50,7 @@ def loadFile(path, context=None):
     import remotetask
     if context is None:
         context = xmlconfig.file('meta.zcml', remotetask)
-    return xmlconfig.file(path, context=context)
+    return xmlconfig.file(os.path.abspath(path), context=context)
 
 
 def loadString(text, context=None):
