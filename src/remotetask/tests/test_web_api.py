@@ -224,20 +224,37 @@ def test_paging_filters_and_sorting(app, db):
     assert only['total'] == 1
 
 
-def test_task_filter_scans_a_bounded_number(app, db, monkeypatch):
+def test_status_and_task_filters_scan_a_bounded_number(app, db,
+                                                        monkeypatch):
     monkeypatch.setattr(api, 'SCAN_LIMIT', 10)
     ids = [add(app, task='echo', input=i)['id'] for i in range(25)]
     target = add(app, task='sum', input=[1])['id']
     ids.append(target)
-    page = app.get('/api/jobs?task=sum&sort=id').json
-    assert page['jobs'] == [] and page['scanned'] == 10
-    assert page['next'] == ids[9]
-    found = []
+    # The task index alone pages exactly.
+    assert [j['id'] for j in app.get('/api/jobs?task=sum').json['jobs']] \
+        == [target]
+    assert [j['id'] for j in app.get(
+        '/api/jobs?task=echo&limit=5&sort=id').json['jobs']] == ids[:5]
+    # Status and task: 26 queued jobs are more than SCAN_LIMIT, so the
+    # task index is walked and checked against the status index.
+    page = app.get('/api/jobs?status=queued&task=echo&sort=id').json
+    assert [j['id'] for j in page['jobs']] == ids[:10]
+    assert page['scanned'] == 10 and page['next'] == ids[9]
+    found = [j['id'] for j in page['jobs']]
     while page['next'] is not None:
-        page = app.get('/api/jobs?task=sum&sort=id&cursor=%d'
+        page = app.get('/api/jobs?status=queued&task=echo&sort=id&cursor=%d'
                        % page['next']).json
+        assert page['scanned'] <= 10
         found += [j['id'] for j in page['jobs']]
-    assert found == [target]
+    assert found == ids[:25]
+    # A small status index is walked and checked against the task index.
+    app.post('/api/jobs/%d/cancel' % ids[3])
+    app.post('/api/jobs/%d/cancel' % target)
+    page = app.get('/api/jobs?status=cancelled&task=sum').json
+    assert [j['id'] for j in page['jobs']] == [target]
+    assert page['next'] is None and page['scanned'] == 2
+    assert app.get('/api/jobs?status=cancelled&task=nope').json['jobs'] \
+        == []
 
 
 def test_processing_start_stop_with_a_real_processor(db):

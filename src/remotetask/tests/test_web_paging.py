@@ -34,15 +34,17 @@ class CountingStorage(MappingStorage):
 
 @pytest.fixture(scope='module')
 def big():
-    zope.component.provideUtility(SimpleTask(lambda input: input),
-                                  name='echo')
+    for name in ('echo', 'other'):
+        zope.component.provideUtility(SimpleTask(lambda input: input),
+                                      name=name)
     storage = CountingStorage()
     db = ZODB.DB(storage, cache_size=200000)
     tm = transaction.TransactionManager()
     conn = db.open(tm)
     service = getService(conn, create=True)
     for i in range(JOBS):
-        service.add('echo', i, now=1000.0 + i,
+        service.add('other' if i % 100 == 0 else 'echo', i,
+                    now=1000.0 + i,
                     delay=3600 if i % 10 == 0 else None)
         if i % 25000 == 24999:
             tm.commit()
@@ -64,9 +66,11 @@ def loadsFor(app, db, storage, url):
 @pytest.mark.slow
 def test_pages_load_a_bounded_number_of_objects(big):
     db, storage, ids, queued = big
-    zope.component.provideUtility(SimpleTask(lambda input: input),
-                                  name='echo')
+    for name in ('echo', 'other'):
+        zope.component.provideUtility(SimpleTask(lambda input: input),
+                                      name=name)
     app = webApp(db)
+    others = [jobid for n, jobid in enumerate(ids) if n % 100 == 0]
     assert len(ids) == JOBS
     cases = [
         ('/api/jobs?limit=%d' % PAGE, ids[::-1][:PAGE]),
@@ -79,6 +83,12 @@ def test_pages_load_a_bounded_number_of_objects(big):
          queued[:50000][::-1][:PAGE]),
         ('/api/jobs?limit=%d&status=delayed&sort=id' % PAGE,
          [jobid for n, jobid in enumerate(ids) if n % 10 == 0][:PAGE]),
+        ('/api/jobs?limit=%d&task=other&cursor=%d' % (PAGE, ids[80000]),
+         [i for i in others if i < ids[80000]][::-1][:PAGE]),
+        ('/api/jobs?limit=%d&task=echo&status=queued&sort=id&cursor=%d'
+         % (PAGE, ids[30000]), [i for i in queued if i > ids[30000]][:PAGE]),
+        ('/api/jobs?limit=%d&task=other&status=delayed' % PAGE,
+         others[::-1][:PAGE]),
     ]
     for url, expected in cases:
         loads, page = loadsFor(app, db, storage, url)

@@ -2,11 +2,13 @@
 (``openapi.py``).
 
 Job lists never load more jobs than they show: they walk the id-ordered
-BTree of all jobs, or the status index (``service.jobIds(status)``), from a
-cursor (the last id of the previous page), ``limit`` keys at a time; a
-descending page uses ``maxKey()`` lookups, O(log n) each.  Filtering by
-task has no index: it looks at no more than ``SCAN_LIMIT`` jobs per request
-and hands back a cursor to go on from.
+BTree of all jobs, or the status or task index (``service.jobIds()``), from
+a cursor (the last id of the previous page), ``limit`` keys at a time; a
+descending page uses ``maxKey()`` lookups, O(log n) each.  With both a
+status and a task, one index is walked and each id checked against the
+other; a request then looks at no more than ``SCAN_LIMIT`` ids and hands
+back a cursor to go on from (a page may have fewer than ``limit`` jobs and
+still a ``next``).
 """
 import datetime
 import json
@@ -29,7 +31,7 @@ log = logging.getLogger('remotetask.web')
 
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
-SCAN_LIMIT = 2000
+SCAN_LIMIT = 20000
 SCHEDULE_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
                    'delay', 'expression', 'timezone')
 
@@ -263,26 +265,41 @@ def listJobs(request):
                   ' not %r' % sort)
     limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
     cursor = intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
-    tree = service.jobIds(status) if status else service.jobs
+    tree, check, total = _sources(service, status, task)
     walk = _descending if sort == '-id' else _ascending
     jobs, scanned, last, more = [], 0, None, False
     for jobid in walk(tree, cursor):
-        if len(jobs) >= limit or (task is not None
-                                  and scanned >= SCAN_LIMIT):
+        if len(jobs) >= limit or scanned >= SCAN_LIMIT:
             more = True
             break
-        job = service.jobs[jobid]
-        scanned += 1
         last = jobid
-        if task is None or job.task == task:
-            jobs.append(summary(job))
-    if task is None:
-        total = service.count(status)
-    else:
-        total = None
+        if check is not None:
+            scanned += 1
+            if jobid not in check:
+                continue
+        jobs.append(summary(service.jobs[jobid]))
     return {'jobs': jobs, 'total': total, 'next': last if more else None,
             'scanned': scanned, 'sort': sort, 'status': status,
             'task': task, 'limit': limit}
+
+
+def _sources(service, status, task):
+    """``(ids to walk, ids to check each against or None, total or None)``.
+
+    One filter: its index.  Both: walk the status index if it is small
+    enough to be walked in one request, else the task index, and check
+    each id against the other index (ids only: no job is loaded that is
+    not shown).
+    """
+    if task is None:
+        tree = service.jobs if status is None else service.jobIds(status)
+        return tree, None, service.count(status)
+    byTask = service.jobIds(task=task)
+    if status is None:
+        return byTask, None, None
+    if service.count(status) <= SCAN_LIMIT:
+        return service.jobIds(status), byTask, None
+    return byTask, service.jobIds(status), None
 
 
 JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',

@@ -144,8 +144,10 @@ def document(server_url):
                                _query('status', _ref('Status'),
                                       'Only jobs in this status (indexed)'),
                                _query('task', {'type': 'string'},
-                                      'Only jobs of this task (scans at '
-                                      'most 2000 jobs per page)'),
+                                      'Only jobs of this task (indexed; '
+                                      'with a status too, a page looks at '
+                                      'no more than 20000 ids and may have '
+                                      'fewer jobs than limit and a next)'),
                                _query('sort', {'type': 'string', 'enum':
                                                ['-id', 'id']},
                                       '-id: newest first (default)'),
