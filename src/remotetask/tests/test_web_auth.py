@@ -130,6 +130,7 @@ def csrfOf(page):
 
 def test_login_form_session_and_csrf(app):
     form = app.get('/login')
+    assert form.content_type == 'text/html'
     token = csrfOf(form)
     # No CSRF token: refused.
     app.post('/login', {'name': 'mia', 'password': 'mia-pw'}, status=400)
@@ -142,6 +143,7 @@ def test_login_form_session_and_csrf(app):
     page = app.get('/')
     assert 'app.js' in page.text
     assert page.headers['X-Frame-Options'] == 'DENY'
+    assert page.content_type == 'text/html'
     me = app.get('/api/me').json
     assert (me['name'], me['role'], me['via']) == ('mia', 'manager',
                                                     'session')

@@ -38,12 +38,13 @@ def includeme(config):
 
 
 def _page(body, status=200):
-    return Response(body=body.encode('utf-8'), status=status,
-                    content_type='text/html', charset='utf-8',
-                    headers={'X-Frame-Options': 'DENY',
-                             'Content-Security-Policy':
-                             "default-src 'self'; frame-ancestors 'none'",
-                             'Cache-Control': 'no-store'})
+    response = Response(body=body.encode('utf-8'), status=status,
+                        content_type='text/html', charset='utf-8')
+    response.headers.update({
+        'X-Frame-Options': 'DENY', 'Cache-Control': 'no-store',
+        'Content-Security-Policy':
+            "default-src 'self'; frame-ancestors 'none'"})
+    return response
 
 
 def index(request):
