@@ -124,6 +124,7 @@ def test_bad_requests_are_400_with_a_message(app):
     bad('{"task": "echo", "eta": "2030-01-01T00:00"}', 'UTC offset')
     bad('{"task": "echo", "startLater": "yes"}', 'true or false')
     bad(b'\xff\xfe', 'not JSON')
+    bad('[' * 100000 + ']' * 100000, 'nested too deeply')
     app.get('/api/jobs?status=bogus', status=400)
     app.get('/api/jobs?limit=0', status=400)
     app.get('/api/jobs?cursor=x', status=400)

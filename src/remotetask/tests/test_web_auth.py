@@ -195,3 +195,13 @@ def test_serve_refuses_to_listen_elsewhere_without_users(tmp_path):
     code, out = runCommand(['serve', '--db', str(tmp_path / 'D.fs'),
                             '--users', str(empty)])
     assert code == 2
+
+
+def test_serve_reports_a_port_in_use(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0))
+        busy.listen()
+        code, out = runCommand(['serve', '--db', str(tmp_path / 'D.fs'),
+                                '--port', str(busy.getsockname()[1])])
+    assert code == 1

@@ -97,7 +97,7 @@ def jsonable(value):
 def summary(job):
     info = job.info()
     info['progress'] = list(info['progress'])
-    return jsonable(info)
+    return {key: jsonable(value) for key, value in info.items()}
 
 
 def detail(job):
@@ -125,6 +125,8 @@ def body(request, allowed, required=()):
             data = json.loads(request.body.decode('utf-8'))
         except (ValueError, UnicodeDecodeError) as e:
             raise bad('the request body is not JSON: %s' % e)
+        except RecursionError:
+            raise bad('the request body is nested too deeply')
     if not isinstance(data, dict):
         raise bad('the request body must be a JSON object, not %s'
                   % type(data).__name__)

@@ -122,12 +122,12 @@ def serve(uri, service, imports, zcml, host, port, users_path, concurrency,
                    'addresses only')
     else:
         click.echo('  users from %s (%d)' % (users_path, len(users)))
-    if not no_processing:
-        processor.start()
-        click.echo('  processing with %d thread(s)' % concurrency)
-    sys.stdout.flush()
     previous = signal.signal(signal.SIGTERM, _raiseStop)
     try:
+        if not no_processing:
+            processor.start()
+            click.echo('  processing with %d thread(s)' % concurrency)
+        sys.stdout.flush()
         server.run()
     except (KeyboardInterrupt, _Stop):
         click.echo('remotetask: stopping')
