@@ -64,6 +64,7 @@ setup(
             'psycopg2-binary >= 2.9',
             'playwright >= 1.40',
             'WebTest >= 3.0',
+            'openapi-spec-validator >= 0.7',
         ],
     },
     entry_points={

@@ -150,7 +150,11 @@ def document(server_url):
                                       'fewer jobs than limit and a next)'),
                                _query('sort', {'type': 'string', 'enum':
                                                ['-id', 'id']},
-                                      '-id: newest first (default)'),
+                                      'By job id: -id highest first '
+                                      '(default).  Ids grow with time in '
+                                      'each process and thread, which take '
+                                      'them in blocks of 1000: id order is '
+                                      'creation order only roughly'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
