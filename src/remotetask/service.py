@@ -9,7 +9,8 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
+from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet
+from BTrees.LOBTree import difference as LOBTree_difference
 from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
@@ -26,6 +27,10 @@ from remotetask.structures import IdAllocator, JobQueue, laneNumber
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
+
+
+_SENTINEL = 0
+_NOT_JOBS = LOSet([_SENTINEL])
 
 
 def _now(now):
@@ -74,6 +79,12 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
+        # A key that is never removed keeps the busiest index from the two
+        # changes BTrees can not merge: removing a bucket's first key and
+        # emptying it.  Without it every job completion conflicted with any
+        # concurrent claim or completion (the oldest processing job is the
+        # first key).  Job ids start at 1.
+        self._index[PROCESSING].insert(_SENTINEL)
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
 
@@ -301,6 +312,8 @@ class TaskService(persistent.Persistent):
         if status is not None and status not in self._index:
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
+        if status == PROCESSING:
+            byStatus = LOBTree_difference(byStatus, _NOT_JOBS)
         if task is None:
             return self.jobs.keys() if byStatus is None else byStatus
         byTask = self._byTask.get(task, LOTreeSet())
@@ -495,7 +508,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         now = _now(now)
         reaped = []
-        for jobid in list(self._index[PROCESSING]):
+        for jobid in self.jobIds(PROCESSING):
             job = self.jobs[jobid]
             task = self._getTask(job.task)
             expires = job.lease_expires

@@ -32,7 +32,7 @@ from transaction.interfaces import TransientError
 
 from remotetask import db as dbmod
 from remotetask import interfaces
-from remotetask.interfaces import TaskError
+from remotetask.interfaces import FINAL_STATUSES, TaskError
 from remotetask.job import currentJob
 from remotetask.task import TaskBase
 from remotetask.trackerdata import (  # noqa: F401  re-exported
@@ -43,6 +43,24 @@ from remotetask.trackerdata import (  # noqa: F401  re-exported
     TrackerError, TrackerMaintenance, activate, atpStatus, findByIdentifier,
     findTask, finish, getData, getType, logStatus, queueSize, reenqueue)
 from remotetask import trackerdata
+
+__all__ = [
+    # the seed API (eoxserver.resources.processes.tracker and .models)
+    'registerTaskType', 'unregisterTaskType', 'getQueueSize',
+    'getMaxQueueSize', 'MAX_QUEUE_SIZE', 'getTaskInfo', 'getTaskIdentifier',
+    'getTaskStatus', 'getTaskStatusByIdentifier', 'deleteTask',
+    'deleteTaskByIdentifier', 'enqueueTask', 'reenqueueTask', 'dequeueTask',
+    'startTask', 'stopTaskSuccessIfNotFinished', 'stopTaskSuccess',
+    'stopTaskFailure', 'pauseTask', 'resumeTask', 'setTaskResponse',
+    'getTaskResponse', 'getTaskLog', 'reenqueueZombieTasks',
+    'deleteRetiredTasks', 'dummyHandler', 'TaskStatus', 'DummyLock',
+    'dbLocker', 'QueueException', 'QueueEmpty', 'QueueFull', 'STATUS2TEXT',
+    'TEXT2STATUS', 'STATUS2COLOR',
+    # remotetask's additions
+    'configure', 'unconfigure', 'TrackerError', 'NotConfiguredError',
+    'TaskTypeNotFound', 'TaskTypeInUse', 'TaskNotFound', 'DuplicateTask',
+    'NoResponse',
+]
 
 #: Actual queue size limit (may be changed, or set by ``configure``).
 #: ``getMaxQueueSize()`` reads it at each call.
@@ -122,7 +140,7 @@ def _write(func):
     return call
 
 
-# -- Task types ----------------------------------------------------------------
+# -- Task types --------------------------------------------------------------
 
 def _checkHandler(handler):
     if callable(handler) and not isinstance(handler, str):
@@ -174,10 +192,13 @@ def _registerTaskType(service, data, now, identifier, handler, timeout,
         data.types[identifier] = TaskType(identifier, handler, timeout,
                                           timeret, maxstart)
         return
+    changed = ttype.maxstart != maxstart
     ttype.update(handler, timeout, timeret, maxstart)
-    for key in data.keysOfType(identifier):  # the reaper's start limit
+    for key in data.keysOfType(identifier) if changed else ():
+        # the start limit the reaper applies (lease expired)
         job = service.jobs.get(data.index[key])
-        if job is not None:
+        if job is not None and job.status not in FINAL_STATUSES \
+                and job.max_starts != maxstart:
             job.max_starts = maxstart
 
 
@@ -200,7 +221,7 @@ def _unregisterTaskType(service, data, now, identifier, force):
     del data.types[identifier]
 
 
-# -- Queue ----------------------------------------------------------------------
+# -- Queue -------------------------------------------------------------------
 
 def getQueueSize():
     """The number of enqueued (ACCEPTED) tasks."""
@@ -273,7 +294,7 @@ def _dequeueTask(service, data, now, serverID, message):
             job = service.jobs.get(jobid)
             if record is not None and job is not None:
                 activate(service, job, record, SCHEDULED, now, message,
-                         worker=serverID, what='dequeue')
+                         worker=serverID, what='dequeue', claim=True)
                 return [jobid]
     raise QueueEmpty('no task in the queue')
 
@@ -285,17 +306,16 @@ def startTask(task_id, message=''):
 
 def _startTask(service, data, now, task_id, message):
     job, record = findTask(service, data, task_id)
-    activate(service, job, record, RUNNING, now, message)
+    activate(service, job, record, RUNNING, now, message, claim=True)
     return (record.type, record.identifier,
             getType(data, record.type).handler, job.input)
 
 
-def _byId(transition, *fixed):
+def _byId(transition):
     """A transaction function applying ``transition`` to one task."""
     def call(service, data, now, task_id, message=''):
         job, record = findTask(service, data, task_id)
-        return transition(service, job, record, *fixed, now=now,
-                          message=message)
+        return transition(service, job, record, now=now, message=message)
     return call
 
 
@@ -309,15 +329,27 @@ def pauseTask(task_id, message=''):
     """Set a SCHEDULED or RUNNING task PAUSED."""
     _check(task_id)
     _run(_byId(_active(PAUSED, 'pause')), task_id, message)
+    _report(task_id, PAUSED, message)
 
 
 def resumeTask(task_id, message=''):
     """Set a SCHEDULED or PAUSED task RUNNING."""
     _check(task_id)
     _run(_byId(_active(RUNNING, 'resume')), task_id, message)
+    _report(task_id, RUNNING, message)
 
 
-# -- Ending tasks -------------------------------------------------------------
+def _report(task_id, code, message=''):
+    """In the worker's run of the task, show its status to others at once
+    (see ``trackerdata.PROGRESS``)."""
+    context = currentJob()
+    if context is not None and context.jobid == task_id:
+        text = trackerdata.PROGRESS % STATUS2TEXT[code]
+        context.progress(None, '%s: %s' % (text, message) if message
+                         else text)
+
+
+# -- Ending tasks ------------------------------------------------------------
 # Inside the worker's run of a task, its handler's final status is only
 # noted (``_Run``): the tracker task applies it when the handler returns.
 
@@ -391,7 +423,7 @@ def _deleteTransition(service, job, record, now, message):
     trackerdata.delete(service, getData(service), job, record)
 
 
-# -- Reading ----------------------------------------------------------------------
+# -- Reading -----------------------------------------------------------------
 
 def _status(job, record):
     run = _intent(record.jobid)
@@ -467,7 +499,7 @@ def _datetime(when):
     return datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
 
 
-# -- Clean-up ---------------------------------------------------------------------
+# -- Clean-up ----------------------------------------------------------------
 
 def reenqueueZombieTasks(message='', now=None):
     """Re-enqueue the tasks not ended ``timeout`` seconds after they were
@@ -485,7 +517,7 @@ def deleteRetiredTasks(now=None):
         service, data, clock if now is None else now))
 
 
-# -- Handlers, locks -------------------------------------------------------------
+# -- Handlers, locks ---------------------------------------------------------
 
 def dummyHandler(taskStatus, input):
     """Dummy ATP handler: the prototype of one (does nothing).  A handler
@@ -549,7 +581,7 @@ class TaskStatus:
         return '<TaskStatus %r>' % (self.task_id,)
 
 
-# -- The task the worker runs -----------------------------------------------------
+# -- The task the worker runs ------------------------------------------------
 
 def importHandler(path):
     """The handler named by a dotted path (as EOxServer's ATPD loads it)."""
@@ -577,6 +609,7 @@ class TrackerTask(TaskBase):
         except TaskTypeNotFound as e:
             raise TaskError(str(e))
         handler = importHandler(ttype.handler)
+        _report(jobid, RUNNING)
         run = _Run(jobid)
         token = _running.set(run)
         try:

@@ -36,14 +36,15 @@ in the "bridge" section so that they can be swapped for public ones.
 import time
 
 import persistent
-from BTrees.LOBTree import LOBTree, difference, intersection
+import zope.interface
+from BTrees.LOBTree import LOBTree, intersection
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DELAYED, ERROR, FINAL_STATUSES, PROCESSING, QUEUED,
-    STARTLATER, WAITING_STATUSES, InvalidStatusError, JobNotFoundError,
-    RemoteTaskError)
+    STARTLATER, WAITING_STATUSES, IServiceMaintenance, InvalidStatusError,
+    JobNotFoundError, RemoteTaskError)
 
 UNDEFINED, ACCEPTED, SCHEDULED, RUNNING, PAUSED, FINISHED, FAILED = range(7)
 STATUS2TEXT = {0: 'UNDEFINED', 1: 'ACCEPTED', 2: 'SCHEDULED', 3: 'RUNNING',
@@ -62,7 +63,7 @@ TASK_NAME = 'remotetask.tracker'
 ATTRIBUTE = '_tracker'
 
 
-# -- Exceptions -------------------------------------------------------------
+# -- Exceptions --------------------------------------------------------------
 
 class TrackerError(RemoteTaskError):
     """The root of the errors of the tracker facade."""
@@ -108,7 +109,7 @@ class QueueFull(QueueException):
     """The task queue is full and no task can be pushed to it."""
 
 
-# -- Persistent data ----------------------------------------------------------
+# -- Persistent data ---------------------------------------------------------
 
 class TaskType(persistent.Persistent):
     """A registered task type (EOxServer's ``Type``)."""
@@ -164,11 +165,53 @@ class Log(persistent.Persistent):
         return resolveLog(old, committed, new)
 
 
+_MISSING = object()
+_STATUS_KEYS = ('code', 'updated')
+
+
+def _same(a, b):
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # persistent references that can not be compared
+        return False
+
+
+def resolveRecord(old, committed, new):
+    """Merge two transactions' changes to one record (pure function of the
+    three states): each keeps the attributes only it changed; when both
+    changed the status, the later status (by ``updated``) wins, as it would
+    have if they had run one after the other.  Both changing another
+    attribute (the response) differently is a real conflict.  So a status
+    set from outside (``pauseTask``) while a worker ends the task does not
+    make the worker run the handler again."""
+    result = dict(committed)
+    for key in (set(old) | set(committed) | set(new)) - set(_STATUS_KEYS):
+        o, c, n = (state.get(key, _MISSING) for state in (old, committed,
+                                                          new))
+        if _same(n, o) or _same(n, c):
+            continue
+        if not _same(c, o):
+            raise ConflictError('both changed the %r of a tracker record'
+                                % key)
+        if n is _MISSING:
+            result.pop(key, None)
+        else:
+            result[key] = n
+    if (new.get('updated') or 0) >= (committed.get('updated') or 0):
+        for key in _STATUS_KEYS:
+            if key in new:
+                result[key] = new[key]
+    return result
+
+
 class Record(persistent.Persistent):
     """What the tracker knows of one task on top of its job."""
 
     code = ACCEPTED
     response = None
+
+    def _p_resolveConflict(self, old, committed, new):
+        return resolveRecord(old, committed, new)
 
     def __init__(self, jobid, type, identifier, now):
         self.jobid = jobid
@@ -204,16 +247,40 @@ def getData(service, create=False):
     return data
 
 
-# -- Statuses -------------------------------------------------------------------
+# -- Statuses ----------------------------------------------------------------
+
+#: How a worker running a handler shows RUNNING or PAUSED at once: as the
+#: job's progress message, which the worker commits on its own (the record
+#: is written in the job's transaction, seen by others when it ends).
+PROGRESS = 'ATP %s'
+
+
+def progressStatus(job):
+    """``(code, time)`` of the ATP status a running handler reported as
+    the job's progress, or None."""
+    message = job.progress[1] or ''
+    if not message.startswith('ATP '):
+        return None
+    code = TEXT2STATUS.get(message[4:].split(':', 1)[0])
+    if code not in ACTIVE:
+        return None
+    progress = job._progress
+    return code, getattr(progress, 'updated', None) or 0
+
 
 def atpStatus(job, record):
-    """The ATP code of a task: its job says where it is; the record says
-    which of SCHEDULED, RUNNING and PAUSED a processing job is."""
+    """The ATP code of a task: its job says where it is; for a processing
+    job, the record or the job's progress (the later one) says which of
+    SCHEDULED, RUNNING and PAUSED it is."""
     status = job.status
     if status in WAITING_STATUSES or status == STARTLATER:
         return ACCEPTED
     if status == PROCESSING:
-        return record.code if record.code in ACTIVE else SCHEDULED
+        live = progressStatus(job)
+        if record.code in ACTIVE and (live is None
+                                      or record.updated >= live[1]):
+            return record.code
+        return SCHEDULED if live is None else live[0]
     if status == COMPLETED:
         return FINISHED
     return FAILED  # error, cancelled
@@ -230,7 +297,7 @@ def describe(record):
     return 'task %s (%s/%s)' % (record.jobid, record.type, record.identifier)
 
 
-# -- Lookups ----------------------------------------------------------------------
+# -- Lookups -----------------------------------------------------------------
 
 def getType(data, type):
     ttype = data.types.get(type) if data is not None else None
@@ -271,7 +338,7 @@ def queueSize(service, data):
                for status in (QUEUED, DELAYED, STARTLATER))
 
 
-# -- The bridge to the service's transitions --------------------------------------
+# -- The bridge to the service's transitions ---------------------------------
 
 def _claim(service, job, now, worker):
     """Claim one given waiting job (as ``service.claim`` does)."""
@@ -315,7 +382,7 @@ def _delete(service, job, force):
         service.delete(job.id)
 
 
-# -- Transitions ----------------------------------------------------------------
+# -- Transitions -------------------------------------------------------------
 
 def reenqueue(service, job, record, now, message='', restart=True):
     """Put a task back in the queue, ACCEPTED.  ``restart``: a fresh start
@@ -327,11 +394,11 @@ def reenqueue(service, job, record, now, message='', restart=True):
 
 
 def activate(service, job, record, code, now, message='', worker=None,
-             what='start'):
-    """Make a task SCHEDULED, RUNNING or PAUSED; an ACCEPTED one is claimed
-    first (by ``worker``)."""
+             what='start', claim=False):
+    """Make a task SCHEDULED, RUNNING or PAUSED.  It must be one of these,
+    or ACCEPTED with ``claim``: then its job is claimed (by ``worker``)."""
     current = atpStatus(job, record)
-    if current == ACCEPTED:
+    if current == ACCEPTED and claim:
         _claim(service, job, now, worker)
     elif current not in ACTIVE:
         raise InvalidStatusError('can not %s %s: it is %s (re-enqueue it '
@@ -390,10 +457,11 @@ def reenqueueZombies(service, data, now, message=''):
             finish(service, job, record, FAILED, now,
                    '%s: %s' % (message, reason) if message else reason)
         else:
-            reenqueue(service, job, record, now, message or (
-                'zombie re-enqueued: not ended within %gs (start %d of %d)'
-                % (ttype.timeout, job.starts, ttype.maxstart)),
-                restart=False)
+            reason = ('zombie re-enqueued: not ended within %gs (start %d '
+                      'of %d)' % (ttype.timeout, job.starts, ttype.maxstart))
+            reenqueue(service, job, record, now,
+                      '%s: %s' % (message, reason) if message else reason,
+                      restart=False)
         handled.append(jobid)
     return handled
 
@@ -415,23 +483,41 @@ def deleteRetired(service, data, now):
                 delete(service, data, job, record)
                 deleted.append(jobid)
     # Records whose job was removed through the service API (clean, delete).
-    for jobid in list(difference(data.records, service.jobs).keys()):
+    for jobid in [i for i in data.records.keys() if i not in service.jobs]:
         dropRecord(data, data.records[jobid])
         deleted.append(jobid)
-    return deleted
+    return sorted(deleted)
 
 
-# -- Maintenance and event subscribers ------------------------------------------
+# -- Maintenance and event subscribers ---------------------------------------
 
+#: Longest time between two searches for retired tasks by the maintenance.
+RETIRE_INTERVAL = 60.0
+
+
+@zope.interface.implementer(IServiceMaintenance)
 class TrackerMaintenance:
-    """See IServiceMaintenance: re-enqueue zombies, delete retired tasks."""
+    """See IServiceMaintenance: re-enqueue zombies (each time: they are
+    among the few processing jobs), delete retired tasks (which looks at
+    every ended tracker task: at most every ``RETIRE_INTERVAL`` seconds, or
+    the shortest positive ``timeret`` if shorter, per process and
+    service)."""
+
+    def __init__(self):
+        self._next = {}
 
     def __call__(self, service, now):
         data = getData(service)
-        if data is not None:
-            reenqueueZombies(service, data, now,
-                             'zombie re-enqueued by maintenance')
+        if data is None:
+            return
+        reenqueueZombies(service, data, now, 'maintenance')
+        key = (id(service._p_jar.db()) if service._p_jar else None,
+               service._p_oid or id(service))
+        due, last = self._next.get(key, (None, None))
+        if due is None or now >= due or now < last:
             deleteRetired(service, data, now)
+            keep = [t.timeret for t in data.types.values() if t.timeret > 0]
+            self._next[key] = (now + min(keep + [RETIRE_INTERVAL]), now)
 
 
 def _record(event):

@@ -499,6 +499,11 @@ def test_failed_task_writes_are_rolled_back_job_outcome_kept(filedb):
 
 
 def test_task_that_aborts_or_commits_itself(filedb):
+    """In the eager mode (claim and run in the caller's transaction) a task
+    that commits keeps what it committed and the job's outcome is recorded;
+    one that aborts undoes its own claim: ``LeaseLost`` says so (a
+    TransientError) and the job is back in the queue, consistent."""
+    from remotetask.interfaces import LeaseLost
     db = filedb()
     conn = db.open()
     conn.root()['tasks'] = service = TaskService()
@@ -514,7 +519,6 @@ def test_task_that_aborts_or_commits_itself(filedb):
     register('aborts', aborts)
     register('commits', commits)
     transaction.commit()
-    a = service.add('aborts')
     c = service.add('commits')
     transaction.commit()
     logging.getLogger('remotetask').disabled = True
@@ -523,9 +527,15 @@ def test_task_that_aborts_or_commits_itself(filedb):
     finally:
         logging.getLogger('remotetask').disabled = False
     transaction.commit()
-    assert service.getStatus(a) == COMPLETED
     assert service.getStatus(c) == ERROR
+    assert service.getError(c) == 'after commit'
     assert conn.root()['committed'] is None
+    a = service.add('aborts')
+    transaction.commit()
+    with pytest.raises(LeaseLost, match='no longer processing'):
+        service.process()
+    transaction.abort()
+    assert service.getStatus(a) == QUEUED
     assert not checkConsistency(service)
     conn.close()
 

@@ -1,0 +1,231 @@
+"""``remotetask worker`` processes serving one service over a real ZEO server.
+
+The tasks (``processingtasks.record``) record their input in the job's
+transaction and log every run to a file outside the database, so the tests
+see both what was committed and what merely ran.
+"""
+import collections
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import transaction
+
+from remotetask import db as dbmod
+from remotetask.testing import ZEOServer, remotetaskCommand, subprocessEnv
+from remotetask.tests import processingtasks
+from remotetask.tests.processingtasks import readLog, records
+
+pytestmark = [pytest.mark.zeo, pytest.mark.slow]
+
+TASKS = 'remotetask.tests.processingtasks'
+
+
+@pytest.fixture(scope='module')
+def zeo(tmp_path_factory):
+    path = tmp_path_factory.mktemp('zeo') / 'Data.fs'
+    server = ZEOServer(str(path)).start()
+    yield server
+    server.stop()
+
+
+class Client:
+    """The test's own connection to the ZEO server."""
+
+    def __init__(self, uri, name):
+        self.db = dbmod.openDB(uri)
+        self.name = name
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+
+    @property
+    def service(self):
+        self.tm.begin()   # see what the workers committed
+        return dbmod.getService(self.conn, self.name, create=True)
+
+    def commit(self):
+        self.tm.commit()
+
+    def waitFor(self, predicate, timeout=60.0, what='condition'):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.service):
+                return
+            time.sleep(0.1)
+        raise AssertionError('timed out waiting for %s: %s' % (
+            what, self.service.counts()))
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+
+
+@pytest.fixture
+def client(zeo, request):
+    processingtasks.register()
+    c = Client(zeo.uri, 'tasks_' + request.node.name)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def workers(tmp_path, request):
+    procs = []
+
+    def start(zeo, name, *options):
+        log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
+        proc = subprocess.Popen(
+            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
+                              '--service', name, '--lease', '2',
+                              '--maintenance-interval', '1', *options),
+            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def addJobs(client, logpath, count, sleep=0.0):
+    service = client.service
+    ids = [service.add('record', {'n': n, 'log': str(logpath),
+                                  'sleep': sleep})
+           for n in range(count)]
+    records(client.conn, client.name)
+    client.commit()
+    return ids
+
+
+def waitExit(proc, timeout=60.0):
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError('worker %s did not exit' % proc.pid)
+
+
+def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
+                                                  tmp_path):
+    logpath = tmp_path / 'runs.log'
+    ids = addJobs(client, logpath, 300, sleep=0.02)
+    procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i)
+             for i in range(3)]
+    client.waitFor(lambda s: s.count('completed') >= 60, what='60 jobs done')
+    victim = procs[0]
+    victim.send_signal(signal.SIGKILL)
+    assert waitExit(victim) == -signal.SIGKILL
+    workers(zeo, client.name, '--worker-id', 'w3')
+    client.waitFor(lambda s: s.count('completed') == 300, timeout=90,
+                   what='all jobs completed')
+
+    service = client.service
+    assert service.counts()['completed'] == 300
+    assert service.count() == 300
+    # Every input was committed exactly once: none lost, none twice.
+    done = records(client.conn, client.name)
+    assert sorted(done.keys()) == list(range(300))
+    assert set(done.values()) == {1}
+
+    runs = collections.defaultdict(list)
+    for event, jobid, pid, claim, n in readLog(logpath):
+        runs[jobid].append((event, pid, claim))
+    assert sorted(runs) == sorted(ids)
+    for jobid, events in runs.items():
+        claims = sorted({(claim, pid) for event, pid, claim in events})
+        # Runs under earlier claims were the killed worker's only.
+        for claim, pid in claims[:-1]:
+            assert pid == victim.pid, (jobid, events)
+        job = service.jobs[jobid]
+        assert job.status == 'completed'
+        outcomes = [a['outcome'] for a in job.attempts]
+        assert outcomes[-1] == 'completed'
+        for attempt in job.attempts[:-1]:
+            # Only the killed worker lost jobs (its lease expired).
+            assert attempt['outcome'] == 'lost'
+            assert attempt['worker'].startswith('w0/'), job.attempts
+        assert job.starts == len(job.attempts)
+    victims = [jobid for jobid, events in runs.items()
+               if any(pid == victim.pid for e, pid, c in events)]
+    assert victims, 'the killed worker ran nothing'
+    # Jobs it started and never ended went back to the queue (lease
+    # expiry) and were started again: their start count grew.
+    unfinished = [jobid for jobid, events in runs.items()
+                  if ('start', victim.pid) in {(e, p) for e, p, c in events}
+                  and ('end', victim.pid) not in {(e, p)
+                                                  for e, p, c in events}]
+    for jobid in unfinished:
+        job = service.jobs[jobid]
+        assert job.starts == 2
+        assert job.attempts[0]['outcome'] == 'lost'
+        assert job.attempts[0]['error'] == 'lease expired'
+
+
+def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
+    logpath = tmp_path / 'runs.log'
+    first, = addJobs(client, logpath, 1, sleep=1.5)
+    proc = workers(zeo, client.name, '--grace', '30')
+    client.waitFor(lambda s: s.getStatus(first) == 'processing',
+                   what='the job to start')
+    second = client.service.add('record', {'n': 1, 'log': str(logpath)})
+    client.commit()
+    proc.send_signal(signal.SIGTERM)
+    assert waitExit(proc) == 0
+    service = client.service
+    assert service.getStatus(first) == 'completed'
+    assert service.getResult(first) == 0
+    # No more claims after the signal; nothing ran twice.
+    assert service.getStatus(second) == 'queued'
+    assert service.jobs[second].starts == 0
+    assert [line[:2] for line in readLog(logpath)] == [('start', first),
+                                                       ('end', first)]
+    assert dict(records(client.conn, client.name)) == {0: 1}
+
+
+def test_grace_over_hands_the_job_back(zeo, client, workers, tmp_path):
+    logpath = tmp_path / 'runs.log'
+    jobid, = addJobs(client, logpath, 1, sleep=60)
+    proc = workers(zeo, client.name, '--grace', '0.5')
+    client.waitFor(lambda s: s.getStatus(jobid) == 'processing',
+                   what='the job to start')
+    proc.send_signal(signal.SIGTERM)
+    assert waitExit(proc) == 0
+    job = client.service.jobs[jobid]
+    assert job.status == 'queued'
+    assert job.starts == 0
+    assert job.attempts[-1]['outcome'] == 'handed back'
+    # The task saw "cancelled" and stopped; its result was dropped.
+    assert 0 not in records(client.conn, client.name)
+
+
+def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
+    jobid, = addJobs(client, tmp_path / 'runs.log', 1, sleep=60)
+    proc = workers(zeo, client.name, '--grace', '60')
+    client.waitFor(lambda s: s.getStatus(jobid) == 'processing',
+                   what='the job to start')
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert waitExit(proc, timeout=20) == 128 + signal.SIGINT
+    # Left behind as a zombie: reaped when its lease expires.
+    assert client.service.getStatus(jobid) == 'processing'
+
+
+def test_worker_creates_the_service_and_rejects_bad_options(zeo, tmp_path):
+    name = 'created_by_worker'
+    result = subprocess.run(
+        remotetaskCommand('worker', '--db', zeo.uri, '--service', name,
+                          '--concurrency', '0'),
+        env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert '--concurrency' in result.stderr
+    result = subprocess.run(
+        remotetaskCommand('worker', '--db', zeo.uri, '--import', 'no.such'),
+        env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "can not import 'no.such'" in result.stderr
