@@ -83,11 +83,11 @@ How a processor (``remotetask.processor``) carries this out:
 - a clock thread with a connection of its own renews the lease of each
   running job (about every third of the lease) by writing only the job's
   small lease object, so renewals never conflict with the job's end.  When
-  a job goes over its time limit the clock sets the task's ``cancelled``
-  flag and ends the job through ``reap()`` (``error``, or a retry if the
-  task's ``retry_on`` names ``TimeLimitExceeded``); the task's own result is
-  then dropped.  A task that never looks at ``cancelled`` keeps its thread
-  busy until it returns: Python threads can not be killed;
+  a job goes over its time limit the clock ends it through ``reap()``
+  (``error``, or a retry if the task's ``retry_on`` names
+  ``TimeLimitExceeded``), then sets the task's ``cancelled`` flag; what the
+  task returns is dropped.  A task that never looks at ``cancelled`` keeps
+  its thread busy until it returns: Python threads can not be killed;
 - progress reports are committed at once through another connection of the
   worker thread, writing only the job's progress object (a fresh one per
   start), so others see them while the task runs and they never conflict
@@ -102,8 +102,11 @@ How a processor (``remotetask.processor``) carries this out:
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
 them again once the lease has expired (the start count grows), or ends them
-``error`` when they reached their ``max_starts``.  Only such jobs can run
-twice to completion.
+``error`` when they reached their ``max_starts``.  Only such jobs, and those
+of a worker cut off from the database for longer than its lease, can have
+their task run twice under two claims; and since an outcome is written
+only while its claim holds, only one of those runs commits its outcome and
+its writes (apart from what a task committed itself).
 
 Structures
 ==========
@@ -541,9 +544,12 @@ class IProcessor(zope.interface.Interface):
 
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
-        'A dict of counters: claimed, processed, completed, failed, '
-        'retried, lost, handed_back, conflicts, storage_errors, '
-        'maintenance_runs, reaped, and running (jobs now claimed)')
+        'A dict of counters: claimed, processed (completed + failed + '
+        'retried), completed, failed, retried, lost (results dropped because '
+        'the claim was lost), handed_back, conflicts (transactions retried '
+        'after a ConflictError or another transient error), '
+        'storage_errors, maintenance_runs, reaped, and running (jobs now '
+        'claimed)')
 
     def start():
         """Start the threads.

@@ -7,13 +7,13 @@ section of ``interfaces``.  A processor has
   transaction manager (the thread's ``transaction.manager``, so a task that
   calls ``transaction.commit()`` acts on the job's transaction), claims
   jobs in a short transaction and runs each one in ``tm.attempts()``;
-- one clock thread with a connection of its own, which renews the leases of
-  the running jobs, enforces their time limits, calls ``service.maintain()``
-  every ``maintenance_interval`` seconds and wakes idle workers when a job
-  is due (delayed and cron jobs within a tick of their time);
-- a hook on the database's invalidations, which wakes idle workers as soon
-  as another connection (in this process or, over ZEO, in another) changes
-  the queue.
+- one clock thread with a connection of its own (``remotetask.clock``),
+  which renews the leases of the running jobs, enforces their time limits,
+  calls ``service.maintain()`` every ``maintenance_interval`` seconds and
+  wakes idle workers when a job is due;
+- a hook on the database's invalidations (``remotetask.threads``), which
+  wakes idle workers as soon as another connection (in this process or, over
+  ZEO, in another) changes the queue.
 
 Each job is logged on the ``remotetask.worker`` logger.
 """
@@ -26,20 +26,19 @@ import time
 import traceback
 
 import transaction
-from transaction.interfaces import TransientError
-from ZODB.POSException import POSKeyError, StorageError
 import zope.interface
+from transaction.interfaces import TransientError
+from ZODB.POSException import POSKeyError
 
 from remotetask import interfaces
+from remotetask.clock import Clock
 from remotetask.db import DEFAULT_SERVICE, getService
-from remotetask.interfaces import ServiceNotStoredError, StorageUnavailable
+from remotetask.interfaces import ServiceNotStoredError
 from remotetask.task import policy
+from remotetask.threads import (
+    STORAGE_ERRORS, abort, close, errorText, hooks, pause)
 
 log = logging.getLogger('remotetask.worker')
-
-#: Errors that mean "the database can not be reached right now": wait and
-#: try again, never give up on the job or crash the thread for them.
-STORAGE_ERRORS = (StorageError, StorageUnavailable, OSError)
 
 #: What ``_attempts`` returns when the claim was lost.
 LOST = 'lost'
@@ -57,6 +56,7 @@ class _Active:
         self.cancelled = threading.Event()
         self.lost = False
         self.timedOut = False
+        self.error = None
 
 
 def defaultWorkerId():
@@ -64,14 +64,26 @@ def defaultWorkerId():
 
 
 @zope.interface.implementer(interfaces.IProcessor)
-class Processor:
-    """See IProcessor."""
+class Processor(Clock):
+    """See IProcessor.
+
+    ``Processor(db, name)`` serves the service at ``root[name]`` of ``db``
+    (or the one with oid ``oid``).  ``concurrency``: worker threads.
+    ``lease``: seconds a claim holds unless renewed.  ``worker_id``: the
+    name recorded on the jobs (default ``host:pid``; each thread adds
+    ``/N``).  ``batch``: jobs claimed per transaction (their time limits
+    count from the claim).  ``poll_interval``: longest idle wait.
+    ``maintenance_interval``: seconds between ``service.maintain()`` calls.
+    ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
+    times a job's transaction is tried when it conflicts.
+    """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
                  worker_id=None, batch=1, poll_interval=1.0,
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None):
         for what, value, low in (('concurrency', concurrency, 1),
-                                 ('batch', batch, 1), ('attempts', attempts, 1)):
+                                 ('batch', batch, 1),
+                                 ('attempts', attempts, 1)):
             if not isinstance(value, int) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
@@ -115,7 +127,7 @@ class Processor:
                                               self.oid or self.name,
                                               self.concurrency)
 
-    # -- public API ------------------------------------------------------------
+    # -- public API ---------------------------------------------------------
 
     @property
     def running(self):
@@ -145,7 +157,7 @@ class Processor:
         self._halt.clear()
         self._clockStop.clear()
         self._watched = self._checkService()
-        _hooks.add(self.db, self._onInvalidate)
+        hooks.add(self.db, self._onInvalidate)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
                                        % self.worker_id)
@@ -173,16 +185,18 @@ class Processor:
             self._halt.set()
             with self._lock:
                 active = list(self._active.values())
-            for item in active:
-                item.cancelled.set()
+            # Hand back first: a task that stops when cancelled must not
+            # get to record its outcome before.
             handed = self._handBack(active, 'the worker stopped before it '
                                     'finished (grace period over)')
+            for item in active:
+                item.cancelled.set()
             for t in self._threads:
                 t.join(0.5)
         self._clockStop.set()
         if self._clock is not None:
             self._clock.join(10.0)
-        _hooks.remove(self.db, self._onInvalidate)
+        hooks.remove(self.db, self._onInvalidate)
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning('threads still running a task after stop (their '
@@ -238,11 +252,6 @@ class Processor:
             finally:
                 self._idle -= 1
 
-    def _pause(self, failures, event):
-        """Back off after a storage error (interrupted by ``event``)."""
-        delay = min(5.0, 0.2 * 2 ** min(failures, 5)) * random.uniform(.5, 1)
-        event.wait(delay)
-
     # -- worker threads ------------------------------------------------------
 
     def _workLoop(self, index):
@@ -262,28 +271,28 @@ class Processor:
                     claimed = self._claim(tm, conn, worker)
                     failures = 0
                 except STORAGE_ERRORS as e:
-                    _abort(tm)
+                    abort(tm)
                     self._count(storage_errors=1)
                     log.warning('%s: database unavailable (%s); waiting',
-                                worker, e)
+                                worker, errorText(e))
                     failures += 1
-                    self._pause(failures, self._stopping)
+                    pause(failures, self._stopping)
                     continue
                 except Exception:
-                    _abort(tm)
+                    abort(tm)
                     log.exception('%s: claiming failed; trying again', worker)
                     failures += 1
-                    self._pause(failures, self._stopping)
+                    pause(failures, self._stopping)
                     continue
                 if not claimed:
                     self._idleWait(generation)
                     continue
                 self._runClaimed(tm, conn, worker, claimed, reporter)
         finally:
-            _abort(tm)
+            abort(tm)
             reporter.close()
             if conn is not None:
-                _close(conn)
+                close(conn)
 
     def _claim(self, tm, conn, worker):
         """Claim up to ``batch`` jobs in a short transaction."""
@@ -338,27 +347,27 @@ class Processor:
                 outcome = self._attempts(tm, conn, item, reporter)
                 break
             except STORAGE_ERRORS as e:
-                _abort(tm)
+                abort(tm)
                 self._count(storage_errors=1)
                 if self._halt.is_set() or item.lost:
                     outcome = 'abandoned (%s)' % e
                     break
                 log.warning('job %s: database unavailable (%s); waiting to '
-                            'run it again', item.jobid, e)
+                            'run it again', item.jobid, errorText(e))
                 failures += 1
-                self._pause(failures, self._halt)
+                pause(failures, self._halt)
             except TransientError as e:
-                _abort(tm)
+                abort(tm)
                 outcome = self._giveUp(tm, conn, item, e, (
                     '%s (gave up after %d attempts: it kept conflicting with '
-                    'other transactions)' % (_text(e), self.attempts)),
+                    'other transactions)' % (errorText(e), self.attempts)),
                     traceback.format_exc())
                 break
-            except Exception as e:
-                _abort(tm)
+            except BaseException as e:     # even SystemExit: never die
+                abort(tm)
                 log.exception('job %s: the run failed outside the task',
                               item.jobid)
-                outcome = self._giveUp(tm, conn, item, e, _text(e),
+                outcome = self._giveUp(tm, conn, item, e, errorText(e),
                                        traceback.format_exc())
                 break
         elapsed = time.monotonic() - started
@@ -380,6 +389,7 @@ class Processor:
                         outcome = service.run(
                             job, reporter=reporter.report,
                             cancelled=item.cancelled)
+                        item.error = job.error
         finally:
             if tries > 1:
                 self._count(conflicts=tries - 1)
@@ -398,8 +408,9 @@ class Processor:
                         outcome = LOST
                     else:
                         outcome = service.giveUp(job, error, exc, trace)
+                        item.error = job.error
         except Exception:
-            _abort(tm)
+            abort(tm)
             log.exception('job %s: could not record its failure; its lease '
                           'will expire and it will be reaped', item.jobid)
             item.lost = True
@@ -407,26 +418,28 @@ class Processor:
         return outcome
 
     def _record(self, item, outcome, elapsed):
-        counts = {'processed': 1}
         if outcome == LOST:
-            counts = {'lost': 1}
             why = ('time limit' if item.timedOut else
                    'grace period over' if self._halt.is_set() else
                    'its lease expired or it was ended elsewhere')
-            log.warning('job %s (%s) %s after %.3fs: the claim was lost (%s); '
-                        'result dropped', item.jobid, item.task, outcome,
+            log.warning('job %s (%s) lost after %.3fs: the claim was lost '
+                        '(%s); result dropped', item.jobid, item.task,
                         elapsed, why)
-            self._count(**counts)
+            self._count(lost=1)
             return
         key = {'completed': 'completed', 'cronjob': 'completed',
                'error': 'failed', 'retry': 'retried'}.get(outcome)
-        if key:
-            counts[key] = 1
-        self._count(**counts)
-        level = logging.INFO if outcome in ('completed', 'cronjob') \
-            else logging.WARNING
-        log.log(level, 'job %s (%s) ended %s in %.3fs', item.jobid, item.task,
-                outcome, elapsed)
+        if key is None:     # abandoned: left for the reaper
+            log.warning('job %s (%s) %s after %.3fs', item.jobid, item.task,
+                        outcome, elapsed)
+            return
+        self._count(processed=1, **{key: 1})
+        if key == 'completed':
+            log.info('job %s (%s) ended %s in %.3fs', item.jobid, item.task,
+                     outcome, elapsed)
+        else:
+            log.warning('job %s (%s) ended %s in %.3fs: %s', item.jobid,
+                        item.task, outcome, elapsed, item.error)
 
     def _handBack(self, items, reason):
         """Hand the jobs back to the queue in a transaction of our own."""
@@ -459,121 +472,9 @@ class Processor:
             log.exception('could not hand back jobs %s; their leases will '
                           'expire', [i.jobid for i in items])
         finally:
-            _abort(tm)
-            _close(conn)
+            abort(tm)
+            close(conn)
         return handed
-
-    # -- the clock -----------------------------------------------------------
-
-    def _clockLoop(self):
-        tm = transaction.TransactionManager()
-        conn = None
-        nextMaintenance = 0.0
-        failures = 0
-        try:
-            while not self._clockStop.is_set():
-                try:
-                    if conn is None:
-                        conn = self.db.open(tm)
-                    now = time.time()
-                    self._renew(tm, conn, now)
-                    self._enforceLimits(tm, conn, now)
-                    if now >= nextMaintenance:
-                        nextMaintenance = now + self.maintenance_interval
-                        self._maintain(tm, conn, now)
-                    if self._idle and not self._stopping.is_set():
-                        self._checkDue(tm, conn, now)
-                    failures = 0
-                except STORAGE_ERRORS as e:
-                    _abort(tm)
-                    self._count(storage_errors=1)
-                    log.warning('clock: database unavailable (%s)', e)
-                    failures += 1
-                    self._pause(failures, self._clockStop)
-                    continue
-                except Exception:
-                    _abort(tm)
-                    log.exception('clock: housekeeping failed; going on')
-                self._clockStop.wait(self.tick)
-        finally:
-            _abort(tm)
-            if conn is not None:
-                _close(conn)
-
-    def _renew(self, tm, conn, now):
-        with self._lock:
-            due = [i for i in self._active.values() if not i.lost
-                   and now - i.renewed >= self.lease / 3.0]
-        if not due:
-            return
-        lost = []
-        try:
-            for attempt in tm.attempts(3):
-                with attempt:
-                    lost = []
-                    service = self._service(conn)
-                    for item in due:
-                        job = service.jobs.get(item.jobid)
-                        if job is None or not service.owns(job, item.token):
-                            lost.append(item)
-                        elif job._lease is not None:
-                            # Writes the small lease object only.
-                            job._lease.expires = now + self.lease
-        except STORAGE_ERRORS:
-            raise
-        except TransientError:
-            log.warning('clock: renewing leases conflicted; next tick')
-            return
-        for item in due:
-            item.renewed = now
-        for item in lost:
-            item.lost = True
-            item.cancelled.set()
-
-    def _enforceLimits(self, tm, conn, now):
-        with self._lock:
-            over = [i for i in self._active.values() if not i.timedOut
-                    and i.deadline is not None and now > i.deadline]
-        if not over:
-            return
-        for item in over:
-            item.timedOut = True
-            item.cancelled.set()
-            log.warning('job %s (%s) is over its time limit: cancelling it',
-                        item.jobid, item.task)
-        self._reap(tm, conn, now)
-
-    def _maintain(self, tm, conn, now):
-        self._reap(tm, conn, now, maintain=True)
-
-    def _reap(self, tm, conn, now, maintain=False):
-        try:
-            for attempt in tm.attempts(3):
-                with attempt:
-                    service = self._service(conn)
-                    reaped = (service.maintain(now) if maintain
-                              else service.reap(now))
-        except STORAGE_ERRORS:
-            raise
-        except TransientError:
-            log.warning('clock: %s conflicted; next time',
-                        'maintenance' if maintain else 'reaping')
-            return
-        self._count(maintenance_runs=int(maintain), reaped=len(reaped))
-        if reaped:
-            log.warning('reaped jobs %s (lease expired or time limit)',
-                        ', '.join(map(str, reaped)))
-            self.wake()
-
-    def _checkDue(self, tm, conn, now):
-        tm.begin()
-        try:
-            due = self._service(conn).hasJobsWaiting(now)
-        finally:
-            tm.abort()
-        if due:
-            self.wake()
-
 
 class _Reporter:
     """Progress of a worker thread's jobs, committed through a connection
@@ -599,98 +500,15 @@ class _Reporter:
         except ValueError:
             raise
         except Exception as e:
-            _abort(self.tm)
-            log.warning('job %s: progress not recorded: %s', jobid, _text(e))
+            abort(self.tm)
+            log.warning('job %s: progress not recorded: %s', jobid,
+                        errorText(e))
 
     def close(self):
-        _abort(self.tm)
+        abort(self.tm)
         if self.conn is not None:
-            _close(self.conn)
+            close(self.conn)
             self.conn = None
-
-
-# -- helpers -------------------------------------------------------------------
-
-def _text(exc):
-    return ''.join(traceback.format_exception_only(type(exc), exc)).strip()
-
-
-def _abort(tm):
-    try:
-        tm.abort()
-    except Exception:
-        log.debug('abort failed', exc_info=True)
-
-
-def _close(conn):
-    try:
-        conn.close()
-    except Exception:
-        log.debug('closing a connection failed', exc_info=True)
-
-
-class _InvalidationHooks:
-    """Calls ``callback(oids)`` whenever the database learns that other
-    connections committed changes (from this process or, over ZEO, from
-    another one).  It wraps the two entry points of ZODB's MVCC adapter,
-    once per database; storages without one (RelStorage polls) get no
-    hook and processors fall back to their clock's poll."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-
-    def _adapter(self, db):
-        adapter = getattr(db, '_mvcc_storage', None)
-        if adapter is None or not hasattr(adapter, '_invalidate_finish') \
-                or not hasattr(adapter, 'invalidate'):
-            return None
-        return adapter
-
-    def add(self, db, callback):
-        adapter = self._adapter(db)
-        if adapter is None:
-            return
-        with self._lock:
-            callbacks = adapter.__dict__.get('_remotetask_callbacks')
-            if callbacks is None:
-                callbacks = adapter._remotetask_callbacks = []
-                self._wrap(adapter, callbacks)
-            callbacks.append(callback)
-
-    def remove(self, db, callback):
-        adapter = self._adapter(db)
-        with self._lock:
-            callbacks = getattr(adapter, '_remotetask_callbacks', None)
-            if callbacks and callback in callbacks:
-                callbacks.remove(callback)
-
-    @staticmethod
-    def _wrap(adapter, callbacks):
-        def notify(oids):
-            for callback in list(callbacks):
-                try:
-                    callback(oids)
-                except Exception:
-                    log.exception('invalidation callback failed')
-
-        invalidate = adapter.invalidate
-        finish = adapter._invalidate_finish
-
-        def wrappedInvalidate(tid, oids, *args, **kw):
-            result = invalidate(tid, oids, *args, **kw)
-            notify(oids)
-            return result
-
-        def wrappedFinish(tid, oids, *args, **kw):
-            result = finish(tid, oids, *args, **kw)
-            notify(oids)
-            return result
-
-        adapter.invalidate = wrappedInvalidate
-        adapter._invalidate_finish = wrappedFinish
-
-
-_hooks = _InvalidationHooks()
 
 
 # -- processors of stored services (ITaskService.startProcessing...) ----------

@@ -18,6 +18,7 @@ from remotetask import cli
 from remotetask import db as dbmod
 from remotetask.interfaces import RemoteTaskError
 from remotetask.processor import Processor
+from remotetask.threads import errorText
 
 log = logging.getLogger('remotetask.worker')
 
@@ -117,6 +118,9 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
         database = dbmod.openDB(uri)
     except RemoteTaskError as e:
         raise click.BadParameter(str(e), param_hint='--db')
+    except Exception as e:      # locked FileStorage, unreadable file...
+        raise click.ClickException('can not open the database %s: %s' % (
+            dbmod.normalizeURI(uri), errorText(e)))
     try:
         dbmod.ensureService(database, service)
         processor = Processor(

@@ -2,8 +2,8 @@
 (``remotetask worker --import remotetask.tests.processingtasks``).
 
 ``record`` writes its input durably in the job's own transaction (an
-``OOBTree`` at ``root['records_' + service name]`` counting how often each input was
-committed) and, to see every run even when it was not committed, appends a
+``OOBTree`` at ``root['records_' + service name]`` counting how often each
+input was committed) and, to see every run even when it was not committed, appends a
 line ``start|end JOBID PID CLAIM N`` to the file named in its input.
 """
 import os

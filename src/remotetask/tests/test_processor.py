@@ -20,7 +20,7 @@ import ZODB.FileStorage
 from ZODB.POSException import ConflictError
 
 from remotetask import Retry, TaskError, TimeLimitExceeded, interfaces
-from remotetask import processor as processormod
+from remotetask import threads
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.job import currentJob
 from remotetask.processor import Processor
@@ -116,7 +116,7 @@ class Recorder(TaskBase):
         return input
 
 
-# -- the processor API ---------------------------------------------------------
+# -- the processor API -----------------------------------------------------
 
 def test_processor_provides_its_interface(env):
     verifyObject(interfaces.IProcessor, Processor(env.db))
@@ -147,7 +147,7 @@ def test_one_at_a_time_processor_runs_jobs_in_order(env):
         assert end <= start
     assert [env.job(i).output for i in ids] == list(range(10))
     assert {env.job(i).worker for i in ids} == {p.worker_id + '/1'}
-    assert p.stats['completed'] == 10
+    env.wait(lambda: p.stats['completed'] == 10)   # counted after commit
     p.stop()
     assert not p.running
 
@@ -196,12 +196,12 @@ def test_start_stop_is_processing_on_a_stored_service(env):
 
 def test_invalidations_wake_the_processor(env):
     seen = []
-    processormod._hooks.add(env.db, seen.append)
+    threads.hooks.add(env.db, seen.append)
     try:
         task('echo', lambda x: x)
         env.add('echo', 1)
     finally:
-        processormod._hooks.remove(env.db, seen.append)
+        threads.hooks.remove(env.db, seen.append)
     lengthOid = env.service._queue._length._p_oid
     assert any(lengthOid in oids for oids in seen)
     # A processor that would poll only every 60s runs a new job at once.
@@ -222,16 +222,44 @@ def test_the_clock_starts_delayed_jobs(env):
     p.stop()
 
 
+def test_the_clock_starts_cron_jobs_again_and_again(env):
+    task('tick', lambda x: 'tick')
+    p = env.processor(poll_interval=60)
+    jobid = env.service.addCronJob('tick', delay=0.3)
+    env.tm.commit()
+    env.wait(lambda: len(env.job(jobid).attempts) >= 3, what='3 runs')
+    job = env.job(jobid)
+    runs = job.attempts[:2]
+    assert [a['outcome'] for a in runs] == ['completed', 'completed']
+    assert runs[1]['start'] >= runs[0]['end'] + 0.3 - 0.01
+    assert job.status in ('cronjob', 'processing')
+    assert p.stats['completed'] >= 2
+
+
+def test_a_task_calling_sys_exit_does_not_kill_the_thread(env):
+    import sys
+    task('exit', lambda x: sys.exit(3))
+    task('echo', lambda x: x)
+    first = env.add('exit')
+    second = env.add('echo', 'still here')
+    p = env.processor()
+    job = env.waitStatus(first, 'error')
+    assert job.error == 'SystemExit: 3'
+    assert env.waitStatus(second, 'completed').output == 'still here'
+    assert p.running
+
+
 # -- leases, zombies, time limits -------------------------------------------
 
 def test_leases_are_renewed_while_a_job_runs(env):
     release = threading.Event()
     task('block', lambda x: release.wait(30))
     jobid = env.add('block')
-    env.processor(lease=0.6, maintenance_interval=0.1)
+    env.processor(lease=1.0, maintenance_interval=0.1)
     job = env.waitStatus(jobid, 'processing')
     first = job.lease_expires
-    env.wait(lambda: env.job(jobid).lease_expires > first + 0.6,
+    # Renewed until the job has run for longer than a lease.
+    env.wait(lambda: env.job(jobid).lease_expires > first + 1.0,
              what='the lease to be renewed')
     release.set()
     job = env.waitStatus(jobid, 'completed')
@@ -256,7 +284,7 @@ def test_expired_lease_requeues_the_job_and_counts_the_start(env):
     assert [(a['worker'], a['outcome'], a['error']) for a in job.attempts] \
         == [('dead', 'lost', 'lease expired'),
             (p.worker_id + '/1', 'completed', None)]
-    assert p.stats['reaped'] >= 1
+    env.wait(lambda: p.stats['reaped'] >= 1)
 
 
 def test_max_starts_reached_ends_the_job_with_error(env):
@@ -511,8 +539,13 @@ def test_serve_stops_gracefully_on_sigterm(env):
     env.processors.append(p)
     assert serve(p, grace=30) == 0
     assert not p.running
-    assert env.job(jobid).status == 'completed'
-    assert env.job(waiting).status == 'queued'
+    # The job that ran finished; the other one was not claimed.
+    done, left = sorted((jobid, waiting),
+                        key=lambda i: env.job(i).status != 'completed')
+    assert env.job(done).status == 'completed'
+    assert env.job(done).output == 'done'
+    assert env.job(left).status == 'queued'
+    assert env.job(left).starts == 0
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
@@ -527,14 +560,16 @@ def test_serve_exits_at_once_on_a_second_signal(env):
     def hardExit(code):
         raise HardExit(code)
 
+    p = Processor(env.db, lease=2, poll_interval=0.5)
+
     def signaller():
         started.wait(30)
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.3)
+        # Wait until it was handled: two close signals arrive as one.
+        p._stopping.wait(30)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=signaller, daemon=True).start()
-    p = Processor(env.db, lease=2, poll_interval=0.5)
     env.processors.append(p)
     with pytest.raises(HardExit) as info:
         serve(p, grace=30, hardExit=hardExit)
@@ -542,12 +577,12 @@ def test_serve_exits_at_once_on_a_second_signal(env):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-# -- the tutorial ---------------------------------------------------------------
+# -- the tutorial ----------------------------------------------------------
 
-def test_processing_txt(tmp_path):
+def test_processing_txt():
     failures, tests = doctest.testfile(
         os.path.join(os.path.dirname(HERE), 'processing.txt'),
-        module_relative=False, globs={'tmpdir': str(tmp_path)},
+        module_relative=False,
         optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert tests > 0
     assert failures == 0

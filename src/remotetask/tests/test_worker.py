@@ -5,7 +5,6 @@ transaction and log every run to a file outside the database, so the tests
 see both what was committed and what merely ran.
 """
 import collections
-import os
 import signal
 import subprocess
 import time
@@ -75,10 +74,11 @@ def client(zeo, request):
 def workers(tmp_path, request):
     procs = []
 
-    def start(zeo, name, *options):
+    def start(zeo, name, *options, uri=None):
         log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
         proc = subprocess.Popen(
-            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
+            remotetaskCommand('worker', '--db', uri or zeo.uri,
+                              '--import', TASKS,
                               '--service', name, '--lease', '2',
                               '--maintenance-interval', '1', *options),
             env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
@@ -116,8 +116,10 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
     ids = addJobs(client, logpath, 300, sleep=0.02)
     procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i)
              for i in range(3)]
-    client.waitFor(lambda s: s.count('completed') >= 60, what='60 jobs done')
     victim = procs[0]
+    client.waitFor(lambda s: s.count('completed') >= 60 and any(
+        line[0] == 'end' and line[2] == victim.pid
+        for line in readLog(logpath)), what='60 jobs done, some by w0')
     victim.send_signal(signal.SIGKILL)
     assert waitExit(victim) == -signal.SIGKILL
     workers(zeo, client.name, '--worker-id', 'w3')
@@ -168,7 +170,7 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
 
 def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
     logpath = tmp_path / 'runs.log'
-    first, = addJobs(client, logpath, 1, sleep=1.5)
+    first, = addJobs(client, logpath, 1, sleep=2.5)
     proc = workers(zeo, client.name, '--grace', '30')
     client.waitFor(lambda s: s.getStatus(first) == 'processing',
                    what='the job to start')
@@ -209,18 +211,71 @@ def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
     client.waitFor(lambda s: s.getStatus(jobid) == 'processing',
                    what='the job to start')
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    # Signals of one kind sent too close together arrive as one.
+    deadline = time.monotonic() + 30
+    while b'SIGINT received' not in (tmp_path / 'worker0.log').read_bytes():
+        assert time.monotonic() < deadline, 'first signal not handled'
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     assert waitExit(proc, timeout=20) == 128 + signal.SIGINT
     # Left behind as a zombie: reaped when its lease expires.
     assert client.service.getStatus(jobid) == 'processing'
 
 
-def test_worker_creates_the_service_and_rejects_bad_options(zeo, tmp_path):
+def test_invalidations_from_another_client_wake_processors(zeo, client):
+    from remotetask.threads import hooks
+    service = client.service       # created here if missing
+    client.commit()
+    lengthOid = service._queue._length._p_oid
+    other = dbmod.openDB(zeo.uri)
+    seen = []
+    hooks.add(client.db, seen.append)
+    try:
+        dbmod.ServiceRunner(other, client.name)(
+            lambda s: s.add('record', {}))
+        deadline = time.monotonic() + 30
+        while not any(lengthOid in oids for oids in seen):
+            assert time.monotonic() < deadline, 'no invalidation seen'
+            time.sleep(0.02)
+    finally:
+        hooks.remove(client.db, seen.append)
+        other.close()
+
+
+def test_worker_creates_the_service(zeo, workers):
     name = 'created_by_worker'
+    proc = workers(zeo, name)
+    probe = Client(zeo.uri, 'tasks')
+    try:
+        deadline = time.monotonic() + 60
+        while name not in probe.conn.root():
+            assert time.monotonic() < deadline, 'no service created'
+            time.sleep(0.1)
+            probe.tm.begin()
+        assert dbmod.getService(probe.conn, name).count() == 0
+    finally:
+        probe.close()
+    proc.send_signal(signal.SIGTERM)
+    assert waitExit(proc) == 0
+
+
+def test_worker_refuses_a_locked_filestorage(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    held = dbmod.openDB(path)       # a FileStorage allows one process
+    try:
+        result = subprocess.run(
+            remotetaskCommand('worker', '--db', path, '--import', TASKS),
+            env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+    finally:
+        held.close()
+    assert result.returncode == 1
+    assert 'can not open the database file://%s' % path in result.stderr
+    assert 'LockError' in result.stderr
+
+
+def test_worker_rejects_bad_options(zeo):
     result = subprocess.run(
-        remotetaskCommand('worker', '--db', zeo.uri, '--service', name,
-                          '--concurrency', '0'),
+        remotetaskCommand('worker', '--db', zeo.uri, '--concurrency', '0'),
         env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert '--concurrency' in result.stderr
@@ -229,3 +284,31 @@ def test_worker_creates_the_service_and_rejects_bad_options(zeo, tmp_path):
         env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "can not import 'no.such'" in result.stderr
+
+
+def test_worker_rides_out_a_zeo_outage(tmp_path, workers):
+    processingtasks.register()
+    server = ZEOServer(str(tmp_path / 'outage.fs')).start()
+    try:
+        client = Client(server.uri, 'tasks')
+        logpath = tmp_path / 'runs.log'
+        addJobs(client, logpath, 40, sleep=0.05)
+        # Give up waiting for the server after 1s: the worker sees
+        # ClientDisconnected errors during the outage.
+        proc = workers(server, client.name, '--concurrency', '2',
+                       uri=server.uri + '?wait_timeout=1')
+        client.waitFor(lambda s: s.count('completed') >= 10,
+                       what='10 jobs done')
+        server.stop()
+        time.sleep(3.0)
+        server.start()
+        client.waitFor(lambda s: s.count('completed') == 40,
+                       what='all jobs done after the outage')
+        assert proc.poll() is None          # still running
+        assert set(records(client.conn, client.name).values()) == {1}
+        assert len(records(client.conn, client.name)) == 40
+        proc.send_signal(signal.SIGTERM)
+        assert waitExit(proc) == 0
+        client.close()
+    finally:
+        server.stop()

@@ -1,0 +1,144 @@
+"""The clock of a processor: its housekeeping thread.
+
+It has a connection and a transaction manager of its own and, every
+``tick`` seconds (at most half a second):
+
+- renews the leases of the jobs the processor's threads claimed (about every
+  third of the lease), writing only each job's small lease object, so that
+  renewals never conflict with the jobs' completion; a job found no longer
+  owned has its ``cancelled`` flag set;
+- enforces time limits: a job past its limit has its ``cancelled`` flag set
+  and is ended through ``service.reap()``;
+- calls ``service.maintain()`` every ``maintenance_interval`` seconds;
+- wakes idle worker threads when a job is due (delayed and cron jobs start
+  within a tick of their time, whatever the poll interval).
+"""
+import logging
+import time
+
+import transaction
+from transaction.interfaces import TransientError
+
+from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
+
+log = logging.getLogger('remotetask.worker')
+
+
+class Clock:
+    """The clock thread's work; a base class of ``Processor``, whose state
+    it uses: ``_active`` (the claimed jobs, under ``_lock``), ``lease``,
+    ``tick``, ``maintenance_interval``, the ``_clockStop`` event,
+    ``_service()``, ``_count()`` and ``wake()``."""
+
+    def _clockLoop(self):
+        tm = transaction.TransactionManager()
+        conn = None
+        nextMaintenance = 0.0
+        failures = 0
+        try:
+            while not self._clockStop.is_set():
+                try:
+                    if conn is None:
+                        conn = self.db.open(tm)
+                    now = time.time()
+                    self._renew(tm, conn, now)
+                    self._enforceLimits(tm, conn, now)
+                    if now >= nextMaintenance:
+                        nextMaintenance = now + self.maintenance_interval
+                        self._maintain(tm, conn, now)
+                    if self._idle and not self._stopping.is_set():
+                        self._checkDue(tm, conn, now)
+                    failures = 0
+                except STORAGE_ERRORS as e:
+                    abort(tm)
+                    self._count(storage_errors=1)
+                    log.warning('clock: database unavailable (%s)',
+                                errorText(e))
+                    failures += 1
+                    pause(failures, self._clockStop)
+                    continue
+                except Exception:
+                    abort(tm)
+                    log.exception('clock: housekeeping failed; going on')
+                self._clockStop.wait(self.tick)
+        finally:
+            abort(tm)
+            if conn is not None:
+                close(conn)
+
+    def _renew(self, tm, conn, now):
+        with self._lock:
+            due = [i for i in self._active.values() if not i.lost
+                   and now - i.renewed >= self.lease / 3.0]
+        if not due:
+            return
+        lost = []
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    lost = []
+                    service = self._service(conn)
+                    for item in due:
+                        job = service.jobs.get(item.jobid)
+                        if job is None or not service.owns(job, item.token):
+                            lost.append(item)
+                        elif job._lease is not None:
+                            # Writes the small lease object only.
+                            job._lease.expires = now + self.lease
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            log.warning('clock: renewing leases conflicted; next tick')
+            return
+        for item in due:
+            item.renewed = now
+        for item in lost:
+            item.lost = True
+            item.cancelled.set()
+
+    def _enforceLimits(self, tm, conn, now):
+        with self._lock:
+            over = [i for i in self._active.values() if not i.timedOut
+                    and i.deadline is not None and now > i.deadline]
+        if not over:
+            return
+        # End the jobs first, then tell the tasks: a task that stops when
+        # cancelled must not get to record an outcome of its own.
+        if self._reap(tm, conn, now):
+            for item in over:
+                log.warning('job %s (%s) is over its time limit: ended, and '
+                            'its task cancelled', item.jobid, item.task)
+                item.timedOut = True
+                item.cancelled.set()
+
+    def _maintain(self, tm, conn, now):
+        self._reap(tm, conn, now, maintain=True)
+
+    def _reap(self, tm, conn, now, maintain=False):
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    service = self._service(conn)
+                    reaped = (service.maintain(now) if maintain
+                              else service.reap(now))
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            log.warning('clock: %s conflicted; next time',
+                        'maintenance' if maintain else 'reaping')
+            return False
+        self._count(maintenance_runs=int(maintain), reaped=len(reaped))
+        if reaped:
+            log.warning('reaped jobs %s (lease expired or time limit)',
+                        ', '.join(map(str, reaped)))
+            self.wake()
+        return True
+
+    def _checkDue(self, tm, conn, now):
+        tm.begin()
+        try:
+            due = self._service(conn).hasJobsWaiting(now)
+        finally:
+            tm.abort()
+        if due:
+            self.wake()
