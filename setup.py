@@ -28,7 +28,8 @@ setup(
     package_dir={'': 'src'},
     packages=find_packages('src'),
     include_package_data=True,
-    package_data={'remotetask': ['*.txt', '*.zcml', 'web/static/*', 'web/templates/*']},
+    package_data={'remotetask': ['*.txt', '*.zcml', 'web/*.txt',
+                                 'web/static/*', 'web/templates/*']},
     zip_safe=False,
     python_requires='>=3.9',
     install_requires=[
@@ -48,7 +49,9 @@ setup(
         'click >= 8.0',
         'pyramid >= 2.0',
         'pyramid_tm >= 2.5',
+        'pyramid_retry >= 2.1',
         'waitress >= 2.1',
+        'prometheus_client >= 0.17',
     ],
     extras_require={
         'relstorage': ['RelStorage >= 3.5', 'psycopg2-binary >= 2.9'],
@@ -60,6 +63,8 @@ setup(
             'RelStorage >= 3.5',
             'psycopg2-binary >= 2.9',
             'playwright >= 1.40',
+            'WebTest >= 3.0',
+            'openapi-spec-validator >= 0.7',
         ],
         # bench/run.py's peers (not needed by the tests).
         'bench': [

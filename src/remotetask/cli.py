@@ -182,3 +182,5 @@ def run(argv=None):
 
 
 import remotetask.worker  # noqa: E402,F401  (adds the worker command to main)
+from remotetask.web.serve import serve as _serve; main.add_command(_serve)  # noqa: E402,E702,I001
+from remotetask.web.serve import user as _user; main.add_command(_user)  # noqa: E402,E702,I001

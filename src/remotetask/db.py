@@ -14,6 +14,7 @@ key (``tasks`` by default) and is created there if missing.
 import os
 
 import transaction
+import zc.lockfile
 import ZODB
 import zodburi
 
@@ -81,7 +82,14 @@ def openDB(uri=None, **overrides):
     except Exception as e:
         raise ConfigurationError('bad database URI %r: %s' % (uri, e))
     dbkw.update(overrides)
-    return ZODB.DB(factory(), **dbkw)
+    try:
+        storage = factory()
+    except zc.lockfile.LockError as e:
+        raise ConfigurationError(
+            'the database %s is in use by another process (%s); a '
+            'FileStorage is opened by one process at a time: run a ZEO '
+            'server to share it' % (uri, e))
+    return ZODB.DB(storage, **dbkw)
 
 
 def getService(root, name=DEFAULT_SERVICE, create=False):

@@ -12,16 +12,17 @@ import random
 import threading
 
 import persistent
-from BTrees.IOBTree import IOBTree
+import transaction
+from ZODB.utils import z64
 from BTrees.Length import Length
 from BTrees.LOBTree import LOTreeSet, multiunion
 from BTrees.OOBTree import OOTreeSet
 
 #: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
 PARTITIONS = 16
-#: Number of id lanes; each process/thread allocates from one lane.
+#: Number of lanes: a thread's lane says where its spread claims start.
 LANES = 64
-#: Ids a lane takes from the shared counter at a time.
+#: Ids a process takes from the shared counter at a time.
 BLOCK = 1000
 #: A spread claim takes one of the first WINDOW due entries of a partition
 #: at random, rather than the first (see ``JobQueue.due``).
@@ -166,38 +167,85 @@ class _Counter(persistent.Persistent):
     value = 0
 
 
-class _Lane(persistent.Persistent):
-    next = 0
-    end = 0
-
-
 class IdAllocator(persistent.Persistent):
     """Hands out job ids 1, 2, 3 ... in blocks.
 
-    Each process (and thread) draws ids from a lane of its own, which takes
-    a block of ``BLOCK`` ids from the shared counter when it runs out.  So
-    concurrent producers write different objects and touch the shared
-    counter once per block.  A single producer numbers its jobs 1, 2, 3...;
-    a second one starts at 1001.  Ids are unique, not contiguous.
+    Each process takes blocks of ids from a shared counter in short
+    transactions of its own (on a connection of its own), and hands them
+    out from memory to all its threads.  So adding a job writes no shared
+    object, concurrent producers never conflict over ids, and the counter
+    is written once per block.  Blocks grow from 1 id to ``BLOCK`` ids
+    (1, 2, 4 ... 1000): a command that adds one job takes one id, a busy
+    producer touches the counter once per thousand jobs.  Ids are unique
+    and increase within a process; they are not contiguous across
+    processes (a process that ends leaves the rest of its block unused, and
+    an aborted transaction leaves a gap).
+
+    Until the service is committed to a database (detached, or added in
+    the current transaction) blocks are taken in the current transaction.
     """
 
     def __init__(self):
-        self._blocks = _Counter()
-        self._lanes = IOBTree()
+        self._blocks = _Counter()   # the last id handed out to a block
 
-    def allocate(self, lane=None):
-        if lane is None:
-            lane = laneNumber()
-        state = self._lanes.get(lane)
-        if state is None:
-            state = self._lanes[lane] = _Lane()
-        if state.next >= state.end:
-            first = self._blocks.value * BLOCK + 1
-            self._blocks.value += 1
-            state.next, state.end = first, first + BLOCK
-        jobid = state.next
-        state.next = jobid + 1
-        return jobid
+    def allocate(self):
+        jar = self._p_jar
+        counter = self._blocks
+        counter._p_activate()       # a ghost's serial is not known yet
+        oid = counter._p_oid
+        if jar is None or oid is None or counter._p_serial == z64:
+            # Not committed yet (a savepoint gives it an oid, but no other
+            # connection can load it before the commit).
+            block = getattr(self, '_v_block', None)
+            if block is None or block[0] >= block[1]:
+                size = _nextSize(block)
+                first = self._blocks.value + 1
+                self._blocks.value += size
+                block = self._v_block = [first, first + size, None, size]
+            return _take(block)
+        return _allocateFromBlock(jar.db(), oid)
+
+
+_blockLock = threading.Lock()
+
+
+def _nextSize(block):
+    return 1 if block is None else min(BLOCK, block[3] * 2)
+
+
+def _take(block):
+    jobid = block[0]
+    block[0] += 1
+    return jobid
+
+
+def _allocateFromBlock(db, oid):
+    pid = os.getpid()
+    with _blockLock:
+        cache = db.__dict__.setdefault('_remotetask_idblocks', {})
+        block = cache.get(oid)
+        if block is not None and block[2] != pid:
+            block = None            # inherited through a fork: not ours
+        if block is None or block[0] >= block[1]:
+            size = _nextSize(block)
+            first = _reserveBlock(db, oid, size)
+            block = cache[oid] = [first, first + size, pid, size]
+        return _take(block)
+
+
+def _reserveBlock(db, oid, size):
+    """Take ``size`` ids from the counter ``oid``, committed at once."""
+    tm = transaction.TransactionManager()
+    conn = db.open(transaction_manager=tm)
+    try:
+        for attempt in tm.attempts(50):
+            with attempt:
+                counter = conn.get(oid)
+                first = counter.value + 1
+                counter.value += size
+        return first
+    finally:
+        conn.close()
 
 
 _local = threading.local()

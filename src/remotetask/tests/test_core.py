@@ -97,20 +97,34 @@ def test_fresh_service_numbers_jobs_from_one(service):
     assert [service.add('echo', i) for i in range(3)] == [1, 2, 3]
 
 
-def test_other_lanes_take_other_blocks(service):
+def test_detached_service_takes_growing_blocks(service):
     ids = service._ids
-    first = [ids.allocate(lane=5) for _ in range(3)]
-    other = [ids.allocate(lane=6) for _ in range(2)]
-    assert first[0] == 1 and other == [structures.BLOCK + 1,
-                                       structures.BLOCK + 2]
-    assert ids.allocate(lane=5) == 4
+    got = [ids.allocate() for _ in range(3000)]
+    assert got == list(range(1, 3001))
+    # blocks of 1, 2, 4 ... 512, then 1000: the counter is at a block end
+    assert ids._blocks.value == 1023 + 2 * structures.BLOCK
 
 
-def test_lane_block_refills(service):
-    ids = service._ids
-    got = [ids.allocate(lane=1) for _ in range(structures.BLOCK + 2)]
-    assert len(set(got)) == len(got)
-    assert got[structures.BLOCK] == structures.BLOCK + 1
+def test_stored_service_reserves_blocks_in_a_transaction_of_its_own(filedb):
+    db = filedb()
+    conn = db.open()
+    conn.root()['tasks'] = service = TaskService()
+    register('echo', lambda input: input)
+    assert service.add('echo') == 1         # not committed yet: here
+    transaction.commit()
+    assert service._ids._blocks.value == 1
+    second = service.add('echo')            # reserves id 2 at once...
+    transaction.abort()                     # ...which an abort keeps
+    assert second == 2 and service._ids._blocks.value == 2
+    assert service.add('echo') == 3         # a block of 2: ids 3-4
+    assert service.add('echo') == 4
+    transaction.abort()
+    assert service._ids._blocks.value == 4
+    # Another process has no block yet: it takes the next ids.
+    del db._remotetask_idblocks
+    assert service.add('echo') == 5
+    transaction.commit()
+    conn.close()
 
 
 # -- status bookkeeping ---------------------------------------------------------
@@ -540,28 +554,25 @@ def test_task_that_aborts_or_commits_itself(filedb):
     conn.close()
 
 
-def test_concurrent_adds_from_two_lanes_do_not_conflict(filedb, monkeypatch):
+def test_concurrent_adds_do_not_conflict(filedb):
     db = filedb()
     tm0 = transaction.TransactionManager()
     conn0 = db.open(tm0)
     conn0.root()['tasks'] = TaskService()
     register('echo', lambda input: input)
+    # The first job of a task creates its entry in the task index (two
+    # first jobs of one task at once conflict, once: retried).
+    conn0.root()['tasks'].add('echo', 'first')
     tm0.commit()
-    lanes = iter([3, 9, 3, 9])
-    monkeypatch.setattr(structures, 'laneNumber', lambda *a: next(lanes))
-    # Each lane takes its first block of ids from the shared counter (two
-    # lanes doing so at once conflict, once per 1000 ids: retried).
-    s0 = conn0.root()['tasks']
-    warm = [s0.add('echo', 'warm-up'), s0.add('echo', 'warm-up')]
-    tm0.commit()
-    tms = [transaction.TransactionManager() for _ in range(2)]
+    tms = [transaction.TransactionManager() for _ in range(3)]
     services = [db.open(tm).root()['tasks'] for tm in tms]
-    ids = [s.add('echo', i) for i, s in enumerate(services)] + warm
+    ids = [s.add('echo', i) for i, s in enumerate(services)]
+    assert ids == [2, 3, 4]         # one process: its blocks are shared
     for tm in tms:
         tm.commit()     # no ConflictError: BTrees resolve the inserts
     conn0.sync()
     service = conn0.root()['tasks']
-    assert sorted(service.jobs) == sorted(ids)
+    assert sorted(service.jobs) == [1] + ids
     assert service.count(QUEUED) == 4 and not checkConsistency(service)
 
 

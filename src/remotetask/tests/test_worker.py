@@ -268,9 +268,10 @@ def test_worker_refuses_a_locked_filestorage(tmp_path):
             env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     finally:
         held.close()
-    assert result.returncode == 1
-    assert 'can not open the database file://%s' % path in result.stderr
-    assert 'LockError' in result.stderr
+    assert result.returncode == 2
+    assert 'the database file://%s is in use by another process' % path \
+        in result.stderr
+    assert 'run a ZEO server to share it' in result.stderr
 
 
 def test_worker_rejects_bad_options(zeo):

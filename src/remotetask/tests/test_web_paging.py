@@ -1,0 +1,101 @@
+"""Job lists stay cheap with 100,000 jobs: a page loads a bounded number of
+objects from the storage, whatever the page, order or status filter."""
+import pytest
+import transaction
+import ZODB
+import zope.component
+from ZODB.MappingStorage import MappingStorage
+
+from remotetask.db import getService
+from remotetask.task import SimpleTask
+from remotetask.tests.webhelpers import webApp
+
+JOBS = 100000
+PAGE = 50
+#: Objects a page may load besides its jobs: the root, the service, its
+#: index or jobs tree, the BTree nodes and buckets on the path, progress
+#: objects.  A scan of all jobs would load more than 100,000.
+OVERHEAD = 120
+
+
+class CountingStorage(MappingStorage):
+    """A MappingStorage counting the object loads (cache misses)."""
+
+    loads = 0
+
+    def load(self, oid, version=''):
+        self.loads += 1
+        return super().load(oid, version)
+
+    def loadBefore(self, oid, tid):
+        self.loads += 1
+        return super().loadBefore(oid, tid)
+
+
+@pytest.fixture(scope='module')
+def big():
+    for name in ('echo', 'other'):
+        zope.component.provideUtility(SimpleTask(lambda input: input),
+                                      name=name)
+    storage = CountingStorage()
+    db = ZODB.DB(storage, cache_size=200000)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    service = getService(conn, create=True)
+    for i in range(JOBS):
+        service.add('other' if i % 100 == 0 else 'echo', i,
+                    now=1000.0 + i,
+                    delay=3600 if i % 10 == 0 else None)
+        if i % 25000 == 24999:
+            tm.commit()
+    tm.commit()
+    ids = list(service.jobs.keys())
+    queued = list(service.jobIds('queued'))
+    conn.close()
+    yield db, storage, ids, queued
+    db.close()
+
+
+def loadsFor(app, db, storage, url):
+    db.cacheMinimize()
+    before = storage.loads
+    page = app.get(url).json
+    return storage.loads - before, page
+
+
+@pytest.mark.slow
+def test_pages_load_a_bounded_number_of_objects(big):
+    db, storage, ids, queued = big
+    for name in ('echo', 'other'):
+        zope.component.provideUtility(SimpleTask(lambda input: input),
+                                      name=name)
+    app = webApp(db)
+    others = [jobid for n, jobid in enumerate(ids) if n % 100 == 0]
+    assert len(ids) == JOBS
+    cases = [
+        ('/api/jobs?limit=%d' % PAGE, ids[::-1][:PAGE]),
+        ('/api/jobs?limit=%d&sort=id' % PAGE, ids[:PAGE]),
+        ('/api/jobs?limit=%d&cursor=%d' % (PAGE, ids[60000]),
+         ids[:60000][::-1][:PAGE]),
+        ('/api/jobs?limit=%d&sort=id&cursor=%d' % (PAGE, ids[70000]),
+         ids[70001:70001 + PAGE]),
+        ('/api/jobs?limit=%d&status=queued&cursor=%d' % (PAGE, queued[50000]),
+         queued[:50000][::-1][:PAGE]),
+        ('/api/jobs?limit=%d&status=delayed&sort=id' % PAGE,
+         [jobid for n, jobid in enumerate(ids) if n % 10 == 0][:PAGE]),
+        ('/api/jobs?limit=%d&task=other&cursor=%d' % (PAGE, ids[80000]),
+         [i for i in others if i < ids[80000]][::-1][:PAGE]),
+        ('/api/jobs?limit=%d&task=echo&status=queued&sort=id&cursor=%d'
+         % (PAGE, ids[30000]), [i for i in queued if i > ids[30000]][:PAGE]),
+        ('/api/jobs?limit=%d&task=other&status=delayed' % PAGE,
+         others[::-1][:PAGE]),
+    ]
+    for url, expected in cases:
+        loads, page = loadsFor(app, db, storage, url)
+        got = [job['id'] for job in page['jobs']]
+        assert got == expected, url
+        assert len(got) == PAGE
+        assert PAGE <= loads <= PAGE + OVERHEAD, (url, loads)
+    loads, page = loadsFor(app, db, storage, '/api/counts')
+    assert page['total'] == JOBS and page['counts']['delayed'] == JOBS // 10
+    assert loads <= 60, loads

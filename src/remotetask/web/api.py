@@ -1,0 +1,488 @@
+"""The JSON API under ``/api/``, described by ``/api/openapi.json``
+(``openapi.py``).
+
+Job lists never load more jobs than they show: they walk the id-ordered
+BTree of all jobs, or the status or task index (``service.jobIds()``), from
+a cursor (the last id of the previous page), ``limit`` keys at a time; a
+descending page uses ``maxKey()`` lookups, O(log n) each.  With both a
+status and a task, one index is walked and each id checked against the
+other; a request then looks at no more than ``SCAN_LIMIT`` ids and hands
+back a cursor to go on from (a page may have fewer than ``limit`` jobs and
+still a ``next``).
+"""
+import datetime
+import json
+import logging
+import threading
+
+from pyramid.httpexceptions import HTTPBadRequest, HTTPConflict, HTTPError
+from transaction.interfaces import TransientError
+
+from remotetask import interfaces
+from remotetask.interfaces import (
+    InvalidStatusError, JobNotFoundError, RemoteTaskError)
+from remotetask.job import CronJob
+from remotetask.service import checkPicklable
+from remotetask.web.app import wakeAfterCommit
+from remotetask.web.auth import MANAGE, VIEW
+from remotetask.web.openapi import document
+
+log = logging.getLogger('remotetask.web')
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+SCAN_LIMIT = 20000
+SCHEDULE_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
+                   'delay', 'expression', 'timezone')
+
+
+def includeme(config):
+    routes = [
+        ('api_openapi', '/api/openapi.json'),
+        ('api_me', '/api/me'),
+        ('api_tasks', '/api/tasks'),
+        ('api_counts', '/api/counts'),
+        ('api_jobs', '/api/jobs'),
+        ('api_job', '/api/jobs/{id:\\d{1,18}}'),
+        ('api_job_action', '/api/jobs/{id:\\d{1,18}}/{action}'),
+        ('api_cronjobs', '/api/cronjobs'),
+        ('api_cronjob', '/api/cronjobs/{id:\\d{1,18}}'),
+        ('api_clean', '/api/clean'),
+        ('api_processing', '/api/processing'),
+    ]
+    for name, pattern in routes:
+        config.add_route(name, pattern)
+    view = config.add_view
+    view(openapi, route_name='api_openapi', renderer='json', permission=VIEW)
+    view(me, route_name='api_me', renderer='json', permission=VIEW)
+    view(tasks, route_name='api_tasks', renderer='json', permission=VIEW)
+    view(counts, route_name='api_counts', renderer='json', permission=VIEW)
+    view(listJobs, route_name='api_jobs', request_method='GET',
+         renderer='json', permission=VIEW)
+    view(addJob, route_name='api_jobs', request_method='POST',
+         renderer='json', permission=MANAGE)
+    view(showJob, route_name='api_job', request_method='GET',
+         renderer='json', permission=VIEW)
+    view(deleteJob, route_name='api_job', request_method='DELETE',
+         renderer='json', permission=MANAGE)
+    view(jobAction, route_name='api_job_action', request_method='POST',
+         renderer='json', permission=MANAGE)
+    view(addCronJob, route_name='api_cronjobs', request_method='POST',
+         renderer='json', permission=MANAGE)
+    view(editCronJob, route_name='api_cronjob', request_method='PUT',
+         renderer='json', permission=MANAGE)
+    view(clean, route_name='api_clean', request_method='POST',
+         renderer='json', permission=MANAGE)
+    view(processing, route_name='api_processing', request_method='GET',
+         renderer='json', permission=VIEW)
+    view(setProcessing, route_name='api_processing', request_method='POST',
+         renderer='json', permission=MANAGE)
+    for context in (RemoteTaskError, ValueError, HTTPError, TransientError,
+                    Exception):
+        config.add_exception_view(apiError, context=context,
+                                  path_info=r'^/api/', renderer='json')
+
+
+# -- Values -------------------------------------------------------------------
+
+def jsonable(value):
+    """``value`` if JSON can hold it, else its repr."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def summary(job):
+    info = job.info()
+    info['progress'] = list(info['progress'])
+    return {key: jsonable(value) for key, value in info.items()}
+
+
+def detail(job):
+    info = summary(job)
+    info.update(
+        input=jsonable(job.input), result=jsonable(job.output),
+        traceback=job.traceback, attempts=jsonable(list(job.attempts)),
+        meta=jsonable(dict(job.meta or {})),
+        lease_expires=job.lease_expires, time_limit=job.time_limit,
+        max_retries=job.max_retries, max_starts=job.max_starts)
+    return info
+
+
+def bad(message):
+    return HTTPBadRequest(message)
+
+
+def body(request, allowed, required=()):
+    """The JSON object in the request body, checked against the fields
+    ``allowed`` and ``required``."""
+    if not request.body:
+        data = {}
+    else:
+        try:
+            data = json.loads(request.body.decode('utf-8'))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise bad('the request body is not JSON: %s' % e)
+        except RecursionError:
+            raise bad('the request body is nested too deeply')
+    if not isinstance(data, dict):
+        raise bad('the request body must be a JSON object, not %s'
+                  % type(data).__name__)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise bad('unknown field(s) %s; allowed: %s'
+                  % (', '.join(unknown), ', '.join(allowed)))
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise bad('missing field(s): %s' % ', '.join(missing))
+    return data
+
+
+def number(data, name, minimum=None):
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad('%s must be a number, not %s' % (name, json.dumps(value)))
+    if minimum is not None and value < minimum:
+        raise bad('%s must be at least %s, not %s' % (name, minimum, value))
+    return value
+
+
+def timestamp(data, name):
+    """Epoch seconds, or an ISO 8601 time with a UTC offset."""
+    value = data.get(name)
+    if isinstance(value, str):
+        try:
+            when = datetime.datetime.fromisoformat(value.replace('Z',
+                                                                 '+00:00'))
+        except ValueError:
+            raise bad('%s must be epoch seconds or an ISO 8601 time, not %r'
+                      % (name, value))
+        if when.tzinfo is None:
+            raise bad('%s must give its UTC offset (e.g. "Z"): %r'
+                      % (name, value))
+        return when.timestamp()
+    return number(data, name)
+
+
+def flag(data, name):
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise bad('%s must be true or false, not %s' % (name,
+                                                        json.dumps(value)))
+    return value
+
+
+def text(data, name):
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad('%s must be a string, not %s' % (name, json.dumps(value)))
+    return value
+
+
+def intParam(request, name, default, low, high):
+    raw = request.params.get(name)
+    if raw in (None, ''):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad('%s must be an integer, not %r' % (name, raw))
+    if not low <= value <= high:
+        raise bad('%s must be between %d and %d, not %d'
+                  % (name, low, high, value))
+    return value
+
+
+def getJob(request):
+    return request.service._job(int(request.matchdict['id']))
+
+
+# -- Views --------------------------------------------------------------------
+
+def openapi(request):
+    return document(request.application_url)
+
+
+def me(request):
+    identity = request.identity
+    return {'name': identity['name'], 'role': identity['role'],
+            'via': identity['via'],
+            'anonymous': request.registry.remotetask.anonymous,
+            'service': request.registry.remotetask.service_name,
+            'csrf_token': request.session.get_csrf_token()}
+
+
+def tasks(request):
+    found = []
+    for name, task in sorted(request.service.getAvailableTasks().items()):
+        found.append({'name': name,
+                      'doc': (getattr(getattr(task, 'func', task), '__doc__',
+                                      None) or '').strip() or None,
+                      'time_limit': getattr(task, 'time_limit', None),
+                      'max_retries': getattr(task, 'max_retries', None),
+                      'max_starts': getattr(task, 'max_starts', None)})
+    return {'tasks': jsonable(found)}
+
+
+def counts(request):
+    service = request.service
+    counted = service.counts()
+    oldest = service.oldestWaiting()
+    return {'counts': counted, 'total': sum(counted.values()),
+            'oldest_due': None if oldest is None else oldest[0],
+            'processing': processorState(request)}
+
+
+def _ascending(tree, cursor):
+    if cursor is None:
+        return iter(tree.keys())
+    return iter(tree.keys(min=cursor, excludemin=True))
+
+
+def _descending(tree, cursor):
+    key = cursor
+    while True:
+        try:
+            key = tree.maxKey() if key is None else tree.maxKey(key - 1)
+        except ValueError:
+            return
+        yield key
+
+
+def listJobs(request):
+    """See the module documentation and ``openapi.py``."""
+    service = request.service
+    status = request.params.get('status') or None
+    if status is not None and status not in interfaces.STATUSES:
+        raise bad('unknown status %r; statuses: %s'
+                  % (status, ', '.join(interfaces.STATUSES)))
+    task = request.params.get('task') or None
+    sort = request.params.get('sort') or '-id'
+    if sort not in ('id', '-id'):
+        raise bad('sort must be "id" (oldest first) or "-id" (newest first),'
+                  ' not %r' % sort)
+    limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
+    cursor = intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
+    tree, check, total = _sources(service, status, task)
+    walk = _descending if sort == '-id' else _ascending
+    jobs, scanned, last, more = [], 0, None, False
+    for jobid in walk(tree, cursor):
+        if len(jobs) >= limit or scanned >= SCAN_LIMIT:
+            more = True
+            break
+        last = jobid
+        if check is not None:
+            scanned += 1
+            if jobid not in check:
+                continue
+        jobs.append(summary(service.jobs[jobid]))
+    return {'jobs': jobs, 'total': total, 'next': last if more else None,
+            'scanned': scanned, 'sort': sort, 'status': status,
+            'task': task, 'limit': limit}
+
+
+def _sources(service, status, task):
+    """``(ids to walk, ids to check each against or None, total or None)``.
+
+    One filter: its index.  Both: walk the status index if it is small
+    enough to be walked in one request, else the task index, and check
+    each id against the other index (ids only: no job is loaded that is
+    not shown).
+    """
+    if task is None:
+        tree = service.jobs if status is None else service.jobIds(status)
+        return tree, None, service.count(status)
+    byTask = service.jobIds(task=task)
+    if status is None:
+        return byTask, None, None
+    if service.count(status) <= SCAN_LIMIT:
+        return service.jobIds(status), byTask, None
+    return byTask, service.jobIds(status), None
+
+
+JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',
+              'max_retries', 'max_starts')
+
+
+def addJob(request):
+    data = body(request, JOB_FIELDS, required=('task',))
+    task = text(data, 'task')
+    delay = number(data, 'delay', minimum=0)
+    eta = timestamp(data, 'eta')
+    if delay is not None and eta is not None:
+        raise bad('give either delay or eta, not both')
+    max_retries = number(data, 'max_retries', minimum=0)
+    max_starts = number(data, 'max_starts', minimum=1)
+    jobid = request.service.add(
+        task, data.get('input'), startLater=flag(data, 'startLater'),
+        delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
+        max_retries=None if max_retries is None else int(max_retries),
+        max_starts=None if max_starts is None else int(max_starts))
+    wakeAfterCommit(request)
+    request.response.status_int = 201
+    return detail(request.service.jobs[jobid])
+
+
+def showJob(request):
+    return detail(getJob(request))
+
+
+def deleteJob(request):
+    job = getJob(request)
+    request.service.delete(job.id)
+    return {'deleted': job.id}
+
+
+ACTIONS = ('cancel', 'retry', 'start', 'reschedule')
+
+
+def jobAction(request):
+    action = request.matchdict['action']
+    service = request.service
+    job = getJob(request)
+    body(request, ())
+    if action == 'cancel':
+        service.cancel(job.id)
+    elif action == 'retry':
+        service.retry(job.id)
+    elif action == 'start':
+        service.startJob(job.id)
+    elif action == 'reschedule':
+        service.reschedule(job.id)
+    else:
+        raise bad('unknown action %r; actions: %s'
+                  % (action, ', '.join(ACTIONS)))
+    wakeAfterCommit(request)
+    return detail(job)
+
+
+def schedule(data):
+    kw = {}
+    for name in SCHEDULE_FIELDS[:5]:
+        value = data.get(name)
+        if value is None:
+            value = []
+        if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool)
+                for v in value):
+            raise bad('%s must be a list of integers, not %s'
+                      % (name, json.dumps(value)))
+        kw[name] = tuple(value)
+    kw['delay'] = number(data, 'delay')
+    kw['expression'] = text(data, 'expression') or None
+    kw['timezone'] = text(data, 'timezone') or None
+    return kw
+
+
+def addCronJob(request):
+    data = body(request, ('task', 'input') + SCHEDULE_FIELDS,
+                required=('task',))
+    jobid = request.service.addCronJob(text(data, 'task'), data.get('input'),
+                                       **schedule(data))
+    wakeAfterCommit(request)
+    request.response.status_int = 201
+    return detail(request.service.jobs[jobid])
+
+
+def editCronJob(request):
+    """Replace the schedule (and the input, if given) of a cron job and
+    put it back in the queue at its next call time (unless it is running:
+    the new schedule then applies after this run)."""
+    data = body(request, ('input',) + SCHEDULE_FIELDS)
+    job = getJob(request)
+    if not isinstance(job, CronJob):
+        raise InvalidStatusError('job %s is not a cron job' % job.id)
+    job.update(**schedule(data))
+    if 'input' in data:
+        checkPicklable(data['input'])
+        job.input = data['input']
+    if job.status != interfaces.PROCESSING:
+        request.service.reschedule(job.id)
+    wakeAfterCommit(request)
+    return detail(job)
+
+
+def clean(request):
+    data = body(request, ('status', 'before'))
+    statuses = data.get('status', list(interfaces.CLEANABLE_STATUSES))
+    if isinstance(statuses, str):
+        statuses = [statuses]
+    if not isinstance(statuses, list) or not all(
+            isinstance(s, str) for s in statuses):
+        raise bad('status must be a status or a list of statuses')
+    service = request.service
+    before = service.count()
+    service.clean(tuple(statuses), before=timestamp(data, 'before'))
+    return {'removed': before - service.count()}
+
+
+# -- Processing ---------------------------------------------------------------
+
+def processorState(request):
+    processor = request.registry.remotetask.processor
+    if processor is None:
+        return {'available': False, 'running': False, 'stats': {}}
+    return {'available': True, 'running': bool(processor.running),
+            'stats': jsonable(dict(getattr(processor, 'stats', {}) or {}))}
+
+
+def processing(request):
+    return processorState(request)
+
+
+_switching = threading.Lock()
+_stopping = {}
+
+
+def setProcessing(request):
+    """Start or stop the processor of this server.  Stopping lets running
+    jobs finish (the processor's grace period) in a thread of its own, so
+    the request returns at once."""
+    data = body(request, ('running',), required=('running',))
+    running = flag(data, 'running')
+    processor = request.registry.remotetask.processor
+    if processor is None:
+        raise HTTPConflict('this server has no processor: jobs are '
+                           'processed by workers elsewhere')
+    with _switching:
+        stopping = _stopping.get(id(processor))
+        if stopping is not None and stopping.is_alive():
+            raise HTTPConflict('processing is stopping (running jobs get '
+                               'their grace period); try again when it has '
+                               'stopped')
+        if running and not processor.running:
+            processor.start()
+        elif not running and processor.running:
+            stopping = threading.Thread(target=processor.stop,
+                                        name='remotetask-web-stop',
+                                        daemon=True)
+            _stopping[id(processor)] = stopping
+            stopping.start()
+    return processorState(request)
+
+
+# -- Errors -------------------------------------------------------------------
+
+def apiError(exc, request):
+    """Every error under /api/ is a JSON object ``{"error": message}``."""
+    if isinstance(exc, HTTPError):
+        status, message = exc.status_int, exc.detail or exc.explanation
+    elif isinstance(exc, JobNotFoundError):
+        status, message = 404, str(exc)
+    elif isinstance(exc, InvalidStatusError):
+        status, message = 409, str(exc)
+    elif isinstance(exc, (RemoteTaskError, ValueError)):
+        status, message = 400, str(exc)
+    elif isinstance(exc, TransientError):
+        status, message = 503, 'the database was busy; try again'
+        request.response.headers['Retry-After'] = '1'
+    else:
+        log.error('error in %s %s', request.method, request.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        status, message = 500, 'internal error (see the server log)'
+    request.response.status_int = status
+    return {'error': message, 'status': status}

@@ -1,0 +1,339 @@
+"""Users, roles and how a request proves who it is.
+
+The users file is JSON written by ``remotetask user add`` and
+``remotetask user token``::
+
+    {"users": {"alice": {"role": "manager",
+                         "password": "scrypt$16384$8$1$<salt>$<hash>",
+                         "tokens": {"<token id>": "<sha256 of the token>"}}}}
+
+Passwords are stored as salted ``hashlib.scrypt`` hashes, tokens as the
+SHA-256 of a random 32-byte secret (a token is only shown once, when it is
+made).  The file is read again when it changes, so new users and tokens
+work without a restart.
+
+Roles: a ``viewer`` may read everything (permission ``view``); a
+``manager`` may also change things (permission ``manage``).
+
+A request is authenticated by, in this order: an ``Authorization: Basic``
+header, an ``Authorization: Bearer <token>`` header, or the session cookie
+set by the login form.  Requests authenticated by the session must carry
+the session's CSRF token in an ``X-CSRF-Token`` header (or a
+``csrf_token`` form field) to change anything.  A browser may also send
+remembered Basic credentials (or none, in anonymous mode) with a request a
+foreign page makes, so any request that changes something and that a
+browser marks as cross-site (``Origin``, ``Sec-Fetch-Site``) is refused
+(``app.crossSiteTween``); clients that are not browsers send neither.
+
+With no users file the service is anonymous: every request from a loopback
+address is a manager, every other one is refused (``remotetask serve`` also
+refuses to listen on anything but loopback then).  The request must also
+name a loopback host (``Host: localhost``, ``127.0.0.1``, ``[::1]``): a
+foreign page whose domain was made to resolve to 127.0.0.1 (DNS rebinding)
+is same-origin for the browser, but names its own host.
+"""
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import threading
+
+from pyramid.security import Allowed, Denied
+
+VIEWER = 'viewer'
+MANAGER = 'manager'
+ROLES = (VIEWER, MANAGER)
+VIEW = 'view'
+MANAGE = 'manage'
+PERMISSIONS = {VIEWER: {VIEW}, MANAGER: {VIEW, MANAGE}}
+
+_SCRYPT = {'n': 2 ** 14, 'r': 8, 'p': 1}
+
+
+class UsersFileError(ValueError):
+    """The users file can not be read or has a bad entry."""
+
+
+def hashPassword(password, salt=None, n=_SCRYPT['n'], r=_SCRYPT['r'],
+                 p=_SCRYPT['p']):
+    """A salted scrypt hash of ``password`` as one string."""
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.scrypt(password.encode('utf-8'), salt=salt, n=n, r=r,
+                            p=p, dklen=32)
+    return 'scrypt$%d$%d$%d$%s$%s' % (
+        n, r, p, base64.b64encode(salt).decode('ascii'),
+        base64.b64encode(digest).decode('ascii'))
+
+
+def checkPassword(password, stored):
+    """True if ``password`` matches the hash ``stored``."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split('$')
+        if scheme != 'scrypt':
+            return False
+        salt = base64.b64decode(salt)
+        expected = base64.b64decode(digest)
+        got = hashlib.scrypt(password.encode('utf-8'), salt=salt, n=int(n),
+                             r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError, binascii.Error, AttributeError):
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+def tokenHash(token):
+    return hashlib.sha256(token.encode('utf-8')).hexdigest()
+
+
+class Users:
+    """The users file, read again whenever it changes on disk.
+
+    ``authenticate(name, password)`` and ``byToken(token)`` return
+    ``(name, role)`` or None.  Successful password checks are remembered
+    (keyed by a keyed hash of name and password) so that HTTP Basic clients
+    do not pay for scrypt on every request.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp = None
+        self._users = {}
+        self._tokens = {}
+        self._verified = {}
+        self._key = os.urandom(32)
+        self._reload()
+
+    # -- the file -------------------------------------------------------------
+
+    @staticmethod
+    def read(path):
+        """The ``users`` mapping of a users file ({} if it does not exist).
+
+        :raises UsersFileError: if it is not a users file.
+        """
+        if not os.path.exists(path):
+            return {}
+        try:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            users = data['users']
+            if not isinstance(users, dict):
+                raise TypeError('"users" is not an object')
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UsersFileError('can not read users file %s: %s'
+                                 % (path, e))
+        for name, entry in users.items():
+            if not isinstance(entry, dict) or entry.get('role') not in ROLES:
+                raise UsersFileError('users file %s: user %r needs a role '
+                                     '(%s)' % (path, name, ', '.join(ROLES)))
+        return users
+
+    @staticmethod
+    def write(path, users):
+        """Write the users file atomically, readable by its owner only."""
+        tmp = '%s.%d.tmp' % (path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump({'users': users}, f, indent=2, sort_keys=True)
+            f.write('\n')
+        os.replace(tmp, path)
+
+    def _reload(self):
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        if stamp == self._stamp:
+            return
+        users = self.read(self.path)
+        tokens = {}
+        for name, entry in users.items():
+            for digest in (entry.get('tokens') or {}).values():
+                tokens[digest] = name
+        self._users, self._tokens = users, tokens
+        self._verified = {}
+        self._stamp = stamp
+
+    def refresh(self):
+        """Re-read the file if it changed; keep the old state if the new
+        file is broken (a half-edited file must not lock everyone out)."""
+        with self._lock:
+            try:
+                self._reload()
+            except UsersFileError:
+                pass
+
+    def __len__(self):
+        return len(self._users)
+
+    def role(self, name):
+        entry = self._users.get(name)
+        return None if entry is None else entry['role']
+
+    # -- credentials ----------------------------------------------------------
+
+    def authenticate(self, name, password):
+        self.refresh()
+        entry = self._users.get(name)
+        if entry is None or not entry.get('password'):
+            return None
+        key = hmac.new(self._key, ('%s\0%s\0%s' % (name, password,
+                       entry['password'])).encode('utf-8'),
+                       'sha256').digest()
+        if key not in self._verified:
+            if not checkPassword(password, entry['password']):
+                return None
+            if len(self._verified) > 1000:
+                self._verified.clear()
+            self._verified[key] = True
+        return name, entry['role']
+
+    def byToken(self, token):
+        self.refresh()
+        name = self._tokens.get(tokenHash(token))
+        if name is None or name not in self._users:
+            return None
+        return name, self._users[name]['role']
+
+
+def addUser(path, name, password, role):
+    """Add or replace user ``name`` in the users file (keeps its tokens)."""
+    if role not in ROLES:
+        raise UsersFileError('role must be one of %s, not %r'
+                             % (', '.join(ROLES), role))
+    if not name or ':' in name or name != name.strip():
+        raise UsersFileError('a user name must be non-empty, without ":" '
+                             'or surrounding spaces: %r' % (name,))
+    if not password:
+        raise UsersFileError('the password must not be empty')
+    users = Users.read(path)
+    entry = dict(users.get(name) or {})
+    entry.update(role=role, password=hashPassword(password))
+    users[name] = entry
+    Users.write(path, users)
+
+
+def addToken(path, name):
+    """Make a new API token for ``name``; return ``(token id, token)``.
+
+    Only the token's hash is stored: the token is shown this once.
+    """
+    users = Users.read(path)
+    if name not in users:
+        raise UsersFileError('no user %r in %s' % (name, path))
+    token = 'rt_' + secrets.token_urlsafe(32)
+    tokenid = secrets.token_hex(4)
+    entry = dict(users[name])
+    entry['tokens'] = dict(entry.get('tokens') or {}, **{tokenid:
+                                                         tokenHash(token)})
+    users[name] = entry
+    Users.write(path, users)
+    return tokenid, token
+
+
+# -- Pyramid -----------------------------------------------------------------
+
+def isLoopback(address):
+    try:
+        return ipaddress.ip_address(address or '').is_loopback
+    except ValueError:
+        return False
+
+
+def isLoopbackName(host):
+    """True for ``localhost`` and loopback addresses (``host`` without
+    its port; IPv6 in brackets or not)."""
+    host = (host or '').strip('[]').lower()
+    return host == 'localhost' or host.endswith('.localhost') \
+        or isLoopback(host)
+
+
+def requestHost(request):
+    """The host named by the request's Host header, without the port."""
+    host = request.host or ''
+    if host.startswith('['):
+        return host[1:].split(']', 1)[0]
+    return host.rsplit(':', 1)[0] if host.count(':') == 1 else host
+
+
+class Identity(dict):
+    """``{'name', 'role', 'via'}``; via is basic, token, session or
+    anonymous."""
+
+
+class SecurityPolicy:
+    """A Pyramid security policy over ``Users`` (None: anonymous on
+    loopback, see the module documentation)."""
+
+    def __init__(self, users):
+        self.users = users
+
+    def identity(self, request):
+        cached = request.environ.get('remotetask.identity', False)
+        if cached is not False:
+            return cached
+        identity = self._identify(request)
+        request.environ['remotetask.identity'] = identity
+        return identity
+
+    def _identify(self, request):
+        if self.users is None:
+            if isLoopback(request.remote_addr) and \
+                    isLoopbackName(requestHost(request)):
+                return Identity(name='anonymous', role=MANAGER,
+                                via='anonymous')
+            return None
+        header = request.headers.get('Authorization', '')
+        scheme, _, credentials = header.partition(' ')
+        scheme = scheme.lower()
+        found, via = None, None
+        if scheme == 'basic':
+            try:
+                name, _, password = base64.b64decode(
+                    credentials.strip()).decode('utf-8').partition(':')
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            found, via = self.users.authenticate(name, password), 'basic'
+        elif scheme == 'bearer':
+            found, via = self.users.byToken(credentials.strip()), 'token'
+        elif header:
+            return None
+        else:
+            name = request.session.get('user')
+            role = self.users.role(name) if name else None
+            if role is not None:
+                found, via = (name, role), 'session'
+        if found is None:
+            return None
+        return Identity(name=found[0], role=found[1], via=via)
+
+    def authenticated_userid(self, request):
+        identity = self.identity(request)
+        return None if identity is None else identity['name']
+
+    def permits(self, request, context, permission):
+        identity = self.identity(request)
+        if identity is None:
+            return Denied('not authenticated')
+        if permission in PERMISSIONS[identity['role']]:
+            return Allowed('%s may %s' % (identity['role'], permission))
+        return Denied('a %s may not %s' % (identity['role'], permission))
+
+    def remember(self, request, userid, **kw):
+        request.session['user'] = userid
+        return []
+
+    def forget(self, request, **kw):
+        request.session.invalidate()
+        return []
+
+
+def needsCSRF(request):
+    """CSRF callback: only session-authenticated requests are checked."""
+    identity = request.identity
+    return identity is not None and identity.get('via') == 'session'

@@ -1,0 +1,207 @@
+"""The OpenAPI 3.0 document of the JSON API (served at /api/openapi.json)."""
+from remotetask import interfaces
+
+VERSION = '1.0.0'
+
+
+def _ref(name):
+    return {'$ref': '#/components/schemas/%s' % name}
+
+
+def _json(schema, description='OK'):
+    return {'description': description,
+            'content': {'application/json': {'schema': schema}}}
+
+
+def _errors(*codes):
+    texts = {400: 'Bad request: malformed JSON, unknown field, bad value, '
+                  'unknown task, invalid input or schedule',
+             401: 'Not authenticated', 403: 'Not allowed (viewer) or '
+                                             'cross-site request',
+             404: 'No such job', 409: 'The job is not in a status that '
+                                      'allows this',
+             413: 'Request body too large'}
+    return {str(code): _json(_ref('Error'), texts[code]) for code in codes}
+
+
+def _op(summary, response, *errors, body=None, params=None, tag='jobs',
+        status='200'):
+    op = {'summary': summary, 'tags': [tag],
+          'responses': dict({status: response}, **_errors(401, *errors))}
+    if body is not None:
+        op['requestBody'] = {'required': True, 'content': {
+            'application/json': {'schema': body}}}
+    if params:
+        op['parameters'] = params
+    return op
+
+
+def _query(name, schema, description):
+    return {'name': name, 'in': 'query', 'required': False,
+            'schema': schema, 'description': description}
+
+
+_ID = {'name': 'id', 'in': 'path', 'required': True,
+       'schema': {'type': 'integer'}}
+_INTS = {'type': 'array', 'items': {'type': 'integer'}}
+_EPOCH = {'type': 'number', 'nullable': True,
+          'description': 'Epoch seconds (UTC)'}
+_WHEN = {'oneOf': [{'type': 'number'}, {'type': 'string',
+                                         'format': 'date-time'}],
+         'description': 'Epoch seconds or ISO 8601 with UTC offset'}
+
+SCHEMAS = {
+    'Error': {'type': 'object', 'required': ['error'], 'properties': {
+        'error': {'type': 'string'}, 'status': {'type': 'integer'}}},
+    'Status': {'type': 'string', 'enum': list(interfaces.STATUSES)},
+    'Job': {'type': 'object', 'properties': {
+        'id': {'type': 'integer'}, 'task': {'type': 'string'},
+        'status': _ref('Status'), 'created': _EPOCH, 'started': _EPOCH,
+        'completed': _EPOCH, 'eta': _EPOCH,
+        'worker': {'type': 'string', 'nullable': True},
+        'starts': {'type': 'integer'}, 'retries': {'type': 'integer'},
+        'error': {'type': 'string', 'nullable': True},
+        'progress': {'type': 'array', 'description':
+                     '[fraction 0..1 or null, message]'},
+        'cron': {'type': 'boolean'}, 'schedule': _ref('Schedule')}},
+    'JobDetail': {'allOf': [_ref('Job'), {'type': 'object', 'properties': {
+        'input': {}, 'result': {},
+        'traceback': {'type': 'string', 'nullable': True},
+        'attempts': {'type': 'array', 'items': {
+            'type': 'object', 'description': 'start, end, worker, outcome, '
+                                             'error'}},
+        'meta': {'type': 'object'}, 'lease_expires': _EPOCH,
+        'time_limit': {'type': 'number', 'nullable': True},
+        'max_retries': {'type': 'integer', 'nullable': True},
+        'max_starts': {'type': 'integer', 'nullable': True}}}]},
+    'Schedule': {'type': 'object', 'description':
+                 'Either the UTC fields (empty: any; dayOfWeek 0 = Monday) '
+                 'and/or delay, or a five-field cron expression in timezone',
+                 'properties': {
+                     'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS,
+                     'month': _INTS, 'dayOfWeek': _INTS,
+                     'delay': {'type': 'number', 'nullable': True},
+                     'expression': {'type': 'string', 'nullable': True},
+                     'timezone': {'type': 'string', 'nullable': True}}},
+    'NewJob': {'type': 'object', 'required': ['task'],
+               'additionalProperties': False, 'properties': {
+                   'task': {'type': 'string'},
+                   'input': {'description': 'Any JSON value'},
+                   'delay': {'type': 'number', 'minimum': 0},
+                   'eta': _WHEN, 'startLater': {'type': 'boolean'},
+                   'time_limit': {'type': 'number'},
+                   'max_retries': {'type': 'integer'},
+                   'max_starts': {'type': 'integer'}}},
+    'NewCronJob': {'allOf': [_ref('Schedule'), {
+        'type': 'object', 'required': ['task'], 'properties': {
+            'task': {'type': 'string'}, 'input': {}}}]},
+    'JobPage': {'type': 'object', 'properties': {
+        'jobs': {'type': 'array', 'items': _ref('Job')},
+        'total': {'type': 'integer', 'nullable': True, 'description':
+                  'Jobs matching the status filter (null with a task '
+                  'filter)'},
+        'next': {'type': 'integer', 'nullable': True, 'description':
+                 'Cursor of the next page (null: last page)'},
+        'scanned': {'type': 'integer'}}},
+    'Counts': {'type': 'object', 'properties': {
+        'counts': {'type': 'object', 'additionalProperties':
+                   {'type': 'integer'}},
+        'total': {'type': 'integer'}, 'oldest_due': _EPOCH,
+        'processing': _ref('Processing')}},
+    'Processing': {'type': 'object', 'properties': {
+        'available': {'type': 'boolean'}, 'running': {'type': 'boolean'},
+        'stats': {'type': 'object'}}},
+}
+
+
+def document(server_url):
+    """The OpenAPI document, with ``server_url`` as its server."""
+    job = _json(_ref('JobDetail'))
+    return {
+        'openapi': '3.0.3',
+        'info': {'title': 'remotetask', 'version': VERSION, 'description':
+                 'Jobs of a remotetask service.  Authenticate with HTTP '
+                 'Basic, a bearer token (`remotetask user token`) or the '
+                 'login form\'s session (then send X-CSRF-Token).  Viewers '
+                 'may read, managers may also change.'},
+        'servers': [{'url': server_url}],
+        'components': {
+            'schemas': SCHEMAS,
+            'securitySchemes': {
+                'basic': {'type': 'http', 'scheme': 'basic'},
+                'bearer': {'type': 'http', 'scheme': 'bearer'}}},
+        'security': [{'basic': []}, {'bearer': []}],
+        'paths': {
+            '/api/tasks': {'get': _op(
+                'The registered tasks', _json({'type': 'object'}),
+                tag='tasks')},
+            '/api/counts': {'get': _op(
+                'Number of jobs per status', _json(_ref('Counts')),
+                tag='service')},
+            '/api/jobs': {
+                'get': _op('A page of jobs, newest (or oldest) first',
+                           _json(_ref('JobPage')), 400, params=[
+                               _query('status', _ref('Status'),
+                                      'Only jobs in this status (indexed)'),
+                               _query('task', {'type': 'string'},
+                                      'Only jobs of this task (indexed; '
+                                      'with a status too, a page looks at '
+                                      'no more than 20000 ids and may have '
+                                      'fewer jobs than limit and a next)'),
+                               _query('sort', {'type': 'string', 'enum':
+                                               ['-id', 'id']},
+                                      'By job id: -id highest first '
+                                      '(default).  Ids grow with time in '
+                                      'each process and thread, which take '
+                                      'them in blocks of 1000: id order is '
+                                      'creation order only roughly'),
+                               _query('limit', {'type': 'integer',
+                                                'minimum': 1,
+                                                'maximum': 200},
+                                      'Page size (default 50)'),
+                               _query('cursor', {'type': 'integer'},
+                                      '"next" of the previous page')]),
+                'post': _op('Add a job', _json(_ref('JobDetail'),
+                                               'Created'),
+                            400, 403, 413, body=_ref('NewJob'),
+                            status='201')},
+            '/api/jobs/{id}': {
+                'get': _op('A job with its input, result, error, '
+                           'traceback, progress and attempts', job, 404,
+                           params=[_ID]),
+                'delete': _op('Delete a job that is not processing',
+                              _json({'type': 'object'}), 403, 404, 409,
+                              params=[_ID])},
+            '/api/jobs/{id}/{action}': {'post': _op(
+                'cancel a waiting job, retry a failed or cancelled one, '
+                'start a "start later" one, reschedule a cron job', job,
+                403, 404, 409, params=[_ID, {
+                    'name': 'action', 'in': 'path', 'required': True,
+                    'schema': {'type': 'string', 'enum': [
+                        'cancel', 'retry', 'start', 'reschedule']}}])},
+            '/api/cronjobs': {'post': _op(
+                'Add a cron job', _json(_ref('JobDetail'), 'Created'), 400,
+                403, body=_ref('NewCronJob'), status='201')},
+            '/api/cronjobs/{id}': {'put': _op(
+                'Replace the schedule (and input) of a cron job and '
+                'reschedule it', job, 400, 403, 404, 409,
+                body=_ref('NewCronJob'), params=[_ID])},
+            '/api/clean': {'post': _op(
+                'Remove final jobs', _json({'type': 'object'}), 400, 403,
+                body={'type': 'object', 'properties': {
+                    'status': {'type': 'array', 'items': _ref('Status')},
+                    'before': _WHEN}}, tag='service')},
+            '/api/processing': {
+                'get': _op('Whether this server processes jobs',
+                           _json(_ref('Processing')), tag='service'),
+                'post': _op('Start or stop processing in this server',
+                            _json(_ref('Processing')), 403, 409,
+                            body={'type': 'object', 'required': ['running'],
+                                  'properties': {'running':
+                                                 {'type': 'boolean'}}},
+                            tag='service')},
+            '/api/me': {'get': _op('Who you are, and a CSRF token',
+                                   _json({'type': 'object'}),
+                                   tag='service')},
+        },
+    }

@@ -1,0 +1,241 @@
+"""XML-RPC at /RPC2: lovely.remotetask's methods, plus cron jobs and the
+tracker's by-identifier calls.
+
+Every error is an XML-RPC fault whose string says what was wrong; the
+fault codes are:
+
+======  ==============================================================
+1       unknown task (``UnknownTaskError``)
+2       unknown job (``JobNotFoundError``)
+3       the job's status does not allow it (``InvalidStatusError``)
+4       the input or result can not be stored or sent
+5       bad cron schedule (``InvalidScheduleError``)
+6       other remotetask errors and bad values
+-32700  the request is not XML-RPC (malformed XML)
+-32601  no such method
+-32602  wrong arguments for the method
+-32603  internal error (logged)
+======  ==============================================================
+
+Authentication and permissions are HTTP's: 401 without credentials, 403
+for a viewer calling a method that changes something.  A fault rolls back
+the request's transaction.
+"""
+import inspect
+import logging
+import xml.parsers.expat
+import xmlrpc.client
+
+from pyramid.httpexceptions import HTTPForbidden
+from pyramid.response import Response
+from transaction.interfaces import TransientError
+
+from remotetask import interfaces
+from remotetask.web.app import wakeAfterCommit
+from remotetask.web.auth import MANAGE, VIEW
+
+log = logging.getLogger('remotetask.web')
+
+UNKNOWN_TASK, UNKNOWN_JOB, INVALID_STATUS, INVALID_INPUT = 1, 2, 3, 4
+INVALID_SCHEDULE, INVALID_VALUE = 5, 6
+PARSE_ERROR, NO_METHOD, BAD_ARGUMENTS, INTERNAL = (-32700, -32601, -32602,
+                                                   -32603)
+
+_CODES = ((interfaces.UnknownTaskError, UNKNOWN_TASK),
+          (interfaces.JobNotFoundError, UNKNOWN_JOB),
+          (interfaces.InvalidStatusError, INVALID_STATUS),
+          (interfaces.InvalidInputError, INVALID_INPUT),
+          (interfaces.InvalidScheduleError, INVALID_SCHEDULE),
+          (interfaces.RemoteTaskError, INVALID_VALUE),
+          (ValueError, INVALID_VALUE))
+
+
+def includeme(config):
+    config.add_route('xmlrpc', '/RPC2')
+    config.add_view(endpoint, route_name='xmlrpc', request_method='POST',
+                    permission=VIEW)
+
+
+# -- Methods: each is (permission, function(request, ...)) --------------------
+
+def getAvailableTasks(request):
+    """The names of the registered tasks, sorted."""
+    return sorted(request.service.getAvailableTasks())
+
+
+def add(request, task, input=None, startLater=False):
+    """Add a job; return its id."""
+    jobid = request.service.add(task, input, startLater=bool(startLater))
+    wakeAfterCommit(request)
+    return jobid
+
+
+def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
+               month=(), dayOfWeek=(), delay=None, expression=None,
+               timezone=None):
+    """Add a cron job; return its id."""
+    jobid = request.service.addCronJob(
+        task, input, minute=tuple(minute), hour=tuple(hour),
+        dayOfMonth=tuple(dayOfMonth), month=tuple(month),
+        dayOfWeek=tuple(dayOfWeek), delay=delay, expression=expression or
+        None, timezone=timezone or None)
+    wakeAfterCommit(request)
+    return jobid
+
+
+def startJob(request, jobid):
+    """Queue a job added with startLater; return True."""
+    request.service.startJob(jobid)
+    wakeAfterCommit(request)
+    return True
+
+
+def cancel(request, jobid):
+    """Cancel a waiting job; return True."""
+    request.service.cancel(jobid)
+    return True
+
+
+def getStatus(request, jobid):
+    """The status of a job."""
+    return request.service.getStatus(jobid)
+
+
+def getResult(request, jobid):
+    """The result of a job (nil until it completed)."""
+    return request.service.getResult(jobid)
+
+
+def getError(request, jobid):
+    """The error of a job (nil unless it failed)."""
+    return request.service.getError(jobid)
+
+
+def _tracker():
+    try:
+        from remotetask import trackerdata
+    except ImportError:
+        raise xmlrpc.client.Fault(
+            NO_METHOD, 'the tracker facade (remotetask.trackerdata) is not '
+                       'installed in this server')
+    return trackerdata
+
+
+def _trackerTask(request, type, identifier):
+    trackerdata = _tracker()
+    service = request.service
+    try:
+        return trackerdata.findByIdentifier(
+            service, trackerdata.getData(service), type, identifier)
+    except trackerdata.TaskTypeNotFound as e:
+        raise xmlrpc.client.Fault(UNKNOWN_TASK, str(e))
+
+
+def getTaskStatusByIdentifier(request, type, identifier):
+    """The tracker's [status code, status text] of task ``identifier`` of
+    task type ``type``."""
+    trackerdata = _tracker()
+    job, record = _trackerTask(request, type, identifier)
+    code = trackerdata.atpStatus(job, record)
+    return [code, trackerdata.STATUS2TEXT[code]]
+
+
+def getTaskResponse(request, type, identifier):
+    """The tracker's [response, MIME type] of task ``identifier`` of task
+    type ``type`` (fault 6 if it stored none)."""
+    job, record = _trackerTask(request, type, identifier)
+    if record.response is None:
+        raise xmlrpc.client.Fault(INVALID_VALUE, 'task %r of type %r has no '
+                                  'response' % (identifier, type))
+    return [record.response.response, record.response.mimeType]
+
+
+def listMethods(request):
+    """The methods of this server."""
+    return sorted(METHODS)
+
+
+def methodHelp(request, name):
+    """The documentation of method ``name``."""
+    if name not in METHODS:
+        raise xmlrpc.client.Fault(NO_METHOD, 'no method %r' % (name,))
+    func = METHODS[name][1]
+    return '%s%s: %s' % (name, _signature(func), inspect.getdoc(func))
+
+
+METHODS = {
+    'getAvailableTasks': (VIEW, getAvailableTasks),
+    'add': (MANAGE, add),
+    'addCronJob': (MANAGE, addCronJob),
+    'startJob': (MANAGE, startJob),
+    'cancel': (MANAGE, cancel),
+    'getStatus': (VIEW, getStatus),
+    'getResult': (VIEW, getResult),
+    'getError': (VIEW, getError),
+    'getTaskStatusByIdentifier': (VIEW, getTaskStatusByIdentifier),
+    'getTaskResponse': (VIEW, getTaskResponse),
+    'system.listMethods': (VIEW, listMethods),
+    'system.methodHelp': (VIEW, methodHelp),
+}
+
+
+def _signature(func):
+    sig = inspect.signature(func)
+    return str(sig.replace(parameters=list(sig.parameters.values())[1:]))
+
+
+# -- The endpoint -------------------------------------------------------------
+
+def _xml(payload):
+    return Response(body=payload.encode('utf-8'),
+                    content_type='text/xml', charset='utf-8')
+
+
+def fault(request, code, message):
+    """A fault response; the transaction is rolled back."""
+    request.tm.doom()
+    return _xml(xmlrpc.client.dumps(xmlrpc.client.Fault(code, message),
+                                    methodresponse=True, allow_none=True))
+
+
+def endpoint(request):
+    try:
+        params, name = xmlrpc.client.loads(request.body,
+                                           use_builtin_types=True)
+    except (xml.parsers.expat.ExpatError, xmlrpc.client.ResponseError,
+            ValueError, TypeError, IndexError) as e:
+        return fault(request, PARSE_ERROR, 'not an XML-RPC request: %s' % e)
+    if name is None or name not in METHODS:
+        return fault(request, NO_METHOD, 'no method %r; methods: %s'
+                     % (name, ', '.join(sorted(METHODS))))
+    permission, func = METHODS[name]
+    if not request.has_permission(permission):
+        raise HTTPForbidden(result=request.has_permission(permission))
+    try:
+        inspect.signature(func).bind(request, *params)
+    except TypeError as e:
+        return fault(request, BAD_ARGUMENTS, 'bad arguments for %s%s: %s'
+                     % (name, _signature(func), e))
+    try:
+        result = func(request, *params)
+    except xmlrpc.client.Fault as f:
+        return fault(request, f.faultCode, f.faultString)
+    except TransientError:
+        raise  # pyramid_retry runs the request again
+    except Exception as e:
+        for cls, code in _CODES:
+            if isinstance(e, cls):
+                return fault(request, code, str(e))
+        if isinstance(e, (TypeError, OverflowError)):
+            return fault(request, BAD_ARGUMENTS, 'bad arguments for %s: %s'
+                         % (name, e))
+        log.exception('XML-RPC %s failed', name)
+        return fault(request, INTERNAL, 'internal error in %s: %s (see the '
+                     'server log)' % (name, type(e).__name__))
+    try:
+        payload = xmlrpc.client.dumps((result,), methodresponse=True,
+                                      allow_none=True)
+    except (TypeError, OverflowError, ValueError) as e:
+        return fault(request, INVALID_INPUT, 'the result of %s can not be '
+                     'sent over XML-RPC: %s' % (name, e))
+    return _xml(payload)
