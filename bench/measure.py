@@ -25,7 +25,7 @@ from remotetask.interfaces import COMPLETED  # noqa: E402
 from remotetask.retry import attempts  # noqa: E402
 from remotetask.tests import scale_agents  # noqa: E402,F401  (tasks)
 
-POLL = 0.005
+POLL = 0.02
 
 
 def drainRate(count, n, timeout=600.0):
@@ -387,6 +387,56 @@ def stop(procs):
     for proc in procs:
         try:
             proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serveLatency(uri, samples):
+    """Round trip through ``remotetask serve`` (JSON API over HTTP, its
+    in-process Processor): POST /api/jobs, then GET /api/jobs/ID until it
+    is completed."""
+    import http.client
+    import json
+    port = testing.freePort()
+    proc = subprocess.Popen(
+        testing.remotetaskCommand('serve', '--db', uri, '--import',
+                                  'remotetask.tests.scale_agents', '--port',
+                                  port),
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        testing.waitForPort(port, 60, proc=proc)
+        conn = http.client.HTTPConnection('127.0.0.1', port, timeout=30)
+        headers = {'Content-Type': 'application/json',
+                   'Accept': 'application/json'}
+
+        def call(method, path, body=None):
+            conn.request(method, path, body and json.dumps(body), headers)
+            response = conn.getresponse()
+            data = response.read()
+            if response.status >= 300:
+                raise RuntimeError('%s %s: %s %s' % (method, path,
+                                                     response.status, data))
+            return json.loads(data)
+        result = []
+        for i in range(samples + 3):
+            started = time.perf_counter()
+            job = call('POST', '/api/jobs', {'task': 'scale.noop',
+                                             'input': i})
+            jobid = job.get('id', job.get('job', {}).get('id'))
+            deadline = time.monotonic() + 30
+            while call('GET', '/api/jobs/%s' % jobid)['status'] \
+                    != COMPLETED:
+                if time.monotonic() > deadline:
+                    raise TimeoutError('job %s not completed' % jobid)
+                time.sleep(0.0005)
+            result.append(time.perf_counter() - started)
+        conn.close()
+        return percentiles(result[3:])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
