@@ -437,14 +437,8 @@ class ITaskService(zope.interface.Interface):
 
     def jobIds(status=None, task=None):
         """The ids of the jobs in ``status`` and of ``task`` (either may be
-        None: any), ascending, from indexes (a BTrees ``LO`` set or keys
-        view: ``in``, ``len``, ``keys(min, max)`` ranges page through them
-        without loading jobs, ``intersection``...).
-
-        For the statuses every add and claim changes (``'queued'``,
-        ``'delayed'``, ``'processing'``) the status index is partitioned
-        (see docs/design.md) and the result is a snapshot ``LOSet`` built
-        from it (O(n)).
+        None: any), ascending, from indexes (a BTree set or keys view, so
+        ``keys(min, max)`` ranges page through them without loading jobs).
 
         :raises ValueError: for an unknown status.
         """

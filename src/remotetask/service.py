@@ -9,7 +9,8 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
+from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet
+from BTrees.LOBTree import difference as LOBTree_difference
 from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
@@ -22,18 +23,14 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
-from remotetask.structures import (
-    LANES, PARTITIONS, IdAllocator, JobQueue, PartitionedSet, laneNumber,
-    randomPartition)
+from remotetask.structures import IdAllocator, JobQueue, randomPartition
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
 
 
-#: Statuses whose index every add and claim changes: partitioned sets (see
-#: structures.PartitionedSet and docs/design.md).  The indexes of the final
-#: statuses grow at their end and stay plain LOTreeSets.
-HOT_STATUSES = (QUEUED, DELAYED, PROCESSING)
+_SENTINEL = 0
+_NOT_JOBS = LOSet([_SENTINEL])
 
 
 def _now(now):
@@ -82,9 +79,12 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
-        for status in HOT_STATUSES:
-            self._index[status] = PartitionedSet(
-                LANES if status == PROCESSING else PARTITIONS)
+        # A key that is never removed keeps the busiest index from the two
+        # changes BTrees can not merge: removing a bucket's first key and
+        # emptying it.  Without it every job completion conflicted with any
+        # concurrent claim or completion (the oldest processing job is the
+        # first key).  Job ids start at 1.
+        self._index[PROCESSING].insert(_SENTINEL)
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
 
@@ -125,11 +125,7 @@ class TaskService(persistent.Persistent):
             self._queue.put(job.id, eta)
         else:
             job.eta = None
-        if status == PROCESSING:
-            # Into the partition of the claiming worker's lane.
-            self._index[status].insert(job.id, laneNumber())
-        else:
-            self._index[status].insert(job.id)
+        self._index[status].insert(job.id)
         self._counts[status].change(1)
 
     def _store(self, job):
@@ -316,8 +312,8 @@ class TaskService(persistent.Persistent):
         if status is not None and status not in self._index:
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
-        if isinstance(byStatus, PartitionedSet):
-            byStatus = byStatus.ids()
+        if status == PROCESSING:
+            byStatus = LOBTree_difference(byStatus, _NOT_JOBS)
         if task is None:
             return self.jobs.keys() if byStatus is None else byStatus
         byTask = self._byTask.get(task, LOTreeSet())

@@ -15,7 +15,6 @@ import persistent
 import transaction
 from ZODB.utils import z64
 from BTrees.Length import Length
-from BTrees.LOBTree import LOTreeSet, multiunion
 from BTrees.OOBTree import OOTreeSet
 
 #: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
@@ -114,53 +113,6 @@ class JobQueue(persistent.Persistent):
     def hasDue(self, now):
         oldest = self.oldest()
         return oldest is not None and oldest[0] <= now
-
-
-class PartitionedSet(persistent.Persistent):
-    """A set of job ids (a status index) split into ``LOTreeSet``
-    partitions.  No length of its own (``len`` is O(n)): the service keeps
-    a ``BTrees.Length`` per status already, and every object a transaction
-    writes costs a pickle and a store.
-
-    An id goes to partition ``id % partitions`` unless the writer names
-    one (``insert(id, part)``: a worker puts the jobs it claims into the
-    partition of its lane, so that concurrent workers write different
-    sets).  ``remove`` looks in the id's own partition first, then in the
-    others.  ``ids()`` is a snapshot ``LOSet`` (``multiunion``, O(n) in C)
-    that supports what BTrees sets do (``keys(min, max)``, ``in``,
-    ``intersection``).
-    """
-
-    def __init__(self, partitions=PARTITIONS):
-        self._parts = tuple(LOTreeSet() for _ in range(partitions))
-
-    def insert(self, jobid, part=None):
-        if part is None:
-            part = jobid
-        return bool(self._parts[part % len(self._parts)].insert(jobid))
-
-    def remove(self, jobid):
-        """Remove ``jobid``; KeyError if it is not there."""
-        n = len(self._parts)
-        home = jobid % n
-        for i in range(n):
-            part = self._parts[(home + i) % n]
-            if jobid in part:
-                part.remove(jobid)
-                return
-        raise KeyError(jobid)
-
-    def __contains__(self, jobid):
-        return any(jobid in part for part in self._parts)
-
-    def __len__(self):
-        return sum(len(part) for part in self._parts)
-
-    def __iter__(self):
-        return iter(self.ids())
-
-    def ids(self):
-        return multiunion(self._parts)
 
 
 class _Counter(persistent.Persistent):
