@@ -293,10 +293,10 @@ def main(argv=None):
                                                          'RESULTS.md'))
     args = parser.parse_args(argv)
     args.n = 500 if args.quick else 2000
-    args.n_rel = 200 if args.quick else 600
+    args.n_rel = 200 if args.quick else 300
     args.enqueue = 300 if args.quick else 2000
     args.enqueue_batch = 5000 if args.quick else 50000
-    args.samples = 30 if args.quick else 200
+    args.samples = 30 if args.quick else 100
     args.sleep_jobs = 100 if args.quick else 400
     args.big = 20000 if args.quick else 100000
     args.ops = 100 if args.quick else 300
