@@ -1,17 +1,19 @@
 """Many producers, many workers, over ZEO and RelStorage; and outages.
 
 4 producer processes add jobs (one per transaction, retried by
-``remotetask.retry.attempts``) while 4 worker processes run the real
-``Processor``.  Every job must run, none be claimed twice, no ConflictError
+``remotetask.retry.attempts``) while 4 ``remotetask worker`` processes run
+them.  Every job must run, none be claimed twice, no ConflictError
 may reach a producer, and the retry rate is reported (printed, and recorded
 as test properties).  The fault tests stop the database server for 10 s in
 the middle of the run: nothing may be lost or left 'processing'.
 
 No assertion depends on timing: the tests poll with generous deadlines.
 """
+import ast
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,12 +56,23 @@ class Run:
         finally:
             database.close()
         for i in range(WORKERS):
-            self.workers.append(self._spawn(
-                'process', self.uri, self.dir / ('w%d.json' % i), 2.0))
+            self.workers.append(self._worker(i))
         for i in range(PRODUCERS):
             self.producers.append(self._spawn(
                 'produce', self.uri, self.jobs_each, 'p%d' % i,
                 self.dir / ('p%d.json' % i)))
+
+    def _worker(self, i):
+        out = open(str(self.dir / ('worker-%d.out' % i)), 'wb')
+        try:
+            return subprocess.Popen(testing.remotetaskCommand(
+                'worker', '--db', self.uri, '--import',
+                'remotetask.tests.scale_agents', '--lease', 2,
+                '--maintenance-interval', 1, '--grace', 5, '--worker-id',
+                'w%d' % i), env=self.env, stdout=out,
+                stderr=subprocess.STDOUT)
+        finally:
+            out.close()
 
     def _spawn(self, *args):
         out = open(str(self.dir / ('%s-%d.out' % (args[0], len(
@@ -93,12 +106,22 @@ class Run:
                 proc.wait()
 
     def stats(self, kind):
+        if kind == 'w':
+            return [self.workerStats(i) for i in range(WORKERS)]
         found = []
-        for i in range(PRODUCERS if kind == 'p' else WORKERS):
+        for i in range(PRODUCERS):
             path = self.dir / ('%s%d.json' % (kind, i))
             with open(str(path)) as f:
                 found.append(json.load(f))
         return found
+
+    def workerStats(self, i):
+        """The Processor's stats, from the worker's last log line about
+        them ("processor ... stopped; {...}")."""
+        text = (self.dir / ('worker-%d.out' % i)).read_text()
+        found = re.findall(r'processor \S+ stopped; (\{.*\})', text)
+        assert found, 'worker %d logged no stats:\n%s' % (i, text[-2000:])
+        return ast.literal_eval(found[-1])
 
     def executions(self):
         if not os.path.exists(self.log):
