@@ -298,7 +298,22 @@ class IJob(zope.interface.Interface):
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
-        'A dict of application data (the tracker keeps its records here)')
+        'A dict of application data (the tracker keeps its records here). '
+        'Replace it rather than change it in place: '
+        '``job.meta = dict(job.meta, key=value)``')
+
+    def setProgress(fraction=None, message='', now=None):
+        """Record progress on the job's own small progress object (see
+        ``ITaskContext.progress``: a running task reports through its
+        context, which a processor commits at once).
+
+        :raises ValueError: if ``fraction`` is not between 0 and 1.
+        """
+
+    def info():
+        """A dict describing the job, for the command line and the web
+        service (id, task, status, times, worker, starts, retries, error,
+        progress, cron and, for cron jobs, the schedule)."""
 
 
 class ICronJob(IJob):
@@ -323,11 +338,22 @@ class ICronJob(IJob):
                delay=None, expression=None, timezone=None):
         """Replace the schedule.  Call ``service.reschedule(id)`` after.
 
-        :raises InvalidScheduleError: if the new schedule is malformed.
+        :raises InvalidScheduleError: if the new schedule is malformed (a
+            field that is not a sequence of integers in its range, a bad
+            expression or time zone, both fields and an expression) or
+            never matches a date (February 30th); the job then keeps the
+            schedule it had.
         """
 
     def timeOfNextCall(now=None):
-        """Epoch seconds of the next call strictly after ``now``."""
+        """Epoch seconds of the next call strictly after ``now``.
+
+        :raises InvalidScheduleError: if the schedule never matches a date
+            (``update()`` refuses such schedules, so only for old pickles).
+        """
+
+    def schedule():
+        """The schedule as the keyword arguments of ``update()``."""
 
 
 class ITaskContext(zope.interface.Interface):
@@ -369,7 +395,10 @@ class ITaskService(zope.interface.Interface):
         ``startLater``: it then waits for ``startJob()``.
 
         :raises UnknownTaskError: if no task has that name (nothing stored).
-        :raises InvalidInputError: if the input can not be pickled.
+        :raises InvalidInputError: if the input (or ``meta``) can not be
+            pickled.
+        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
+            of them is not a number.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
@@ -446,6 +475,13 @@ class ITaskService(zope.interface.Interface):
     def hasJobsWaiting(now=None):
         """True if a job is due."""
 
+    def queue():
+        """The waiting ``(eta, jobid)`` entries in due order (an iterator
+        over the queue's partitions)."""
+
+    def oldestWaiting():
+        """``(eta, jobid)`` of the waiting job due first, or None."""
+
     def claim(now=None, worker=None, limit=1, lease=None, spread=False):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
@@ -454,10 +490,16 @@ class ITaskService(zope.interface.Interface):
         ``spread``: start from a queue partition chosen for this thread
         rather than in strict due order, so concurrent workers do not
         conflict (see docs/design.md).
+
+        Two transactions that claim the same job can not both commit: the
+        second gets a ``ConflictError`` (its caller retries, and finds the
+        job gone from the queue).  Each claim counts a start, opens an
+        attempt record and gives the job a fresh progress object.
         """
 
     def claimNextJob(now=None):
-        """Claim the next due job and return it, or None."""
+        """Claim the next due job and return it, or None (lovely's name for
+        ``claim(now)`` of one job, without a worker or a lease)."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
@@ -469,6 +511,7 @@ class ITaskService(zope.interface.Interface):
         ``cancelled`` is a ``threading.Event`` the task sees as
         ``ITaskContext.cancelled``.
 
+        :raises InvalidStatusError: if the job is not processing.
         :raises transaction.interfaces.TransientError: (ConflictError...)
             raised by the task, for the caller to retry the transaction.
         :raises LeaseLost: if, when the task returns, the job is no longer
@@ -503,11 +546,24 @@ class ITaskService(zope.interface.Interface):
         """
 
     def processNext(now=None, jobid=None):
-        """Claim and run one job (the next due one, or ``jobid``); return
-        True if a job ran."""
+        """Claim and run one job (the next due one, or ``jobid``, even if
+        it is not due yet or waits for ``startJob``), in the current
+        transaction; return True if a job ran, False if none was due.
+
+        :raises JobNotFoundError: if there is no job ``jobid``.
+        :raises InvalidStatusError: if job ``jobid`` is not waiting
+            (queued, delayed, cron or start later).
+        :raises transaction.interfaces.TransientError: raised by the task.
+        """
 
     def process(now=None):
-        """Run every due job in the current transaction."""
+        """Run every job due at ``now`` in the current transaction (the
+        eager mode of the tutorial and of tests; a job that becomes due
+        again at once, such as a retry without delay, runs again until its
+        retries are used up).  Jobs that become due after ``now`` wait.
+
+        :raises transaction.interfaces.TransientError: raised by a task.
+        """
 
     def reap(now=None):
         """Hand back the processing jobs whose lease has expired: queue them
@@ -517,7 +573,35 @@ class ITaskService(zope.interface.Interface):
     def maintain(now=None):
         """Periodic housekeeping, run by processors in a transaction of its
         own every few seconds: ``reap(now)``, then every
-        ``IServiceMaintenance`` utility.  Return the reaped job ids."""
+        ``IServiceMaintenance`` utility.  Return the reaped job ids.
+
+        A maintenance utility that fails is logged and its writes rolled
+        back (to a savepoint); the others still run.
+
+        :raises transaction.interfaces.TransientError: (ConflictError...)
+            for the caller to retry, at its next tick.
+        """
+
+    def startProcessing(**options):
+        """Start a processor (``IProcessor``) for this service in this
+        process and return it; if one already runs, return that one.  The
+        options are those of ``remotetask.processor.Processor``.  As in
+        lovely.remotetask, but the processor owns its threads and their
+        stop event, and it is kept in a registry of the process keyed by
+        the database and the service's oid (never found by thread name).
+
+        :raises ServiceNotStoredError: if the service is not stored in a
+            database and committed (the processor opens connections of its
+            own and must find it there).
+        :raises ValueError: for a bad option.
+        """
+
+    def stopProcessing(timeout=None):
+        """Stop the processor started by ``startProcessing`` (see
+        ``IProcessor.stop``); return False if none ran in this process."""
+
+    def isProcessing():
+        """True while a processor of this process runs this service."""
 
 
 class IServiceMaintenance(zope.interface.Interface):
@@ -542,6 +626,12 @@ class IProcessor(zope.interface.Interface):
     least every ``poll_interval`` seconds.
     """
 
+    worker_id = zope.interface.Attribute(
+        'The name it records on the jobs it runs (each thread adds "/N")')
+    concurrency = zope.interface.Attribute('The number of worker threads')
+    lease = zope.interface.Attribute(
+        'Seconds a claim holds unless renewed (renewed while a job runs)')
+    grace = zope.interface.Attribute('The default timeout of ``stop()``')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '
