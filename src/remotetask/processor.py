@@ -59,6 +59,24 @@ class _Active:
         self.error = None
 
 
+def _deadline(service, job):
+    """Epoch seconds when the claimed job's time limit is over, or None.
+
+    A limit that is not a number (stored by an old version, or set on the
+    job by hand) must not make every claim fail: it is not enforced here,
+    and ``service.run`` ends the job ``error`` when it compares it.
+    """
+    limit = policy(service._getTask(job.task), job, 'time_limit')
+    if limit is None:
+        return None
+    try:
+        return job.started + float(limit)
+    except (TypeError, ValueError):
+        log.error('job %s: its time limit %r is not a number of seconds',
+                  job.id, limit)
+        return None
+
+
 def defaultWorkerId():
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
@@ -306,12 +324,9 @@ class Processor(Clock):
                     for job in service.claim(now=now, worker=worker,
                                              limit=self.batch,
                                              lease=self.lease, spread=True):
-                        limit = policy(service._getTask(job.task), job,
-                                       'time_limit')
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
-                            None if limit is None else job.started + limit,
-                            now))
+                            _deadline(service, job), now))
         except STORAGE_ERRORS:
             raise
         except TransientError:
@@ -475,6 +490,7 @@ class Processor(Clock):
             abort(tm)
             close(conn)
         return handed
+
 
 class _Reporter:
     """Progress of a worker thread's jobs, committed through a connection
