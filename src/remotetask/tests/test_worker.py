@@ -5,6 +5,7 @@ transaction and log every run to a file outside the database, so the tests
 see both what was committed and what merely ran.
 """
 import collections
+import re
 import signal
 import subprocess
 import time
@@ -187,6 +188,13 @@ def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
     assert [line[:2] for line in readLog(logpath)] == [('start', first),
                                                        ('end', first)]
     assert dict(records(client.conn, client.name)) == {0: 1}
+    # The worker logged the job: start, end, outcome and duration.
+    log = (tmp_path / 'worker0.log').read_text()
+    assert re.search(r'job %d \(record\) started by \S+/1' % first, log)
+    assert re.search(r'job %d \(record\) ended completed in \d+\.\d{3}s'
+                     % first, log)
+    assert 'SIGTERM received' in log
+    assert re.search(r'worker \S+ exits with status 0', log)
 
 
 def test_grace_over_hands_the_job_back(zeo, client, workers, tmp_path):
@@ -205,8 +213,13 @@ def test_grace_over_hands_the_job_back(zeo, client, workers, tmp_path):
     assert 0 not in records(client.conn, client.name)
 
 
-def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
-    jobid, = addJobs(client, tmp_path / 'runs.log', 1, sleep=60)
+def test_second_signal_exits_at_once_and_another_worker_reaps(
+        zeo, client, workers, tmp_path):
+    service = client.service
+    jobid = service.add('record', {'n': 0, 'log': str(tmp_path / 'runs.log'),
+                                   'sleep': 60}, max_starts=1)
+    records(client.conn, client.name)
+    client.commit()
     proc = workers(zeo, client.name, '--grace', '60')
     client.waitFor(lambda s: s.getStatus(jobid) == 'processing',
                    what='the job to start')
@@ -220,6 +233,15 @@ def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
     assert waitExit(proc, timeout=20) == 128 + signal.SIGINT
     # Left behind as a zombie: reaped when its lease expires.
     assert client.service.getStatus(jobid) == 'processing'
+    # By another worker, which ends it: it reached its max_starts.
+    workers(zeo, client.name)
+    client.waitFor(lambda s: s.getStatus(jobid) == 'error',
+                   what='the zombie to be reaped')
+    job = client.service.jobs[jobid]
+    assert job.error.startswith('started 1 times, the maximum '
+                                '(max_starts=1)')
+    assert [a['outcome'] for a in job.attempts] == ['error']
+    assert 0 not in records(client.conn, client.name)
 
 
 def test_invalidations_from_another_client_wake_processors(zeo, client):
