@@ -111,6 +111,36 @@ def waitExit(proc, timeout=60.0):
         raise AssertionError('worker %s did not exit' % proc.pid)
 
 
+def _stopped(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+
+
+def _inTask(lines, pid):
+    """(jobid, claim) of the runs ``pid`` started and did not end."""
+    started = {(j, c) for e, j, p, c, n in lines if e == 'start' and p == pid}
+    ended = {(j, c) for e, j, p, c, n in lines if e == 'end' and p == pid}
+    return started - ended
+
+
+def freezeInTask(proc, logpath, timeout=60.0):
+    """SIGSTOP ``proc`` at a moment it is inside a task (its run log has a
+    start without an end); return those runs.  A stopped process stays
+    as it is: what the log says then is what a SIGKILL interrupts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.send_signal(signal.SIGSTOP)
+        while not _stopped(proc.pid):
+            assert time.monotonic() < deadline, 'worker did not stop'
+            time.sleep(0.005)
+        running = _inTask(readLog(logpath), proc.pid)
+        if running:
+            return running
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError('worker %s never caught inside a task' % proc.pid)
+
+
 def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
                                                   tmp_path):
     logpath = tmp_path / 'runs.log'
@@ -121,6 +151,7 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
     client.waitFor(lambda s: s.count('completed') >= 60 and any(
         line[0] == 'end' and line[2] == victim.pid
         for line in readLog(logpath)), what='60 jobs done, some by w0')
+    interrupted = freezeInTask(victim, logpath)
     victim.send_signal(signal.SIGKILL)
     assert waitExit(victim) == -signal.SIGKILL
     workers(zeo, client.name, '--worker-id', 'w3')
@@ -162,6 +193,9 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
                   if ('start', victim.pid) in {(e, p) for e, p, c in events}
                   and ('end', victim.pid) not in {(e, p)
                                                   for e, p, c in events}]
+    # It was killed inside a task: that run never ended.
+    assert {jobid for jobid, claim in interrupted} <= set(unfinished)
+    assert unfinished
     for jobid in unfinished:
         job = service.jobs[jobid]
         assert job.starts == 2
