@@ -77,6 +77,10 @@ def _deadline(service, job):
         return None
 
 
+def _isNumber(value, kind=(int, float)):
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def defaultWorkerId():
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
@@ -93,7 +97,8 @@ class Processor(Clock):
     count from the claim).  ``poll_interval``: longest idle wait.
     ``maintenance_interval``: seconds between ``service.maintain()`` calls.
     ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
-    times a job's transaction is tried when it conflicts.
+    times a job's transaction is tried when it conflicts.  A bad option
+    raises ``ValueError`` naming it.
     """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
@@ -102,15 +107,15 @@ class Processor(Clock):
         for what, value, low in (('concurrency', concurrency, 1),
                                  ('batch', batch, 1),
                                  ('attempts', attempts, 1)):
-            if not isinstance(value, int) or value < low:
+            if not _isNumber(value, int) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
         for what, value in (('lease', lease), ('poll_interval', poll_interval),
                             ('maintenance_interval', maintenance_interval)):
-            if not value > 0:
+            if not _isNumber(value) or not value > 0:
                 raise ValueError('%s must be a positive number of seconds, '
                                  'not %r' % (what, value))
-        if grace < 0:
+        if not _isNumber(grace) or grace < 0:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
         self.db = db
         self.name = name

@@ -126,7 +126,9 @@ def test_processor_provides_its_interface(env):
 
 @pytest.mark.parametrize('option, value', [
     ('concurrency', 0), ('batch', 0), ('lease', 0), ('lease', -1),
-    ('poll_interval', 0), ('grace', -1), ('attempts', 0)])
+    ('poll_interval', 0), ('grace', -1), ('attempts', 0),
+    ('concurrency', 2.0), ('concurrency', True), ('lease', '5'),
+    ('lease', None), ('grace', 'abc'), ('maintenance_interval', '1')])
 def test_bad_options_are_refused(env, option, value):
     with pytest.raises(ValueError, match=option):
         Processor(env.db, **{option: value})
