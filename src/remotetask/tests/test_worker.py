@@ -298,9 +298,9 @@ def test_invalidations_from_another_client_wake_processors(zeo, client):
         other.close()
 
 
-def test_worker_creates_the_service(zeo, workers):
+def test_worker_creates_the_service(zeo, workers, tmp_path):
     name = 'created_by_worker'
-    proc = workers(zeo, name)
+    proc = workers(zeo, name, '--concurrency', '8')
     probe = Client(zeo.uri, 'tasks')
     try:
         deadline = time.monotonic() + 60
@@ -311,8 +311,14 @@ def test_worker_creates_the_service(zeo, workers):
         assert dbmod.getService(probe.conn, name).count() == 0
     finally:
         probe.close()
+    log = tmp_path / 'worker0.log'
+    while b'started: 8 thread(s)' not in log.read_bytes():
+        assert time.monotonic() < deadline, 'processor not started'
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert waitExit(proc) == 0
+    # Its database has room for the connections of its 8 threads.
+    assert 'open connections' not in log.read_text()
 
 
 def test_worker_refuses_a_locked_filestorage(tmp_path):
