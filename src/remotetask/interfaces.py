@@ -267,7 +267,16 @@ class ITask(zope.interface.Interface):
 
 
 class IJob(zope.interface.Interface):
-    """One request to run a task."""
+    """One request to run a task.
+
+    A job is a persistent object of its service; any connection may read
+    it.  Its status changes only through the service, in a transaction that
+    also updates the queue and the indexes, so two transactions that change
+    one job's status conflict and only one commits.  Its lease and its
+    progress are small persistent objects of their own: a worker renewing
+    the lease, or a task reporting progress, from another connection never
+    conflicts with the transaction that ends the job.
+    """
 
     id = zope.schema.Int(title='Job id', readonly=True)
     task = zope.schema.TextLine(title='Name of the task to run')
