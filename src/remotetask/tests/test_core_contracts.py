@@ -209,3 +209,34 @@ def test_one_bad_job_does_not_stop_reaping(service):
     service.jobs[bad].time_limit = 'abc'    # an old pickle, set by hand...
     assert dead in service.reap(now=10)
     assert service.getStatus(dead) == 'queued'
+
+
+# -- ZCML: the whole retry policy ---------------------------------------------------
+
+def test_zcml_task_directive_takes_the_whole_policy(service):
+    from remotetask import zcml
+    zcml.loadString('''
+    <configure xmlns:remotetask="http://namespaces.zope.org/remotetask">
+      <remotetask:task name="fetch" function="remotetask.examples.echo"
+          time_limit="60" max_starts="2" max_retries="4"
+          retry_on="ConnectionError remotetask.interfaces.TimeLimitExceeded"
+          retry_backoff="0.5" retry_backoff_max="30" retry_jitter="false" />
+    </configure>''')
+    task = service.getAvailableTasks()['fetch']
+    assert task.retry_on == (ConnectionError, interfaces.TimeLimitExceeded)
+    assert (task.time_limit, task.max_starts, task.max_retries,
+            task.retry_backoff, task.retry_backoff_max, task.retry_jitter) \
+        == (60.0, 2, 4, 0.5, 30.0, False)
+    verifyObject(interfaces.ITask, task)
+
+
+def test_zcml_retry_on_must_name_exception_classes():
+    from zope.configuration.exceptions import ConfigurationError
+
+    from remotetask import zcml
+    with pytest.raises(ConfigurationError, match='not an exception class'):
+        zcml.loadString('''
+        <configure xmlns:remotetask="http://namespaces.zope.org/remotetask">
+          <remotetask:task name="x" function="remotetask.examples.echo"
+                           retry_on="remotetask.examples.echo" />
+        </configure>''')
