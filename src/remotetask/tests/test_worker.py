@@ -145,7 +145,10 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
                                                   tmp_path):
     logpath = tmp_path / 'runs.log'
     ids = addJobs(client, logpath, 300, sleep=0.02)
-    procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i)
+    # A lease no live worker on a loaded machine overruns between renewals:
+    # only the killed worker may lose jobs.
+    procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i,
+                     '--lease', '5')
              for i in range(3)]
     victim = procs[0]
     client.waitFor(lambda s: s.count('completed') >= 60 and any(
@@ -154,7 +157,7 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
     interrupted = freezeInTask(victim, logpath)
     victim.send_signal(signal.SIGKILL)
     assert waitExit(victim) == -signal.SIGKILL
-    workers(zeo, client.name, '--worker-id', 'w3')
+    workers(zeo, client.name, '--worker-id', 'w3', '--lease', '5')
     client.waitFor(lambda s: s.count('completed') == 300, timeout=90,
                    what='all jobs completed')
 
@@ -203,15 +206,30 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
         assert job.attempts[0]['error'] == 'lease expired'
 
 
+def waitLog(path, text, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while text.encode() not in path.read_bytes():
+        assert time.monotonic() < deadline, '%r not logged' % text
+        time.sleep(0.05)
+
+
 def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
     logpath = tmp_path / 'runs.log'
-    first, = addJobs(client, logpath, 1, sleep=2.5)
+    release = tmp_path / 'release'
+    service = client.service
+    # The job runs until the test creates the file "release".
+    first = service.add('record', {'n': 0, 'log': str(logpath), 'sleep': 60,
+                                   'until': str(release)})
+    records(client.conn, client.name)
+    client.commit()
     proc = workers(zeo, client.name, '--grace', '30')
     client.waitFor(lambda s: s.getStatus(first) == 'processing',
                    what='the job to start')
     second = client.service.add('record', {'n': 1, 'log': str(logpath)})
     client.commit()
     proc.send_signal(signal.SIGTERM)
+    waitLog(tmp_path / 'worker0.log', 'SIGTERM received')
+    release.touch()
     assert waitExit(proc) == 0
     service = client.service
     assert service.getStatus(first) == 'completed'
@@ -259,10 +277,7 @@ def test_second_signal_exits_at_once_and_another_worker_reaps(
                    what='the job to start')
     proc.send_signal(signal.SIGINT)
     # Signals of one kind sent too close together arrive as one.
-    deadline = time.monotonic() + 30
-    while b'SIGINT received' not in (tmp_path / 'worker0.log').read_bytes():
-        assert time.monotonic() < deadline, 'first signal not handled'
-        time.sleep(0.05)
+    waitLog(tmp_path / 'worker0.log', 'SIGINT received')
     proc.send_signal(signal.SIGINT)
     assert waitExit(proc, timeout=20) == 128 + signal.SIGINT
     # Left behind as a zombie: reaped when its lease expires.
