@@ -44,7 +44,7 @@ setup(
         'zope.schema >= 7.0',
         'zope.event >= 5.0',
         'ZEO >= 5.4',
-        'zc.lockfile >= 2.0',       # db.py: a clear error for a locked FileStorage
+        'zc.lockfile >= 2.0',   # db.py: a clear error for a locked file
         'zodburi >= 2.6',
         'croniter >= 1.4',
         'click >= 8.0',

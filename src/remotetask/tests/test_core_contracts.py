@@ -108,7 +108,7 @@ def test_verify_every_class(service, tmp_path):
         db.close()
 
 
-# -- cron schedules that can not work are refused before anything is stored ----
+# -- cron schedules that can not work are refused before anything is stored ---
 
 @pytest.mark.parametrize('schedule, message', [
     ({'dayOfMonth': (31,), 'month': (2,)},
@@ -159,7 +159,7 @@ def test_package_exports():
         interfaces.ITaskService)
 
 
-# -- bad input that service.py does not refuse yet -------------------------------
+# -- bad input that service.py does not refuse yet ----------------------------
 # These document gaps found in the acceptance review (branch audit-b) in
 # service.py, which another engineer owns right now.  They are strict
 # xfails: once service.py is fixed they pass, and the marker must go.
@@ -211,7 +211,7 @@ def test_one_bad_job_does_not_stop_reaping(service):
     assert service.getStatus(dead) == 'queued'
 
 
-# -- ZCML: the whole retry policy ---------------------------------------------------
+# -- ZCML: the whole retry policy ---------------------------------------------
 
 def test_zcml_task_directive_takes_the_whole_policy(service):
     from remotetask import zcml
