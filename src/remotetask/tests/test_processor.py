@@ -642,13 +642,15 @@ def test_serve_exits_at_once_on_a_second_signal(env):
 
     threading.Thread(target=signaller, daemon=True).start()
     env.processors.append(p)
+    # What it was before serve (SIG_IGN when pytest runs in the background).
+    previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(HardExit) as info:
             serve(p, grace=30, hardExit=hardExit)
     finally:
         release.set()
     assert info.value.args == (128 + signal.SIGINT,)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 # -- the tutorial ----------------------------------------------------------
