@@ -13,6 +13,7 @@ still a ``next``).
 import datetime
 import json
 import logging
+import math
 import threading
 
 from pyramid.httpexceptions import HTTPBadRequest, HTTPConflict, HTTPError
@@ -86,11 +87,12 @@ def includeme(config):
 # -- Values -------------------------------------------------------------------
 
 def jsonable(value):
-    """``value`` if JSON can hold it, else its repr."""
+    """``value`` if JSON can hold it (NaN and infinities it can not), else
+    its repr."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
 
 
@@ -106,8 +108,10 @@ def detail(job):
         input=jsonable(job.input), result=jsonable(job.output),
         traceback=job.traceback, attempts=jsonable(list(job.attempts)),
         meta=jsonable(dict(job.meta or {})),
-        lease_expires=job.lease_expires, time_limit=job.time_limit,
-        max_retries=job.max_retries, max_starts=job.max_starts)
+        lease_expires=jsonable(job.lease_expires),
+        time_limit=jsonable(job.time_limit),
+        max_retries=jsonable(job.max_retries),
+        max_starts=jsonable(job.max_starts))
     return info
 
 
@@ -122,7 +126,8 @@ def body(request, allowed, required=()):
         data = {}
     else:
         try:
-            data = json.loads(request.body.decode('utf-8'))
+            data = json.loads(request.body.decode('utf-8'),
+                              parse_constant=_notJSON)
         except (ValueError, UnicodeDecodeError) as e:
             raise bad('the request body is not JSON: %s' % e)
         except RecursionError:
@@ -140,12 +145,23 @@ def body(request, allowed, required=()):
     return data
 
 
-def number(data, name, minimum=None):
+def _notJSON(constant):
+    raise ValueError('%s is not JSON' % constant)
+
+
+def number(data, name, minimum=None, integer=False):
+    """The finite number (an integer if ``integer``) in field ``name``, or
+    None."""
     value = data.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad('%s must be a number, not %s' % (name, json.dumps(value)))
+    if not math.isfinite(value):
+        raise bad('%s must be a finite number, not %r (too large)'
+                  % (name, value))
+    if integer and value != int(value):
+        raise bad('%s must be an integer, not %r' % (name, value))
     if minimum is not None and value < minimum:
         raise bad('%s must be at least %s, not %s' % (name, minimum, value))
     return value
@@ -315,8 +331,8 @@ def addJob(request):
     eta = timestamp(data, 'eta')
     if delay is not None and eta is not None:
         raise bad('give either delay or eta, not both')
-    max_retries = number(data, 'max_retries', minimum=0)
-    max_starts = number(data, 'max_starts', minimum=1)
+    max_retries = number(data, 'max_retries', minimum=0, integer=True)
+    max_starts = number(data, 'max_starts', minimum=1, integer=True)
     jobid = request.service.add(
         task, data.get('input'), startLater=flag(data, 'startLater'),
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
