@@ -68,3 +68,86 @@ def test_responses_are_strict_json_even_for_odd_stored_values(app, db):
     assert detail['input'] == "{'x': inf}"
     assert detail['time_limit'] == 'inf'
     assert not math.isnan(detail['id'])
+
+
+def pages(app, query, limit=3):
+    """All jobs of a listing, page by page, following ``next``."""
+    found, cursor = [], None
+    while True:
+        url = '/api/jobs?%s&limit=%d' % (query, limit)
+        if cursor is not None:
+            url += '&cursor=%s' % cursor
+        page = app.get(url).json
+        assert len(page['jobs']) <= limit
+        found += [(j['status'], j['task'], j['id']) for j in page['jobs']]
+        cursor = page['next']
+        if cursor is None:
+            return found, page
+
+
+@pytest.fixture
+def mixed(app, db):
+    """Jobs of three tasks in four statuses."""
+    def make(service):
+        ids = [service.add('echo' if i % 3 else 'sum', [i]) for i in
+               range(8)]
+        ids += [service.add('sleep', 0, startLater=True) for i in range(2)]
+        ids += [service.add('fail', 1, delay=3600) for i in range(2)]
+        service.cancel(ids[-1])
+        return ids
+    ids = ServiceRunner(db)(make)
+    runAll(db)  # echo, sum: completed
+    return ids
+
+
+def test_sort_by_status_pages_through_every_status_in_order(app, mixed):
+    found, page = pages(app, 'sort=status')
+    order = list(STATUSES)
+    expected = sorted(found, key=lambda j: (order.index(j[0]), j[2]))
+    assert found == expected and len(found) == 12
+    assert [j[0] for j in found][:3] == ['start later', 'start later',
+                                         'delayed']
+    assert page['total'] == 12
+    backwards, _ = pages(app, 'sort=-status', limit=5)
+    assert backwards == found[::-1]
+    # with a task filter: the status indexes, each id checked
+    sums, page = pages(app, 'sort=status&task=sum', limit=2)
+    assert sums == [j for j in found if j[1] == 'sum'] and len(sums) == 3
+    assert page['total'] is None
+    # with a status filter: that one index
+    done, page = pages(app, 'sort=-status&status=completed', limit=2)
+    assert done == [j for j in found[::-1] if j[0] == 'completed']
+    assert page['total'] == 8
+
+
+def test_sort_by_task_pages_through_every_task_by_name(app, mixed):
+    found, page = pages(app, 'sort=task')
+    assert found == sorted(found, key=lambda j: (j[1], j[2]))
+    assert [j[1] for j in found] == ['echo'] * 5 + ['fail'] * 2 + [
+        'sleep'] * 2 + ['sum'] * 3
+    assert page['total'] == 12
+    backwards, _ = pages(app, 'sort=-task', limit=4)
+    assert backwards == found[::-1]
+    failed, page = pages(app, 'sort=task&status=cancelled', limit=1)
+    assert failed == [j for j in found if j[0] == 'cancelled']
+    assert page['total'] == 1
+    one, _ = pages(app, 'sort=-task&task=sleep')
+    assert one == [j for j in found[::-1] if j[1] == 'sleep']
+
+
+def test_group_sorts_scan_a_bounded_number(app, mixed, monkeypatch):
+    from remotetask.web import api
+    monkeypatch.setattr(api, 'SCAN_LIMIT', 2)
+    found, _ = pages(app, 'sort=status&task=sleep', limit=50)
+    assert [j[2] for j in found] == mixed[8:10]
+    page = app.get('/api/jobs?sort=status&task=sleep&limit=50').json
+    assert page['scanned'] <= 2 and page['next'] is not None
+
+
+@pytest.mark.parametrize('query', [
+    'sort=name', 'sort=status&cursor=12', 'sort=status&cursor=bogus:3',
+    'sort=task&cursor=echo:x', 'sort=id&cursor=echo:3',
+    'sort=task&cursor=echo:99999999999999999999'])
+def test_bad_sorts_and_cursors_are_400(app, mixed, query):
+    error = app.get('/api/jobs?' + query, status=400).json['error']
+    assert 'sort' in error or 'cursor' in error

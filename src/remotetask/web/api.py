@@ -269,6 +269,9 @@ def _descending(tree, cursor):
         yield key
 
 
+SORTS = ('-id', 'id', 'status', '-status', 'task', '-task')
+
+
 def listJobs(request):
     """See the module documentation and ``openapi.py``."""
     service = request.service
@@ -278,27 +281,81 @@ def listJobs(request):
                   % (status, ', '.join(interfaces.STATUSES)))
     task = request.params.get('task') or None
     sort = request.params.get('sort') or '-id'
-    if sort not in ('id', '-id'):
-        raise bad('sort must be "id" (oldest first) or "-id" (newest first),'
-                  ' not %r' % sort)
+    if sort not in SORTS:
+        raise bad('sort must be one of %s, not %r' % (', '.join(SORTS),
+                                                      sort))
     limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
-    cursor = intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
-    tree, check, total = _sources(service, status, task)
-    walk = _descending if sort == '-id' else _ascending
+    groups, total = _groups(service, sort, status, task)
+    group, cursor = _cursor(request, sort, groups)
+    walk = _descending if sort.startswith('-') else _ascending
     jobs, scanned, last, more = [], 0, None, False
-    for jobid in walk(tree, cursor):
-        if len(jobs) >= limit or scanned >= SCAN_LIMIT:
-            more = True
+    for key, tree, check in groups[group:]:
+        for jobid in walk(tree, cursor):
+            if len(jobs) >= limit or scanned >= SCAN_LIMIT:
+                more = True
+                break
+            last = jobid if key is None else '%s:%d' % (key, jobid)
+            if check is not None:
+                scanned += 1
+                if jobid not in check:
+                    continue
+            jobs.append(summary(service.jobs[jobid]))
+        if more:
             break
-        last = jobid
-        if check is not None:
-            scanned += 1
-            if jobid not in check:
-                continue
-        jobs.append(summary(service.jobs[jobid]))
+        cursor = None
     return {'jobs': jobs, 'total': total, 'next': last if more else None,
             'scanned': scanned, 'sort': sort, 'status': status,
             'task': task, 'limit': limit}
+
+
+def _groups(service, sort, status, task):
+    """``([(group, ids to walk, ids to check each against or None)],
+    total or None)`` in the order of ``sort``.
+
+    Sorting by id walks one tree (group None).  Sorting by status walks the
+    status indexes one after the other (in the order of ``STATUSES``, the
+    life of a job), by task the task indexes (by task name); each by id.
+    The other filter, if any, is checked id by id against its index.
+    """
+    field = sort.lstrip('-')
+    if field == 'id':
+        tree, check, total = _sources(service, status, task)
+        groups = [(None, tree, check)]
+    elif field == 'status':
+        byTask = None if task is None else service.jobIds(task=task)
+        groups = [(name, service.jobIds(name), byTask) for name in
+                  ([status] if status else interfaces.STATUSES)]
+        total = service.count(status) if task is None else None
+    else:
+        byStatus = None if status is None else service.jobIds(status)
+        # The names of the tasks that have jobs: the keys of the service's
+        # task index (it has no public method for them yet).
+        names = [task] if task else list(service._byTask.keys())
+        groups = [(name, service.jobIds(task=name), byStatus)
+                  for name in names]
+        total = service.count(status) if task is None else None
+    if sort.startswith('-'):
+        groups.reverse()
+    return groups, total
+
+
+def _cursor(request, sort, groups):
+    """``(index of the group to start in, id to go on from or None)``:
+    the cursor is the ``next`` of the previous page, a job id when sorting
+    by id, else ``GROUP:ID``."""
+    raw = request.params.get('cursor')
+    if raw in (None, ''):
+        return 0, None
+    if sort.lstrip('-') == 'id':
+        return 0, intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
+    key, _, jobid = raw.rpartition(':')
+    keys = [group[0] for group in groups]
+    if key not in keys or not jobid.isdigit() \
+            or int(jobid) > 2 ** 63 - 1:
+        raise bad('cursor must be the "next" of the previous page '
+                  '(GROUP:ID when sorting by %s), not %r'
+                  % (sort.lstrip('-'), raw))
+    return keys.index(key), int(jobid)
 
 
 def _sources(service, status, task):

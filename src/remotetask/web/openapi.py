@@ -100,8 +100,10 @@ SCHEMAS = {
         'total': {'type': 'integer', 'nullable': True, 'description':
                   'Jobs matching the status filter (null with a task '
                   'filter)'},
-        'next': {'type': 'integer', 'nullable': True, 'description':
-                 'Cursor of the next page (null: last page)'},
+        'next': {'oneOf': [{'type': 'integer'}, {'type': 'string'}],
+                 'nullable': True, 'description':
+                 'Cursor of the next page (null: last page): a job id when '
+                 'sorting by id, else GROUP:ID (e.g. "completed:4711")'},
         'scanned': {'type': 'integer'}}},
     'Counts': {'type': 'object', 'properties': {
         'counts': {'type': 'object', 'additionalProperties':
@@ -148,19 +150,27 @@ def document(server_url):
                                       'with a status too, a page looks at '
                                       'no more than 20000 ids and may have '
                                       'fewer jobs than limit and a next)'),
-                               _query('sort', {'type': 'string', 'enum':
-                                               ['-id', 'id']},
+                               _query('sort', {'type': 'string', 'enum': [
+                                   '-id', 'id', 'status', '-status', 'task',
+                                   '-task']},
                                       'By job id: -id highest first '
                                       '(default).  Ids grow with time in '
                                       'each process and thread, which take '
                                       'them in blocks of 1000: id order is '
-                                      'creation order only roughly'),
+                                      'creation order only roughly.  '
+                                      'status: status by status in the '
+                                      'order of a job\'s life, each by id; '
+                                      'task: task by task (by name), each '
+                                      'by id; -status, -task: the reverse.  '
+                                      'All walk indexes, as cheap as id.'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
                                       'Page size (default 50)'),
-                               _query('cursor', {'type': 'integer'},
-                                      '"next" of the previous page')]),
+                               _query('cursor', {'type': 'string'},
+                                      '"next" of the previous page (a job '
+                                      'id, or GROUP:ID when sorting by '
+                                      'status or task)')]),
                 'post': _op('Add a job', _json(_ref('JobDetail'),
                                                'Created'),
                             400, 403, 413, body=_ref('NewJob'),
