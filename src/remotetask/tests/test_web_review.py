@@ -151,3 +151,15 @@ def test_group_sorts_scan_a_bounded_number(app, mixed, monkeypatch):
 def test_bad_sorts_and_cursors_are_400(app, mixed, query):
     error = app.get('/api/jobs?' + query, status=400).json['error']
     assert 'sort' in error or 'cursor' in error
+
+
+def test_web_readme_doctest():
+    """The web package's README.txt is a doctest (a real server in
+    process); nothing else runs it."""
+    import unittest
+    from remotetask.tests import test_doctests
+    result = unittest.TextTestRunner(verbosity=0).run(
+        test_doctests.suite('web/README.txt'))
+    assert result.testsRun == 1
+    assert result.wasSuccessful(), '\n'.join(
+        text for _, text in result.failures + result.errors)
