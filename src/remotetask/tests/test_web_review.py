@@ -163,3 +163,98 @@ def test_web_readme_doctest():
     assert result.testsRun == 1
     assert result.wasSuccessful(), '\n'.join(
         text for _, text in result.failures + result.errors)
+
+
+# -- Responses against the OpenAPI document ----------------------------------
+
+def documented(doc, method, template, status):
+    """The schema the document gives for ``status`` of an operation (with
+    the components, so that $refs resolve); fails if it gives none."""
+    responses = doc['paths'][template][method]['responses']
+    assert str(status) in responses, (
+        '%s %s answered %s, not documented (documented: %s)'
+        % (method.upper(), template, status, sorted(responses)))
+    schema = responses[str(status)]['content']['application/json'][
+        'schema']
+    return dict(schema, components=doc['components'])
+
+
+def test_responses_match_the_openapi_document(app, db):
+    from openapi_schema_validator import OAS30Validator
+    doc = app.get('/api/openapi.json').json
+    seen = set()
+
+    def check(method, template, url, body=None, status=None):
+        kw = {'status': status or '*', 'expect_errors': True}
+        if body is not None:
+            response = app.request(url, method=method.upper(),
+                                   body=json.dumps(body).encode(),
+                                   content_type='application/json', **kw)
+        else:
+            response = app.request(url, method=method.upper(), **kw)
+        assert response.content_type == 'application/json', url
+        schema = documented(doc, method, template, response.status_int)
+        OAS30Validator(schema).validate(response.json)
+        seen.add((method, template))
+        return response.json
+
+    check('get', '/api/tasks', '/api/tasks')
+    check('get', '/api/me', '/api/me')
+    check('get', '/api/counts', '/api/counts')
+    job = check('post', '/api/jobs', '/api/jobs',
+                {'task': 'sum', 'input': [1, 2]}, 201)
+    check('post', '/api/jobs', '/api/jobs', {'task': 'nope'}, 400)
+    check('post', '/api/jobs', '/api/jobs', {'task': 'echo', 'x': 1}, 400)
+    failing = check('post', '/api/jobs', '/api/jobs',
+                    {'task': 'fail', 'input': 'boom', 'max_retries': 0},
+                    201)
+    later = check('post', '/api/jobs', '/api/jobs',
+                  {'task': 'echo', 'startLater': True}, 201)
+    runAll(db)
+    for query in ('', '?sort=id&limit=1', '?sort=status&limit=1',
+                  '?sort=-task&limit=1&status=completed', '?task=sum'):
+        check('get', '/api/jobs', '/api/jobs' + query)
+    check('get', '/api/jobs', '/api/jobs?sort=bogus', status=400)
+    one = '/api/jobs/{id}'
+    check('get', one, '/api/jobs/%d' % job['id'])
+    check('get', one, '/api/jobs/%d' % failing['id'])
+    check('get', one, '/api/jobs/999999', status=404)
+    action = '/api/jobs/{id}/{action}'
+    check('post', action, '/api/jobs/%d/retry' % failing['id'])
+    check('post', action, '/api/jobs/%d/retry' % job['id'], status=409)
+    check('post', action, '/api/jobs/%d/start' % later['id'])
+    check('post', action, '/api/jobs/%d/cancel' % later['id'])
+    check('post', action, '/api/jobs/%d/bogus' % job['id'], status=400)
+    check('post', action, '/api/jobs/999999/cancel', status=404)
+    cron = check('post', '/api/cronjobs', '/api/cronjobs',
+                 {'task': 'echo', 'input': 1, 'minute': [5]}, 201)
+    check('post', '/api/cronjobs', '/api/cronjobs',
+          {'task': 'echo', 'minute': [99]}, 400)
+    edit = '/api/cronjobs/{id}'
+    check('put', edit, '/api/cronjobs/%d' % cron['id'],
+          {'input': 2, 'hour': [3]})
+    check('put', edit, '/api/cronjobs/%d' % job['id'], {'delay': 5}, 409)
+    check('put', edit, '/api/cronjobs/999999', {'delay': 5}, 404)
+    check('put', edit, '/api/cronjobs/%d' % cron['id'], {'task': 'x'}, 400)
+    check('post', action, '/api/jobs/%d/reschedule' % cron['id'])
+    check('delete', one, '/api/jobs/%d' % job['id'])
+    check('delete', one, '/api/jobs/%d' % job['id'], status=404)
+    check('post', '/api/clean', '/api/clean', {'status': ['cancelled']})
+    check('post', '/api/clean', '/api/clean', {'status': ['bogus']},
+          status=400)
+    check('get', '/api/processing', '/api/processing')
+    check('post', '/api/processing', '/api/processing', {'running': True},
+          status=409)  # no processor in this app
+    operations = {(method, path) for path, ops in doc['paths'].items()
+                  for method in ops}
+    assert operations - seen == set()
+    # The request bodies the document shows are the ones the API takes.
+    put_body = doc['paths'][edit]['put']['requestBody']['content'][
+        'application/json']['schema']
+    OAS30Validator(dict(put_body, components=doc['components'])).validate(
+        {'input': 2, 'hour': [3]})
+    # 401 for anonymous use from elsewhere than loopback: an Error too.
+    remote = webApp(db, remote='192.0.2.7')
+    response = remote.get('/api/jobs', status=401)
+    OAS30Validator(documented(doc, 'get', '/api/jobs', 401)).validate(
+        response.json)

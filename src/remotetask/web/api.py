@@ -487,6 +487,10 @@ def clean(request):
     if not isinstance(statuses, list) or not all(
             isinstance(s, str) for s in statuses):
         raise bad('status must be a status or a list of statuses')
+    unknown = [s for s in statuses if s not in interfaces.STATUSES]
+    if unknown:
+        raise bad('unknown status(es) %s; statuses: %s' % (
+            ', '.join(map(repr, unknown)), ', '.join(interfaces.STATUSES)))
     service = request.service
     before = service.count()
     service.clean(tuple(statuses), before=timestamp(data, 'before'))
