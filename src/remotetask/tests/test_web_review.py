@@ -258,3 +258,29 @@ def test_responses_match_the_openapi_document(app, db):
     response = remote.get('/api/jobs', status=401)
     OAS30Validator(documented(doc, 'get', '/api/jobs', 401)).validate(
         response.json)
+
+
+def test_a_users_file_with_a_bad_role(db, tmp_path, caplog):
+    from remotetask.tests.webhelpers import basic, usersFile
+    from remotetask.web.auth import Users, UsersFileError
+    path, token = usersFile(tmp_path)
+    app = webApp(db, users=path)
+    app.get('/api/counts', headers=basic('vic', 'vic-pw'))
+    with open(path) as f:
+        data = json.load(f)
+    data['users']['vic']['role'] = 'admin'
+    with open(path, 'w') as f:
+        json.dump(data, f)
+    with pytest.raises(UsersFileError, match="user 'vic' has role 'admin'; "
+                       "a role is one of: viewer, manager"):
+        Users(path)
+    # A running server keeps the users it had, and says why, once.
+    caplog.set_level('ERROR', logger='remotetask.web')
+    for i in range(3):
+        assert app.get('/api/me', headers=basic('vic', 'vic-pw')).json[
+            'role'] == 'viewer'
+    errors = [r.getMessage() for r in caplog.records
+              if 'has role' in r.getMessage()]
+    assert len(errors) == 1 and 'still using the users' in errors[0]
+    app.post_json('/api/jobs', {'task': 'echo'},
+                  headers=basic('vic', 'vic-pw'), status=403)
