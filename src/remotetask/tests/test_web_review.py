@@ -284,3 +284,39 @@ def test_a_users_file_with_a_bad_role(db, tmp_path, caplog):
     assert len(errors) == 1 and 'still using the users' in errors[0]
     app.post_json('/api/jobs', {'task': 'echo'},
                   headers=basic('vic', 'vic-pw'), status=403)
+
+
+def test_xmlrpc_faults_when_the_database_fails(app, db, monkeypatch,
+                                               caplog):
+    """A conflict that outlasts pyramid_retry, or an error around the
+    method, is a fault (never a 500) and rolls back."""
+    from ZODB.POSException import ConflictError
+    from remotetask.web import xmlrpc as rpc
+    calls = []
+
+    def conflicted(request, task, input=None):
+        calls.append(request.service.add(task, input))
+        raise ConflictError('simulated')
+
+    def broken(request):
+        raise RuntimeError('disk on fire')
+    monkeypatch.setitem(rpc.METHODS, 'add', (rpc.MANAGE, conflicted))
+    monkeypatch.setitem(rpc.METHODS, 'getAvailableTasks',
+                        (rpc.VIEW, broken))
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, 'add', 'echo', 1)
+    assert info.value.faultCode == rpc.TRY_AGAIN
+    assert 'try again' in info.value.faultString
+    assert len(calls) == 3  # pyramid_retry's attempts
+    assert ServiceRunner(db)(lambda s: s.count()) == 0
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, 'getAvailableTasks')
+    assert info.value.faultCode == rpc.INTERNAL
+    assert 'RuntimeError' in info.value.faultString
+
+
+def test_xmlrpc_other_http_methods_are_405(app, db):
+    response = app.get('/RPC2', status=405)
+    assert response.headers['Allow'] == 'POST'
+    assert 'POST a methodCall' in response.text
+    webApp(db, remote='192.0.2.7').get('/RPC2', status=401)
