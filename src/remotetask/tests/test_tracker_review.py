@@ -1,0 +1,113 @@
+"""Acceptance review of the tracker facade: facade calls from other
+processes while a worker runs a tracker task; TaskStatus inside a
+handler."""
+import signal
+
+import pytest
+import ZODB
+
+from remotetask import tracker
+from remotetask.db import ServiceRunner
+from remotetask.interfaces import COMPLETED, ERROR, InvalidStatusError
+from remotetask.tests.test_tracker_worker import (  # noqa: F401 fixtures
+    NO_WORKER, facade, waitFor, worker, zeo)
+
+T0 = 1_700_000_000.0
+H = 'remotetask.tests.trackerhandlers.'
+
+
+@pytest.fixture
+def db():
+    database = ZODB.DB(None)
+    tracker.configure(database, clock=lambda: T0)
+    yield database
+    tracker.unconfigure()
+    database.close()
+
+
+def history(identifier, type='T'):
+    return [(rec[1][1], rec[2]) for rec in tracker.getTaskLog(type,
+                                                              identifier)]
+
+
+def claimed(db, task_id):
+    """A worker's claim of the task, committed (its run is not)."""
+    def claim(service):
+        jobs = service.claim(now=T0 + 1, worker='w-1', lease=60)
+        assert [job.id for job in jobs] == [task_id]
+    ServiceRunner(db)(claim)
+
+
+@pytest.mark.parametrize('call, final', [
+    (lambda i: tracker.stopTaskFailure(i, 'stopped'), 'FAILED'),
+    (lambda i: tracker.stopTaskSuccess(i, 'stopped'), 'FINISHED'),
+    (lambda i: tracker.reenqueueTask(i, 'stopped'), 'ACCEPTED')])
+def test_ending_a_task_a_worker_runs_logs_its_start(db, call, final):
+    # The worker logs SCHEDULED and RUNNING in the transaction of its run,
+    # which is dropped when the task is ended elsewhere: the facade logs
+    # them for it.
+    tracker.registerTaskType('T', H + 'silent')
+    task_id = tracker.enqueueTask('T', 'a', None)
+    claimed(db, task_id)
+    call(task_id)
+    assert history('a') == [
+        ('ACCEPTED', ''), ('SCHEDULED', 'dequeued (worker w-1, start 1)'),
+        ('RUNNING', ''), (final, 'stopped')]
+    times = [rec[0].timestamp() for rec in tracker.getTaskLog('T', 'a')]
+    assert times == [T0, T0 + 1, T0 + 1, T0]  # as the clocks said
+
+
+def test_zombie_history_shows_each_start(db):
+    tracker.registerTaskType('T', H + 'silent', timeout=10, maxrestart=0)
+    task_id = tracker.enqueueTask('T', 'a', None)
+    claimed(db, task_id)
+    assert tracker.reenqueueZombieTasks(now=T0 + 20) == [task_id]
+    assert [h[0] for h in history('a')] == [
+        'ACCEPTED', 'SCHEDULED', 'RUNNING', 'FAILED']
+    # an ATPD-style start (dequeueTask, startTask) is not logged twice
+    tracker.registerTaskType('T', H + 'silent', timeout=10, maxrestart=2)
+    other = tracker.enqueueTask('T', 'b', None)
+    tracker.dequeueTask('atpd')
+    tracker.startTask(other)
+    tracker.stopTaskFailure(other, 'x')
+    assert [h[0] for h in history('b')] == [
+        'ACCEPTED', 'SCHEDULED', 'RUNNING', 'FAILED']
+
+
+@pytest.mark.zeo
+@pytest.mark.slow
+@pytest.mark.skipif(NO_WORKER is not None, reason=NO_WORKER or '')
+def test_facade_calls_from_another_process_while_the_worker_runs(
+        zeo, worker, facade, tmp_path):  # noqa: F811
+    tracker.registerTaskType('T', H + 'waits', timeout=120)
+    gates = {name: str(tmp_path / name) for name in ('a', 'b')}
+    a = tracker.enqueueTask('T', 'a', gates['a'])
+    waitFor(lambda: tracker.getTaskStatus(a)[1] == 'RUNNING', 'a RUNNING')
+    assert tracker.getTaskInfo(a) == ('T', 'a', 3, 'RUNNING')
+    with pytest.raises(InvalidStatusError, match='RUNNING .stop it first'):
+        tracker.deleteTask(a)
+    tracker.stopTaskFailure(a, 'stopped by the operator')
+    assert history('a') == [
+        ('ACCEPTED', ''),
+        ('SCHEDULED', history('a')[1][1]), ('RUNNING', ''),
+        ('FAILED', 'stopped by the operator')]
+    assert 'worker atpd-1' in history('a')[1][1]
+    open(gates['a'], 'w').close()  # the handler returns: its run is dropped
+    b = tracker.enqueueTask('T', 'b', gates['b'])
+    waitFor(lambda: tracker.getTaskStatus(b)[1] == 'RUNNING', 'b RUNNING')
+    assert tracker.getTaskStatus(a) == (6, 'FAILED')
+    assert facade(lambda s: (s.jobs[a].status, s.jobs[a].starts)) == (
+        ERROR, 1)
+    with pytest.raises(tracker.NoResponse):
+        tracker.getTaskResponse('T', 'a')
+    # re-enqueued while running: the run is dropped, the task runs again
+    tracker.reenqueueTask(b, 'again')
+    open(gates['b'], 'w').close()
+    waitFor(lambda: tracker.getTaskStatus(b)[1] == 'FINISHED', 'b FINISHED')
+    assert [h[0] for h in history('b')] == [
+        'ACCEPTED', 'SCHEDULED', 'RUNNING', 'ACCEPTED', 'SCHEDULED',
+        'RUNNING', 'FINISHED']
+    assert tracker.getTaskResponse('T', 'b') == ('gate opened', 'text/plain')
+    assert facade(lambda s: s.jobs[b].status) == COMPLETED
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
