@@ -320,3 +320,28 @@ def test_xmlrpc_other_http_methods_are_405(app, db):
     assert response.headers['Allow'] == 'POST'
     assert 'POST a methodCall' in response.text
     webApp(db, remote='192.0.2.7').get('/RPC2', status=401)
+
+
+def test_metrics_parse_with_their_types(app, db):
+    from prometheus_client.parser import text_string_to_metric_families
+    call(app, 'add', 'sum', [1, 2])
+    call(app, 'add', 'fail', 'x')
+    runAll(db)
+    response = app.get('/metrics')
+    assert response.content_type.startswith('text/plain')
+    families = {f.name: f for f in text_string_to_metric_families(
+        response.text)}
+    types = {name: families[name].type for name in (
+        'remotetask_jobs', 'remotetask_queue_oldest_age_seconds',
+        'remotetask_jobs_processed', 'remotetask_jobs_failed',
+        'remotetask_job_run_seconds')}
+    assert types == {
+        'remotetask_jobs': 'gauge',
+        'remotetask_queue_oldest_age_seconds': 'gauge',
+        'remotetask_jobs_processed': 'counter',
+        'remotetask_jobs_failed': 'counter',
+        'remotetask_job_run_seconds': 'histogram'}
+    jobs = {s.labels['status']: s.value
+            for s in families['remotetask_jobs'].samples}
+    assert set(jobs) == set(STATUSES)
+    assert (jobs['completed'], jobs['error']) == (1, 1)
