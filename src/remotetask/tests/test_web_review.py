@@ -345,3 +345,25 @@ def test_metrics_parse_with_their_types(app, db):
             for s in families['remotetask_jobs'].samples}
     assert set(jobs) == set(STATUSES)
     assert (jobs['completed'], jobs['error']) == (1, 1)
+
+
+@pytest.mark.parametrize('method', ['getStatus', 'getResult', 'getError',
+                                    'cancel', 'startJob'])
+@pytest.mark.parametrize('jobid', ['1', 1.0, None, [1], True])
+def test_xmlrpc_job_ids_of_the_wrong_type(app, method, jobid):
+    from remotetask.web import xmlrpc as rpc
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, method, jobid)
+    assert info.value.faultCode == rpc.BAD_ARGUMENTS
+    assert 'a job id is an integer, not %r' % (jobid,) == \
+        info.value.faultString
+
+
+@pytest.mark.parametrize('method', ['add', 'addCronJob'])
+def test_xmlrpc_task_names_of_the_wrong_type(app, db, method):
+    from remotetask.web import xmlrpc as rpc
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, method, 1)
+    assert (info.value.faultCode, info.value.faultString) == (
+        rpc.BAD_ARGUMENTS, 'a task name is a string, not 1')
+    assert ServiceRunner(db)(lambda s: s.count()) == 0

@@ -101,7 +101,8 @@ def getAvailableTasks(request):
 
 def add(request, task, input=None, startLater=False):
     """Add a job; return its id."""
-    jobid = request.service.add(task, input, startLater=bool(startLater))
+    jobid = request.service.add(_name(task), input,
+                                startLater=bool(startLater))
     wakeAfterCommit(request)
     return jobid
 
@@ -111,7 +112,7 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                timezone=None):
     """Add a cron job; return its id."""
     jobid = request.service.addCronJob(
-        task, input, minute=tuple(minute), hour=tuple(hour),
+        _name(task), input, minute=tuple(minute), hour=tuple(hour),
         dayOfMonth=tuple(dayOfMonth), month=tuple(month),
         dayOfWeek=tuple(dayOfWeek), delay=delay, expression=expression or
         None, timezone=timezone or None)
@@ -119,32 +120,48 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
     return jobid
 
 
+def _name(task):
+    """``task``, checked to be a task name (a string)."""
+    if not isinstance(task, str):
+        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a task name is a string, '
+                                  'not %r' % (task,))
+    return task
+
+
+def _id(jobid):
+    """``jobid``, checked to be a job id (an integer)."""
+    if not isinstance(jobid, int) or isinstance(jobid, bool):
+        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a job id is an integer, '
+                                  'not %r' % (jobid,))
+    return jobid
+
+
 def startJob(request, jobid):
     """Queue a job added with startLater; return True."""
-    request.service.startJob(jobid)
+    request.service.startJob(_id(jobid))
     wakeAfterCommit(request)
     return True
 
 
 def cancel(request, jobid):
     """Cancel a waiting job; return True."""
-    request.service.cancel(jobid)
+    request.service.cancel(_id(jobid))
     return True
 
 
 def getStatus(request, jobid):
     """The status of a job."""
-    return request.service.getStatus(jobid)
+    return request.service.getStatus(_id(jobid))
 
 
 def getResult(request, jobid):
     """The result of a job (nil until it completed)."""
-    return request.service.getResult(jobid)
+    return request.service.getResult(_id(jobid))
 
 
 def getError(request, jobid):
     """The error of a job (nil unless it failed)."""
-    return request.service.getError(jobid)
+    return request.service.getError(_id(jobid))
 
 
 def _tracker():
