@@ -248,6 +248,13 @@ def test_responses_match_the_openapi_document(app, db):
     operations = {(method, path) for path, ops in doc['paths'].items()
                   for method in ops}
     assert operations - seen == set()
+    # ... and every route of the API is in the document.
+    from pyramid.interfaces import IRoutesMapper
+    mapper = app.app.app.registry.getUtility(IRoutesMapper)
+    patterns = {route.pattern.replace('{id:\\d{1,18}}', '{id}')
+                for route in mapper.get_routes()
+                if route.pattern.startswith('/api/')}
+    assert patterns - set(doc['paths']) == {'/api/openapi.json'}
     # The request bodies the document shows are the ones the API takes.
     put_body = doc['paths'][edit]['put']['requestBody']['content'][
         'application/json']['schema']
