@@ -374,3 +374,9 @@ def test_xmlrpc_task_names_of_the_wrong_type(app, db, method):
     assert (info.value.faultCode, info.value.faultString) == (
         rpc.BAD_ARGUMENTS, 'a task name is a string, not 1')
     assert ServiceRunner(db)(lambda s: s.count()) == 0
+
+
+def test_example_tasks_say_what_they_do(app):
+    docs = {t['name']: t['doc'] for t in app.get('/api/tasks').json['tasks']}
+    assert docs['sum'] == 'Add a list of numbers.'
+    assert all(docs.values()), docs
