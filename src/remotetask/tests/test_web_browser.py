@@ -104,7 +104,8 @@ def addJob(page, task, input='', delay=None):
 def test_management_page(browser, server, tmp_path):
     page, errors = login(browser, server, 'mia', 'mia-pw')
     page.evaluate('window.notReloaded = true')
-    assert page.locator('#processing-state').text_content() == 'processing'
+    # (the first refresh may still be on its way after the login)
+    page.wait_for_selector('#processing-state:text-is("processing")')
 
     # A job added through the form runs; its detail shows the result.
     done = addJob(page, 'sum', '[1, 2, 3]')
