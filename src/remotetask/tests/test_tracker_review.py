@@ -168,3 +168,26 @@ def test_a_failing_task_leaves_no_writes(db, kind):
         assert tracker.getTaskStatus(jobid) == (6, 'FAILED')
         with pytest.raises(tracker.NoResponse):
             tracker.getTaskResponse('T', 'raise')
+
+
+def test_dequeue_takes_the_first_due_tracker_task_past_other_jobs(db):
+    import zope.component
+    from remotetask.task import SimpleTask
+    zope.component.provideUtility(SimpleTask(lambda input: input),
+                                  name='echo')
+    tracker.registerTaskType('T', H + 'silent')
+    run = ServiceRunner(db)
+    run(lambda s: [s.add('echo', i, now=T0 - 100) for i in range(50)])
+    # enqueued in the future (by the facade's clock): due then
+    tracker.configure(db, clock=lambda: T0 + 100)
+    later = tracker.enqueueTask('T', 'later', None)
+    tracker.configure(db, clock=lambda: T0)
+    second = tracker.enqueueTask('T', 'second', None)
+    assert run(lambda s: (s.jobs[second].eta, s.jobs[later].eta)) == (
+        T0, T0 + 100)
+    assert tracker.dequeueTask('atpd') == [second]
+    with pytest.raises(tracker.QueueEmpty):
+        tracker.dequeueTask('atpd')
+    tracker.configure(db, clock=lambda: T0 + 100)
+    assert tracker.dequeueTask('atpd') == [later]
+    assert run(lambda s: s.count('queued')) == 50
