@@ -8,7 +8,8 @@ descending page uses ``maxKey()`` lookups, O(log n) each.  With both a
 status and a task, one index is walked and each id checked against the
 other; a request then looks at no more than ``SCAN_LIMIT`` ids and hands
 back a cursor to go on from (a page may have fewer than ``limit`` jobs and
-still a ``next``).
+still a ``next``).  Sorting by status or by task walks the status or task
+indexes one after the other, each as above, with a ``GROUP:ID`` cursor.
 """
 import datetime
 import json
