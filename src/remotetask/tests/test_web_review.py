@@ -380,3 +380,14 @@ def test_example_tasks_say_what_they_do(app):
     docs = {t['name']: t['doc'] for t in app.get('/api/tasks').json['tasks']}
     assert docs['sum'] == 'Add a list of numbers.'
     assert all(docs.values()), docs
+
+
+def test_xmlrpc_cron_fields_must_be_arrays(app, db):
+    from remotetask.web import xmlrpc as rpc
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, 'addCronJob', 'echo', None, [0], '5')
+    assert (info.value.faultCode, info.value.faultString) == (
+        rpc.BAD_ARGUMENTS, "hour must be an array of integers, not '5'")
+    jobid = call(app, 'addCronJob', 'echo', None, [0], [5])
+    assert ServiceRunner(db)(lambda s: (s.jobs[jobid].minute,
+                                        s.jobs[jobid].hour)) == ((0,), (5,))

@@ -111,11 +111,17 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
                timezone=None):
     """Add a cron job; return its id."""
+    fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
+              'month': month, 'dayOfWeek': dayOfWeek}
+    for name, value in fields.items():
+        if not isinstance(value, (list, tuple)):
+            raise xmlrpc.client.Fault(
+                BAD_ARGUMENTS, '%s must be an array of integers, not %r'
+                % (name, value))
     jobid = request.service.addCronJob(
-        _name(task), input, minute=tuple(minute), hour=tuple(hour),
-        dayOfMonth=tuple(dayOfMonth), month=tuple(month),
-        dayOfWeek=tuple(dayOfWeek), delay=delay, expression=expression or
-        None, timezone=timezone or None)
+        _name(task), input, delay=delay, expression=expression or None,
+        timezone=timezone or None,
+        **{name: tuple(value) for name, value in fields.items()})
     wakeAfterCommit(request)
     return jobid
 
