@@ -391,3 +391,15 @@ def test_xmlrpc_cron_fields_must_be_arrays(app, db):
     jobid = call(app, 'addCronJob', 'echo', None, [0], [5])
     assert ServiceRunner(db)(lambda s: (s.jobs[jobid].minute,
                                         s.jobs[jobid].hour)) == ((0,), (5,))
+
+
+def test_unknown_api_urls_say_so(app):
+    for method, url in (('GET', '/api/jobs/abc'), ('PUT', '/api/jobs/1'),
+                        ('GET', '/api/nothing')):
+        response = app.request(url, method=method, status=404)
+        assert response.json['error'] == (
+            'no such URL: %s %s (the API is described at '
+            '/api/openapi.json)' % (method, url))
+    # a job that does not exist is still said so
+    assert app.get('/api/jobs/99', status=404).json['error'] == \
+        'no job with id 99'

@@ -17,7 +17,8 @@ import logging
 import math
 import threading
 
-from pyramid.httpexceptions import HTTPBadRequest, HTTPConflict, HTTPError
+from pyramid.httpexceptions import (
+    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound)
 from transaction.interfaces import TransientError
 
 from remotetask import interfaces
@@ -547,7 +548,11 @@ def setProcessing(request):
 
 def apiError(exc, request):
     """Every error under /api/ is a JSON object ``{"error": message}``."""
-    if isinstance(exc, HTTPError):
+    if isinstance(exc, HTTPNotFound):
+        status, message = 404, ('no such URL: %s %s (the API is described '
+                                'at /api/openapi.json)' % (request.method,
+                                                           request.path))
+    elif isinstance(exc, HTTPError):
         status, message = exc.status_int, exc.detail or exc.explanation
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)
