@@ -321,6 +321,18 @@ def test_xmlrpc_faults_when_the_database_fails(app, db, monkeypatch,
     assert info.value.faultCode == rpc.INTERNAL
     assert 'RuntimeError' in info.value.faultString
 
+    # a conflict when pyramid_tm commits, every attempt
+    def conflictAtCommit(request, jobid):
+        def hook():
+            raise ConflictError('at commit')
+        request.tm.get().addBeforeCommitHook(hook)
+        return True
+    monkeypatch.setitem(rpc.METHODS, 'cancel', (rpc.MANAGE,
+                                                conflictAtCommit))
+    with pytest.raises(xmlrpc.client.Fault) as info:
+        call(app, 'cancel', 1)
+    assert info.value.faultCode == rpc.TRY_AGAIN
+
 
 def test_xmlrpc_other_http_methods_are_405(app, db):
     response = app.get('/RPC2', status=405)
