@@ -35,6 +35,7 @@ from remotetask import db as dbmod
 from remotetask import interfaces
 from remotetask.interfaces import DELAYED, FINAL_STATUSES, QUEUED, TaskError
 from remotetask.job import currentJob
+from remotetask.service import checkPicklable
 from remotetask.task import TaskBase
 from remotetask.trackerdata import (  # noqa: F401  re-exported
     ACCEPTED, FAILED, FINISHED, PAUSED, RUNNING, SCHEDULED, STATUS2COLOR,
@@ -470,7 +471,15 @@ def getTaskStatusByIdentifier(type, identifier):
 
 
 def setTaskResponse(task_id, response, mimeType='text/xml'):
-    """Store (or replace) the response of a task."""
+    """Store (or replace) the response of a task.
+
+    :raises InvalidInputError: if the response can not be pickled.
+    :raises ValueError: if ``mimeType`` is not a string.
+    """
+    if not isinstance(mimeType, str):
+        raise ValueError('mimeType must be a string, not %r' % (mimeType,))
+    checkPicklable(response, 'response')
+
     def call(service, data, now):
         job, record = findTask(service, data, task_id)
         record.response = trackerdata.Response(response, mimeType)

@@ -191,3 +191,21 @@ def test_dequeue_takes_the_first_due_tracker_task_past_other_jobs(db):
     tracker.configure(db, clock=lambda: T0 + 100)
     assert tracker.dequeueTask('atpd') == [later]
     assert run(lambda s: s.count('queued')) == 50
+
+
+def test_a_response_that_can_not_be_stored_is_refused(db):
+    import threading
+    from remotetask.interfaces import InvalidInputError
+    tracker.registerTaskType('T', H + 'silent')
+    task_id = tracker.enqueueTask('T', 'a', None)
+    with pytest.raises(InvalidInputError, match='the response can not be '
+                       'stored .pickled.: TypeError: cannot pickle'):
+        tracker.setTaskResponse(task_id, threading.Lock())
+    with pytest.raises(ValueError, match='mimeType must be a string, '
+                       'not 5'):
+        tracker.setTaskResponse(task_id, 'x', 5)
+    with pytest.raises(tracker.NoResponse):
+        tracker.getTaskResponse('T', 'a')
+    tracker.setTaskResponse(task_id, b'\x00binary', 'application/gzip')
+    assert tracker.getTaskResponse('T', 'a') == (b'\x00binary',
+                                                 'application/gzip')
