@@ -142,13 +142,6 @@ def _writesThenFails(input):
     raise RuntimeError('boom')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'service.run takes its savepoint with transaction.savepoint(), on the '
-    "thread's default transaction manager, not on the job's connection's: "
-    'with an explicit manager (ServiceRunner, the processor, the web) a '
-    "failing task's writes are committed.  Fix in service.py: "
-    '_savepoint(job) using (job._p_jar or self._p_jar).transaction_manager'
-    '.savepoint(optimistic=True)'))
 @pytest.mark.parametrize('kind', ['task', 'handler'])
 def test_a_failing_task_leaves_no_writes(db, kind):
     import zope.component
