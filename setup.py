@@ -66,6 +66,7 @@ setup(
             'playwright >= 1.40',
             'WebTest >= 3.0',
             'openapi-spec-validator >= 0.7',
+            'openapi-schema-validator >= 0.6',
         ],
     },
     entry_points={

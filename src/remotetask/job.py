@@ -6,6 +6,7 @@ which keeps the queue and the status indexes in step with it.
 import contextlib
 import contextvars
 import datetime
+import math
 import time
 import zoneinfo
 
@@ -189,8 +190,9 @@ class CronJob(Job):
             except (TypeError, ValueError):
                 raise InvalidScheduleError('delay must be a number of '
                                            'seconds, not %r' % (delay,))
-            if delay <= 0:
-                raise InvalidScheduleError('delay must be positive, not %r'
+            if not delay > 0 or not math.isfinite(delay):
+                raise InvalidScheduleError('delay must be a positive finite '
+                                           'number of seconds, not %r'
                                            % delay)
         if expression is not None:
             if delay is not None or any(fields.values()):

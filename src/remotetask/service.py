@@ -388,7 +388,7 @@ class TaskService(persistent.Persistent):
             return self._fail(job, 'unknown task %r' % job.task, None, now)
         events.notify(events.JobStarted(job, self))
         context = TaskContext(self, job, reporter, cancelled)
-        savepoint = _savepoint()
+        savepoint = _savepoint(job._p_jar or self._p_jar)
         started = time.monotonic()
         token = self.claimToken(job)
         try:
@@ -542,7 +542,7 @@ class TaskService(persistent.Persistent):
         reaped = self.reap(now)
         for name, hook in sorted(zope.component.getUtilitiesFor(
                 interfaces.IServiceMaintenance)):
-            savepoint = _savepoint()
+            savepoint = _savepoint(self._p_jar)
             try:
                 hook(self, now)
             except TransientError:
@@ -594,9 +594,13 @@ class TaskService(persistent.Persistent):
         return processor.isProcessing(self)
 
 
-def _savepoint():
+def _savepoint(jar):
+    """A savepoint of the transaction the service's connection ``jar`` is
+    in (its own transaction manager's, which need not be the thread's
+    default one); of the default transaction when detached."""
+    manager = transaction.manager if jar is None else jar.transaction_manager
     try:
-        return transaction.savepoint(optimistic=True)
+        return manager.savepoint(optimistic=True)
     except Exception:
         log.warning('no savepoint: a failing task can not be rolled back '
                     'alone', exc_info=True)
