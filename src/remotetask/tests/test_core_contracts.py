@@ -119,7 +119,7 @@ def test_verify_every_class(service, tmp_path):
     ({'hour': 3}, 'hour must be a sequence of integers, not 3'),
     ({'minute': (1.5,)}, 'minute must be a sequence of integers'),
     ({'dayOfWeek': (7,)}, 'dayOfWeek 7 is out of range 0-6'),
-    ({'delay': -1}, 'delay must be positive'),
+    ({'delay': -1}, 'delay must be a positive'),
     ({'delay': 60, 'expression': '* * * * *'}, 'not both'),
     ({'minute': (1,), 'timezone': 'Europe/Vienna'}, 'a time zone applies'),
 ])
