@@ -60,6 +60,18 @@ def checkPicklable(value, what='input'):
                                 % (what, type(e).__name__, e)) from e
 
 
+def _number(name, value, low=None, integer=False, allowLow=True):
+    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidInputError('%s must be %s, not %r' % (
+            name, 'an integer' if integer else 'a number', value))
+    if low is not None and (value < low or (value == low and not allowLow)):
+        raise InvalidInputError('%s must be %s %s, not %r' % (
+            name, '>=' if allowLow else '>', low, value))
+    return value if integer else float(value)
+
+
 def _errorText(exc):
     return ''.join(tb_module.format_exception_only(type(exc), exc)).strip()
 
@@ -102,7 +114,7 @@ class TaskService(persistent.Persistent):
         return zope.component.queryUtility(interfaces.ITask, name=name)
 
     def _checkTask(self, name):
-        if self._getTask(name) is None:
+        if not isinstance(name, str) or self._getTask(name) is None:
             raise UnknownTaskError(
                 'unknown task %r; available tasks: %s' % (
                     name, ', '.join(sorted(self.getAvailableTasks()))
@@ -169,16 +181,29 @@ class TaskService(persistent.Persistent):
             now=None):
         """See ITaskService."""
         now = _now(now)
+        # Everything is checked before anything is stored.
         if delay is not None and eta is not None:
-            raise ValueError('give either delay or eta, not both')
+            raise InvalidInputError('give either delay or eta, not both')
         if delay is not None:
-            eta = now + float(delay)
+            eta = now + _number('delay', delay)
+        elif eta is not None:
+            eta = _number('eta', eta)
+        if time_limit is not None:
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+        if max_retries is not None:
+            max_retries = _number('max_retries', max_retries, 0, True)
+        if max_starts is not None:
+            max_starts = _number('max_starts', max_starts, 1, True)
+        if meta:
+            if not isinstance(meta, dict):
+                raise InvalidInputError('meta must be a dict, not %r'
+                                        % (meta,))
+            checkPicklable(meta, 'meta data')
         job = self._newJob(Job, task, input, now)
         job.time_limit = time_limit
         job.max_retries = max_retries
         job.max_starts = max_starts
         if meta:
-            checkPicklable(meta, 'meta data')
             job.meta = dict(meta)
         self._store(job)
         if startLater:
@@ -187,7 +212,7 @@ class TaskService(persistent.Persistent):
             if eta is not None:
                 job.meta['eta'] = eta
         else:
-            eta = now if eta is None else float(eta)
+            eta = now if eta is None else eta
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
 
@@ -513,6 +538,10 @@ class TaskService(persistent.Persistent):
             task = self._getTask(job.task)
             expires = job.lease_expires
             limit = policy(task, job, 'time_limit')
+            if not isinstance(limit, (int, float, type(None))):
+                log.error('job %s: time limit %r is not a number; ignored',
+                          jobid, limit)
+                limit = None
             if limit is not None and job.started is not None \
                     and now > job.started + limit:
                 error = 'time limit of %gs exceeded' % limit

@@ -159,17 +159,9 @@ def test_package_exports():
         interfaces.ITaskService)
 
 
-# -- bad input that service.py does not refuse yet ----------------------------
-# These document gaps found in the acceptance review (branch audit-b) in
-# service.py, which another engineer owns right now.  They are strict
-# xfails: once service.py is fixed they pass, and the marker must go.
-
-SERVICE_GAP = pytest.mark.xfail(
-    strict=True, reason='service.py: bad input not refused yet (see the '
-    'audit-b report); remove this marker once it is')
+# -- bad input ----------------------------------------------------------------
 
 
-@SERVICE_GAP
 @pytest.mark.parametrize('kw', [{'eta': 'soon'}, {'delay': 'abc'}])
 def test_a_bad_eta_or_delay_stores_nothing(service, kw):
     with pytest.raises(interfaces.InvalidInputError, match=next(iter(kw))):
@@ -178,7 +170,6 @@ def test_a_bad_eta_or_delay_stores_nothing(service, kw):
     assert checkConsistency(service) == []
 
 
-@SERVICE_GAP
 @pytest.mark.parametrize('kw', [
     {'time_limit': 'abc'}, {'time_limit': -1}, {'max_starts': 0},
     {'max_starts': 'x'}, {'max_retries': -1}, {'max_retries': 1.5}])
@@ -188,20 +179,17 @@ def test_bad_job_policies_are_refused(service, kw):
     assert len(service.jobs) == 0
 
 
-@SERVICE_GAP
 def test_giving_both_delay_and_eta_is_an_input_error(service):
     with pytest.raises(interfaces.InvalidInputError, match='delay or eta'):
         service.add('echo', delay=1, eta=2)
 
 
-@SERVICE_GAP
 @pytest.mark.parametrize('name', [None, 123, b'echo'])
 def test_a_task_name_that_is_not_a_string(service, name):
     with pytest.raises(interfaces.UnknownTaskError, match=repr(name)):
         service.add(name)
 
 
-@SERVICE_GAP
 def test_one_bad_job_does_not_stop_reaping(service):
     bad = service.add('echo', now=0)
     dead = service.add('echo', now=0)
