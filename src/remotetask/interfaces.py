@@ -491,7 +491,8 @@ class ITaskService(zope.interface.Interface):
     def oldestWaiting():
         """``(eta, jobid)`` of the waiting job due first, or None."""
 
-    def claim(now=None, worker=None, limit=1, lease=None, spread=False):
+    def claim(now=None, worker=None, limit=1, lease=None, spread=False,
+              tasks=None):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
@@ -499,6 +500,12 @@ class ITaskService(zope.interface.Interface):
         ``spread``: start from a queue partition chosen for this thread
         rather than in strict due order, so concurrent workers do not
         conflict (see docs/design.md).
+
+        ``tasks``: a set of task names; jobs of other tasks are left in the
+        queue for workers that have them (as a Celery worker consumes only
+        its queues).  A claim looks at most ``SCAN_PAST`` (256) due jobs of
+        other tasks past the ones it takes; workers pass the names of the
+        tasks registered in their process.
 
         Two transactions that claim the same job can not both commit: the
         second gets a ``ConflictError`` (its caller retries, and finds the

@@ -26,6 +26,7 @@ import time
 import traceback
 
 import transaction
+import zope.component
 import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
@@ -328,7 +329,8 @@ class Processor(Clock):
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
                                              limit=self.batch,
-                                             lease=self.lease, spread=True):
+                                             lease=self.lease, spread=True,
+                                             tasks=_taskNames()):
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
                             _deadline(service, job), now))
@@ -590,3 +592,10 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _taskNames():
+    """The names of the tasks registered in this process: a processor
+    claims only jobs it can run, leaving the others to workers that can."""
+    return frozenset(name for name, task in
+                     zope.component.getUtilitiesFor(interfaces.ITask))

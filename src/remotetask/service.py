@@ -33,6 +33,11 @@ _SENTINEL = 0
 _NOT_JOBS = LOSet([_SENTINEL])
 
 
+#: How many due jobs of other tasks a claim limited to some ``tasks`` looks
+#: past (see ITaskService.claim).
+SCAN_PAST = 256
+
+
 def _now(now):
     return time.time() if now is None else now
 
@@ -347,11 +352,11 @@ class TaskService(persistent.Persistent):
         return _intersection(byStatus, byTask)
 
     def queue(self):
-        """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""
+        """See ITaskService."""
         return iter(self._queue)
 
     def oldestWaiting(self):
-        """``(eta, jobid)`` of the job due first, or None."""
+        """See ITaskService."""
         return self._queue.oldest()
 
     def hasJobsWaiting(self, now=None):
@@ -360,12 +365,16 @@ class TaskService(persistent.Persistent):
 
     # -- processing ----------------------------------------------------------
 
-    def claim(self, now=None, worker=None, limit=1, lease=None, spread=False):
+    def claim(self, now=None, worker=None, limit=1, lease=None, spread=False,
+              tasks=None):
         """See ITaskService."""
         now = _now(now)
         start = laneNumber(len(self._queue._parts)) if spread else None
+        wanted = limit if tasks is None else limit + SCAN_PAST
         claimed = []
-        for eta, jobid in self._queue.due(now, limit, start):
+        for eta, jobid in self._queue.due(now, wanted, start):
+            if len(claimed) >= limit:
+                break
             job = self.jobs.get(jobid)
             if job is None or job._status not in WAITING_STATUSES \
                     or job.eta != eta:
@@ -373,6 +382,8 @@ class TaskService(persistent.Persistent):
                 log.warning('dropping stale queue entry %r', (eta, jobid))
                 self._queue.remove(jobid, eta)
                 continue
+            if tasks is not None and job.task not in tasks:
+                continue        # for a worker that has that task
             self._begin(job, now, worker, lease)
             claimed.append(job)
         return claimed
@@ -608,17 +619,17 @@ class TaskService(persistent.Persistent):
     # -- processors (see remotetask.processor) -------------------------------
 
     def startProcessing(self, **options):
-        """Start a processor for this (stored) service in this process."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.startProcessing(self, **options)
 
     def stopProcessing(self, timeout=None):
-        """Stop the processor started by ``startProcessing``."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.stopProcessing(self, timeout)
 
     def isProcessing(self):
-        """True while a processor of this process runs this service."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
 

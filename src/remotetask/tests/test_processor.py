@@ -155,6 +155,21 @@ def test_one_at_a_time_processor_runs_jobs_in_order(env):
     assert not p.running
 
 
+def test_jobs_of_tasks_it_does_not_have_are_left_to_others(env):
+    task('echo', lambda x: x)
+    task('other', lambda x: x)
+    foreign = env.add('other', 'not mine')
+    zope.component.getGlobalSiteManager().unregisterUtility(
+        provided=interfaces.ITask, name='other')
+    mine = [env.add('echo', i) for i in range(3)]
+    p = env.processor(concurrency=1)
+    env.wait(lambda: env.service.count('completed') == 3)
+    p.stop()
+    assert [env.job(i).status for i in mine] == ['completed'] * 3
+    assert env.job(foreign).status == 'queued'     # not failed, not taken
+    assert env.job(foreign).attempts == ()
+
+
 def test_each_job_is_logged_with_its_outcome_and_duration(env, caplog):
     task('echo', lambda x: x)
     task('fail', lambda x: 1 / 0)
