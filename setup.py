@@ -68,6 +68,13 @@ setup(
             'openapi-spec-validator >= 0.7',
             'openapi-schema-validator >= 0.6',
         ],
+        # bench/run.py's peers (not needed by the tests).
+        'bench': [
+            'huey >= 2.5',
+            'rq >= 1.16',
+            'celery[redis] >= 5.3',
+            'redis >= 5.0',
+        ],
     },
     entry_points={
         'console_scripts': [

@@ -1,8 +1,13 @@
 """Opening databases by URI and finding the service in them.
 
 A database is named by a zodburi URI: ``file:///abs/path/Data.fs``,
-``memory://``, ``zeo://host:port``, ``postgres://...`` (RelStorage) and
-whatever else zodburi resolvers are installed.  A plain path (no ``://``) is
+``memory://``, ``zeo://host:port``, RelStorage's
+``postgres://USER:PASSWORD@HOST:PORT/DBNAME?option=value`` (options are
+RelStorage's, e.g. ``keep_history=false``, ``cache_local_mb=50``) and
+whatever else zodburi resolvers are installed.  For PostgreSQL,
+``postgresql://`` is taken as ``postgres://``, and a missing port or user
+is filled in (5432, the OS user name, as libpq does) because RelStorage's
+resolver would pass them on as the string ``'None'``.  A plain path (no ``://``) is
 taken as a FileStorage file.  The service lives at the database root under a
 key (``tasks`` by default) and is created there if missing.
 """
@@ -13,6 +18,7 @@ import zc.lockfile
 import ZODB
 import zodburi
 
+from remotetask import retry
 from remotetask.interfaces import RemoteTaskError
 
 DEFAULT_SERVICE = 'tasks'
@@ -31,11 +37,34 @@ def normalizeURI(uri):
         path = os.path.abspath(uri)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         return 'file://' + path
+    if uri.startswith(('postgres://', 'postgresql://')):
+        return _normalizePostgres(uri)
     if uri.startswith('file://'):
         path = uri[len('file://'):].split('?', 1)[0]
         if path and os.path.isabs(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     return uri
+
+
+def _normalizePostgres(uri):
+    import getpass
+    from urllib.parse import urlsplit, urlunsplit
+    parts = urlsplit(uri)
+    host = parts.hostname or '127.0.0.1'
+    if ':' in host:
+        host = '[%s]' % host
+    user = parts.username or getpass.getuser()
+    auth = user if parts.password is None else '%s:%s' % (user,
+                                                          parts.password)
+    try:
+        port = parts.port or 5432
+    except ValueError as e:
+        raise ConfigurationError('bad database URI %r: %s' % (uri, e))
+    if not parts.path.strip('/'):
+        raise ConfigurationError('bad database URI %r: no database name '
+                                 '(postgres://USER@HOST:PORT/DBNAME)' % uri)
+    return urlunsplit(('postgres', '%s@%s:%d' % (auth, host, port),
+                       parts.path, parts.query, ''))
 
 
 def openDB(uri=None, **overrides):
@@ -93,20 +122,23 @@ class ServiceRunner:
 
     ``runner(func, *args)`` opens a connection with its own transaction
     manager, calls ``func(service, *args)``, commits, and retries on
-    conflicts (any ``TransientError``) up to ``attempts`` times.  Used by the
-    command line, the tracker facade and the web service.
+    conflicts (any ``TransientError``) up to ``attempts`` times, and waits
+    up to ``outage`` seconds for a database server that is down
+    (``remotetask.retry.attempts``).  Used by the command line, the tracker
+    facade and the web service.
     """
 
-    def __init__(self, db, name=DEFAULT_SERVICE, attempts=10):
+    def __init__(self, db, name=DEFAULT_SERVICE, attempts=10, outage=60.0):
         self.db = db
         self.name = name
         self.attempts = attempts
+        self.outage = outage
 
     def __call__(self, func, *args, **kw):
         tm = transaction.TransactionManager()
         conn = self.db.open(tm)
         try:
-            for attempt in tm.attempts(self.attempts):
+            for attempt in retry.attempts(tm, self.attempts, self.outage):
                 with attempt:
                     service = getService(conn, self.name, create=True)
                     result = func(service, *args, **kw)

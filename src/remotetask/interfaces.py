@@ -497,9 +497,11 @@ class ITaskService(zope.interface.Interface):
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
 
-        ``spread``: start from a queue partition chosen for this thread
-        rather than in strict due order, so concurrent workers do not
-        conflict (see docs/design.md).
+        ``spread``: not in strict due order: start from a queue partition
+        drawn at random and take one of the first few due entries of each
+        partition at random, so concurrent workers (and producers) rarely
+        write the same BTree bucket (see docs/design.md).  Processors use
+        it; without it, claims are strictly in due order.
 
         ``tasks``: a set of task names; jobs of other tasks are left in the
         queue for workers that have them (as a Celery worker consumes only

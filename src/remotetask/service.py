@@ -23,7 +23,7 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
-from remotetask.structures import IdAllocator, JobQueue, laneNumber
+from remotetask.structures import IdAllocator, JobQueue, randomPartition
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -369,23 +369,31 @@ class TaskService(persistent.Persistent):
               tasks=None):
         """See ITaskService."""
         now = _now(now)
-        start = laneNumber(len(self._queue._parts)) if spread else None
-        wanted = limit if tasks is None else limit + SCAN_PAST
+        start = randomPartition(len(self._queue._parts)) if spread else None
         claimed = []
-        for eta, jobid in self._queue.due(now, wanted, start):
-            if len(claimed) >= limit:
+        seen = set()
+        skipped = False
+        for wanted in (limit, limit + SCAN_PAST):
+            for eta, jobid in self._queue.due(now, wanted, start):
+                if len(claimed) >= limit:
+                    return claimed
+                if jobid in seen:
+                    continue
+                seen.add(jobid)
+                job = self.jobs.get(jobid)
+                if job is None or job._status not in WAITING_STATUSES \
+                        or job.eta != eta:
+                    # A stale entry: never expected, never worth a loop.
+                    log.warning('dropping stale queue entry %r', (eta, jobid))
+                    self._queue.remove(jobid, eta)
+                    continue
+                if tasks is not None and job.task not in tasks:
+                    skipped = True      # for a worker that has that task
+                    continue
+                self._begin(job, now, worker, lease)
+                claimed.append(job)
+            if len(claimed) >= limit or not skipped:
                 break
-            job = self.jobs.get(jobid)
-            if job is None or job._status not in WAITING_STATUSES \
-                    or job.eta != eta:
-                # A stale entry: never expected, but never worth a loop.
-                log.warning('dropping stale queue entry %r', (eta, jobid))
-                self._queue.remove(jobid, eta)
-                continue
-            if tasks is not None and job.task not in tasks:
-                continue        # for a worker that has that task
-            self._begin(job, now, worker, lease)
-            claimed.append(job)
         return claimed
 
     def _begin(self, job, now, worker, lease):

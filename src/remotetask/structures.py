@@ -23,6 +23,9 @@ PARTITIONS = 16
 LANES = 64
 #: Ids a process takes from the shared counter at a time.
 BLOCK = 1000
+#: A spread claim takes one of the first WINDOW due entries of a partition
+#: at random, rather than the first (see ``JobQueue.due``).
+WINDOW = 8
 
 _INF = float('inf')
 
@@ -70,7 +73,11 @@ class JobQueue(persistent.Persistent):
 
         ``start`` None: strictly in due order across partitions.  Else start
         at partition ``start`` and go round, taking due entries from each in
-        turn (what concurrent workers do).
+        turn (what concurrent workers do), each one picked at random among
+        the first ``WINDOW`` due entries of its partition: BTrees can not
+        merge a concurrent change of a bucket with the removal of the
+        bucket's first key, so workers that all took the head of a
+        partition would conflict with each other and with producers.
         """
         upto = (now, _INF)
         if start is None:
@@ -84,10 +91,18 @@ class JobQueue(persistent.Persistent):
         found = []
         for i in range(n):
             part = self._parts[(start + i) % n]
+            window = []
             for key in part.keys(max=upto):
-                found.append(key)
-                if len(found) >= limit:
-                    return found
+                window.append(key)
+                if len(window) >= limit + WINDOW - 1:
+                    break
+            while window and len(found) < limit:
+                # Not always the first: removing a bucket's first key
+                # conflicts with any concurrent change of that bucket.
+                found.append(window.pop(_rng.randrange(
+                    min(len(window), WINDOW))))
+            if len(found) >= limit:
+                return found
         return found
 
     def oldest(self):
@@ -197,3 +212,9 @@ def laneNumber(lanes=LANES):
         _local.pid = pid
         _local.lane = _rng.randrange(1 << 30)
     return _local.lane % lanes
+
+
+def randomPartition(partitions=PARTITIONS):
+    """Where a spread claim starts: a partition drawn for each claim, so
+    that two workers do not keep starting at the same one."""
+    return _rng.randrange(partitions)

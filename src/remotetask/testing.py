@@ -144,3 +144,179 @@ def checkConsistency(service):
         problems.append('queue length %d, entries %d'
                         % (len(service._queue), len(entries)))
     return problems
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+PG_HOST = '127.0.0.1'
+PG_PORT = 5432
+PG_USER = 'postgres'
+
+
+def postgresURI(dbname, host=PG_HOST, port=PG_PORT, user=PG_USER, **options):
+    """The RelStorage zodburi URI of database ``dbname``:
+    ``postgres://USER@HOST:PORT/DBNAME?option=value``."""
+    query = '&'.join('%s=%s' % kv for kv in sorted(options.items()))
+    return 'postgres://%s@%s:%d/%s%s' % (user, host, port, dbname,
+                                         '?' + query if query else '')
+
+
+def _pgConnect(dbname='postgres', host=PG_HOST, port=PG_PORT, user=PG_USER,
+               timeout=5):
+    import psycopg2
+    conn = psycopg2.connect(dbname=dbname, host=host, port=port, user=user,
+                            connect_timeout=timeout)
+    conn.autocommit = True
+    return conn
+
+
+def postgresAvailable(host=PG_HOST, port=PG_PORT, user=PG_USER):
+    """None if a PostgreSQL server answers (trust auth) at host:port, else
+    the reason why not (a string, for ``pytest.skip``)."""
+    try:
+        import psycopg2  # noqa: F401
+        import relstorage  # noqa: F401
+    except ImportError as e:
+        return 'RelStorage/psycopg2 not installed (%s): pip install ' \
+               'remotetask[relstorage]' % e
+    try:
+        _pgConnect(host=host, port=port, user=user).close()
+    except Exception as e:
+        return ('no PostgreSQL server answers on %s:%s as %r (.ci/run starts '
+                'the local one): %s' % (host, port, user, str(e).strip()))
+    return None
+
+
+class PostgresDatabase:
+    """A throwaway database on a running PostgreSQL server (by default the
+    local one on 127.0.0.1:5432, trust auth), created by ``create()`` and
+    dropped by ``drop()``; a context manager.  ``uri`` is its RelStorage
+    zodburi URI."""
+
+    def __init__(self, name=None, host=PG_HOST, port=PG_PORT, user=PG_USER):
+        self.name = name or 'remotetask_test_%d_%s' % (
+            os.getpid(), os.urandom(4).hex())
+        self.host, self.port, self.user = host, port, user
+
+    @property
+    def uri(self):
+        return postgresURI(self.name, self.host, self.port, self.user)
+
+    def create(self):
+        conn = _pgConnect(host=self.host, port=self.port, user=self.user)
+        try:
+            conn.cursor().execute('CREATE DATABASE "%s"' % self.name)
+        finally:
+            conn.close()
+        return self
+
+    def drop(self):
+        conn = _pgConnect(host=self.host, port=self.port, user=self.user)
+        try:
+            cur = conn.cursor()
+            # Clients left behind (a killed worker) would block the drop.
+            cur.execute('SELECT pg_terminate_backend(pid) FROM '
+                        'pg_stat_activity WHERE datname = %s AND pid <> '
+                        'pg_backend_pid()', (self.name,))
+            cur.execute('DROP DATABASE IF EXISTS "%s"' % self.name)
+        finally:
+            conn.close()
+
+    def __enter__(self):
+        return self.create()
+
+    def __exit__(self, *exc):
+        self.drop()
+
+
+def _pgBinary(name):
+    """Path of a PostgreSQL server program (initdb, pg_ctl)."""
+    import glob
+    import shutil
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob('/usr/lib/postgresql/*/bin/' + name))
+    if not candidates:
+        raise FileNotFoundError('%s not found on PATH nor in '
+                                '/usr/lib/postgresql/*/bin' % name)
+    return candidates[-1]
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of its own: ``initdb`` into a temporary
+    directory and ``pg_ctl start`` on a free port of 127.0.0.1, trust auth.
+
+    PostgreSQL refuses to run as root: as root, the server programs run as
+    the ``postgres`` user (``runuser -u postgres``), which owns the
+    directory.  ``stop()``/``start()`` take the server down and up again on
+    the same port and data (to test clients riding out an outage);
+    ``destroy()`` (or leaving the ``with`` block) removes everything.
+    ``database(name)`` gives a ``PostgresDatabase`` on this cluster.
+    """
+
+    def __init__(self, port=None, user=PG_USER, osuser='postgres'):
+        import tempfile
+        self.port = port or freePort()
+        self.user = user
+        self.dir = tempfile.mkdtemp(prefix='remotetask-pg-')
+        self.data = os.path.join(self.dir, 'data')
+        self.log = os.path.join(self.dir, 'server.log')
+        self._prefix = []
+        if os.geteuid() == 0:
+            import pwd
+            entry = pwd.getpwnam(osuser)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+            self._prefix = ['runuser', '-u', osuser, '--']
+        self.initialized = False
+
+    def _run(self, *argv, timeout=120):
+        result = subprocess.run(self._prefix + list(argv), cwd=self.dir,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, timeout=timeout)
+        if result.returncode:
+            raise RuntimeError('%s failed (%s):\n%s' % (
+                ' '.join(argv), result.returncode,
+                result.stdout.decode(errors='replace')))
+        return result
+
+    def initdb(self):
+        self._run(_pgBinary('initdb'), '-D', self.data, '-U', self.user,
+                  '--auth=trust', '-E', 'UTF8', '--no-sync')
+        self.initialized = True
+
+    def start(self, timeout=60):
+        if not self.initialized:
+            self.initdb()
+        options = ('-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off '
+                   '-c full_page_writes=off -c max_connections=100'
+                   % (self.port, self.dir))
+        self._run(_pgBinary('pg_ctl'), '-D', self.data, '-l', self.log,
+                  '-o', options, '-w', '-t', str(int(timeout)), 'start',
+                  timeout=timeout + 10)
+        waitForPort(self.port, timeout)
+        return self
+
+    def stop(self, timeout=60):
+        """Stop the server (fast mode: clients are disconnected)."""
+        if self.initialized and os.path.exists(
+                os.path.join(self.data, 'postmaster.pid')):
+            self._run(_pgBinary('pg_ctl'), '-D', self.data, '-m', 'fast',
+                      '-w', '-t', str(int(timeout)), 'stop',
+                      timeout=timeout + 10)
+
+    def destroy(self):
+        import shutil
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def database(self, name=None):
+        return PostgresDatabase(name, PG_HOST, self.port, self.user)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.destroy()
