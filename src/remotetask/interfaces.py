@@ -76,10 +76,12 @@ How a processor (``remotetask.processor``) carries this out:
   outcome written over another worker's claim.  A claim lost while the task
   ran shows as a ``ConflictError`` at commit (the job was written by the
   other transaction), and the next attempt finds it lost;
-- when the attempts are used up (default 5) the job is not run again by
-  this worker: a new transaction ends it ``error`` with a message saying it
-  kept conflicting, or retries it if the task's ``retry_on`` names
-  ``ConflictError`` (``ITaskService.giveUp()``).  No job loops forever;
+- when the attempts are used up (default 5) the job is not run again at
+  once: a new transaction queues it again with the task's back-off, as one
+  of its retries (the job did nothing wrong; the database was busy, or
+  recovering from an outage), and once its ``max_retries`` are used up
+  ends it ``error`` with a message saying it kept conflicting
+  (``ITaskService.giveUp()``).  No job loops forever;
 - a clock thread with a connection of its own renews the lease of each
   running job (about every third of the lease) by writing only the job's
   small lease object, so renewals never conflict with the job's end.  When
@@ -556,9 +558,11 @@ class ITaskService(zope.interface.Interface):
 
     def giveUp(job, error, exc=None, trace=None, now=None):
         """End a processing job whose run could not be completed by its
-        worker (it kept conflicting, or failed outside its task): ``error``
-        with the message ``error``, or a retry if ``exc`` is an instance of
-        a class in the task's ``retry_on``.  Return the outcome.
+        worker (it kept conflicting, or failed outside its task): a retry
+        with back-off if ``exc`` is a ``TransientError`` (conflicts) or an
+        instance of a class in the task's ``retry_on`` and retries are
+        left, else ``error`` with the message ``error``.  Return the
+        outcome.
 
         :raises InvalidStatusError: if the job is not processing.
         """

@@ -487,8 +487,8 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         self._refuse(job, 'give up', (PROCESSING,))
         task = self._getTask(job.task)
-        if task is not None and exc is not None and isinstance(
-                exc, tuple(getattr(task, 'retry_on', ()))):
+        retryable = (TransientError,) + tuple(getattr(task, 'retry_on', ()))
+        if task is not None and isinstance(exc, retryable):
             return self._retry(job, error, retryDelay(task, job.retries + 1),
                                now, trace)
         return self._fail(job, error, trace, now)

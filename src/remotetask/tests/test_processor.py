@@ -493,14 +493,17 @@ def test_conflict_errors_are_retried_a_bounded_number_of_times(env):
         calls.append(1)
         raise ConflictError('always conflicting')
 
-    task('conflicting', conflicting)
+    task('conflicting', conflicting, max_retries=1, retry_backoff=0.01)
     jobid = env.add('conflicting')
     p = env.processor(attempts=3)
     job = env.waitStatus(jobid, 'error')
+    # 3 attempts, queued again once (a retry), 3 attempts, then error.
     assert 'gave up after 3 attempts' in job.error
     assert 'ConflictError' in job.error
-    assert len(calls) == 3
-    assert p.stats['conflicts'] == 2
+    assert '(gave up after 1 retries)' in job.error
+    assert len(calls) == 6
+    assert [a['outcome'] for a in job.attempts] == ['retry', 'error']
+    assert p.stats['conflicts'] == 4
     assert env.service.count('processing') == 0
 
 
