@@ -44,6 +44,7 @@ setup(
         'zope.schema >= 7.0',
         'zope.event >= 5.0',
         'ZEO >= 5.4',
+        'zc.lockfile >= 2.0',   # db.py: a clear error for a locked file
         'zodburi >= 2.6',
         'croniter >= 1.4',
         'click >= 8.0',
@@ -65,6 +66,7 @@ setup(
             'playwright >= 1.40',
             'WebTest >= 3.0',
             'openapi-spec-validator >= 0.7',
+            'openapi-schema-validator >= 0.6',
         ],
         # bench/run.py's peers (not needed by the tests).
         'bench': [

@@ -1,8 +1,12 @@
 """The ATP demo of EOxServer's developer guide (steps 1-7), on remotetask.
 
-Run a worker (the ATP daemon) and the demo against the same database::
+Run a worker (the ATP daemon) and the demo against the same database; the
+worker imports the handler of step 1 from this file, as ``atp_demo.handler``
+(EOxServer's was ``tools.atp_demo.handler``), so this directory is on its
+path::
 
-    remotetask worker --db zeo://127.0.0.1:8100 --import remotetask.tracker
+    PYTHONPATH=examples remotetask worker --db zeo://127.0.0.1:8100 \
+        --import remotetask.tracker
     python examples/atp_demo.py --db zeo://127.0.0.1:8100 1 2 3 4 5
 
 The only changes from the guide: the import line, ``configure(db)`` in
@@ -16,19 +20,26 @@ from remotetask.tracker import (
     QueueFull, configure, deleteTaskByIdentifier, enqueueTask,
     getTaskLog, getTaskResponse, getTaskStatusByIdentifier, registerTaskType)
 
-# Step 1 - Handler Subroutine: the worker imports it by its dotted path, so
-# it lives in an importable module, remotetask.atpdemo:
-#
-#     def handler(taskStatus, input):
-#         sum = 0
-#         for val in input:
-#             try:
-#                 sum += float(val)
-#             except ValueError:
-#                 taskStatus.setFailure("Input must be a sequence of numbers!")
-#                 return
-#         taskStatus.storeResponse(str(sum))
-HANDLER = 'remotetask.atpdemo.handler'
+
+
+# Step 1 - Handler Subroutine
+def handler(taskStatus, input):
+    """ example ATP handler subroutine """
+    sum = 0
+    # sum the values
+    for val in input:
+        try:
+            sum += float(val)
+        except ValueError:
+            # stop in case on ivalid input
+            taskStatus.setFailure("Input must be a sequence of numbers!")
+            return
+    # store the response and terminate
+    taskStatus.storeResponse(str(sum))
+
+
+#: The worker imports the handler by this dotted path.
+HANDLER = 'atp_demo.handler'
 
 
 def main(argv=None):
@@ -41,6 +52,9 @@ def main(argv=None):
                         help='seconds to wait when the queue is full')
     parser.add_argument('--deadline', type=float, default=600.0,
                         help='give up polling after this many seconds')
+    parser.add_argument('--handler', default=HANDLER,
+                        help='dotted path of the handler the worker imports '
+                             '(default: %(default)s, step 1 of this file)')
     parser.add_argument('--keep', action='store_true',
                         help='do not delete the task at the end (step 7)')
     parser.add_argument('input', nargs='*', default=['1', '2', '3', '4', '5'])
@@ -49,7 +63,7 @@ def main(argv=None):
     task = args.identifier
 
     # Step 2 - New Task Type Registration
-    registerTaskType("SequenceSum", HANDLER, 60, 600, 3)
+    registerTaskType("SequenceSum", args.handler, 60, 600, 3)
 
     # Step 3 - Creating New Task
     while True:

@@ -1,6 +1,7 @@
-"""The handler of the ATP demo (``examples/atp_demo.py``), importable by
-the worker as ``remotetask.atpdemo.handler``: the developer guide's
-"SequenceSum" example."""
+"""The developer guide's "SequenceSum" handler (step 1 of
+``examples/atp_demo.py``, which defines its own copy), importable from the
+package as ``remotetask.atpdemo.handler`` for ``tracker.txt`` and the
+tests."""
 
 
 def handler(taskStatus, input):

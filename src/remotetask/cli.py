@@ -19,9 +19,10 @@ def loadTasks(imports=(), zcml=()):
     for name in imports:
         try:
             importlib.import_module(name)
-        except ImportError as e:
-            raise click.BadParameter('can not import %r: %s' % (name, e),
-                                     param_hint='--import')
+        except Exception as e:      # ImportError, or the module's own error
+            raise click.BadParameter(
+                'can not import %r: %s' % (name, _errorText(e)),
+                param_hint='--import')
     for path in zcml:
         from remotetask import zcml as zcmlmod
         try:
@@ -63,7 +64,27 @@ def openService(uri, service, imports, zcml):
     return dbmod.ServiceRunner(database, service)
 
 
-@click.group()
+def _errorText(exc):
+    text = str(exc)
+    if isinstance(exc, ImportError):
+        return text
+    return '%s: %s' % (type(exc).__name__, text) if text else \
+        type(exc).__name__
+
+
+class _Group(click.Group):
+    """Every RemoteTaskError a subcommand lets through (no service of
+    that name, a job in the wrong status...) is an error message and exit
+    status 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RemoteTaskError as e:
+            raise click.ClickException(str(e))
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name='remotetask')
 def main():
     """remotetask: a task queue that lives inside the ZODB."""

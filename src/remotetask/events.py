@@ -1,9 +1,13 @@
 """Job lifecycle events, sent with ``zope.event``.  See interfaces.IJobEvent.
 
 A failing subscriber is logged and never stops a job or a worker.
+Subscribers are plain ``zope.event`` subscribers or handlers registered
+with ``zope.component`` (``provideHandler``, ZCML ``<subscriber>``) for
+the event interfaces.
 """
 import logging
 
+import zope.component.event  # noqa: F401  (dispatches to those handlers)
 import zope.event
 import zope.interface
 

@@ -13,10 +13,12 @@ from remotetask.job import currentJob
 
 
 def echo(input):
+    """Return the input."""
     return input
 
 
 def sum_(input):
+    """Add a list of numbers."""
     try:
         return sum(float(v) for v in input)
     except (TypeError, ValueError):
@@ -24,6 +26,7 @@ def sum_(input):
 
 
 def sleep(input):
+    """Sleep ``input`` seconds (at most an hour), reporting progress."""
     try:
         seconds = min(float(input or 1), 3600.0)
     except (TypeError, ValueError):
@@ -42,4 +45,5 @@ def sleep(input):
 
 
 def fail(input):
+    """Fail, with the input as the error message."""
     raise TaskError(str(input or 'this task always fails'))

@@ -76,10 +76,12 @@ How a processor (``remotetask.processor``) carries this out:
   outcome written over another worker's claim.  A claim lost while the task
   ran shows as a ``ConflictError`` at commit (the job was written by the
   other transaction), and the next attempt finds it lost;
-- when the attempts are used up (default 5) the job is not run again by
-  this worker: a new transaction ends it ``error`` with a message saying it
-  kept conflicting, or retries it if the task's ``retry_on`` names
-  ``ConflictError`` (``ITaskService.giveUp()``).  No job loops forever;
+- when the attempts are used up (default 5) the job is not run again at
+  once: a new transaction queues it again with the task's back-off, as one
+  of its retries (the job did nothing wrong; the database was busy, or
+  recovering from an outage), and once its ``max_retries`` are used up
+  ends it ``error`` with a message saying it kept conflicting
+  (``ITaskService.giveUp()``).  No job loops forever;
 - a clock thread with a connection of its own renews the lease of each
   running job (about every third of the lease) by writing only the job's
   small lease object, so renewals never conflict with the job's end.  When
@@ -267,7 +269,16 @@ class ITask(zope.interface.Interface):
 
 
 class IJob(zope.interface.Interface):
-    """One request to run a task."""
+    """One request to run a task.
+
+    A job is a persistent object of its service; any connection may read
+    it.  Its status changes only through the service, in a transaction that
+    also updates the queue and the indexes, so two transactions that change
+    one job's status conflict and only one commits.  Its lease and its
+    progress are small persistent objects of their own: a worker renewing
+    the lease, or a task reporting progress, from another connection never
+    conflicts with the transaction that ends the job.
+    """
 
     id = zope.schema.Int(title='Job id', readonly=True)
     task = zope.schema.TextLine(title='Name of the task to run')
@@ -298,7 +309,22 @@ class IJob(zope.interface.Interface):
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
-        'A dict of application data (the tracker keeps its records here)')
+        'A dict of application data (the tracker keeps its records here). '
+        'Replace it rather than change it in place: '
+        '``job.meta = dict(job.meta, key=value)``')
+
+    def setProgress(fraction=None, message='', now=None):
+        """Record progress on the job's own small progress object (see
+        ``ITaskContext.progress``: a running task reports through its
+        context, which a processor commits at once).
+
+        :raises ValueError: if ``fraction`` is not between 0 and 1.
+        """
+
+    def info():
+        """A dict describing the job, for the command line and the web
+        service (id, task, status, times, worker, starts, retries, error,
+        progress, cron and, for cron jobs, the schedule)."""
 
 
 class ICronJob(IJob):
@@ -323,11 +349,22 @@ class ICronJob(IJob):
                delay=None, expression=None, timezone=None):
         """Replace the schedule.  Call ``service.reschedule(id)`` after.
 
-        :raises InvalidScheduleError: if the new schedule is malformed.
+        :raises InvalidScheduleError: if the new schedule is malformed (a
+            field that is not a sequence of integers in its range, a bad
+            expression or time zone, both fields and an expression) or
+            never matches a date (February 30th); the job then keeps the
+            schedule it had.
         """
 
     def timeOfNextCall(now=None):
-        """Epoch seconds of the next call strictly after ``now``."""
+        """Epoch seconds of the next call strictly after ``now``.
+
+        :raises InvalidScheduleError: if the schedule never matches a date
+            (``update()`` refuses such schedules, so only for old pickles).
+        """
+
+    def schedule():
+        """The schedule as the keyword arguments of ``update()``."""
 
 
 class ITaskContext(zope.interface.Interface):
@@ -369,7 +406,10 @@ class ITaskService(zope.interface.Interface):
         ``startLater``: it then waits for ``startJob()``.
 
         :raises UnknownTaskError: if no task has that name (nothing stored).
-        :raises InvalidInputError: if the input can not be pickled.
+        :raises InvalidInputError: if the input (or ``meta``) can not be
+            pickled.
+        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
+            of them is not a number.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
@@ -446,7 +486,15 @@ class ITaskService(zope.interface.Interface):
     def hasJobsWaiting(now=None):
         """True if a job is due."""
 
-    def claim(now=None, worker=None, limit=1, lease=None, spread=False):
+    def queue():
+        """The waiting ``(eta, jobid)`` entries in due order (an iterator
+        over the queue's partitions)."""
+
+    def oldestWaiting():
+        """``(eta, jobid)`` of the waiting job due first, or None."""
+
+    def claim(now=None, worker=None, limit=1, lease=None, spread=False,
+              tasks=None):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
@@ -456,10 +504,22 @@ class ITaskService(zope.interface.Interface):
         partition at random, so concurrent workers (and producers) rarely
         write the same BTree bucket (see docs/design.md).  Processors use
         it; without it, claims are strictly in due order.
+
+        ``tasks``: a set of task names; jobs of other tasks are left in the
+        queue for workers that have them (as a Celery worker consumes only
+        its queues).  A claim looks at most ``SCAN_PAST`` (256) due jobs of
+        other tasks past the ones it takes; workers pass the names of the
+        tasks registered in their process.
+
+        Two transactions that claim the same job can not both commit: the
+        second gets a ``ConflictError`` (its caller retries, and finds the
+        job gone from the queue).  Each claim counts a start, opens an
+        attempt record and gives the job a fresh progress object.
         """
 
     def claimNextJob(now=None):
-        """Claim the next due job and return it, or None."""
+        """Claim the next due job and return it, or None (lovely's name for
+        ``claim(now)`` of one job, without a worker or a lease)."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
@@ -471,6 +531,7 @@ class ITaskService(zope.interface.Interface):
         ``cancelled`` is a ``threading.Event`` the task sees as
         ``ITaskContext.cancelled``.
 
+        :raises InvalidStatusError: if the job is not processing.
         :raises transaction.interfaces.TransientError: (ConflictError...)
             raised by the task, for the caller to retry the transaction.
         :raises LeaseLost: if, when the task returns, the job is no longer
@@ -497,19 +558,34 @@ class ITaskService(zope.interface.Interface):
 
     def giveUp(job, error, exc=None, trace=None, now=None):
         """End a processing job whose run could not be completed by its
-        worker (it kept conflicting, or failed outside its task): ``error``
-        with the message ``error``, or a retry if ``exc`` is an instance of
-        a class in the task's ``retry_on``.  Return the outcome.
+        worker (it kept conflicting, or failed outside its task): a retry
+        with back-off if ``exc`` is a ``TransientError`` (conflicts) or an
+        instance of a class in the task's ``retry_on`` and retries are
+        left, else ``error`` with the message ``error``.  Return the
+        outcome.
 
         :raises InvalidStatusError: if the job is not processing.
         """
 
     def processNext(now=None, jobid=None):
-        """Claim and run one job (the next due one, or ``jobid``); return
-        True if a job ran."""
+        """Claim and run one job (the next due one, or ``jobid``, even if
+        it is not due yet or waits for ``startJob``), in the current
+        transaction; return True if a job ran, False if none was due.
+
+        :raises JobNotFoundError: if there is no job ``jobid``.
+        :raises InvalidStatusError: if job ``jobid`` is not waiting
+            (queued, delayed, cron or start later).
+        :raises transaction.interfaces.TransientError: raised by the task.
+        """
 
     def process(now=None):
-        """Run every due job in the current transaction."""
+        """Run every job due at ``now`` in the current transaction (the
+        eager mode of the tutorial and of tests; a job that becomes due
+        again at once, such as a retry without delay, runs again until its
+        retries are used up).  Jobs that become due after ``now`` wait.
+
+        :raises transaction.interfaces.TransientError: raised by a task.
+        """
 
     def reap(now=None):
         """Hand back the processing jobs whose lease has expired: queue them
@@ -519,7 +595,35 @@ class ITaskService(zope.interface.Interface):
     def maintain(now=None):
         """Periodic housekeeping, run by processors in a transaction of its
         own every few seconds: ``reap(now)``, then every
-        ``IServiceMaintenance`` utility.  Return the reaped job ids."""
+        ``IServiceMaintenance`` utility.  Return the reaped job ids.
+
+        A maintenance utility that fails is logged and its writes rolled
+        back (to a savepoint); the others still run.
+
+        :raises transaction.interfaces.TransientError: (ConflictError...)
+            for the caller to retry, at its next tick.
+        """
+
+    def startProcessing(**options):
+        """Start a processor (``IProcessor``) for this service in this
+        process and return it; if one already runs, return that one.  The
+        options are those of ``remotetask.processor.Processor``.  As in
+        lovely.remotetask, but the processor owns its threads and their
+        stop event, and it is kept in a registry of the process keyed by
+        the database and the service's oid (never found by thread name).
+
+        :raises ServiceNotStoredError: if the service is not stored in a
+            database and committed (the processor opens connections of its
+            own and must find it there).
+        :raises ValueError: for a bad option.
+        """
+
+    def stopProcessing(timeout=None):
+        """Stop the processor started by ``startProcessing`` (see
+        ``IProcessor.stop``); return False if none ran in this process."""
+
+    def isProcessing():
+        """True while a processor of this process runs this service."""
 
 
 class IServiceMaintenance(zope.interface.Interface):
@@ -544,6 +648,12 @@ class IProcessor(zope.interface.Interface):
     least every ``poll_interval`` seconds.
     """
 
+    worker_id = zope.interface.Attribute(
+        'The name it records on the jobs it runs (each thread adds "/N")')
+    concurrency = zope.interface.Attribute('The number of worker threads')
+    lease = zope.interface.Attribute(
+        'Seconds a claim holds unless renewed (renewed while a job runs)')
+    grace = zope.interface.Attribute('The default timeout of ``stop()``')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '

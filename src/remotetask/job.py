@@ -6,12 +6,13 @@ which keeps the queue and the status indexes in step with it.
 import contextlib
 import contextvars
 import datetime
+import math
 import time
 import zoneinfo
 
 import persistent
 import zope.interface
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from remotetask import interfaces
 from remotetask.interfaces import InvalidScheduleError
@@ -126,7 +127,11 @@ _RANGES = {'minute': (0, 59), 'hour': (0, 23), 'dayOfMonth': (1, 31),
 
 
 def _checkField(name, values):
+    # A string is a sequence too: minute='10' would silently be (1, 0).
     try:
+        if isinstance(values, (str, bytes)) or any(
+                isinstance(v, (bool, float, str, bytes)) for v in values):
+            raise TypeError(name)
         values = tuple(int(v) for v in values)
     except (TypeError, ValueError):
         raise InvalidScheduleError(
@@ -185,8 +190,9 @@ class CronJob(Job):
             except (TypeError, ValueError):
                 raise InvalidScheduleError('delay must be a number of '
                                            'seconds, not %r' % (delay,))
-            if delay <= 0:
-                raise InvalidScheduleError('delay must be positive, not %r'
+            if not delay > 0 or not math.isfinite(delay):
+                raise InvalidScheduleError('delay must be a positive finite '
+                                           'number of seconds, not %r'
                                            % delay)
         if expression is not None:
             if delay is not None or any(fields.values()):
@@ -206,11 +212,17 @@ class CronJob(Job):
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise InvalidScheduleError('unknown time zone %r'
                                            % (timezone,))
+        old = self.schedule()
         for name, value in fields.items():
             setattr(self, name, value)
         self.delay = delay
         self.expression = expression
         self.timezone = timezone
+        try:
+            self.timeOfNextCall(0)
+        except InvalidScheduleError:
+            self.update(**old)      # keep the schedule it had
+            raise
 
     def timeOfNextCall(self, now=None):
         """See ICronJob."""
@@ -218,15 +230,25 @@ class CronJob(Job):
             now = time.time()
         if self.delay is not None:
             return now + self.delay
+        try:
+            if self.expression is not None:
+                tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')
+                start = datetime.datetime.fromtimestamp(now, tz)
+                nxt = croniter(self.expression, start).get_next(
+                    datetime.datetime)
+                return int(nxt.timestamp())
+            expr = _expression(self.minute, self.hour, self.dayOfMonth,
+                               self.month, self.dayOfWeek)
+            return int(croniter(expr, now, day_or=False).get_next(float))
+        except CroniterBadDateError:
+            raise InvalidScheduleError(
+                'the schedule %s never matches a date' % (self._describe(),))
+
+    def _describe(self):
         if self.expression is not None:
-            tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')
-            start = datetime.datetime.fromtimestamp(now, tz)
-            nxt = croniter(self.expression, start).get_next(
-                datetime.datetime)
-            return int(nxt.timestamp())
-        expr = _expression(self.minute, self.hour, self.dayOfMonth,
-                           self.month, self.dayOfWeek)
-        return int(croniter(expr, now, day_or=False).get_next(float))
+            return repr(self.expression)
+        return ', '.join('%s=%r' % (name, getattr(self, name))
+                         for name in _FIELDS if getattr(self, name))
 
     def schedule(self):
         """The schedule as keyword arguments of ``update()``."""

@@ -26,6 +26,7 @@ import time
 import traceback
 
 import transaction
+import zope.component
 import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
@@ -59,6 +60,28 @@ class _Active:
         self.error = None
 
 
+def _deadline(service, job):
+    """Epoch seconds when the claimed job's time limit is over, or None.
+
+    A limit that is not a number (stored by an old version, or set on the
+    job by hand) must not make every claim fail: it is not enforced here,
+    and ``service.run`` ends the job ``error`` when it compares it.
+    """
+    limit = policy(service._getTask(job.task), job, 'time_limit')
+    if limit is None:
+        return None
+    try:
+        return job.started + float(limit)
+    except (TypeError, ValueError):
+        log.error('job %s: its time limit %r is not a number of seconds',
+                  job.id, limit)
+        return None
+
+
+def _isNumber(value, kind=(int, float)):
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def defaultWorkerId():
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
@@ -75,7 +98,8 @@ class Processor(Clock):
     count from the claim).  ``poll_interval``: longest idle wait.
     ``maintenance_interval``: seconds between ``service.maintain()`` calls.
     ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
-    times a job's transaction is tried when it conflicts.
+    times a job's transaction is tried when it conflicts.  A bad option
+    raises ``ValueError`` naming it.
     """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
@@ -84,15 +108,15 @@ class Processor(Clock):
         for what, value, low in (('concurrency', concurrency, 1),
                                  ('batch', batch, 1),
                                  ('attempts', attempts, 1)):
-            if not isinstance(value, int) or value < low:
+            if not _isNumber(value, int) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
         for what, value in (('lease', lease), ('poll_interval', poll_interval),
                             ('maintenance_interval', maintenance_interval)):
-            if not value > 0:
+            if not _isNumber(value) or not value > 0:
                 raise ValueError('%s must be a positive number of seconds, '
                                  'not %r' % (what, value))
-        if grace < 0:
+        if not _isNumber(grace) or grace < 0:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
         self.db = db
         self.name = name
@@ -305,13 +329,11 @@ class Processor(Clock):
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
                                              limit=self.batch,
-                                             lease=self.lease, spread=True):
-                        limit = policy(service._getTask(job.task), job,
-                                       'time_limit')
+                                             lease=self.lease, spread=True,
+                                             tasks=_taskNames()):
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
-                            None if limit is None else job.started + limit,
-                            now))
+                            _deadline(service, job), now))
         except STORAGE_ERRORS:
             raise
         except TransientError:
@@ -476,6 +498,7 @@ class Processor(Clock):
             close(conn)
         return handed
 
+
 class _Reporter:
     """Progress of a worker thread's jobs, committed through a connection
     and transaction manager of its own so others see it at once and it
@@ -569,3 +592,10 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _taskNames():
+    """The names of the tasks registered in this process: a processor
+    claims only jobs it can run, leaving the others to workers that can."""
+    return frozenset(name for name, task in
+                     zope.component.getUtilitiesFor(interfaces.ITask))

@@ -33,6 +33,11 @@ _SENTINEL = 0
 _NOT_JOBS = LOSet([_SENTINEL])
 
 
+#: How many due jobs of other tasks a claim limited to some ``tasks`` looks
+#: past (see ITaskService.claim).
+SCAN_PAST = 256
+
+
 def _now(now):
     return time.time() if now is None else now
 
@@ -58,6 +63,18 @@ def checkPicklable(value, what='input'):
     except Exception as e:
         raise InvalidInputError('the %s can not be stored (pickled): %s: %s'
                                 % (what, type(e).__name__, e)) from e
+
+
+def _number(name, value, low=None, integer=False, allowLow=True):
+    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InvalidInputError('%s must be %s, not %r' % (
+            name, 'an integer' if integer else 'a number', value))
+    if low is not None and (value < low or (value == low and not allowLow)):
+        raise InvalidInputError('%s must be %s %s, not %r' % (
+            name, '>=' if allowLow else '>', low, value))
+    return value if integer else float(value)
 
 
 def _errorText(exc):
@@ -102,7 +119,7 @@ class TaskService(persistent.Persistent):
         return zope.component.queryUtility(interfaces.ITask, name=name)
 
     def _checkTask(self, name):
-        if self._getTask(name) is None:
+        if not isinstance(name, str) or self._getTask(name) is None:
             raise UnknownTaskError(
                 'unknown task %r; available tasks: %s' % (
                     name, ', '.join(sorted(self.getAvailableTasks()))
@@ -169,16 +186,29 @@ class TaskService(persistent.Persistent):
             now=None):
         """See ITaskService."""
         now = _now(now)
+        # Everything is checked before anything is stored.
         if delay is not None and eta is not None:
-            raise ValueError('give either delay or eta, not both')
+            raise InvalidInputError('give either delay or eta, not both')
         if delay is not None:
-            eta = now + float(delay)
+            eta = now + _number('delay', delay)
+        elif eta is not None:
+            eta = _number('eta', eta)
+        if time_limit is not None:
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+        if max_retries is not None:
+            max_retries = _number('max_retries', max_retries, 0, True)
+        if max_starts is not None:
+            max_starts = _number('max_starts', max_starts, 1, True)
+        if meta:
+            if not isinstance(meta, dict):
+                raise InvalidInputError('meta must be a dict, not %r'
+                                        % (meta,))
+            checkPicklable(meta, 'meta data')
         job = self._newJob(Job, task, input, now)
         job.time_limit = time_limit
         job.max_retries = max_retries
         job.max_starts = max_starts
         if meta:
-            checkPicklable(meta, 'meta data')
             job.meta = dict(meta)
         self._store(job)
         if startLater:
@@ -187,7 +217,7 @@ class TaskService(persistent.Persistent):
             if eta is not None:
                 job.meta['eta'] = eta
         else:
-            eta = now if eta is None else float(eta)
+            eta = now if eta is None else eta
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
 
@@ -322,11 +352,11 @@ class TaskService(persistent.Persistent):
         return _intersection(byStatus, byTask)
 
     def queue(self):
-        """The waiting ``(eta, jobid)`` entries in due order (an iterator)."""
+        """See ITaskService."""
         return iter(self._queue)
 
     def oldestWaiting(self):
-        """``(eta, jobid)`` of the job due first, or None."""
+        """See ITaskService."""
         return self._queue.oldest()
 
     def hasJobsWaiting(self, now=None):
@@ -335,21 +365,35 @@ class TaskService(persistent.Persistent):
 
     # -- processing ----------------------------------------------------------
 
-    def claim(self, now=None, worker=None, limit=1, lease=None, spread=False):
+    def claim(self, now=None, worker=None, limit=1, lease=None, spread=False,
+              tasks=None):
         """See ITaskService."""
         now = _now(now)
         start = randomPartition(len(self._queue._parts)) if spread else None
         claimed = []
-        for eta, jobid in self._queue.due(now, limit, start):
-            job = self.jobs.get(jobid)
-            if job is None or job._status not in WAITING_STATUSES \
-                    or job.eta != eta:
-                # A stale entry: never expected, but never worth a loop.
-                log.warning('dropping stale queue entry %r', (eta, jobid))
-                self._queue.remove(jobid, eta)
-                continue
-            self._begin(job, now, worker, lease)
-            claimed.append(job)
+        seen = set()
+        skipped = False
+        for wanted in (limit, limit + SCAN_PAST):
+            for eta, jobid in self._queue.due(now, wanted, start):
+                if len(claimed) >= limit:
+                    return claimed
+                if jobid in seen:
+                    continue
+                seen.add(jobid)
+                job = self.jobs.get(jobid)
+                if job is None or job._status not in WAITING_STATUSES \
+                        or job.eta != eta:
+                    # A stale entry: never expected, never worth a loop.
+                    log.warning('dropping stale queue entry %r', (eta, jobid))
+                    self._queue.remove(jobid, eta)
+                    continue
+                if tasks is not None and job.task not in tasks:
+                    skipped = True      # for a worker that has that task
+                    continue
+                self._begin(job, now, worker, lease)
+                claimed.append(job)
+            if len(claimed) >= limit or not skipped:
+                break
         return claimed
 
     def _begin(self, job, now, worker, lease):
@@ -388,7 +432,7 @@ class TaskService(persistent.Persistent):
             return self._fail(job, 'unknown task %r' % job.task, None, now)
         events.notify(events.JobStarted(job, self))
         context = TaskContext(self, job, reporter, cancelled)
-        savepoint = _savepoint()
+        savepoint = _savepoint(job._p_jar or self._p_jar)
         started = time.monotonic()
         token = self.claimToken(job)
         try:
@@ -443,8 +487,8 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         self._refuse(job, 'give up', (PROCESSING,))
         task = self._getTask(job.task)
-        if task is not None and exc is not None and isinstance(
-                exc, tuple(getattr(task, 'retry_on', ()))):
+        retryable = (TransientError,) + tuple(getattr(task, 'retry_on', ()))
+        if task is not None and isinstance(exc, retryable):
             return self._retry(job, error, retryDelay(task, job.retries + 1),
                                now, trace)
         return self._fail(job, error, trace, now)
@@ -513,6 +557,10 @@ class TaskService(persistent.Persistent):
             task = self._getTask(job.task)
             expires = job.lease_expires
             limit = policy(task, job, 'time_limit')
+            if not isinstance(limit, (int, float, type(None))):
+                log.error('job %s: time limit %r is not a number; ignored',
+                          jobid, limit)
+                limit = None
             if limit is not None and job.started is not None \
                     and now > job.started + limit:
                 error = 'time limit of %gs exceeded' % limit
@@ -542,7 +590,7 @@ class TaskService(persistent.Persistent):
         reaped = self.reap(now)
         for name, hook in sorted(zope.component.getUtilitiesFor(
                 interfaces.IServiceMaintenance)):
-            savepoint = _savepoint()
+            savepoint = _savepoint(self._p_jar)
             try:
                 hook(self, now)
             except TransientError:
@@ -579,24 +627,28 @@ class TaskService(persistent.Persistent):
     # -- processors (see remotetask.processor) -------------------------------
 
     def startProcessing(self, **options):
-        """Start a processor for this (stored) service in this process."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.startProcessing(self, **options)
 
     def stopProcessing(self, timeout=None):
-        """Stop the processor started by ``startProcessing``."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.stopProcessing(self, timeout)
 
     def isProcessing(self):
-        """True while a processor of this process runs this service."""
+        """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
 
 
-def _savepoint():
+def _savepoint(jar):
+    """A savepoint of the transaction the service's connection ``jar`` is
+    in (its own transaction manager's, which need not be the thread's
+    default one); of the default transaction when detached."""
+    manager = transaction.manager if jar is None else jar.transaction_manager
     try:
-        return transaction.savepoint(optimistic=True)
+        return manager.savepoint(optimistic=True)
     except Exception:
         log.warning('no savepoint: a failing task can not be rolled back '
                     'alone', exc_info=True)

@@ -10,13 +10,16 @@ import traceback
 from ZODB.POSException import StorageError
 
 from remotetask.interfaces import StorageUnavailable
+from remotetask.retry import DISCONNECT_ERRORS
 
 log = logging.getLogger('remotetask.worker')
 
 #: Errors that mean "the database can not be reached right now" (ZEO's
-#: ClientDisconnected is a StorageError): wait and try again, never give up
-#: on a job or end a thread for them.
-STORAGE_ERRORS = (StorageError, StorageUnavailable, OSError)
+#: ClientDisconnected is a StorageError; RelStorage passes on the database
+#: driver's connection errors): wait and try again, never give up on a job
+#: or end a thread for them.
+STORAGE_ERRORS = (StorageError, StorageUnavailable, OSError) + \
+    DISCONNECT_ERRORS
 
 
 def errorText(exc):

@@ -27,13 +27,15 @@ import time
 
 import ZODB
 import zope.component
+from BTrees.LOBTree import intersection
 import zope.component.event  # noqa: F401  zope.event -> component handlers
 from transaction.interfaces import TransientError
 
 from remotetask import db as dbmod
 from remotetask import interfaces
-from remotetask.interfaces import FINAL_STATUSES, TaskError
+from remotetask.interfaces import DELAYED, FINAL_STATUSES, QUEUED, TaskError
 from remotetask.job import currentJob
+from remotetask.service import checkPicklable
 from remotetask.task import TaskBase
 from remotetask.trackerdata import (  # noqa: F401  re-exported
     ACCEPTED, FAILED, FINISHED, PAUSED, RUNNING, SCHEDULED, STATUS2COLOR,
@@ -287,15 +289,21 @@ def dequeueTask(serverID, message=''):
 
 def _dequeueTask(service, data, now, serverID, message):
     if data is not None:
-        for eta, jobid in service.queue():
-            if eta > now:
-                break
-            record = data.records.get(jobid)
-            job = service.jobs.get(jobid)
-            if record is not None and job is not None:
-                activate(service, job, record, SCHEDULED, now, message,
-                         worker=serverID, what='dequeue', claim=True)
-                return [jobid]
+        # The due tracker tasks, first due first: the waiting tracker jobs
+        # (an intersection of id sets, in C) sorted by (eta, id), rather
+        # than a walk of the whole queue past other tasks' jobs.
+        waiting = []
+        for status in (QUEUED, DELAYED):
+            for jobid in intersection(data.records, service.jobIds(status)):
+                job = service.jobs.get(jobid)
+                if job is not None and job.eta is not None \
+                        and job.eta <= now:
+                    waiting.append((job.eta, jobid, job))
+        if waiting:
+            eta, jobid, job = min(waiting, key=lambda e: e[:2])
+            activate(service, job, data.records[jobid], SCHEDULED, now,
+                     message, worker=serverID, what='dequeue', claim=True)
+            return [jobid]
     raise QueueEmpty('no task in the queue')
 
 
@@ -463,7 +471,15 @@ def getTaskStatusByIdentifier(type, identifier):
 
 
 def setTaskResponse(task_id, response, mimeType='text/xml'):
-    """Store (or replace) the response of a task."""
+    """Store (or replace) the response of a task.
+
+    :raises InvalidInputError: if the response can not be pickled.
+    :raises ValueError: if ``mimeType`` is not a string.
+    """
+    if not isinstance(mimeType, str):
+        raise ValueError('mimeType must be a string, not %r' % (mimeType,))
+    checkPicklable(response, 'response')
+
     def call(service, data, now):
         job, record = findTask(service, data, task_id)
         record.response = trackerdata.Response(response, mimeType)

@@ -384,9 +384,29 @@ def _delete(service, job, force):
 
 # -- Transitions -------------------------------------------------------------
 
+def logStart(record, job):
+    """Log a worker's start of the task's job: SCHEDULED, then RUNNING."""
+    who = 'worker %s' % job.worker if job.worker else 'in-process'
+    logStatus(record, SCHEDULED, 'dequeued (%s, start %d)'
+              % (who, job.starts), job.started)
+    logStatus(record, RUNNING, '', job.started)
+
+
+def logUnseenStart(job, record):
+    """Before a task that a worker runs is ended or re-enqueued from another
+    transaction: the worker logs its start in the transaction of the run,
+    which will be dropped (its claim is lost), so log the start here for
+    the history to show it.  (A start by ``dequeueTask`` is logged
+    already: the record is SCHEDULED, RUNNING or PAUSED then.)"""
+    if job.status == PROCESSING and record.code not in ACTIVE \
+            and job.started is not None:
+        logStart(record, job)
+
+
 def reenqueue(service, job, record, now, message='', restart=True):
     """Put a task back in the queue, ACCEPTED.  ``restart``: a fresh start
     count (a manual re-enqueue) rather than keeping it (a zombie)."""
+    logUnseenStart(job, record)
     _requeue(service, job, now, message or 're-enqueued')
     if restart:
         job.starts = 0
@@ -410,6 +430,7 @@ def activate(service, job, record, code, now, message='', worker=None,
 def finish(service, job, record, code, now, message=''):
     """End a task FINISHED or FAILED (its job ``completed`` or ``error``).
     Logged before the job ends, so the event subscribers log nothing more."""
+    logUnseenStart(job, record)
     logStatus(record, code, message, now)
     if code == FINISHED:
         result = record.response.response if record.response else None
@@ -537,10 +558,7 @@ def onJobStarted(event):
         if record.code in ENDED:  # retried through the service API
             logStatus(record, ACCEPTED, 're-enqueued through the service',
                       job.started)
-        who = 'worker %s' % job.worker if job.worker else 'in-process'
-        logStatus(record, SCHEDULED, 'dequeued (%s, start %d)'
-                  % (who, job.starts), job.started)
-        logStatus(record, RUNNING, '', job.started)
+        logStart(record, job)
 
 
 def onJobEnded(event):

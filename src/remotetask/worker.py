@@ -115,7 +115,9 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
     _configureLogging(log_level)
     cli.loadTasks(imports, zcml)
     try:
-        database = dbmod.openDB(uri)
+        # Each thread has a connection, and one more for its progress
+        # reports; the clock, hand-backs and id blocks one each.
+        database = dbmod.openDB(uri, pool_size=2 * concurrency + 3)
     except RemoteTaskError as e:
         raise click.BadParameter(str(e), param_hint='--db')
     except Exception as e:      # locked FileStorage, unreadable file...

@@ -3,7 +3,9 @@
 ``<remotetask:task name="echo" function="mypackage.tasks.echo" />``
 registers ``SimpleTask(mypackage.tasks.echo)`` as the ``ITask`` utility
 named ``echo``; the optional attributes ``time_limit``, ``max_starts``,
-``max_retries`` and ``retry_backoff`` set its policy.  A task object of your
+``max_retries``, ``retry_on`` (dotted names of exception classes, separated
+by spaces), ``retry_backoff``, ``retry_backoff_max`` and ``retry_jitter``
+set its policy (see ``interfaces.ITask``).  A task object of your
 own is registered with the standard ``<utility>`` directive, providing
 ``remotetask.interfaces.ITask``.
 """
@@ -29,17 +31,32 @@ class ITaskDirective(zope.interface.Interface):
                                    required=False)
     max_starts = zope.schema.Int(title='Maximum starts', required=False)
     max_retries = zope.schema.Int(title='Maximum retries', required=False)
+    retry_on = fields.Tokens(
+        title='Exception classes after which a job is retried',
+        value_type=fields.GlobalObject(), required=False)
     retry_backoff = zope.schema.Float(title='First retry delay',
                                       required=False)
+    retry_backoff_max = zope.schema.Float(title='Largest retry delay',
+                                          required=False)
+    retry_jitter = zope.schema.Bool(title='Randomise retry delays',
+                                    required=False)
 
 
 def task(_context, name, function, time_limit=None, max_starts=None,
-         max_retries=None, retry_backoff=None):
+         max_retries=None, retry_on=None, retry_backoff=None,
+         retry_backoff_max=None, retry_jitter=None):
+    """Handler of ``<remotetask:task>``: see ``ITaskDirective``."""
     if not callable(function):
         raise config.ConfigurationError('%r is not callable' % (function,))
+    for cls in retry_on or ():
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise config.ConfigurationError(
+                'retry_on: %r is not an exception class' % (cls,))
     component = SimpleTask(function, time_limit=time_limit,
                            max_starts=max_starts, max_retries=max_retries,
-                           retry_backoff=retry_backoff)
+                           retry_on=retry_on, retry_backoff=retry_backoff,
+                           retry_backoff_max=retry_backoff_max,
+                           retry_jitter=retry_jitter)
     utility(_context, provides=ITask, component=component, name=name)
 
 

@@ -44,7 +44,9 @@ def records(conn, service='tasks'):
 
 
 class RecordTask(TaskBase):
-    """input: {'n': int, 'log': path, 'sleep': seconds (optional)}."""
+    """input: {'n': int, 'log': path, 'sleep': seconds (optional),
+    'until': path (optional: the sleep ends early once that file exists)}.
+    """
 
     def __call__(self, service, jobid, input):
         claim = len(service.jobs[jobid].attempts)
@@ -52,8 +54,11 @@ class RecordTask(TaskBase):
         logLine(input['log'], 'start', jobid, os.getpid(), claim, n)
         context = currentJob()
         deadline = time.monotonic() + input.get('sleep', 0)
+        until = input.get('until')
         while time.monotonic() < deadline:
             if context is not None and context.cancelled:
+                break
+            if until is not None and os.path.exists(until):
                 break
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         done = records(service._p_jar, service.__name__)

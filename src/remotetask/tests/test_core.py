@@ -411,6 +411,17 @@ def test_expired_lease_requeues_until_max_starts(service):
     assert not checkConsistency(service)
 
 
+def test_claim_only_the_tasks_a_worker_has(service):
+    register('other', len)
+    foreign = [service.add('other', 'x', now=i) for i in range(5)]
+    mine = service.add('echo', 'y', now=10)
+    claimed = service.claim(now=20, tasks={'echo'}, limit=3)
+    assert [job.id for job in claimed] == [mine]
+    assert all(service.getStatus(i) == QUEUED for i in foreign)
+    assert service.claim(now=20, tasks={'echo'}) == []
+    assert len(service.claim(now=20, tasks={'echo', 'other'}, limit=9)) == 5
+
+
 def test_claim_token_detects_a_lost_claim(service):
     service.add('echo', now=0)
     job = service.claim(now=0, lease=1)[0]

@@ -6,6 +6,7 @@ deadlines; no test asserts a duration.
 """
 import doctest
 import os
+import re
 import signal
 import threading
 import time
@@ -125,7 +126,9 @@ def test_processor_provides_its_interface(env):
 
 @pytest.mark.parametrize('option, value', [
     ('concurrency', 0), ('batch', 0), ('lease', 0), ('lease', -1),
-    ('poll_interval', 0), ('grace', -1), ('attempts', 0)])
+    ('poll_interval', 0), ('grace', -1), ('attempts', 0),
+    ('concurrency', 2.0), ('concurrency', True), ('lease', '5'),
+    ('lease', None), ('grace', 'abc'), ('maintenance_interval', '1')])
 def test_bad_options_are_refused(env, option, value):
     with pytest.raises(ValueError, match=option):
         Processor(env.db, **{option: value})
@@ -150,6 +153,75 @@ def test_one_at_a_time_processor_runs_jobs_in_order(env):
     env.wait(lambda: p.stats['completed'] == 10)   # counted after commit
     p.stop()
     assert not p.running
+
+
+def test_jobs_of_tasks_it_does_not_have_are_left_to_others(env):
+    task('echo', lambda x: x)
+    task('other', lambda x: x)
+    foreign = env.add('other', 'not mine')
+    zope.component.getGlobalSiteManager().unregisterUtility(
+        provided=interfaces.ITask, name='other')
+    mine = [env.add('echo', i) for i in range(3)]
+    p = env.processor(concurrency=1)
+    env.wait(lambda: env.service.count('completed') == 3)
+    p.stop()
+    assert [env.job(i).status for i in mine] == ['completed'] * 3
+    assert env.job(foreign).status == 'queued'     # not failed, not taken
+    assert env.job(foreign).attempts == ()
+
+
+def test_each_job_is_logged_with_its_outcome_and_duration(env, caplog):
+    task('echo', lambda x: x)
+    task('fail', lambda x: 1 / 0)
+    ok, bad = env.add('echo', 1), env.add('fail')
+    with caplog.at_level('INFO', logger='remotetask.worker'):
+        p = env.processor(worker_id='logged')
+        env.waitStatus(bad, 'error')
+        env.waitStatus(ok, 'completed')
+        env.wait(lambda: p.stats['processed'] == 2)
+    text = caplog.text
+    assert 'job %d (echo) started by logged/1' % ok in text
+    assert 'job %d (fail) started by logged/1' % bad in text
+    assert re.search(r'job %d \(echo\) ended completed in \d+\.\d{3}s' % ok,
+                     text)
+    assert re.search(r'job %d \(fail\) ended error in \d+\.\d{3}s: '
+                     r'ZeroDivisionError: division by zero' % bad, text)
+
+
+def test_one_claim_takes_a_batch_and_stop_hands_back_unstarted_jobs(env):
+    started = threading.Event()
+    release = threading.Event()
+    task('block', lambda x: started.set() or release.wait(30) and x)
+    ids = [env.add('block', i) for i in range(3)]
+    p = env.processor(batch=3)
+    try:
+        assert started.wait(30)
+        env.wait(lambda: env.service.count('processing') == 3,
+                 what='the batch to be claimed')
+        jobs = [env.job(i) for i in ids]
+        # One claim transaction: one start time, one thread.
+        assert len({j.started for j in jobs}) == 1
+        assert {j.worker for j in jobs} == {p.worker_id + '/1'}
+        assert sorted(p.stop(timeout=0.2)) == ids
+    finally:
+        release.set()
+    for jobid in ids:
+        job = env.job(jobid)
+        assert (job.status, job.starts) == ('queued', 0)
+        assert job.attempts[-1]['outcome'] == 'handed back'
+    assert p.stats['handed_back'] == 3
+
+
+def test_a_job_with_a_bad_time_limit_does_not_block_the_others(env):
+    task('echo', lambda x: x)
+    bad = env.add('echo', 'bad')
+    good = env.add('echo', 'good')
+    # Stored by hand (or by an old version): not a number.
+    env.job(bad).time_limit = 'abc'
+    env.tm.commit()
+    env.processor()
+    assert env.waitStatus(good, 'completed').output == 'good'
+    assert env.waitStatus(bad, 'error').error.startswith('TypeError')
 
 
 def test_multithreaded_processor_records_each_input_once(env):
@@ -205,7 +277,13 @@ def test_invalidations_wake_the_processor(env):
     lengthOid = env.service._queue._length._p_oid
     assert any(lengthOid in oids for oids in seen)
     # A processor that would poll only every 60s runs a new job at once.
-    p = env.processor(poll_interval=60)
+    # Its clock, which also wakes idle threads when a job is due, is kept
+    # from doing so here: only the invalidation can wake the thread.
+    p = Processor(env.db, lease=2.0, poll_interval=60,
+                  maintenance_interval=0.5)
+    p._checkDue = lambda tm, conn, now: None
+    env.processors.append(p)
+    p.start()
     env.wait(lambda: p.stats['maintenance_runs'] > 0 and p._idle)
     jobid = env.add('echo', 2)
     env.waitStatus(jobid, 'completed', timeout=30)
@@ -337,14 +415,16 @@ def test_time_limit_retried_per_policy(env):
             time.sleep(0.01)
         return len(calls)
 
-    task('slow', slowOnce, time_limit=0.3, max_retries=2, retry_backoff=0.01,
+    # The first run waits until cancelled; the second returns at once, far
+    # within the limit even on a loaded machine.
+    task('slow', slowOnce, time_limit=2.0, max_retries=2, retry_backoff=0.01,
          retry_on=(TimeLimitExceeded,))
     jobid = env.add('slow')
     env.processor()
     job = env.waitStatus(jobid, 'completed')
     assert job.output == 2
     assert [a['outcome'] for a in job.attempts] == ['retry', 'completed']
-    assert job.attempts[0]['error'] == 'time limit of 0.3s exceeded'
+    assert job.attempts[0]['error'] == 'time limit of 2s exceeded'
 
 
 # -- retries and failures -----------------------------------------------------
@@ -413,14 +493,17 @@ def test_conflict_errors_are_retried_a_bounded_number_of_times(env):
         calls.append(1)
         raise ConflictError('always conflicting')
 
-    task('conflicting', conflicting)
+    task('conflicting', conflicting, max_retries=1, retry_backoff=0.01)
     jobid = env.add('conflicting')
     p = env.processor(attempts=3)
     job = env.waitStatus(jobid, 'error')
+    # 3 attempts, queued again once (a retry), 3 attempts, then error.
     assert 'gave up after 3 attempts' in job.error
     assert 'ConflictError' in job.error
-    assert len(calls) == 3
-    assert p.stats['conflicts'] == 2
+    assert '(gave up after 1 retries)' in job.error
+    assert len(calls) == 6
+    assert [a['outcome'] for a in job.attempts] == ['retry', 'error']
+    assert p.stats['conflicts'] == 4
     assert env.service.count('processing') == 0
 
 
@@ -515,7 +598,8 @@ def test_stop_hands_back_what_did_not_finish(env):
     assert env.job(jobid).output is None
 
 
-def test_serve_stops_gracefully_on_sigterm(env):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_gracefully_on_a_signal(env, signum):
     started = threading.Event()
     release = threading.Event()
 
@@ -528,15 +612,18 @@ def test_serve_stops_gracefully_on_sigterm(env):
     jobid = env.add('job')
     waiting = env.add('job')
 
+    p = Processor(env.db, lease=2, poll_interval=0.5)
+
     def signaller():
         started.wait(30)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.3)
+        os.kill(os.getpid(), signum)
+        # The job ends only once the signal was handled: claiming stopped.
+        p._stopping.wait(30)
         release.set()
 
     threading.Thread(target=signaller, daemon=True).start()
-    p = Processor(env.db, lease=2, poll_interval=0.5)
     env.processors.append(p)
+    previous = signal.getsignal(signum)
     assert serve(p, grace=30) == 0
     assert not p.running
     # The job that ran finished; the other one was not claimed.
@@ -546,12 +633,14 @@ def test_serve_stops_gracefully_on_sigterm(env):
     assert env.job(done).output == 'done'
     assert env.job(left).status == 'queued'
     assert env.job(left).starts == 0
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert len(env.job(done).attempts) == 1
+    assert signal.getsignal(signum) == previous
 
 
 def test_serve_exits_at_once_on_a_second_signal(env):
     started = threading.Event()
-    task('block', lambda x: started.set() or time.sleep(3))
+    release = threading.Event()
+    task('block', lambda x: started.set() or release.wait(60))
     env.add('block')
 
     class HardExit(Exception):
@@ -571,10 +660,15 @@ def test_serve_exits_at_once_on_a_second_signal(env):
 
     threading.Thread(target=signaller, daemon=True).start()
     env.processors.append(p)
-    with pytest.raises(HardExit) as info:
-        serve(p, grace=30, hardExit=hardExit)
+    # What it was before serve (SIG_IGN when pytest runs in the background).
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(HardExit) as info:
+            serve(p, grace=30, hardExit=hardExit)
+    finally:
+        release.set()
     assert info.value.args == (128 + signal.SIGINT,)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 # -- the tutorial ----------------------------------------------------------

@@ -30,6 +30,15 @@ DEMO = os.path.join(os.path.dirname(SRC), 'examples', 'atp_demo.py')
 DEADLINE = 60.0
 
 
+def workerEnv():
+    """The worker's environment: examples/ on its path too, for it to
+    import the demo's handler (``atp_demo.handler``, step 1 of the demo),
+    as EOxServer's ATPD imported ``tools.atp_demo.handler``."""
+    env = subprocessEnv()
+    env['PYTHONPATH'] += os.pathsep + os.path.dirname(DEMO)
+    return env
+
+
 @pytest.fixture
 def zeo(tmp_path):
     server = ZEOServer(str(tmp_path / 'Data.fs')).start()
@@ -47,7 +56,7 @@ def worker(zeo, tmp_path):
                               '--grace', '1', '--poll-interval', '0.2',
                               '--maintenance-interval', '0.3',
                               '--worker-id', 'atpd-1'),
-            stdout=logf, stderr=subprocess.STDOUT, env=subprocessEnv())
+            stdout=logf, stderr=subprocess.STDOUT, env=workerEnv())
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -97,6 +106,9 @@ def test_demo_finishes_with_the_sum(zeo, worker, facade):
     job = facade(lambda s: (s.jobs[task_id].status, s.jobs[task_id].output,
                             s.jobs[task_id].worker))
     assert job[:2] == (COMPLETED, '15.0') and job[2].startswith('atpd-1')
+    # the worker ran the handler of the demo's step 1
+    assert facade(lambda s: tracker.trackerdata.getData(s).types[
+        'SequenceSum'].handler) == 'atp_demo.handler'
 
 
 def test_demo_bad_input_fails_and_is_deleted(zeo, worker, facade):

@@ -130,7 +130,7 @@ def test_bad_requests_are_400_with_a_message(app):
     app.get('/api/jobs?status=bogus', status=400)
     app.get('/api/jobs?limit=0', status=400)
     app.get('/api/jobs?cursor=x', status=400)
-    app.get('/api/jobs?sort=task', status=400)
+    app.get('/api/jobs?sort=name', status=400)
     assert app.get('/api/jobs/99', status=404).json['error'] \
         == 'no job with id 99'
     assert app.get('/api/nothing', status=404).json['status'] == 404

@@ -104,7 +104,8 @@ def addJob(page, task, input='', delay=None):
 def test_management_page(browser, server, tmp_path):
     page, errors = login(browser, server, 'mia', 'mia-pw')
     page.evaluate('window.notReloaded = true')
-    assert page.locator('#processing-state').text_content() == 'processing'
+    # (the first refresh may still be on its way after the login)
+    page.wait_for_selector('#processing-state:text-is("processing")')
 
     # A job added through the form runs; its detail shows the result.
     done = addJob(page, 'sum', '[1, 2, 3]')
@@ -212,4 +213,73 @@ def test_wrong_password_stays_on_login(browser, server):
     page.click('#login-button')
     page.wait_for_selector('#login-error:has-text("Wrong user name")')
     assert page.url.endswith('/login')
+    page.close()
+
+
+def apiCall(server, method, path, data=None):
+    """A JSON API call as manager "mia" from another client (HTTP Basic)."""
+    import base64
+    import json
+    import urllib.request
+    request = urllib.request.Request(
+        server + path, method=method,
+        data=None if data is None else json.dumps(data).encode(),
+        headers={'Content-Type': 'application/json', 'Authorization':
+                 'Basic ' + base64.b64encode(b'mia:mia-pw').decode()})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def shownTasks(page):
+    return page.eval_on_selector_all(
+        '#jobs tbody tr[data-id] td:nth-child(2)',
+        'cells => cells.map(c => c.textContent)')
+
+
+def test_table_pages_sorts_and_shows_changes_made_elsewhere(browser,
+                                                            server):
+    page, errors = login(browser, server, 'mia', 'mia-pw')
+    page.evaluate('window.notReloaded = true')
+    # Jobs another client adds appear without a reload.
+    ids = [apiCall(server, 'POST', 'api/jobs', {
+        'task': 'sum' if i % 4 == 0 else 'echo', 'input': [i],
+        'delay': 3600})['id'] for i in range(13)]
+    page.wait_for_function(
+        "document.querySelector('#counts [data-status=delayed] .count-n')"
+        ".textContent === '13'")
+    # Pages of 10: the next page has the other 3.
+    page.select_option('#limit', '10')
+    page.wait_for_function(
+        "document.querySelectorAll('#jobs tbody tr[data-id]').length === 10")
+    page.click('#page-next')
+    page.wait_for_selector('#page-info:has-text("page 2 · 11–13 of 13")')
+    assert page.locator('#jobs tbody tr[data-id]').count() == 3
+    page.click('#page-prev')
+    page.wait_for_selector('#page-info:has-text("page 1 · 1–10 of 13")')
+    # Sorted by task, and the reverse.
+    page.select_option('#limit', '50')
+    page.select_option('#sort', 'task')
+    page.wait_for_function(
+        "document.querySelector('#jobs tbody tr[data-id] td:nth-child(2)')"
+        ".textContent === 'echo'")
+    assert shownTasks(page) == ['echo'] * 9 + ['sum'] * 4
+    page.select_option('#sort', '-task')
+    page.wait_for_function(
+        "document.querySelector('#jobs tbody tr[data-id] td:nth-child(2)')"
+        ".textContent === 'sum'")
+    assert shownTasks(page) == ['sum'] * 4 + ['echo'] * 9
+    # A cancel from elsewhere shows; a cancelled cron job is rescheduled
+    # from the table.
+    apiCall(server, 'POST', 'api/jobs/%d/cancel' % ids[0])
+    row(page, 'jobs', ids[0]).locator('.status-cancelled').wait_for()
+    cron = apiCall(server, 'POST', 'api/cronjobs',
+                   {'task': 'echo', 'delay': 600})['id']
+    apiCall(server, 'POST', 'api/jobs/%d/cancel' % cron)
+    row(page, 'jobs', cron).locator('.status-cancelled').wait_for()
+    row(page, 'jobs', cron).locator('[data-action=reschedule]').click()
+    row(page, 'jobs', cron).locator('.status-cronjob').wait_for()
+    assert apiCall(server, 'GET', 'api/jobs/%d' % cron)['status'] == \
+        'cronjob'
+    assert page.evaluate('window.notReloaded') is True
+    assert errors == []
     page.close()

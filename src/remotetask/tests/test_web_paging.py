@@ -71,6 +71,9 @@ def test_pages_load_a_bounded_number_of_objects(big):
                                       name=name)
     app = webApp(db)
     others = [jobid for n, jobid in enumerate(ids) if n % 100 == 0]
+    echoes = [jobid for n, jobid in enumerate(ids) if n % 100 != 0]
+    delayed = [jobid for n, jobid in enumerate(ids) if n % 10 == 0]
+    delayedSet = set(delayed)
     assert len(ids) == JOBS
     cases = [
         ('/api/jobs?limit=%d' % PAGE, ids[::-1][:PAGE]),
@@ -89,6 +92,18 @@ def test_pages_load_a_bounded_number_of_objects(big):
          % (PAGE, ids[30000]), [i for i in queued if i > ids[30000]][:PAGE]),
         ('/api/jobs?limit=%d&task=other&status=delayed' % PAGE,
          others[::-1][:PAGE]),
+        # sorted by status (index after index) or by task, from a cursor
+        ('/api/jobs?limit=%d&sort=status' % PAGE, queued[:PAGE]),
+        ('/api/jobs?limit=%d&sort=-status&cursor=delayed:%d'
+         % (PAGE, delayed[5000]), delayed[:5000][::-1][:PAGE]),
+        ('/api/jobs?limit=%d&sort=status&cursor=queued:%d'
+         % (PAGE, queued[-10]), queued[-9:] + delayed[:PAGE - 9]),
+        ('/api/jobs?limit=%d&sort=-task' % PAGE, others[::-1][:PAGE]),
+        ('/api/jobs?limit=%d&sort=task&cursor=echo:%d' % (PAGE, ids[50000]),
+         [i for i in echoes if i > ids[50000]][:PAGE]),
+        ('/api/jobs?limit=%d&sort=task&status=delayed&cursor=echo:%d'
+         % (PAGE, ids[20000]),
+         [i for i in echoes if i > ids[20000] and i in delayedSet][:PAGE]),
     ]
     for url, expected in cases:
         loads, page = loadsFor(app, db, storage, url)

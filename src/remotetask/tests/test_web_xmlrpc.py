@@ -93,7 +93,7 @@ def test_faults(app, db):
         with pytest.raises(xmlrpc.client.Fault) as info:
             xmlrpc.client.loads(response.body)
         assert info.value.faultCode == rpc.PARSE_ERROR, body
-    app.get('/RPC2', status=404)
+    app.get('/RPC2', status=405)
     assert call(app, 'system.listMethods') == sorted(rpc.METHODS)
     assert 'add(task, input=None, startLater=False)' in call(
         app, 'system.methodHelp', 'add')

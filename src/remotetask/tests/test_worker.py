@@ -5,6 +5,7 @@ transaction and log every run to a file outside the database, so the tests
 see both what was committed and what merely ran.
 """
 import collections
+import re
 import signal
 import subprocess
 import time
@@ -110,19 +111,53 @@ def waitExit(proc, timeout=60.0):
         raise AssertionError('worker %s did not exit' % proc.pid)
 
 
+def _stopped(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+
+
+def _inTask(lines, pid):
+    """(jobid, claim) of the runs ``pid`` started and did not end."""
+    started = {(j, c) for e, j, p, c, n in lines if e == 'start' and p == pid}
+    ended = {(j, c) for e, j, p, c, n in lines if e == 'end' and p == pid}
+    return started - ended
+
+
+def freezeInTask(proc, logpath, timeout=60.0):
+    """SIGSTOP ``proc`` at a moment it is inside a task (its run log has a
+    start without an end); return those runs.  A stopped process stays
+    as it is: what the log says then is what a SIGKILL interrupts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.send_signal(signal.SIGSTOP)
+        while not _stopped(proc.pid):
+            assert time.monotonic() < deadline, 'worker did not stop'
+            time.sleep(0.005)
+        running = _inTask(readLog(logpath), proc.pid)
+        if running:
+            return running
+        proc.send_signal(signal.SIGCONT)
+        time.sleep(0.02)
+    raise AssertionError('worker %s never caught inside a task' % proc.pid)
+
+
 def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
                                                   tmp_path):
     logpath = tmp_path / 'runs.log'
     ids = addJobs(client, logpath, 300, sleep=0.02)
-    procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i)
+    # A lease no live worker on a loaded machine overruns between renewals:
+    # only the killed worker may lose jobs.
+    procs = [workers(zeo, client.name, '--worker-id', 'w%d' % i,
+                     '--lease', '5')
              for i in range(3)]
     victim = procs[0]
     client.waitFor(lambda s: s.count('completed') >= 60 and any(
         line[0] == 'end' and line[2] == victim.pid
         for line in readLog(logpath)), what='60 jobs done, some by w0')
+    interrupted = freezeInTask(victim, logpath)
     victim.send_signal(signal.SIGKILL)
     assert waitExit(victim) == -signal.SIGKILL
-    workers(zeo, client.name, '--worker-id', 'w3')
+    workers(zeo, client.name, '--worker-id', 'w3', '--lease', '5')
     client.waitFor(lambda s: s.count('completed') == 300, timeout=90,
                    what='all jobs completed')
 
@@ -161,6 +196,9 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
                   if ('start', victim.pid) in {(e, p) for e, p, c in events}
                   and ('end', victim.pid) not in {(e, p)
                                                   for e, p, c in events}]
+    # It was killed inside a task: that run never ended.
+    assert {jobid for jobid, claim in interrupted} <= set(unfinished)
+    assert unfinished
     for jobid in unfinished:
         job = service.jobs[jobid]
         assert job.starts == 2
@@ -168,15 +206,30 @@ def test_sigkill_one_of_three_workers_no_job_lost(zeo, client, workers,
         assert job.attempts[0]['error'] == 'lease expired'
 
 
+def waitLog(path, text, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while text.encode() not in path.read_bytes():
+        assert time.monotonic() < deadline, '%r not logged' % text
+        time.sleep(0.05)
+
+
 def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
     logpath = tmp_path / 'runs.log'
-    first, = addJobs(client, logpath, 1, sleep=2.5)
+    release = tmp_path / 'release'
+    service = client.service
+    # The job runs until the test creates the file "release".
+    first = service.add('record', {'n': 0, 'log': str(logpath), 'sleep': 60,
+                                   'until': str(release)})
+    records(client.conn, client.name)
+    client.commit()
     proc = workers(zeo, client.name, '--grace', '30')
     client.waitFor(lambda s: s.getStatus(first) == 'processing',
                    what='the job to start')
     second = client.service.add('record', {'n': 1, 'log': str(logpath)})
     client.commit()
     proc.send_signal(signal.SIGTERM)
+    waitLog(tmp_path / 'worker0.log', 'SIGTERM received')
+    release.touch()
     assert waitExit(proc) == 0
     service = client.service
     assert service.getStatus(first) == 'completed'
@@ -187,6 +240,13 @@ def test_sigterm_lets_the_running_job_finish(zeo, client, workers, tmp_path):
     assert [line[:2] for line in readLog(logpath)] == [('start', first),
                                                        ('end', first)]
     assert dict(records(client.conn, client.name)) == {0: 1}
+    # The worker logged the job: start, end, outcome and duration.
+    log = (tmp_path / 'worker0.log').read_text()
+    assert re.search(r'job %d \(record\) started by \S+/1' % first, log)
+    assert re.search(r'job %d \(record\) ended completed in \d+\.\d{3}s'
+                     % first, log)
+    assert 'SIGTERM received' in log
+    assert re.search(r'worker \S+ exits with status 0', log)
 
 
 def test_grace_over_hands_the_job_back(zeo, client, workers, tmp_path):
@@ -205,21 +265,32 @@ def test_grace_over_hands_the_job_back(zeo, client, workers, tmp_path):
     assert 0 not in records(client.conn, client.name)
 
 
-def test_second_signal_exits_at_once(zeo, client, workers, tmp_path):
-    jobid, = addJobs(client, tmp_path / 'runs.log', 1, sleep=60)
+def test_second_signal_exits_at_once_and_another_worker_reaps(
+        zeo, client, workers, tmp_path):
+    service = client.service
+    jobid = service.add('record', {'n': 0, 'log': str(tmp_path / 'runs.log'),
+                                   'sleep': 60}, max_starts=1)
+    records(client.conn, client.name)
+    client.commit()
     proc = workers(zeo, client.name, '--grace', '60')
     client.waitFor(lambda s: s.getStatus(jobid) == 'processing',
                    what='the job to start')
     proc.send_signal(signal.SIGINT)
     # Signals of one kind sent too close together arrive as one.
-    deadline = time.monotonic() + 30
-    while b'SIGINT received' not in (tmp_path / 'worker0.log').read_bytes():
-        assert time.monotonic() < deadline, 'first signal not handled'
-        time.sleep(0.05)
+    waitLog(tmp_path / 'worker0.log', 'SIGINT received')
     proc.send_signal(signal.SIGINT)
     assert waitExit(proc, timeout=20) == 128 + signal.SIGINT
     # Left behind as a zombie: reaped when its lease expires.
     assert client.service.getStatus(jobid) == 'processing'
+    # By another worker, which ends it: it reached its max_starts.
+    workers(zeo, client.name)
+    client.waitFor(lambda s: s.getStatus(jobid) == 'error',
+                   what='the zombie to be reaped')
+    job = client.service.jobs[jobid]
+    assert job.error.startswith('started 1 times, the maximum '
+                                '(max_starts=1)')
+    assert [a['outcome'] for a in job.attempts] == ['error']
+    assert 0 not in records(client.conn, client.name)
 
 
 def test_invalidations_from_another_client_wake_processors(zeo, client):
@@ -242,9 +313,9 @@ def test_invalidations_from_another_client_wake_processors(zeo, client):
         other.close()
 
 
-def test_worker_creates_the_service(zeo, workers):
+def test_worker_creates_the_service(zeo, workers, tmp_path):
     name = 'created_by_worker'
-    proc = workers(zeo, name)
+    proc = workers(zeo, name, '--concurrency', '8')
     probe = Client(zeo.uri, 'tasks')
     try:
         deadline = time.monotonic() + 60
@@ -255,8 +326,14 @@ def test_worker_creates_the_service(zeo, workers):
         assert dbmod.getService(probe.conn, name).count() == 0
     finally:
         probe.close()
+    log = tmp_path / 'worker0.log'
+    while b'started: 8 thread(s)' not in log.read_bytes():
+        assert time.monotonic() < deadline, 'processor not started'
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert waitExit(proc) == 0
+    # Its database has room for the connections of its 8 threads.
+    assert 'open connections' not in log.read_text()
 
 
 def test_worker_refuses_a_locked_filestorage(tmp_path):

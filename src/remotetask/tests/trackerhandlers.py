@@ -48,3 +48,18 @@ def waits(taskStatus, input):
     while not os.path.exists(input) and time.monotonic() < deadline:
         time.sleep(0.05)
     taskStatus.storeResponse('gate opened', 'text/plain')
+
+
+def introspects(taskStatus, input):
+    """Every TaskStatus method, from inside the handler; stores what it
+    saw, then fails if ``input`` says so ('raise', 'fail')."""
+    seen = [taskStatus.getInfo(), taskStatus.getIdentifier(),
+            taskStatus.getStatus(),
+            (taskStatus.RUNNING, taskStatus.PAUSED, taskStatus.FAILED)]
+    taskStatus.setSuccess('looked')
+    seen.append(taskStatus.getStatus())
+    taskStatus.storeResponse(repr(seen), 'text/plain')
+    if input == 'raise':
+        raise RuntimeError('after setSuccess')
+    if input == 'fail':
+        taskStatus.setFailure('changed my mind')

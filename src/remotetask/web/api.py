@@ -8,14 +8,17 @@ descending page uses ``maxKey()`` lookups, O(log n) each.  With both a
 status and a task, one index is walked and each id checked against the
 other; a request then looks at no more than ``SCAN_LIMIT`` ids and hands
 back a cursor to go on from (a page may have fewer than ``limit`` jobs and
-still a ``next``).
+still a ``next``).  Sorting by status or by task walks the status or task
+indexes one after the other, each as above, with a ``GROUP:ID`` cursor.
 """
 import datetime
 import json
 import logging
+import math
 import threading
 
-from pyramid.httpexceptions import HTTPBadRequest, HTTPConflict, HTTPError
+from pyramid.httpexceptions import (
+    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound)
 from transaction.interfaces import TransientError
 
 from remotetask import interfaces
@@ -86,11 +89,12 @@ def includeme(config):
 # -- Values -------------------------------------------------------------------
 
 def jsonable(value):
-    """``value`` if JSON can hold it, else its repr."""
+    """``value`` if JSON can hold it (NaN and infinities it can not), else
+    its repr."""
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)
         return value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return repr(value)
 
 
@@ -106,8 +110,10 @@ def detail(job):
         input=jsonable(job.input), result=jsonable(job.output),
         traceback=job.traceback, attempts=jsonable(list(job.attempts)),
         meta=jsonable(dict(job.meta or {})),
-        lease_expires=job.lease_expires, time_limit=job.time_limit,
-        max_retries=job.max_retries, max_starts=job.max_starts)
+        lease_expires=jsonable(job.lease_expires),
+        time_limit=jsonable(job.time_limit),
+        max_retries=jsonable(job.max_retries),
+        max_starts=jsonable(job.max_starts))
     return info
 
 
@@ -122,7 +128,8 @@ def body(request, allowed, required=()):
         data = {}
     else:
         try:
-            data = json.loads(request.body.decode('utf-8'))
+            data = json.loads(request.body.decode('utf-8'),
+                              parse_constant=_notJSON)
         except (ValueError, UnicodeDecodeError) as e:
             raise bad('the request body is not JSON: %s' % e)
         except RecursionError:
@@ -140,12 +147,23 @@ def body(request, allowed, required=()):
     return data
 
 
-def number(data, name, minimum=None):
+def _notJSON(constant):
+    raise ValueError('%s is not JSON' % constant)
+
+
+def number(data, name, minimum=None, integer=False):
+    """The finite number (an integer if ``integer``) in field ``name``, or
+    None."""
     value = data.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad('%s must be a number, not %s' % (name, json.dumps(value)))
+    if not math.isfinite(value):
+        raise bad('%s must be a finite number, not %r (too large)'
+                  % (name, value))
+    if integer and value != int(value):
+        raise bad('%s must be an integer, not %r' % (name, value))
     if minimum is not None and value < minimum:
         raise bad('%s must be at least %s, not %s' % (name, minimum, value))
     return value
@@ -253,6 +271,9 @@ def _descending(tree, cursor):
         yield key
 
 
+SORTS = ('-id', 'id', 'status', '-status', 'task', '-task')
+
+
 def listJobs(request):
     """See the module documentation and ``openapi.py``."""
     service = request.service
@@ -262,27 +283,81 @@ def listJobs(request):
                   % (status, ', '.join(interfaces.STATUSES)))
     task = request.params.get('task') or None
     sort = request.params.get('sort') or '-id'
-    if sort not in ('id', '-id'):
-        raise bad('sort must be "id" (oldest first) or "-id" (newest first),'
-                  ' not %r' % sort)
+    if sort not in SORTS:
+        raise bad('sort must be one of %s, not %r' % (', '.join(SORTS),
+                                                      sort))
     limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
-    cursor = intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
-    tree, check, total = _sources(service, status, task)
-    walk = _descending if sort == '-id' else _ascending
+    groups, total = _groups(service, sort, status, task)
+    group, cursor = _cursor(request, sort, groups)
+    walk = _descending if sort.startswith('-') else _ascending
     jobs, scanned, last, more = [], 0, None, False
-    for jobid in walk(tree, cursor):
-        if len(jobs) >= limit or scanned >= SCAN_LIMIT:
-            more = True
+    for key, tree, check in groups[group:]:
+        for jobid in walk(tree, cursor):
+            if len(jobs) >= limit or scanned >= SCAN_LIMIT:
+                more = True
+                break
+            last = jobid if key is None else '%s:%d' % (key, jobid)
+            if check is not None:
+                scanned += 1
+                if jobid not in check:
+                    continue
+            jobs.append(summary(service.jobs[jobid]))
+        if more:
             break
-        last = jobid
-        if check is not None:
-            scanned += 1
-            if jobid not in check:
-                continue
-        jobs.append(summary(service.jobs[jobid]))
+        cursor = None
     return {'jobs': jobs, 'total': total, 'next': last if more else None,
             'scanned': scanned, 'sort': sort, 'status': status,
             'task': task, 'limit': limit}
+
+
+def _groups(service, sort, status, task):
+    """``([(group, ids to walk, ids to check each against or None)],
+    total or None)`` in the order of ``sort``.
+
+    Sorting by id walks one tree (group None).  Sorting by status walks the
+    status indexes one after the other (in the order of ``STATUSES``, the
+    life of a job), by task the task indexes (by task name); each by id.
+    The other filter, if any, is checked id by id against its index.
+    """
+    field = sort.lstrip('-')
+    if field == 'id':
+        tree, check, total = _sources(service, status, task)
+        groups = [(None, tree, check)]
+    elif field == 'status':
+        byTask = None if task is None else service.jobIds(task=task)
+        groups = [(name, service.jobIds(name), byTask) for name in
+                  ([status] if status else interfaces.STATUSES)]
+        total = service.count(status) if task is None else None
+    else:
+        byStatus = None if status is None else service.jobIds(status)
+        # The names of the tasks that have jobs: the keys of the service's
+        # task index (it has no public method for them yet).
+        names = [task] if task else list(service._byTask.keys())
+        groups = [(name, service.jobIds(task=name), byStatus)
+                  for name in names]
+        total = service.count(status) if task is None else None
+    if sort.startswith('-'):
+        groups.reverse()
+    return groups, total
+
+
+def _cursor(request, sort, groups):
+    """``(index of the group to start in, id to go on from or None)``:
+    the cursor is the ``next`` of the previous page, a job id when sorting
+    by id, else ``GROUP:ID``."""
+    raw = request.params.get('cursor')
+    if raw in (None, ''):
+        return 0, None
+    if sort.lstrip('-') == 'id':
+        return 0, intParam(request, 'cursor', None, 0, 2 ** 63 - 1)
+    key, _, jobid = raw.rpartition(':')
+    keys = [group[0] for group in groups]
+    if key not in keys or not jobid.isdigit() \
+            or int(jobid) > 2 ** 63 - 1:
+        raise bad('cursor must be the "next" of the previous page '
+                  '(GROUP:ID when sorting by %s), not %r'
+                  % (sort.lstrip('-'), raw))
+    return keys.index(key), int(jobid)
 
 
 def _sources(service, status, task):
@@ -315,8 +390,8 @@ def addJob(request):
     eta = timestamp(data, 'eta')
     if delay is not None and eta is not None:
         raise bad('give either delay or eta, not both')
-    max_retries = number(data, 'max_retries', minimum=0)
-    max_starts = number(data, 'max_starts', minimum=1)
+    max_retries = number(data, 'max_retries', minimum=0, integer=True)
+    max_starts = number(data, 'max_starts', minimum=1, integer=True)
     jobid = request.service.add(
         task, data.get('input'), startLater=flag(data, 'startLater'),
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
@@ -414,6 +489,10 @@ def clean(request):
     if not isinstance(statuses, list) or not all(
             isinstance(s, str) for s in statuses):
         raise bad('status must be a status or a list of statuses')
+    unknown = [s for s in statuses if s not in interfaces.STATUSES]
+    if unknown:
+        raise bad('unknown status(es) %s; statuses: %s' % (
+            ', '.join(map(repr, unknown)), ', '.join(interfaces.STATUSES)))
     service = request.service
     before = service.count()
     service.clean(tuple(statuses), before=timestamp(data, 'before'))
@@ -469,7 +548,11 @@ def setProcessing(request):
 
 def apiError(exc, request):
     """Every error under /api/ is a JSON object ``{"error": message}``."""
-    if isinstance(exc, HTTPError):
+    if isinstance(exc, HTTPNotFound):
+        status, message = 404, ('no such URL: %s %s (the API is described '
+                                'at /api/openapi.json)' % (request.method,
+                                                           request.path))
+    elif isinstance(exc, HTTPError):
         status, message = exc.status_int, exc.detail or exc.explanation
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)

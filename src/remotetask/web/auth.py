@@ -38,11 +38,14 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import threading
 
 from pyramid.security import Allowed, Denied
+
+log = logging.getLogger('remotetask.web')
 
 VIEWER = 'viewer'
 MANAGER = 'manager'
@@ -128,8 +131,10 @@ class Users:
                                  % (path, e))
         for name, entry in users.items():
             if not isinstance(entry, dict) or entry.get('role') not in ROLES:
-                raise UsersFileError('users file %s: user %r needs a role '
-                                     '(%s)' % (path, name, ', '.join(ROLES)))
+                raise UsersFileError(
+                    'users file %s: user %r has role %r; a role is one of: %s'
+                    % (path, name, entry.get('role') if isinstance(
+                        entry, dict) else None, ', '.join(ROLES)))
         return users
 
     @staticmethod
@@ -165,8 +170,13 @@ class Users:
         with self._lock:
             try:
                 self._reload()
-            except UsersFileError:
-                pass
+            except UsersFileError as e:
+                if getattr(self, '_broken', None) != str(e):
+                    self._broken = str(e)
+                    log.error('%s; still using the users as they were '
+                              'before this change', e)
+            else:
+                self._broken = None
 
     def __len__(self):
         return len(self._users)

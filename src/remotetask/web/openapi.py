@@ -54,7 +54,9 @@ SCHEMAS = {
     'Error': {'type': 'object', 'required': ['error'], 'properties': {
         'error': {'type': 'string'}, 'status': {'type': 'integer'}}},
     'Status': {'type': 'string', 'enum': list(interfaces.STATUSES)},
-    'Job': {'type': 'object', 'properties': {
+    'Job': {'type': 'object', 'required': [
+        'id', 'task', 'status', 'created', 'eta', 'starts', 'retries',
+        'error', 'progress', 'cron'], 'properties': {
         'id': {'type': 'integer'}, 'task': {'type': 'string'},
         'status': _ref('Status'), 'created': _EPOCH, 'started': _EPOCH,
         'completed': _EPOCH, 'eta': _EPOCH,
@@ -95,20 +97,29 @@ SCHEMAS = {
     'NewCronJob': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'required': ['task'], 'properties': {
             'task': {'type': 'string'}, 'input': {}}}]},
-    'JobPage': {'type': 'object', 'properties': {
+    'CronEdit': {'allOf': [_ref('Schedule'), {
+        'type': 'object', 'description': 'The new schedule; the input is '
+        'replaced only if given (the task can not be changed)',
+        'properties': {'input': {}}}]},
+    'JobPage': {'type': 'object', 'required': [
+        'jobs', 'total', 'next', 'scanned'], 'properties': {
         'jobs': {'type': 'array', 'items': _ref('Job')},
         'total': {'type': 'integer', 'nullable': True, 'description':
                   'Jobs matching the status filter (null with a task '
                   'filter)'},
-        'next': {'type': 'integer', 'nullable': True, 'description':
-                 'Cursor of the next page (null: last page)'},
+        'next': {'oneOf': [{'type': 'integer', 'nullable': True},
+                           {'type': 'string'}], 'description':
+                 'Cursor of the next page (null: last page): a job id when '
+                 'sorting by id, else GROUP:ID (e.g. "completed:4711")'},
         'scanned': {'type': 'integer'}}},
-    'Counts': {'type': 'object', 'properties': {
+    'Counts': {'type': 'object', 'required': [
+        'counts', 'total', 'oldest_due', 'processing'], 'properties': {
         'counts': {'type': 'object', 'additionalProperties':
                    {'type': 'integer'}},
         'total': {'type': 'integer'}, 'oldest_due': _EPOCH,
         'processing': _ref('Processing')}},
-    'Processing': {'type': 'object', 'properties': {
+    'Processing': {'type': 'object', 'required': [
+        'available', 'running', 'stats'], 'properties': {
         'available': {'type': 'boolean'}, 'running': {'type': 'boolean'},
         'stats': {'type': 'object'}}},
 }
@@ -148,19 +159,27 @@ def document(server_url):
                                       'with a status too, a page looks at '
                                       'no more than 20000 ids and may have '
                                       'fewer jobs than limit and a next)'),
-                               _query('sort', {'type': 'string', 'enum':
-                                               ['-id', 'id']},
+                               _query('sort', {'type': 'string', 'enum': [
+                                   '-id', 'id', 'status', '-status', 'task',
+                                   '-task']},
                                       'By job id: -id highest first '
                                       '(default).  Ids grow with time in '
                                       'each process and thread, which take '
                                       'them in blocks of 1000: id order is '
-                                      'creation order only roughly'),
+                                      'creation order only roughly.  '
+                                      'status: status by status in the '
+                                      'order of a job\'s life, each by id; '
+                                      'task: task by task (by name), each '
+                                      'by id; -status, -task: the reverse.  '
+                                      'All walk indexes, as cheap as id.'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
                                       'Page size (default 50)'),
-                               _query('cursor', {'type': 'integer'},
-                                      '"next" of the previous page')]),
+                               _query('cursor', {'type': 'string'},
+                                      '"next" of the previous page (a job '
+                                      'id, or GROUP:ID when sorting by '
+                                      'status or task)')]),
                 'post': _op('Add a job', _json(_ref('JobDetail'),
                                                'Created'),
                             400, 403, 413, body=_ref('NewJob'),
@@ -175,7 +194,7 @@ def document(server_url):
             '/api/jobs/{id}/{action}': {'post': _op(
                 'cancel a waiting job, retry a failed or cancelled one, '
                 'start a "start later" one, reschedule a cron job', job,
-                403, 404, 409, params=[_ID, {
+                400, 403, 404, 409, params=[_ID, {
                     'name': 'action', 'in': 'path', 'required': True,
                     'schema': {'type': 'string', 'enum': [
                         'cancel', 'retry', 'start', 'reschedule']}}])},
@@ -185,9 +204,10 @@ def document(server_url):
             '/api/cronjobs/{id}': {'put': _op(
                 'Replace the schedule (and input) of a cron job and '
                 'reschedule it', job, 400, 403, 404, 409,
-                body=_ref('NewCronJob'), params=[_ID])},
+                body=_ref('CronEdit'), params=[_ID])},
             '/api/clean': {'post': _op(
                 'Remove final jobs', _json({'type': 'object'}), 400, 403,
+                409,
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},

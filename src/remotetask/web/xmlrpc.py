@@ -11,6 +11,7 @@ fault codes are:
 4       the input or result can not be stored or sent
 5       bad cron schedule (``InvalidScheduleError``)
 6       other remotetask errors and bad values
+7       the database was busy (write conflicts) or unavailable: try again
 -32700  the request is not XML-RPC (malformed XML)
 -32601  no such method
 -32602  wrong arguments for the method
@@ -26,18 +27,20 @@ import logging
 import xml.parsers.expat
 import xmlrpc.client
 
-from pyramid.httpexceptions import HTTPForbidden
+from pyramid.httpexceptions import HTTPException, HTTPForbidden
 from pyramid.response import Response
+from pyramid_retry import is_last_attempt
 from transaction.interfaces import TransientError
+from ZODB.POSException import StorageError
 
 from remotetask import interfaces
-from remotetask.web.app import wakeAfterCommit
+from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 
 log = logging.getLogger('remotetask.web')
 
 UNKNOWN_TASK, UNKNOWN_JOB, INVALID_STATUS, INVALID_INPUT = 1, 2, 3, 4
-INVALID_SCHEDULE, INVALID_VALUE = 5, 6
+INVALID_SCHEDULE, INVALID_VALUE, TRY_AGAIN = 5, 6, 7
 PARSE_ERROR, NO_METHOD, BAD_ARGUMENTS, INTERNAL = (-32700, -32601, -32602,
                                                    -32603)
 
@@ -54,6 +57,39 @@ def includeme(config):
     config.add_route('xmlrpc', '/RPC2')
     config.add_view(endpoint, route_name='xmlrpc', request_method='POST',
                     permission=VIEW)
+    config.add_view(notPost, route_name='xmlrpc', permission=VIEW,
+                    request_method=('GET', 'HEAD', 'PUT', 'DELETE',
+                                    'PATCH', 'OPTIONS'))
+    # Whatever fails around a method (a conflict still there after the
+    # retries, the database gone) is a fault too, never a 500.
+    config.add_exception_view(failed, context=Exception,
+                              route_name='xmlrpc')
+
+
+def notPost(request):
+    response = Response('XML-RPC: POST a methodCall to this URL\n',
+                        status=405, content_type='text/plain')
+    response.allow = ('POST',)
+    return response
+
+
+def failed(exc, request):
+    """A fault for an exception no method turned into one (HTTP errors
+    stay themselves: 401, 403)."""
+    if isinstance(exc, HTTPForbidden):
+        return forbidden(exc, request)  # (a route's view comes first)
+    if isinstance(exc, HTTPException):
+        return exc
+    if isinstance(exc, (TransientError, StorageError)):
+        if is_last_attempt(request):
+            log.warning('XML-RPC request failed, the client may try '
+                        'again: %r', exc)
+        return fault(request, TRY_AGAIN, 'the database was busy or not '
+                     'available (%s); try again' % type(exc).__name__)
+    log.error('XML-RPC request failed', exc_info=(type(exc), exc,
+                                                  exc.__traceback__))
+    return fault(request, INTERNAL, 'internal error: %s (see the server '
+                 'log)' % type(exc).__name__)
 
 
 # -- Methods: each is (permission, function(request, ...)) --------------------
@@ -65,7 +101,8 @@ def getAvailableTasks(request):
 
 def add(request, task, input=None, startLater=False):
     """Add a job; return its id."""
-    jobid = request.service.add(task, input, startLater=bool(startLater))
+    jobid = request.service.add(_name(task), input,
+                                startLater=bool(startLater))
     wakeAfterCommit(request)
     return jobid
 
@@ -74,41 +111,63 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
                timezone=None):
     """Add a cron job; return its id."""
+    fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
+              'month': month, 'dayOfWeek': dayOfWeek}
+    for name, value in fields.items():
+        if not isinstance(value, (list, tuple)):
+            raise xmlrpc.client.Fault(
+                BAD_ARGUMENTS, '%s must be an array of integers, not %r'
+                % (name, value))
     jobid = request.service.addCronJob(
-        task, input, minute=tuple(minute), hour=tuple(hour),
-        dayOfMonth=tuple(dayOfMonth), month=tuple(month),
-        dayOfWeek=tuple(dayOfWeek), delay=delay, expression=expression or
-        None, timezone=timezone or None)
+        _name(task), input, delay=delay, expression=expression or None,
+        timezone=timezone or None,
+        **{name: tuple(value) for name, value in fields.items()})
     wakeAfterCommit(request)
+    return jobid
+
+
+def _name(task):
+    """``task``, checked to be a task name (a string)."""
+    if not isinstance(task, str):
+        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a task name is a string, '
+                                  'not %r' % (task,))
+    return task
+
+
+def _id(jobid):
+    """``jobid``, checked to be a job id (an integer)."""
+    if not isinstance(jobid, int) or isinstance(jobid, bool):
+        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a job id is an integer, '
+                                  'not %r' % (jobid,))
     return jobid
 
 
 def startJob(request, jobid):
     """Queue a job added with startLater; return True."""
-    request.service.startJob(jobid)
+    request.service.startJob(_id(jobid))
     wakeAfterCommit(request)
     return True
 
 
 def cancel(request, jobid):
     """Cancel a waiting job; return True."""
-    request.service.cancel(jobid)
+    request.service.cancel(_id(jobid))
     return True
 
 
 def getStatus(request, jobid):
     """The status of a job."""
-    return request.service.getStatus(jobid)
+    return request.service.getStatus(_id(jobid))
 
 
 def getResult(request, jobid):
     """The result of a job (nil until it completed)."""
-    return request.service.getResult(jobid)
+    return request.service.getResult(_id(jobid))
 
 
 def getError(request, jobid):
     """The error of a job (nil unless it failed)."""
-    return request.service.getError(jobid)
+    return request.service.getError(_id(jobid))
 
 
 def _tracker():

@@ -194,7 +194,7 @@ function renderJobs(page) {
     (page.total !== null ? ' of ' + page.total : '');
   $('#page-prev').disabled = $('#page-first').disabled = n <= 1;
   $('#page-next').disabled = page.next === null;
-  $('#sort-id').textContent = 'ID ' + (state.sort === '-id' ? '▼' : '▲');
+  $('#sort-id').textContent = 'ID' + (state.sort === '-id' ? ' ▼' : state.sort === 'id' ? ' ▲' : '');
 }
 
 function renderCron(page) {
