@@ -9,8 +9,7 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet
-from BTrees.LOBTree import difference as LOBTree_difference
+from BTrees.LOBTree import LOBTree, LOTreeSet
 from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
@@ -23,14 +22,16 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
-from remotetask.structures import IdAllocator, JobQueue, randomPartition
+from remotetask.structures import (
+    SENTINEL, IdAllocator, IdsView, JobQueue, randomPartition)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
 
 
-_SENTINEL = 0
-_NOT_JOBS = LOSet([_SENTINEL])
+#: Statuses whose index every add, claim and completion changes: they hold
+#: the never-removed key SENTINEL (see below and docs/design.md).
+HOT_STATUSES = WAITING_STATUSES + (PROCESSING,)
 
 
 #: How many due jobs of other tasks a claim limited to some ``tasks`` looks
@@ -96,12 +97,14 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: LOTreeSet() for status in STATUSES}
-        # A key that is never removed keeps the busiest index from the two
-        # changes BTrees can not merge: removing a bucket's first key and
-        # emptying it.  Without it every job completion conflicted with any
-        # concurrent claim or completion (the oldest processing job is the
-        # first key).  Job ids start at 1.
-        self._index[PROCESSING].insert(_SENTINEL)
+        # A key that is never removed keeps the busiest indexes from the
+        # two changes BTrees can not merge: removing a bucket's first key
+        # and emptying it.  Without it a claim (which removes the oldest
+        # queued id, the first key) conflicted with every concurrent add
+        # while the backlog fits in one bucket, and a completion with any
+        # concurrent claim.  Job ids start at 1; jobIds() hides the key.
+        for status in HOT_STATUSES:
+            self._index[status].insert(SENTINEL)
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
 
@@ -342,14 +345,14 @@ class TaskService(persistent.Persistent):
         if status is not None and status not in self._index:
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
-        if status == PROCESSING:
-            byStatus = LOBTree_difference(byStatus, _NOT_JOBS)
         if task is None:
-            return self.jobs.keys() if byStatus is None else byStatus
+            if byStatus is None:
+                return self.jobs.keys()
+            return IdsView(byStatus) if SENTINEL in byStatus else byStatus
         byTask = self._byTask.get(task, LOTreeSet())
         if byStatus is None:
             return byTask
-        return _intersection(byStatus, byTask)
+        return _intersection(byStatus, byTask)      # ids only: no sentinel
 
     def queue(self):
         """See ITaskService."""
@@ -552,7 +555,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         now = _now(now)
         reaped = []
-        for jobid in self.jobIds(PROCESSING):
+        for jobid in list(self.jobIds(PROCESSING)):
             job = self.jobs[jobid]
             task = self._getTask(job.task)
             expires = job.lease_expires

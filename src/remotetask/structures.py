@@ -115,6 +115,53 @@ class JobQueue(persistent.Persistent):
         return oldest is not None and oldest[0] <= now
 
 
+#: The key a hot status index always holds (job ids start at 1).
+SENTINEL = 0
+
+
+class IdsView:
+    """The ids in a status index that holds ``SENTINEL``, without it: what
+    ``ITaskService.jobIds()`` returns for the hot statuses.  Supports what
+    readers of a BTrees set use (iteration, ``in``, ``len``, ``keys(min,
+    max)``, ``minKey``/``maxKey``); ``tree`` is the index itself (for
+    ``intersection`` with sets of job ids, which never hold the sentinel).
+    """
+
+    def __init__(self, tree):
+        self.tree = tree
+
+    def keys(self, min=None, max=None, excludemin=False, excludemax=False):
+        if min is None or min < SENTINEL or (min == SENTINEL
+                                             and not excludemin):
+            min, excludemin = SENTINEL, True
+        return self.tree.keys(min=min, max=max, excludemin=excludemin,
+                              excludemax=excludemax)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self.tree) - 1
+
+    def __bool__(self):
+        return len(self) > 0
+
+    def __contains__(self, jobid):
+        return jobid != SENTINEL and jobid in self.tree
+
+    def minKey(self, min=None):
+        keys = self.keys(min=min)
+        if not keys:
+            raise ValueError('empty')
+        return keys[0]
+
+    def maxKey(self, max=None):
+        key = self.tree.maxKey() if max is None else self.tree.maxKey(max)
+        if key == SENTINEL:
+            raise ValueError('no key satisfies the conditions')
+        return key
+
+
 class _Counter(persistent.Persistent):
     value = 0
 

@@ -37,6 +37,7 @@ from remotetask.interfaces import DELAYED, FINAL_STATUSES, QUEUED, TaskError
 from remotetask.job import currentJob
 from remotetask.service import checkPicklable
 from remotetask.task import TaskBase
+from remotetask.trackerdata import _idSet
 from remotetask.trackerdata import (  # noqa: F401  re-exported
     ACCEPTED, FAILED, FINISHED, PAUSED, RUNNING, SCHEDULED, STATUS2COLOR,
     STATUS2TEXT, TASK_NAME, TEXT2STATUS, UNDEFINED, DuplicateTask,
@@ -294,7 +295,8 @@ def _dequeueTask(service, data, now, serverID, message):
         # than a walk of the whole queue past other tasks' jobs.
         waiting = []
         for status in (QUEUED, DELAYED):
-            for jobid in intersection(data.records, service.jobIds(status)):
+            for jobid in intersection(data.records,
+                                      _idSet(service.jobIds(status))):
                 job = service.jobs.get(jobid)
                 if job is not None and job.eta is not None \
                         and job.eta <= now:

@@ -136,6 +136,13 @@ class Response(persistent.Persistent):
         self.mimeType = mimeType
 
 
+
+def _idSet(ids):
+    """A BTrees set of job ids from ``service.jobIds()`` (its view of a hot
+    status index is the index itself: tracker records never hold the
+    sentinel key, so an intersection leaves it out)."""
+    return getattr(ids, 'tree', ids)
+
 def resolveLog(old, committed, new):
     """Merge two transactions' appends to one log (pure function of the
     three states).  Both must have only appended to ``old``'s entries; the
@@ -334,7 +341,8 @@ def queueSize(service, data):
     """The number of ACCEPTED tracker tasks (their jobs wait in the queue)."""
     if data is None:
         return 0
-    return sum(len(intersection(data.records, service.jobIds(status)))
+    return sum(len(intersection(data.records,
+                                _idSet(service.jobIds(status))))
                for status in (QUEUED, DELAYED, STARTLATER))
 
 
@@ -465,7 +473,7 @@ def reenqueueZombies(service, data, now, message=''):
     if data is None:
         return handled
     for jobid in list(intersection(data.records,
-                                   service.jobIds(PROCESSING))):
+                                   _idSet(service.jobIds(PROCESSING)))):
         job, record = service.jobs[jobid], data.records[jobid]
         ttype = data.types.get(record.type)
         if ttype is None or job.started is None \
@@ -494,7 +502,7 @@ def deleteRetired(service, data, now):
         return deleted
     for status in FINAL_STATUSES:
         for jobid in list(intersection(data.records,
-                                       service.jobIds(status))):
+                                       _idSet(service.jobIds(status)))):
             job, record = service.jobs[jobid], data.records[jobid]
             ttype = data.types.get(record.type)
             if ttype is None or ttype.timeret <= 0:
