@@ -28,6 +28,8 @@ BLOCK = 1000
 WINDOW = 8
 
 _INF = float('inf')
+#: The first key of every queue partition, never removed (ids start at 1).
+_FIRST = (-_INF, 0)
 
 
 class JobQueue(persistent.Persistent):
@@ -39,11 +41,21 @@ class JobQueue(persistent.Persistent):
     Producers spread over the partitions by job id; workers start from
     different partitions (``start``), so two workers rarely remove keys from
     the same bucket.  ``__len__`` is a ``BTrees.Length``.
+
+    Each partition holds the never-removed key ``_FIRST`` before any entry,
+    so taking the earliest entry never removes a bucket's first key nor
+    empties the bucket: the two changes BTrees can not merge with a
+    concurrent add to the same bucket.
     """
 
     def __init__(self, partitions=PARTITIONS):
         self._parts = tuple(OOTreeSet() for _ in range(partitions))
+        for part in self._parts:
+            part.insert(_FIRST)
         self._length = Length()
+
+    def _entries(self, part, upto=None):
+        return part.keys(min=_FIRST, max=upto, excludemin=True)
 
     def _part(self, jobid):
         return self._parts[jobid % len(self._parts)]
@@ -66,7 +78,7 @@ class JobQueue(persistent.Persistent):
 
     def __iter__(self):
         """All ``(eta, jobid)`` entries in due order."""
-        return heapq.merge(*self._parts)
+        return heapq.merge(*[self._entries(p) for p in self._parts])
 
     def due(self, now, limit=1, start=None):
         """Up to ``limit`` entries due at ``now``, without removing them.
@@ -82,7 +94,8 @@ class JobQueue(persistent.Persistent):
         upto = (now, _INF)
         if start is None:
             found = []
-            for key in heapq.merge(*[p.keys(max=upto) for p in self._parts]):
+            for key in heapq.merge(*[self._entries(p, upto)
+                                     for p in self._parts]):
                 found.append(key)
                 if len(found) >= limit:
                     break
@@ -92,7 +105,7 @@ class JobQueue(persistent.Persistent):
         for i in range(n):
             part = self._parts[(start + i) % n]
             window = []
-            for key in part.keys(max=upto):
+            for key in self._entries(part, upto):
                 window.append(key)
                 if len(window) >= limit + WINDOW - 1:
                     break
@@ -107,7 +120,11 @@ class JobQueue(persistent.Persistent):
 
     def oldest(self):
         """The entry due first, or None."""
-        firsts = [p.minKey() for p in self._parts if p]
+        firsts = []
+        for part in self._parts:
+            for key in self._entries(part):
+                firsts.append(key)
+                break
         return min(firsts) if firsts else None
 
     def hasDue(self, now):

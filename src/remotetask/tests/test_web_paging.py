@@ -113,4 +113,6 @@ def test_pages_load_a_bounded_number_of_objects(big):
         assert PAGE <= loads <= PAGE + OVERHEAD, (url, loads)
     loads, page = loadsFor(app, db, storage, '/api/counts')
     assert page['total'] == JOBS and page['counts']['delayed'] == JOBS // 10
-    assert loads <= 60, loads
+    # Bounded whatever the number of jobs: the counters, and the tree and
+    # first bucket of each queue partition for the oldest due job.
+    assert loads <= 80, loads
