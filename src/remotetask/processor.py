@@ -60,6 +60,10 @@ class _Active:
         self.error = None
 
 
+#: How many times the failure path tries to record a job's end.
+GIVE_UP_ATTEMPTS = 20
+
+
 def _deadline(service, job):
     """Epoch seconds when the claimed job's time limit is over, or None.
 
@@ -419,11 +423,13 @@ class Processor(Clock):
 
     def _giveUp(self, tm, conn, item, exc, error, trace):
         """The failure path: end the job (or retry it per its task's
-        ``retry_on``) in a new transaction."""
+        ``retry_on``) in a new transaction.  It writes little, but it comes
+        after conflicts: retried up to ``GIVE_UP_ATTEMPTS`` times with a
+        growing random pause, so that it is not lost in the same crowd."""
         outcome = None
-        try:
-            for attempt in tm.attempts(3):
-                with attempt:
+        for tries in range(1, GIVE_UP_ATTEMPTS + 1):
+            try:
+                with tm:
                     service = self._service(conn)
                     job = service.jobs.get(item.jobid)
                     if job is None or not service.owns(job, item.token):
@@ -431,13 +437,19 @@ class Processor(Clock):
                     else:
                         outcome = service.giveUp(job, error, exc, trace)
                         item.error = job.error
-        except Exception:
-            abort(tm)
-            log.exception('job %s: could not record its failure; its lease '
-                          'will expire and it will be reaped', item.jobid)
-            item.lost = True
-            outcome = 'abandoned'
-        return outcome
+                return outcome
+            except TransientError:
+                abort(tm)
+                self._count(conflicts=1)
+                if tries < GIVE_UP_ATTEMPTS:
+                    time.sleep(random.uniform(0, 0.005 * tries))
+            except Exception:
+                abort(tm)
+                break
+        log.error('job %s: could not record its failure; its lease will '
+                  'expire and it will be reaped', item.jobid)
+        item.lost = True
+        return 'abandoned'
 
     def _record(self, item, outcome, elapsed):
         if outcome == LOST:
