@@ -6,19 +6,8 @@ import pytest
 from remotetask.db import ServiceRunner
 from remotetask.processor import Processor
 from remotetask.tests.webhelpers import exampleDB, runAll, webApp
+from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
 from remotetask.web import api
-
-
-@pytest.fixture
-def db():
-    database = exampleDB()
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def app(db):
-    return webApp(db)
 
 
 def add(app, **data):

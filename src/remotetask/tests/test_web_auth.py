@@ -8,14 +8,8 @@ import xmlrpc.client
 
 from remotetask.tests.webhelpers import (
     basic, bearer, call, exampleDB, runCommand, usersFile, webApp)
+from remotetask.tests.webhelpers import db  # noqa: F401  fixtures
 from remotetask.web.auth import Users, checkPassword, hashPassword
-
-
-@pytest.fixture
-def db():
-    database = exampleDB()
-    yield database
-    database.close()
 
 
 @pytest.fixture

@@ -9,18 +9,7 @@ import pytest
 from remotetask.db import ServiceRunner
 from remotetask.interfaces import STATUSES
 from remotetask.tests.webhelpers import call, exampleDB, runAll, webApp
-
-
-@pytest.fixture
-def db():
-    database = exampleDB()
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def app(db):
-    return webApp(db)
+from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
 
 
 def post(app, path, text, status):

@@ -10,19 +10,8 @@ import pytest
 
 from remotetask import testing
 from remotetask.tests.webhelpers import call, exampleDB, runAll, webApp
+from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
 from remotetask.web import xmlrpc as rpc
-
-
-@pytest.fixture
-def db():
-    database = exampleDB()
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def app(db):
-    return webApp(db)
 
 
 def fault(app, method, *params):

@@ -6,8 +6,9 @@ import os
 import sys
 import xmlrpc.client
 
-import ZODB
+import pytest
 import webtest
+import ZODB
 from ZODB.MappingStorage import MappingStorage
 
 from remotetask import cli, zcml
@@ -77,3 +78,19 @@ def runCommand(argv, stdin=''):
     finally:
         sys.stdin, sys.stdout = old
     return code, out.getvalue()
+
+
+# Fixtures shared by the web test modules (imported by name there).
+
+@pytest.fixture
+def db():
+    """A database with the example tasks' service."""
+    database = exampleDB()
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def app(db):
+    """The web application on ``db`` (webtest, anonymous from loopback)."""
+    return webApp(db)
