@@ -212,6 +212,36 @@ def test_one_claim_takes_a_batch_and_stop_hands_back_unstarted_jobs(env):
     assert p.stats['handed_back'] == 3
 
 
+def test_a_batch_of_short_jobs_commits_in_groups(env):
+    """Claimed jobs run in groups that commit once: fewer transactions
+    than jobs, each job's writes and outcome still together, a failing
+    task rolled back alone."""
+    zope.component.provideUtility(Recorder(), name='record')
+
+    def recordThenFail(input):
+        currentJob().service._p_jar.root()['seen'][input] = 'written'
+        raise TaskError('fails after writing')
+    task('fail', recordThenFail)
+    ids = [env.add('record', 'in-%02d' % i) for i in range(30)]
+    bad = env.add('fail', 'bad')
+    before = env.db.lastTransaction()
+    p = env.processor(batch=40)
+    env.wait(lambda: env.service.count('processing') == 0 and
+             env.service.count('queued') == 0, what='the batch to run')
+    p.stop()
+    assert [env.job(i).status for i in ids] == ['completed'] * 30
+    assert env.job(bad).status == 'error'
+    seen = env.root['seen']
+    assert sorted(seen) == ['in-%02d' % i for i in range(30)]  # no 'bad'
+    it = env.db.storage.iterator(before)
+    try:
+        commits = len(list(it)) - 1
+    finally:
+        it.close()
+    # One claim, a few group commits (and the clock's maintenance).
+    assert commits < 15, commits
+
+
 def test_a_job_with_a_bad_time_limit_does_not_block_the_others(env):
     task('echo', lambda x: x)
     bad = env.add('echo', 'bad')
