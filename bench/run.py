@@ -25,6 +25,10 @@ sys.path.insert(0, HERE)
 
 import measure  # noqa: E402
 
+#: Jobs a worker claims at once in the batched rows (``--batch``): claimed
+#: jobs run in groups that commit once per 50 ms.
+BATCH = 50
+
 
 def versions():
     import importlib.metadata as md
@@ -98,11 +102,11 @@ def benchStore(kind, args, workdir, rows, extra, notes):
             args.samples))
         rows.append(row)
         print(row, flush=True)
-        batched = {'system': '%s, Processor batch=20' % name}
+        batched = {'system': '%s, Processor batch=%d' % (name, BATCH)}
         for workers in (1, 4):
             batched['drain%d' % workers] = pair(guarded(
                 notes, '%s batch drain %d' % (name, workers),
-                measure.remotetaskDrain, store, workers, n, batch=20))[0]
+                measure.remotetaskDrain, store, workers, n, batch=BATCH))[0]
         rows.append(batched)
         print(batched, flush=True)
         if kind in ('file', 'zeo'):
@@ -167,14 +171,15 @@ def targets(rows, extra):
         return by.get(system, {}).get(key)
 
     f1 = get('remotetask file', 'drain1')
-    fb = get('remotetask file, Processor batch=20', 'drain1')
+    fb = get('remotetask file, Processor batch=%d' % BATCH, 'drain1')
     for peer, factor in (('huey SqliteHuey', 1), ('Celery solo', 3),
                          ('RQ SimpleWorker', 5)):
         p = get(peer, 'drain1')
         check('drain 1 worker FileStorage >= %dx %s' % (factor, peer), f1,
               p * factor if p else None,
               '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
-        check('(same, Processor batch=20)', fb, p * factor if p else None,
+        check('(same, Processor batch=%d)' % BATCH, fb,
+              p * factor if p else None,
               '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
     check('enqueue 1/txn FileStorage >= 800/s', get('remotetask file',
                                                     'enq1'), 800, '800/s')
