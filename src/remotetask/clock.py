@@ -79,8 +79,8 @@ class Clock:
                     lost = []
                     service = self._service(conn)
                     for item in due:
-                        job = service.jobs.get(item.jobid)
-                        if job is None or not service.owns(job, item.token):
+                        job = item.job(service)
+                        if job is None:
                             lost.append(item)
                         elif job._lease is not None:
                             # Writes the small lease object only.

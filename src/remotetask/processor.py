@@ -59,6 +59,24 @@ class _Active:
         self.timedOut = False
         self.error = None
 
+    def job(self, service):
+        """The job in ``service`` if this claim still holds it, else None
+        (its lease expired, or it was ended or handed back elsewhere)."""
+        job = service.jobs.get(self.jobid)
+        if job is None or not service.owns(job, self.token):
+            return None
+        return job
+
+    def run(self, service, reporter):
+        """Run the job if the claim still holds; its outcome or LOST."""
+        job = self.job(service)
+        if job is None:
+            return LOST
+        outcome = service.run(job, reporter=reporter.report,
+                              cancelled=self.cancelled)
+        self.error = job.error
+        return outcome
+
 
 #: A group of claimed jobs run in one transaction commits after this many
 #: seconds (see Processor._runGroup).
@@ -396,16 +414,10 @@ class Processor(Clock):
                     if self._stopping.is_set() or done and (
                             time.monotonic() - started > GROUP_SECONDS):
                         break
-                    job = service.jobs.get(item.jobid)
-                    if job is None or not service.owns(job, item.token):
-                        done.append((item, LOST, 0.0))
-                        continue
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
-                    outcome = service.run(job, reporter=reporter.report,
-                                          cancelled=item.cancelled)
-                    item.error = job.error
+                    outcome = item.run(service, reporter)
                     done.append((item, outcome, time.monotonic() - begun))
         except BaseException as e:
             abort(tm)
@@ -461,15 +473,7 @@ class Processor(Clock):
             for attempt in tm.attempts(self.attempts):
                 tries += 1
                 with attempt:
-                    service = self._service(conn)
-                    job = service.jobs.get(item.jobid)
-                    if job is None or not service.owns(job, item.token):
-                        outcome = LOST
-                    else:
-                        outcome = service.run(
-                            job, reporter=reporter.report,
-                            cancelled=item.cancelled)
-                        item.error = job.error
+                    outcome = item.run(self._service(conn), reporter)
         finally:
             if tries > 1:
                 self._count(conflicts=tries - 1)
@@ -485,8 +489,8 @@ class Processor(Clock):
             try:
                 with tm:
                     service = self._service(conn)
-                    job = service.jobs.get(item.jobid)
-                    if job is None or not service.owns(job, item.token):
+                    job = item.job(service)
+                    if job is None:
                         outcome = LOST
                     else:
                         outcome = service.giveUp(job, error, exc, trace)
@@ -547,8 +551,8 @@ class Processor(Clock):
                     handed = []
                     service = self._service(conn)
                     for item in items:
-                        job = service.jobs.get(item.jobid)
-                        if job is not None and service.owns(job, item.token):
+                        job = item.job(service)
+                        if job is not None:
                             service.handBack(job, reason=reason)
                             handed.append(item.jobid)
             for item in items:
