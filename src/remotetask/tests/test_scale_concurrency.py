@@ -141,14 +141,18 @@ errors = {}
 
 
 def snapshot(uri):
-    """(counts, {jobid: (status, input, number of attempts)})."""
+    """(counts, {jobid: (status, input, number of claims)}): attempts that
+    ended in a retry (a job that kept conflicting is queued again with
+    back-off, as one of its retries) are not counted as extra claims."""
     database = dbmod.openDB(uri)
     try:
         tm = transaction.TransactionManager()
         conn = database.open(tm)
         try:
             service = dbmod.getService(conn)
-            jobs = {jobid: (job.status, job.input, len(job.attempts))
+            jobs = {jobid: (job.status, job.input,
+                            sum(1 for attempt in job.attempts
+                                if attempt.get('outcome') != 'retry'))
                     for jobid, job in service.jobs.items()}
             errors.clear()
             errors.update({jobid: job.error for jobid, job in
