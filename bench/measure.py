@@ -442,9 +442,4 @@ def serveLatency(uri, samples):
         conn.close()
         return percentiles(result[3:])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        testing.stopProcess(proc)

@@ -475,6 +475,11 @@ class ITaskService(zope.interface.Interface):
     def counts():
         """A dict of every status to its number of jobs."""
 
+    def taskNames():
+        """The names of the tasks that jobs were added for, sorted (the
+        keys of the task index behind ``jobIds(task=...)``; a name stays
+        when its jobs are removed)."""
+
     def jobIds(status=None, task=None):
         """The ids of the jobs in ``status`` and of ``task`` (either may be
         None: any), ascending, from indexes (a BTree set or keys view, so

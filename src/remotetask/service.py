@@ -354,6 +354,10 @@ class TaskService(persistent.Persistent):
             return byTask
         return _intersection(byStatus, byTask)      # ids only: no sentinel
 
+    def taskNames(self):
+        """See ITaskService."""
+        return self._byTask.keys()
+
     def queue(self):
         """See ITaskService."""
         return iter(self._queue)

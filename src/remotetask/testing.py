@@ -48,6 +48,18 @@ def subprocessEnv(**extra):
     return env
 
 
+def stopProcess(proc, timeout=30.0):
+    """SIGTERM ``proc`` if it runs, wait up to ``timeout`` seconds, then
+    SIGKILL it; return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
 def remotetaskCommand(*args):
     """The argv that runs the ``remotetask`` command of this checkout."""
     return [sys.executable, '-m', 'remotetask'] + [str(a) for a in args]
@@ -86,13 +98,8 @@ class ZEOServer:
         return self
 
     def stop(self, timeout=30.0):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stopProcess(self.proc, timeout)
         self.proc = None
 
     def __enter__(self):

@@ -8,3 +8,15 @@ def cleanRegistry():
     zope.testing.cleanup.cleanUp()
     yield
     zope.testing.cleanup.cleanUp()
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway database on the local PostgreSQL (skipped, with the
+    reason, when no server answers)."""
+    from remotetask import testing
+    reason = testing.postgresAvailable()
+    if reason:
+        pytest.skip(reason)
+    with testing.PostgresDatabase() as database:
+        yield database

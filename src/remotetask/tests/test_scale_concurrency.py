@@ -216,6 +216,13 @@ def report(record_property, label, run):
     return figures
 
 
+def checkProducers(run):
+    """Every producer added all its jobs; no error reached it."""
+    for stats in run.stats('p'):
+        assert 'error' not in stats, stats['error']
+        assert stats['added'] == run.jobs_each
+
+
 def checkRun(run, total, jobs, once=True):
     """Every intended job exists, completed; with ``once``, each claimed
     once and its input added once."""
@@ -250,9 +257,7 @@ def concurrent(uri, tmp_path, record_property, label):
     finally:
         run.stopWorkers()
         run.kill()
-    for stats in run.stats('p'):
-        assert 'error' not in stats, stats['error']
-        assert stats['added'] == run.jobs_each
+    checkProducers(run)
     executions = checkRun(run, total, jobs)
     figures = report(record_property, label, run)
     # A job runs again only when its run transaction was retried after a
@@ -268,15 +273,6 @@ def test_concurrent_producers_and_workers_over_zeo(tmp_path,
                                                    record_property):
     with testing.ZEOServer(str(tmp_path / 'zeo.fs')) as server:
         concurrent(server.uri, tmp_path, record_property, 'zeo')
-
-
-@pytest.fixture
-def postgres():
-    reason = testing.postgresAvailable()
-    if reason:
-        pytest.skip(reason)
-    with testing.PostgresDatabase() as database:
-        yield database
 
 
 @pytest.mark.postgres
@@ -313,9 +309,7 @@ def outage(uri, tmp_path, record_property, label, server):
     finally:
         run.stopWorkers()
         run.kill()
-    for stats in run.stats('p'):
-        assert 'error' not in stats, stats['error']
-        assert stats['added'] == run.jobs_each
+    checkProducers(run)
     # A commit cut off in its second phase may have been stored: then the
     # producer's retry adds the job again, or a worker runs a job again.
     # Nothing may be lost or stuck.

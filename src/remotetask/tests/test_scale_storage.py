@@ -65,15 +65,6 @@ def test_postgres_uri_normalized():
         dbmod.openDB('nosuch://x')
 
 
-@pytest.fixture
-def postgres():
-    reason = testing.postgresAvailable()
-    if reason:
-        pytest.skip(reason)
-    with testing.PostgresDatabase() as database:
-        yield database
-
-
 @pytest.mark.postgres
 def test_postgres_uri(postgres):
     assert postgres.uri.startswith('postgres://postgres@127.0.0.1:5432/')

@@ -13,7 +13,7 @@ from remotetask import tracker
 from remotetask.db import ServiceRunner
 from remotetask.interfaces import COMPLETED, ERROR
 from remotetask.testing import (
-    SRC, ZEOServer, remotetaskCommand, subprocessEnv)
+    SRC, ZEOServer, remotetaskCommand, stopProcess, subprocessEnv)
 
 try:
     import remotetask.cli  # noqa: F401  (cli registers the worker command)
@@ -58,13 +58,7 @@ def worker(zeo, tmp_path):
                               '--worker-id', 'atpd-1'),
             stdout=logf, stderr=subprocess.STDOUT, env=workerEnv())
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stopProcess(proc)
     print(logpath.read_text())  # shown when a test fails
 
 

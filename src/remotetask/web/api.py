@@ -332,7 +332,7 @@ def _groups(service, sort, status, task):
         byStatus = None if status is None else service.jobIds(status)
         # The names of the tasks that have jobs: the keys of the service's
         # task index (it has no public method for them yet).
-        names = [task] if task else list(service._byTask.keys())
+        names = [task] if task else list(service.taskNames())
         groups = [(name, service.jobIds(task=name), byStatus)
                   for name in names]
         total = service.count(status) if task is None else None
