@@ -144,14 +144,14 @@ class Store:
             self.transact(add, first)
         return n / (time.perf_counter() - started)
 
-    def workers(self, n, batch=1):
+    def workers(self, n, batch='auto'):
         """Start ``n`` worker processes (threads of one in-process
         Processor for FileStorage, which serves one process only)."""
         return Workers(self, n, batch)
 
 
 class Workers:
-    def __init__(self, store, n, batch=1):
+    def __init__(self, store, n, batch='auto'):
         self.store = store
         self.n = n
         self.batch = batch
@@ -169,13 +169,21 @@ class Workers:
             return self
         for i in range(self.n):
             statsfile = os.path.join(self.store.workdir, 'w%d.json' % i)
+            for old in (statsfile, statsfile + '.ready'):
+                if os.path.exists(old):
+                    os.remove(old)
             self.procs.append((subprocess.Popen(
                 [sys.executable, '-m', 'remotetask.tests.scale_agents',
                  'process', self.store.uri, statsfile, '60',
                  str(self.batch)],
                 env=env(), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL), statsfile))
-        time.sleep(1.5)     # imports, connections
+        # Wait until each has started its Processor (imports, connections).
+        deadline = time.monotonic() + 60
+        while not all(os.path.exists(f + '.ready') for p, f in self.procs):
+            if time.monotonic() > deadline:
+                raise TimeoutError('worker processes did not start')
+            time.sleep(0.05)
         return self
 
     def __exit__(self, *exc):
@@ -195,18 +203,21 @@ class Workers:
         self.stats = totals
 
 
-def remotetaskDrain(store, workers, n, task='scale.noop', batch=1):
+def remotetaskDrain(store, workers, n, task='scale.noop', batch='auto'):
+    """Start ``workers`` and wait until they run, then enqueue ``n`` jobs
+    (1,000 per transaction) and time the drain.  Returns jobs/s and the
+    share of the workers' transactions that were retried (conflicts)."""
     store.clean()
     base = store.count()
-    store.enqueue(n, 1000, task)
     with store.workers(workers, batch) as w:
+        store.enqueue(n, 1000, task)
         rate = drainRate(lambda: store.count() - base, n)
     stats = w.stats
     errors = store.count('error')
     if errors:
         print('%d jobs ended in error during the drain' % errors)
-    txns = 2 * stats.get('claimed', n)
-    return rate, stats.get('conflicts', 0) / max(1, txns)
+    conflicts = stats.get('conflicts', 0)
+    return rate, conflicts / max(1, stats.get('commits', 0) + conflicts)
 
 
 def serviceLoopDrain(store, n, batch):

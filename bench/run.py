@@ -25,9 +25,11 @@ sys.path.insert(0, HERE)
 
 import measure  # noqa: E402
 
-#: Jobs a worker claims at once in the batched rows (``--batch``): claimed
-#: jobs run in groups that commit once per 50 ms.
-BATCH = 50
+#: The main rows run workers with their default ``--batch auto`` (claims
+#: sized to about 0.1 s of work, run in groups that commit once per 0.1 s);
+#: the rows marked "batch=1" run them strictly one job per claim and per
+#: commit, for comparison.
+STRICT = 1
 
 
 def versions():
@@ -102,11 +104,11 @@ def benchStore(kind, args, workdir, rows, extra, notes):
             args.samples))
         rows.append(row)
         print(row, flush=True)
-        batched = {'system': '%s, Processor batch=%d' % (name, BATCH)}
+        batched = {'system': '%s, Processor batch=%d' % (name, STRICT)}
         for workers in (1, 4):
             batched['drain%d' % workers] = pair(guarded(
                 notes, '%s batch drain %d' % (name, workers),
-                measure.remotetaskDrain, store, workers, n, batch=BATCH))[0]
+                measure.remotetaskDrain, store, workers, n, batch=STRICT))[0]
         rows.append(batched)
         print(batched, flush=True)
         if kind in ('file', 'zeo'):
@@ -131,6 +133,15 @@ def benchStore(kind, args, workdir, rows, extra, notes):
             if r1 and r4:
                 extra['sleep'] = (r1, r4, c1, c4)
             print('sleep', r1, r4, c1, c4, flush=True)
+            s1, _ = pair(guarded(notes, 'sleep 1 strict',
+                                 measure.remotetaskDrain, store, 1,
+                                 args.sleep_jobs, 'scale.sleep', STRICT))
+            s4, sc4 = pair(guarded(notes, 'sleep 4 strict',
+                                   measure.remotetaskDrain, store, 4,
+                                   args.sleep_jobs, 'scale.sleep', STRICT))
+            if s1 and s4:
+                extra['sleep strict'] = (s1, s4, sc4)
+            print('sleep strict', s1, s4, sc4, flush=True)
         if kind == 'file':
             for queued in (1000, args.big):
                 cost = guarded(notes, 'cost %d' % queued, measure.opCost,
@@ -171,14 +182,14 @@ def targets(rows, extra):
         return by.get(system, {}).get(key)
 
     f1 = get('remotetask file', 'drain1')
-    fb = get('remotetask file, Processor batch=%d' % BATCH, 'drain1')
+    fb = get('remotetask file, Processor batch=%d' % STRICT, 'drain1')
     for peer, factor in (('huey SqliteHuey', 1), ('Celery solo', 3),
                          ('RQ SimpleWorker', 5)):
         p = get(peer, 'drain1')
         check('drain 1 worker FileStorage >= %dx %s' % (factor, peer), f1,
               p * factor if p else None,
               '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
-        check('(same, Processor batch=%d)' % BATCH, fb,
+        check('(same, Processor batch=%d)' % STRICT, fb,
               p * factor if p else None,
               '%s: %.0f/s' % (peer, p) if p else 'peer not measured')
     check('enqueue 1/txn FileStorage >= 800/s', get('remotetask file',
@@ -209,6 +220,12 @@ def targets(rows, extra):
                      'ZEO) | %.1f%% | 1 worker: %.1f%% | %s |' % (
                          c4 * 100, c1 * 100, 'met' if c4 <= .05 else
                          'MISSED'))
+    if 'sleep strict' in extra:
+        s1, s4, sc4 = extra['sleep strict']
+        lines.append('| (same, Processor batch=%d) | %.2fx | %.0f/s vs %.0f/s, '
+                     '%.1f%% retried | %s |' % (
+                         STRICT, s4 / s1, s4, s1, sc4 * 100,
+                         'met' if s4 / s1 >= 3.5 else 'MISSED'))
     for kind, goal in (('file', 0.025), ('zeo', 0.050)):
         served = extra.get(('serve', kind))
         if served:
@@ -237,12 +254,15 @@ def write(path, rows, extra, args, notes):
                machine(), args.load, os.getloadavg()[0]), '',
            'Versions: %s.' % ', '.join('%s %s' % kv for kv in
                                        versions().items()), '',
-           'Drain: %d no-op jobs queued (%d on RelStorage), then the '
-           'workers start; rate between'
+           'Drain: %d no-op jobs (%d on RelStorage); remotetask\'s workers '
+           'start first and the jobs are enqueued once they run (1,000 per '
+           'transaction), the peers\' jobs are enqueued first and their '
+           'workers started then; rate between'
            ' the first and the last finished job seen by a poller.  Round '
            'trip: one job at a time with one idle worker running, enqueue '
            '-> result seen by the client, %d samples.  remotetask workers '
-           'are `Processor` processes (one thread each); on FileStorage, '
+           'are `Processor` processes (one thread each, default `--batch '
+           'auto` unless the row says batch=1); on FileStorage, '
            'which serves one process, they are threads of one in-process '
            'Processor.  On RelStorage the workers poll every 0.05 s when '
            'idle (no invalidation push between processes).' % (
@@ -302,7 +322,7 @@ def main(argv=None):
     args.enqueue = 300 if args.quick else 2000
     args.enqueue_batch = 5000 if args.quick else 50000
     args.samples = 30 if args.quick else 100
-    args.sleep_jobs = 100 if args.quick else 400
+    args.sleep_jobs = 200 if args.quick else 800
     args.big = 20000 if args.quick else 100000
     args.ops = 100 if args.quick else 300
     rows, extra, notes = [], {}, []

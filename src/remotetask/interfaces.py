@@ -663,10 +663,11 @@ class IProcessor(zope.interface.Interface):
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '
         'retried), completed, failed, retried, lost (results dropped because '
-        'the claim was lost), handed_back, conflicts (transactions retried '
-        'after a ConflictError or another transient error), '
-        'storage_errors, maintenance_runs, reaped, and running (jobs now '
-        'claimed)')
+        'the claim was lost), handed_back, commits (claims and runs '
+        'committed), conflicts (attempts of those that ended in a '
+        'ConflictError or another transient error), '
+        'storage_errors, maintenance_runs, reaped, running (jobs now '
+        'claimed) and claim_size (jobs the next claim takes)')
 
     def start():
         """Start the threads.
@@ -686,6 +687,11 @@ class IProcessor(zope.interface.Interface):
 
     def wake():
         """Tell idle threads to claim now (jobs were added).  Thread-safe."""
+
+    def claimSize():
+        """How many jobs the next claim asks for: the fixed ``batch``, or
+        with ``batch='auto'`` about 0.1 s of work as judged by the recent
+        jobs' durations (1 until a job has run)."""
 
 
 # -- Events -----------------------------------------------------------------

@@ -80,7 +80,18 @@ class _Active:
 
 #: A group of claimed jobs run in one transaction commits after this many
 #: seconds (see Processor._runGroup).
-GROUP_SECONDS = 0.05
+GROUP_SECONDS = 0.2
+
+#: ``batch='auto'`` (the default): a claim takes about this many seconds of
+#: work, judged by how long this processor's recent jobs took (one job
+#: until it has seen one run), and at most ``AUTO_MAX`` jobs.
+AUTO_SECONDS = 0.1
+AUTO_MAX = 50
+
+#: ``batch='auto'``: claimed jobs not started this many seconds after their
+#: claim (the estimate was wrong: the jobs are slower than the recent ones)
+#: go back to the queue for other workers.
+HOLD_SECONDS = 1.0
 
 #: How many times the failure path tries to record a job's end.
 GIVE_UP_ATTEMPTS = 20
@@ -120,10 +131,16 @@ class Processor(Clock):
     (or the one with oid ``oid``).  ``concurrency``: worker threads.
     ``lease``: seconds a claim holds unless renewed.  ``worker_id``: the
     name recorded on the jobs (default ``host:pid``; each thread adds
-    ``/N``).  ``batch``: jobs claimed per transaction (their time limits
-    count from the claim); claimed jobs run in groups that commit once per
-    ``GROUP_SECONDS`` (50 ms), so a batch of short jobs costs a few commits
-    rather than one each.  ``poll_interval``: longest idle wait.
+    ``/N``).  ``batch``: jobs claimed per transaction: ``'auto'`` (the
+    default) claims about ``AUTO_SECONDS`` (0.1 s) of work as judged by the
+    durations of the recent jobs, one at a time for jobs that take that
+    long or more, up to ``AUTO_MAX`` (50) very short ones, and hands back
+    the jobs it could not start within ``HOLD_SECONDS`` (1 s); a number
+    claims up to that many, always (1: strictly one at a time).  Claimed
+    jobs run in groups that commit once per ``GROUP_SECONDS`` (0.2 s), so
+    a batch of short jobs costs a few commits rather than one each; their
+    time limits count from the claim.  ``poll_interval``: longest idle
+    wait.
     ``maintenance_interval``: seconds between ``service.maintain()`` calls.
     ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
     times a job's transaction is tried when it conflicts.  A bad option
@@ -131,10 +148,12 @@ class Processor(Clock):
     """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
-                 worker_id=None, batch=1, poll_interval=1.0,
+                 worker_id=None, batch='auto', poll_interval=1.0,
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None):
+        if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
+            raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
+                             % (batch,))
         for what, value, low in (('concurrency', concurrency, 1),
-                                 ('batch', batch, 1),
                                  ('attempts', attempts, 1)):
             if not _isNumber(value, int) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
@@ -169,9 +188,10 @@ class Processor(Clock):
         self._halt = threading.Event()       # grace is over
         self._clockStop = threading.Event()
         self._watched = None
+        self._duration = None   # seconds a job took lately (moving average)
         self._stats = dict.fromkeys(
             ('claimed', 'processed', 'completed', 'failed', 'retried',
-             'lost', 'handed_back', 'conflicts', 'storage_errors',
+             'lost', 'handed_back', 'commits', 'conflicts', 'storage_errors',
              'maintenance_runs', 'reaped'), 0)
 
     def __repr__(self):
@@ -193,6 +213,7 @@ class Processor(Clock):
         with self._lock:
             stats = dict(self._stats)
             stats['running'] = len(self._active)
+        stats['claim_size'] = self.claimSize()
         return stats
 
     def wake(self):
@@ -346,17 +367,41 @@ class Processor(Clock):
             if conn is not None:
                 close(conn)
 
+    def _forget(self, items):
+        with self._lock:
+            for item in items:
+                self._active.pop(item.jobid, None)
+
+    def claimSize(self):
+        """How many jobs the next claim takes (see ``batch``)."""
+        if self.batch != 'auto':
+            return self.batch
+        duration = self._duration
+        if duration is None:
+            return 1
+        return max(1, min(AUTO_MAX, int(AUTO_SECONDS / max(duration, 1e-4))))
+
+    def _measured(self, elapsed):
+        with self._lock:
+            if self._duration is None:
+                self._duration = elapsed
+            else:
+                self._duration += 0.2 * (elapsed - self._duration)
+
     def _claim(self, tm, conn, worker):
-        """Claim up to ``batch`` jobs in a short transaction."""
+        """Claim up to ``claimSize()`` jobs in a short transaction."""
+        limit = self.claimSize()
         claimed = []
+        tries = 0
         try:
             for attempt in tm.attempts(self.attempts):
+                tries += 1
                 with attempt:
                     service = self._service(conn)
                     now = time.time()
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
-                                             limit=self.batch,
+                                             limit=limit,
                                              lease=self.lease, spread=True,
                                              tasks=_taskNames()):
                         claimed.append(_Active(
@@ -366,9 +411,10 @@ class Processor(Clock):
             raise
         except TransientError:
             # Claims kept conflicting with other workers': let them go on.
-            self._count(conflicts=1)
+            self._count(conflicts=tries)
             time.sleep(random.uniform(0, 0.05))
             return []
+        self._count(conflicts=tries - 1, commits=int(bool(claimed)))
         with self._lock:
             for item in claimed:
                 self._active[item.jobid] = item
@@ -376,6 +422,7 @@ class Processor(Clock):
         return claimed
 
     def _runClaimed(self, tm, conn, worker, claimed, reporter):
+        since = time.monotonic()
         try:
             i = 0
             while i < len(claimed):
@@ -383,18 +430,25 @@ class Processor(Clock):
                     self._handBack(claimed[i:], 'the worker stopped before '
                                    'it started the job')
                     return
+                if self.batch == 'auto' and i and (
+                        time.monotonic() - since > HOLD_SECONDS):
+                    self._handBack(claimed[i:], 'claimed ahead, then not '
+                                   'started within %gs: left to other '
+                                   'workers' % HOLD_SECONDS)
+                    return
                 ran = 0
                 if len(claimed) - i > 1:
                     ran = self._runGroup(tm, conn, worker, claimed[i:],
                                          reporter)
+                    if ran is None:     # it conflicted: once more
+                        ran = self._runGroup(tm, conn, worker, claimed[i:],
+                                             reporter)
                 if not ran:
                     self._runOne(tm, conn, worker, claimed[i], reporter)
                     ran = 1
                 i += ran
         finally:
-            with self._lock:
-                for item in claimed:
-                    self._active.pop(item.jobid, None)
+            self._forget(claimed)
 
     def _runGroup(self, tm, conn, worker, items, reporter):
         """Run claimed jobs one after the other in ONE transaction, until
@@ -402,9 +456,10 @@ class Processor(Clock):
         writes and outcome still commit together (``service.run`` takes a
         savepoint per job, so a failing task rolls back alone), with one
         commit for several short jobs.  Return how many jobs ran; 0 when
-        the group could not commit (a conflict, a lost claim, the database
-        away): then its jobs run one at a time (``_runOne``), so a job of
-        an aborted group may run twice, as after any conflict."""
+        the group could not commit (a lost claim, the database away), None
+        if it conflicted: the caller runs the group again, then its jobs one
+        at a time (``_runOne``), so a job of an aborted group may run again,
+        as after any conflict."""
         started = time.monotonic()
         done = []
         try:
@@ -423,9 +478,13 @@ class Processor(Clock):
             abort(tm)
             if isinstance(e, TransientError):
                 self._count(conflicts=1)
+                log.debug('%s: a group of %d jobs conflicted: %s', worker,
+                          len(done) or 1, errorText(e))
+                return None
             elif not isinstance(e, Exception):
                 raise
             return 0
+        self._count(commits=1)
         for item, outcome, elapsed in done:
             self._record(item, outcome, elapsed)
         return len(done)
@@ -474,9 +533,10 @@ class Processor(Clock):
                 tries += 1
                 with attempt:
                     outcome = item.run(self._service(conn), reporter)
-        finally:
-            if tries > 1:
-                self._count(conflicts=tries - 1)
+        except TransientError:
+            self._count(conflicts=tries)
+            raise
+        self._count(conflicts=tries - 1, commits=1)
         return outcome
 
     def _giveUp(self, tm, conn, item, exc, error, trace):
@@ -519,6 +579,7 @@ class Processor(Clock):
                         elapsed, why)
             self._count(lost=1)
             return
+        self._measured(elapsed)
         key = {'completed': 'completed', 'cronjob': 'completed',
                'error': 'failed', 'retry': 'retried'}.get(outcome)
         if key is None:     # abandoned: left for the reaper

@@ -23,7 +23,8 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdsView, JobQueue, randomPartition)
+    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, firstLeaf, leaves, prefetch,
+    randomPartition)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -96,7 +97,7 @@ class TaskService(persistent.Persistent):
         self.jobs = LOBTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: LOTreeSet() for status in STATUSES}
+        self._index = {status: IdIndex() for status in STATUSES}
         # A key that is never removed keeps the busiest indexes from the
         # two changes BTrees can not merge: removing a bucket's first key
         # and emptying it.  Without it a claim (which removes the oldest
@@ -376,12 +377,27 @@ class TaskService(persistent.Persistent):
               tasks=None):
         """See ITaskService."""
         now = _now(now)
-        start = randomPartition(len(self._queue._parts)) if spread else None
+        queue = self._queue
+        start = randomPartition(len(queue._parts)) if spread else None
+        # What a claim reads and writes, loaded ahead in a few rounds rather
+        # than one round trip per object (it matters over ZEO and RelStorage
+        # when other workers' commits have invalidated all of it).
+        first = queue._parts[start or 0]
+        self._warm(queue._length, first, self.jobs, self._index[QUEUED],
+                   self._index[PROCESSING], self._counts[QUEUED],
+                   self._counts[PROCESSING])
+        self._warm(firstLeaf(first))
         claimed = []
         seen = set()
         skipped = False
         for wanted in (limit, limit + SCAN_PAST):
-            for eta, jobid in self._queue.due(now, wanted, start):
+            due = queue.due(now, wanted, start)
+            ids = [jobid for eta, jobid in due[:limit]]
+            self._warm(*(leaves(self.jobs, ids)
+                         + leaves(self._index[QUEUED], ids)
+                         + leaves(self._index[PROCESSING], ids)))
+            self._warm(*[self.jobs.get(jobid) for jobid in ids])
+            for eta, jobid in due:
                 if len(claimed) >= limit:
                     return claimed
                 if jobid in seen:
@@ -392,7 +408,7 @@ class TaskService(persistent.Persistent):
                         or job.eta != eta:
                     # A stale entry: never expected, never worth a loop.
                     log.warning('dropping stale queue entry %r', (eta, jobid))
-                    self._queue.remove(jobid, eta)
+                    queue.remove(jobid, eta)
                     continue
                 if tasks is not None and job.task not in tasks:
                     skipped = True      # for a worker that has that task
@@ -402,6 +418,14 @@ class TaskService(persistent.Persistent):
             if len(claimed) >= limit or not skipped:
                 break
         return claimed
+
+    def _warm(self, *objects):
+        """Load ``objects`` (persistent, or None) from the storage in one
+        round (see ``structures.prefetch``) and activate them."""
+        prefetch(self._p_jar, objects)
+        for ob in objects:
+            if ob is not None:
+                ob._p_activate()
 
     def _begin(self, job, now, worker, lease):
         self._transition(job, PROCESSING)
@@ -437,6 +461,15 @@ class TaskService(persistent.Persistent):
         task = self._getTask(job.task)
         if task is None:
             return self._fail(job, 'unknown task %r' % job.task, None, now)
+        # What the end of the run writes: loaded while the task runs.
+        ends = (self._index[PROCESSING], self._counts[PROCESSING],
+                self._index[COMPLETED], self._counts[COMPLETED])
+        prefetch(self._p_jar, ends)
+        if now is None:
+            # A job claimed with others starts when its run does, not at
+            # the claim (a given ``now`` is the end: keep the claim's).
+            job.started = time.time()
+            job._endAttempt(start=job.started)
         events.notify(events.JobStarted(job, self))
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint(job._p_jar or self._p_jar)
@@ -455,6 +488,9 @@ class TaskService(persistent.Persistent):
                     'time limit of %gs exceeded (ran %.1fs)' % (limit,
                                                                  elapsed))
             checkPicklable(result, 'result')
+            self._warm(*ends)
+            self._warm(*(leaves(self._index[PROCESSING], [job.id])
+                         + leaves(self._index[COMPLETED], [job.id])))
         except TransientError:
             raise
         except Retry as e:

@@ -15,6 +15,7 @@ import persistent
 import transaction
 from ZODB.utils import z64
 from BTrees.Length import Length
+from BTrees.LOBTree import LOTreeSet
 from BTrees.OOBTree import OOTreeSet
 
 #: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
@@ -30,6 +31,75 @@ WINDOW = 8
 _INF = float('inf')
 #: The first key of every queue partition, never removed (ids start at 1).
 _FIRST = (-_INF, 0)
+
+
+class IdIndex(LOTreeSet):
+    """A set of job ids (a status index) with big leaves.
+
+    Ids are appended at the end of a status index and removed mostly from
+    its beginning; each time a bucket splits or empties, BTrees rewrite its
+    parent node, which they can not merge with a concurrent change of that
+    bucket: a ConflictError.  Leaves of 500 ids (BTrees' default is 60)
+    make those events 8 times rarer; a leaf of ids is still small (4 KB).
+    """
+    max_leaf_size = 500
+
+
+def prefetch(jar, objects):
+    """Ask ``jar`` (a ZODB connection) to load ``objects`` ahead, in one
+    go: over ZEO and RelStorage, the loads an operation is about to make
+    one after the other (a round trip each) go out together, and do not
+    block.  Objects not stored yet are skipped; storages that load locally
+    have no ``prefetch`` and are left alone.
+
+    It asks the connection's storage directly: ``Connection.prefetch``
+    swaps itself for a no-op, for good, the first time it is called while
+    a savepoint is active (the savepoint's temporary storage has no
+    ``prefetch``), and ``service.run`` takes a savepoint per job.
+    """
+    storage = getattr(jar, '_normal_storage', None)
+    fetch = getattr(storage, 'prefetch', None)
+    if fetch is None:
+        return
+    oids = [ob._p_oid for ob in objects
+            if ob is not None and ob._p_oid is not None]
+    if oids:
+        fetch(oids)
+
+
+def leaves(tree, keys):
+    """The children of a loaded BTree (or TreeSet) ``tree`` that hold
+    ``keys``, or would: ghosts to prefetch before the keys are read or
+    changed.  Only the first level is seen (it is the whole tree up to a
+    few thousand keys); a tree that keeps its one bucket inline has
+    none."""
+    state = tree.__getstate__()
+    if not state or len(state) < 2:
+        return []       # empty, or one bucket stored inside the tree
+    items = state[0]
+    found = []
+    for key in keys:
+        # items: child0, key1, child1, key2, child2, ...
+        lo, hi = 0, len(items) // 2
+        while lo < hi:      # the last separator <= key
+            mid = (lo + hi) // 2
+            if items[2 * mid + 1] <= key:
+                lo = mid + 1
+            else:
+                hi = mid
+        child = items[2 * lo]
+        if not any(child is f for f in found):
+            found.append(child)
+    return found
+
+
+def firstLeaf(tree):
+    """The first bucket of a loaded BTree, where its smallest keys are,
+    or None if the tree keeps its one bucket inline."""
+    state = tree.__getstate__()
+    if not state or len(state) < 2:
+        return None
+    return state[1]
 
 
 class JobQueue(persistent.Persistent):

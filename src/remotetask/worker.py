@@ -71,6 +71,24 @@ def serve(processor, grace=None, signals=SIGNALS, hardExit=os._exit,
             signal.signal(s, old)
 
 
+class BatchSize(click.ParamType):
+    """``--batch``: ``auto`` or a whole number >= 1."""
+
+    name = 'auto|N'
+
+    def convert(self, value, param, ctx):
+        if value == 'auto' or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail("%r is neither 'auto' nor a whole number >= 1" % value,
+                      param, ctx)
+        return number
+
+
 def _configureLogging(level):
     root = logging.getLogger()
     if not root.handlers:
@@ -92,8 +110,10 @@ def _configureLogging(level):
 @click.option('--grace', type=click.FloatRange(min=0), default=30.0,
               show_default=True,
               help='Seconds running jobs get to finish after SIGTERM/SIGINT.')
-@click.option('--batch', type=click.IntRange(min=1), default=1,
-              show_default=True, help='Jobs claimed per transaction.')
+@click.option('--batch', type=BatchSize(), default='auto', show_default=True,
+              help="Jobs claimed per transaction: 'auto' claims about 0.1 s "
+                   "of work as judged by the recent jobs (1 to 50), N claims "
+                   "up to N (1: strictly one at a time).")
 @click.option('--poll-interval', type=click.FloatRange(min=0, min_open=True),
               default=1.0, show_default=True,
               help='Longest idle wait before looking for jobs again.')

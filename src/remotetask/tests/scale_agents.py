@@ -11,7 +11,7 @@ Run as a script::
     python -m remotetask.tests.scale_agents produce URI COUNT TAG STATSFILE
     python -m remotetask.tests.scale_agents work URI STATSFILE [IDLE]
     python -m remotetask.tests.scale_agents process URI STATSFILE [LEASE
-                                                               [BATCH]]
+                                                      [BATCH|auto]]
 
 ``produce`` adds COUNT jobs, one per transaction, with
 ``remotetask.retry.attempts`` (conflicts retried, outages waited out); a
@@ -127,7 +127,7 @@ def work(uri, statsfile, idle=5.0, lease=30.0):
     return 0
 
 
-def process(uri, statsfile, lease=2.0, batch=1):
+def process(uri, statsfile, lease=2.0, batch='auto'):
     """Run a real Processor until SIGTERM; write its stats."""
     import signal
     import threading
@@ -139,6 +139,8 @@ def process(uri, statsfile, lease=2.0, batch=1):
     processor = Processor(database, lease=lease, poll_interval=poll,
                           maintenance_interval=1.0, grace=5.0, batch=batch)
     processor.start()
+    with open(statsfile + '.ready', 'w'):
+        pass
     try:
         while not stop.wait(0.2):
             pass
@@ -165,7 +167,8 @@ def main(argv):
         return work(argv[1], argv[2], idle)
     if cmd == 'process':
         lease = float(argv[3]) if len(argv) > 3 else 2.0
-        batch = int(argv[4]) if len(argv) > 4 else 1
+        batch = argv[4] if len(argv) > 4 else 'auto'
+        batch = batch if batch == 'auto' else int(batch)
         return process(argv[1], argv[2], lease, batch)
     raise SystemExit('unknown command %r' % cmd)
 

@@ -527,13 +527,14 @@ def test_conflict_errors_are_retried_a_bounded_number_of_times(env):
     jobid = env.add('conflicting')
     p = env.processor(attempts=3)
     job = env.waitStatus(jobid, 'error')
-    # 3 attempts, queued again once (a retry), 3 attempts, then error.
+    # 3 attempts, queued again once (a retry), 3 attempts, then error:
+    # 6 attempts ended in a conflict.
     assert 'gave up after 3 attempts' in job.error
     assert 'ConflictError' in job.error
     assert '(gave up after 1 retries)' in job.error
     assert len(calls) == 6
     assert [a['outcome'] for a in job.attempts] == ['retry', 'error']
-    assert p.stats['conflicts'] == 4
+    assert p.stats['conflicts'] == 6
     assert env.service.count('processing') == 0
 
 

@@ -362,6 +362,13 @@ def test_worker_rejects_bad_options(zeo):
         env=subprocessEnv(), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "can not import 'no.such'" in result.stderr
+    for bad in ('0', 'many', '2.5'):
+        result = subprocess.run(
+            remotetaskCommand('worker', '--db', zeo.uri, '--batch', bad),
+            env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert ("Invalid value for '--batch': %r is neither 'auto' nor a "
+                "whole number >= 1" % bad) in result.stderr
 
 
 def test_worker_rides_out_a_zeo_outage(tmp_path, workers):

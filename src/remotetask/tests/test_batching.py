@@ -1,0 +1,193 @@
+"""Claiming ahead and loading ahead: the default ``batch='auto'`` of a
+Processor, and the prefetching that makes a claim or a run cost a few round
+trips to ZEO or RelStorage rather than one per object.
+
+The storage here is a MappingStorage whose ``prefetch`` records what it is
+asked for (ZEO's and RelStorage's load those objects in the background);
+processors run on a FileStorage as in test_processor.py.
+"""
+import time
+
+import pytest
+import transaction
+import ZODB
+from BTrees.LOBTree import LOTreeSet
+from BTrees.OOBTree import OOTreeSet
+from ZODB.MappingStorage import MappingStorage
+
+from remotetask import processor as processormod
+from remotetask.processor import Processor
+from remotetask.service import TaskService
+from remotetask.structures import IdIndex, firstLeaf, leaves, prefetch
+from remotetask.tests.test_processor import env, task  # noqa: F401
+
+
+# -- structures ---------------------------------------------------------------
+
+def test_leaves_finds_the_bucket_of_each_key():
+    tree = LOTreeSet(range(1000))
+    for key in (0, 59, 60, 500, 999, 10 ** 6):
+        [bucket] = leaves(tree, [key])
+        assert bucket.minKey() <= min(key, 999) <= bucket.maxKey()
+    # Two keys in one bucket: the bucket once.
+    assert len(leaves(tree, [1, 2])) == 1
+    assert len(leaves(tree, [1, 998])) == 2
+    assert firstLeaf(tree).minKey() == 0
+
+
+def test_small_trees_keep_their_bucket_inline():
+    assert leaves(LOTreeSet([1, 2, 3]), [2]) == []
+    assert firstLeaf(LOTreeSet([1])) is None
+    assert leaves(LOTreeSet(), [1]) == []
+    queue = OOTreeSet([(float(i), i) for i in range(200)])
+    assert firstLeaf(queue).minKey() == (0.0, 0)
+
+
+def test_status_indexes_have_big_leaves():
+    index = IdIndex(range(1, 2001))
+    # 2,000 ids fit in a handful of buckets (LOTreeSet: about 60).
+    assert 2 <= len(index.__getstate__()[0]) // 2 + 1 <= 8
+    assert isinstance(TaskService()._index['completed'], IdIndex)
+
+
+class RecordingStorage(MappingStorage):
+    """A MappingStorage with ZEO's ``prefetch(oids, tid)``: records calls."""
+
+    def __init__(self):
+        MappingStorage.__init__(self)
+        self.prefetched = []
+
+    def prefetch(self, oids, tid):
+        self.prefetched.append(list(oids))
+
+
+@pytest.fixture
+def recording():
+    storage = RecordingStorage()
+    db = ZODB.DB(storage)
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    yield storage, tm, conn
+    tm.abort()
+    conn.close()
+    db.close()
+
+
+def test_prefetch_still_works_after_a_savepoint(recording):
+    storage, tm, conn = recording
+    with tm:
+        conn.root()['a'] = LOTreeSet([1])
+    tm.begin()
+    tree = conn.root()['a']
+    tree.insert(2)
+    tm.savepoint()      # what service.run takes before each task
+    # ZODB's Connection.prefetch turns into a no-op for good here (the
+    # savepoint's temporary storage has no prefetch) ...
+    conn.prefetch([tree])
+    assert storage.prefetched == []
+    conn.prefetch([tree])
+    tm.abort()
+    assert storage.prefetched == []
+    # ... structures.prefetch asks the connection's storage itself.
+    prefetch(conn, [tree, None, LOTreeSet()])     # None, unsaved: skipped
+    assert storage.prefetched == [[tree._p_oid]]
+
+
+def test_a_claim_loads_its_jobs_in_one_round(recording):
+    storage, tm, conn = recording
+    task('echo', lambda x: x)
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        ids = [service.add('echo', i) for i in range(20)]
+    storage.prefetched[:] = []
+    with tm:
+        claimed = service.claim(limit=5, worker='w', lease=30)
+    jobs = {service.jobs[i]._p_oid: i for i in ids}
+    rounds = [[oid for oid in r if oid in jobs] for r in storage.prefetched]
+    # The 5 claimed jobs were asked for together, in one round.
+    assert sorted(jobs[oid] for r in rounds if len(r) == 5 for oid in r) \
+        == sorted(job.id for job in claimed)
+    # And the indexes and counters a claim writes, before it reads them.
+    first = storage.prefetched[0]
+    for ob in (service._index['queued'], service._index['processing'],
+               service._counts['queued'], service._queue._length):
+        assert ob._p_oid in first
+
+
+# -- batch='auto' -------------------------------------------------------------
+
+def test_auto_batch_claims_one_until_it_has_seen_a_job(env):
+    p = Processor(env.db)
+    assert p.batch == 'auto'
+    assert p.claimSize() == 1
+    assert p.stats['claim_size'] == 1
+
+
+@pytest.mark.parametrize('value', [0, -1, 'x', 'AUTO', 1.5, None])
+def test_batch_is_auto_or_a_whole_number(env, value):
+    with pytest.raises(ValueError, match='batch'):
+        Processor(env.db, batch=value)
+
+
+def test_short_jobs_are_claimed_many_at_a_time(env):
+    task('echo', lambda x: x)
+    for i in range(300):
+        env.add('echo', i)
+    p = env.processor()
+    env.wait(lambda: env.service.count('completed') == 300)
+    env.wait(lambda: p.stats['completed'] == 300)
+    stats = p.stats
+    assert 1 < stats['claim_size'] <= processormod.AUTO_MAX
+    # Far fewer commits than two per job (a claim and a run each).
+    assert stats['commits'] < 300, stats
+    # Runs of one worker thread still never overlap, and each job's start
+    # is its run's, not its claim's.
+    runs = sorted((j.started, j.completed) for j in
+                  (env.service.jobs[i] for i in env.service.jobIds()))
+    for (_, end), (start, _) in zip(runs, runs[1:]):
+        assert end <= start
+    for job in env.service.jobs.values():
+        assert job.attempts[-1]['start'] == job.started
+
+
+def test_slow_jobs_are_claimed_one_at_a_time(env):
+    task('slow', lambda x: time.sleep(processormod.AUTO_SECONDS * 1.5))
+    for i in range(3):
+        env.add('slow', i)
+    p = env.processor()
+    env.wait(lambda: p.stats['completed'] == 3)
+    assert p.claimSize() == 1
+    assert p.stats['claimed'] == 3
+
+
+def test_jobs_held_too_long_go_back_to_the_queue(env, monkeypatch):
+    # The estimate says "short" (a no-op ran first), then the jobs turn
+    # out slow: what was claimed ahead and not started within HOLD_SECONDS
+    # goes back to the queue, and still runs.
+    monkeypatch.setattr(processormod, 'HOLD_SECONDS', 0.2)
+    monkeypatch.setattr(processormod, 'GROUP_SECONDS', 0.0)
+    task('slow', lambda x: time.sleep(0.15))
+    ids = [env.add('slow', i) for i in range(6)]
+    p = Processor(env.db, lease=5.0, poll_interval=0.5)
+    p._duration = 0.001         # as if the recent jobs had been no-ops
+    assert p.claimSize() == processormod.AUTO_MAX
+    env.processors.append(p)
+    p.start()
+    env.wait(lambda: env.service.count('completed') == 6)
+    assert p.stats['handed_back'] >= 1
+    outcomes = [a['outcome'] for i in ids
+                for a in env.job(i).attempts]
+    assert outcomes.count('completed') == 6
+    assert 'handed back' in outcomes
+    for i in ids:
+        assert env.job(i).starts == 1
+
+
+def test_a_fixed_batch_is_kept(env):
+    task('echo', lambda x: x)
+    for i in range(10):
+        env.add('echo', i)
+    p = env.processor(batch=1)
+    env.wait(lambda: p.stats['completed'] == 10)
+    assert p.claimSize() == 1
+    assert p.stats['commits'] == 20      # a claim and a run per job
