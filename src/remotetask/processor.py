@@ -35,6 +35,7 @@ from remotetask import interfaces
 from remotetask.clock import Clock
 from remotetask.db import DEFAULT_SERVICE, getService
 from remotetask.interfaces import ServiceNotStoredError
+from remotetask.structures import movePartition
 from remotetask.task import policy
 from remotetask.threads import (
     STORAGE_ERRORS, abort, close, errorText, hooks, pause)
@@ -396,6 +397,10 @@ class Processor(Clock):
         try:
             for attempt in tm.attempts(self.attempts):
                 tries += 1
+                if tries > 1:
+                    # It conflicted, most likely with another worker's
+                    # claim from the same partition: go elsewhere.
+                    movePartition()
                 with attempt:
                     service = self._service(conn)
                     now = time.time()
@@ -411,6 +416,7 @@ class Processor(Clock):
             raise
         except TransientError:
             # Claims kept conflicting with other workers': let them go on.
+            movePartition()
             self._count(conflicts=tries)
             time.sleep(random.uniform(0, 0.05))
             return []

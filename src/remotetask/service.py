@@ -23,8 +23,8 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, firstLeaf, leaves, prefetch,
-    randomPartition)
+    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, canPrefetch,
+    claimPartition, firstLeaf, keepPartition, leaves, prefetch)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -378,28 +378,32 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         now = _now(now)
         queue = self._queue
-        start = randomPartition(len(queue._parts)) if spread else None
+        parts = len(queue._parts)
+        start = claimPartition(parts) if spread else None
         # What a claim reads and writes, loaded ahead in a few rounds rather
         # than one round trip per object (it matters over ZEO and RelStorage
         # when other workers' commits have invalidated all of it).
-        first = queue._parts[start or 0]
-        self._warm(queue._length, first, self.jobs, self._index[QUEUED],
-                   self._index[PROCESSING], self._counts[QUEUED],
-                   self._counts[PROCESSING])
-        self._warm(firstLeaf(first))
+        warm = canPrefetch(self._p_jar)
+        if warm:
+            first = queue._parts[start or 0]
+            self._warm(queue._length, first, self.jobs, self._index[QUEUED],
+                       self._index[PROCESSING], self._counts[QUEUED],
+                       self._counts[PROCESSING])
+            self._warm(firstLeaf(first))
         claimed = []
         seen = set()
         skipped = False
         for wanted in (limit, limit + SCAN_PAST):
             due = queue.due(now, wanted, start)
-            ids = [jobid for eta, jobid in due[:limit]]
-            self._warm(*(leaves(self.jobs, ids)
-                         + leaves(self._index[QUEUED], ids)
-                         + leaves(self._index[PROCESSING], ids)))
-            self._warm(*[self.jobs.get(jobid) for jobid in ids])
+            if warm:
+                ids = [jobid for eta, jobid in due[:limit]]
+                self._warm(*(leaves(self.jobs, ids)
+                             + leaves(self._index[QUEUED], ids)
+                             + leaves(self._index[PROCESSING], ids)))
+                self._warm(*[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
-                    return claimed
+                    break
                 if jobid in seen:
                     continue
                 seen.add(jobid)
@@ -417,6 +421,8 @@ class TaskService(persistent.Persistent):
                 claimed.append(job)
             if len(claimed) >= limit or not skipped:
                 break
+        if spread and claimed:
+            keepPartition(claimed[-1].id % parts)
         return claimed
 
     def _warm(self, *objects):
@@ -464,12 +470,15 @@ class TaskService(persistent.Persistent):
         # What the end of the run writes: loaded while the task runs.
         ends = (self._index[PROCESSING], self._counts[PROCESSING],
                 self._index[COMPLETED], self._counts[COMPLETED])
-        prefetch(self._p_jar, ends)
+        warm = canPrefetch(self._p_jar)
+        if warm:
+            prefetch(self._p_jar, ends)
         if now is None:
             # A job claimed with others starts when its run does, not at
             # the claim (a given ``now`` is the end: keep the claim's).
-            job.started = time.time()
-            job._endAttempt(start=job.started)
+            # Recorded when it ends (``_settle``): a change now would make
+            # the savepoint below write the job to a temporary file.
+            job._v_begun = time.time()
         events.notify(events.JobStarted(job, self))
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint(job._p_jar or self._p_jar)
@@ -488,9 +497,10 @@ class TaskService(persistent.Persistent):
                     'time limit of %gs exceeded (ran %.1fs)' % (limit,
                                                                  elapsed))
             checkPicklable(result, 'result')
-            self._warm(*ends)
-            self._warm(*(leaves(self._index[PROCESSING], [job.id])
-                         + leaves(self._index[COMPLETED], [job.id])))
+            if warm:
+                self._warm(*ends)
+                self._warm(*(leaves(self._index[PROCESSING], [job.id])
+                             + leaves(self._index[COMPLETED], [job.id])))
         except TransientError:
             raise
         except Retry as e:
@@ -539,6 +549,11 @@ class TaskService(persistent.Persistent):
     def _settle(self, job, now, outcome, error=None):
         """End the current attempt and go where a job goes after a run."""
         end = _now(now)
+        begun = getattr(job, '_v_begun', None)
+        if begun is not None:
+            del job._v_begun
+            job.started = begun
+            job._endAttempt(start=begun)
         job.completed = end
         job._lease = None
         job._endAttempt(end=end, outcome=outcome, error=error)

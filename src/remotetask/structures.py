@@ -45,24 +45,44 @@ class IdIndex(LOTreeSet):
     max_leaf_size = 500
 
 
+def _prefetcher(jar):
+    storage = getattr(jar, '_normal_storage', None)
+    # ZODB wraps a storage without MVCC of its own (ZEO, FileStorage) in an
+    # adapter that always has a ``prefetch``; ask the storage under it.
+    base = getattr(storage, '_storage', storage)
+    if getattr(base, 'prefetch', None) is None:
+        return None
+    return getattr(storage, 'prefetch', None)
+
+
+def canPrefetch(jar):
+    """Whether ``jar``'s storage loads ahead (ZEO, RelStorage): storages
+    that read locally (FileStorage, MappingStorage) gain nothing from it,
+    and the service then skips the work of finding what to load."""
+    return _prefetcher(jar) is not None
+
+
 def prefetch(jar, objects):
     """Ask ``jar`` (a ZODB connection) to load ``objects`` ahead, in one
     go: over ZEO and RelStorage, the loads an operation is about to make
     one after the other (a round trip each) go out together, and do not
-    block.  Objects not stored yet are skipped; storages that load locally
-    have no ``prefetch`` and are left alone.
+    block.  Objects not stored yet, and objects loaded already, are
+    skipped; storages that load locally have no ``prefetch`` and are left
+    alone.
 
     It asks the connection's storage directly: ``Connection.prefetch``
     swaps itself for a no-op, for good, the first time it is called while
     a savepoint is active (the savepoint's temporary storage has no
     ``prefetch``), and ``service.run`` takes a savepoint per job.
     """
-    storage = getattr(jar, '_normal_storage', None)
-    fetch = getattr(storage, 'prefetch', None)
+    fetch = _prefetcher(jar)
     if fetch is None:
         return
+    # Only ghosts: an object loaded in this connection is up to date (the
+    # transaction's invalidations turned the stale ones into ghosts).
     oids = [ob._p_oid for ob in objects
-            if ob is not None and ob._p_oid is not None]
+            if ob is not None and ob._p_oid is not None
+            and ob._p_changed is None]
     if oids:
         fetch(oids)
 
@@ -349,6 +369,32 @@ def laneNumber(lanes=LANES):
 
 
 def randomPartition(partitions=PARTITIONS):
-    """Where a spread claim starts: a partition drawn for each claim, so
-    that two workers do not keep starting at the same one."""
+    """A partition drawn at random."""
     return _rng.randrange(partitions)
+
+
+def claimPartition(partitions=PARTITIONS):
+    """Where this thread's next spread claim starts: the partition where its
+    last claim found jobs, or one drawn at random at first and after a
+    claim of this thread conflicted (``movePartition``).  Two workers that
+    claim from one partition at the same time take the same entries, and
+    one of them conflicts; workers that stay where they found work, and
+    move when they collide, end up apart."""
+    if getattr(_local, 'partpid', None) != os.getpid():
+        _local.partpid = os.getpid()
+        _local.part = None
+    part = _local.part
+    if part is None or part >= partitions:
+        part = _local.part = randomPartition(partitions)
+    return part
+
+
+def keepPartition(part):
+    """Start this thread's next claim at ``part`` (see claimPartition)."""
+    _local.partpid = os.getpid()
+    _local.part = part
+
+
+def movePartition():
+    """This thread's claim conflicted: start the next one elsewhere."""
+    _local.part = None

@@ -77,20 +77,25 @@ def test_prefetch_still_works_after_a_savepoint(recording):
     storage, tm, conn = recording
     with tm:
         conn.root()['a'] = LOTreeSet([1])
+        conn.root()['b'] = LOTreeSet([1])
+        conn.root()['c'] = LOTreeSet([1])
+    conn.cacheMinimize()        # all ghosts again
     tm.begin()
-    tree = conn.root()['a']
-    tree.insert(2)
+    a, b, c = conn.root()['a'], conn.root()['b'], conn.root()['c']
+    a.insert(2)
     tm.savepoint()      # what service.run takes before each task
     # ZODB's Connection.prefetch turns into a no-op for good here (the
     # savepoint's temporary storage has no prefetch) ...
-    conn.prefetch([tree])
+    conn.prefetch([b])
+    conn.prefetch([b])
     assert storage.prefetched == []
-    conn.prefetch([tree])
-    tm.abort()
-    assert storage.prefetched == []
-    # ... structures.prefetch asks the connection's storage itself.
-    prefetch(conn, [tree, None, LOTreeSet()])     # None, unsaved: skipped
-    assert storage.prefetched == [[tree._p_oid]]
+    # ... structures.prefetch asks the connection's storage itself, for
+    # ghosts only (a loaded object is up to date).
+    prefetch(conn, [a, b, c, None, LOTreeSet()])
+    assert storage.prefetched == [[b._p_oid, c._p_oid]]
+    b._p_activate()
+    prefetch(conn, [a, b])
+    assert storage.prefetched == [[b._p_oid, c._p_oid]]
 
 
 def test_a_claim_loads_its_jobs_in_one_round(recording):
@@ -99,19 +104,27 @@ def test_a_claim_loads_its_jobs_in_one_round(recording):
     with tm:
         service = conn.root()['tasks'] = TaskService()
         ids = [service.add('echo', i) for i in range(20)]
-    storage.prefetched[:] = []
-    with tm:
-        claimed = service.claim(limit=5, worker='w', lease=30)
-    jobs = {service.jobs[i]._p_oid: i for i in ids}
-    rounds = [[oid for oid in r if oid in jobs] for r in storage.prefetched]
-    # The 5 claimed jobs were asked for together, in one round.
-    assert sorted(jobs[oid] for r in rounds if len(r) == 5 for oid in r) \
-        == sorted(job.id for job in claimed)
-    # And the indexes and counters a claim writes, before it reads them.
-    first = storage.prefetched[0]
-    for ob in (service._index['queued'], service._index['processing'],
-               service._counts['queued'], service._queue._length):
-        assert ob._p_oid in first
+    # A worker's connection: nothing loaded yet.
+    wtm = transaction.TransactionManager()
+    wconn = conn.db().open(wtm)
+    try:
+        with wtm:
+            claimed = wconn.root()['tasks'].claim(limit=5, worker='w',
+                                                  lease=30)
+        jobs = {service.jobs[i]._p_oid: i for i in ids}
+        rounds = [[oid for oid in r if oid in jobs]
+                  for r in storage.prefetched]
+        # The 5 claimed jobs were asked for together, in one round.
+        assert [sorted(jobs[oid] for oid in r) for r in rounds if r] == [
+            sorted(job.id for job in claimed)]
+        # And first, the indexes and counters a claim writes.
+        first = storage.prefetched[0]
+        for ob in (service._index['queued'], service._index['processing'],
+                   service._counts['queued'], service._queue._length):
+            assert ob._p_oid in first
+    finally:
+        wtm.abort()
+        wconn.close()
 
 
 # -- batch='auto' -------------------------------------------------------------
