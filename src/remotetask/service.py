@@ -23,8 +23,8 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, canPrefetch,
-    claimPartition, firstLeaf, keepPartition, leaves, prefetch)
+    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
+    canPrefetch, claimPartition, firstLeaf, keepPartition, leaves, prefetch)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -97,7 +97,9 @@ class TaskService(persistent.Persistent):
         self.jobs = LOBTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: IdIndex() for status in STATUSES}
+        self._index = {status: WaitingIndex() if status in WAITING_STATUSES
+                       or status == STARTLATER else IdIndex()
+                       for status in STATUSES}
         # A key that is never removed keeps the busiest indexes from the
         # two changes BTrees can not merge: removing a bucket's first key
         # and emptying it.  Without it a claim (which removes the oldest
@@ -209,9 +211,14 @@ class TaskService(persistent.Persistent):
                                         % (meta,))
             checkPicklable(meta, 'meta data')
         job = self._newJob(Job, task, input, now)
-        job.time_limit = time_limit
-        job.max_retries = max_retries
-        job.max_starts = max_starts
+        # Set only when given: the class says None, and every attribute in
+        # the job's state costs pickling time on each add.
+        if time_limit is not None:
+            job.time_limit = time_limit
+        if max_retries is not None:
+            job.max_retries = max_retries
+        if max_starts is not None:
+            job.max_starts = max_starts
         if meta:
             job.meta = dict(meta)
         self._store(job)

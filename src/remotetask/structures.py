@@ -45,6 +45,15 @@ class IdIndex(LOTreeSet):
     max_leaf_size = 500
 
 
+class WaitingIndex(IdIndex):
+    """The index of a waiting status (queued, delayed...): leaves of 120.
+    Every ``add()`` rewrites its last leaf, so its size is paid per job
+    added one per transaction; claims take their ids from its first
+    leaves, which the sentinel and the claims' spread keep apart."""
+
+    max_leaf_size = 120
+
+
 def _prefetcher(jar):
     storage = getattr(jar, '_normal_storage', None)
     # ZODB wraps a storage without MVCC of its own (ZEO, FileStorage) in an
