@@ -292,7 +292,9 @@ class IJob(zope.interface.Interface):
         title='Status', values=STATUSES, readonly=True,
         description='Changed only by the service, never set directly')
     created = zope.interface.Attribute('Epoch seconds when added')
-    started = zope.interface.Attribute('Epoch seconds of the last start')
+    started = zope.interface.Attribute(
+        'Epoch seconds of the last start: its claim while it waits to run '
+        'or runs, its run\'s start once the run has ended')
     completed = zope.interface.Attribute('Epoch seconds of the last end')
     eta = zope.interface.Attribute(
         'Epoch seconds when the job is due (while waiting), else None')
@@ -504,11 +506,12 @@ class ITaskService(zope.interface.Interface):
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
 
-        ``spread``: not in strict due order: start from a queue partition
-        drawn at random and take one of the first few due entries of each
-        partition at random, so concurrent workers (and producers) rarely
-        write the same BTree bucket (see docs/design.md).  Processors use
-        it; without it, claims are strictly in due order.
+        ``spread``: not in strict due order: start from the queue
+        partition where this thread's last claim found jobs (one drawn at
+        random at first and after a conflict) and take one of the first few
+        due entries of each partition at random, so concurrent workers (and
+        producers) rarely write the same BTree bucket (see docs/design.md).
+        Processors use it; without it, claims are strictly in due order.
 
         ``tasks``: a set of task names; jobs of other tasks are left in the
         queue for workers that have them (as a Celery worker consumes only
