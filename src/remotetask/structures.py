@@ -200,9 +200,13 @@ class JobQueue(persistent.Persistent):
                     break
             return found
         n = len(self._parts)
+        # Go round in a stride of this thread's own (odd: every partition
+        # is visited), so that workers whose partitions run dry do not all
+        # move on to the same next ones.
+        step = stride(n)
         found = []
         for i in range(n):
-            part = self._parts[(start + i) % n]
+            part = self._parts[(start + i * step) % n]
             window = []
             for key in self._entries(part, upto):
                 window.append(key)
@@ -380,6 +384,14 @@ def laneNumber(lanes=LANES):
 def randomPartition(partitions=PARTITIONS):
     """A partition drawn at random."""
     return _rng.randrange(partitions)
+
+
+def stride(partitions=PARTITIONS):
+    """This thread's step through the partitions: an odd number, so with
+    a power of two of partitions it visits them all."""
+    if partitions & (partitions - 1):
+        return 1
+    return (laneNumber() % (partitions // 2)) * 2 + 1
 
 
 def claimPartition(partitions=PARTITIONS):

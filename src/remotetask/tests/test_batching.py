@@ -6,6 +6,7 @@ The storage here is a MappingStorage whose ``prefetch`` records what it is
 asked for (ZEO's and RelStorage's load those objects in the background);
 processors run on a FileStorage as in test_processor.py.
 """
+import os
 import time
 
 import pytest
@@ -204,3 +205,46 @@ def test_a_fixed_batch_is_kept(env):
     env.wait(lambda: p.stats['completed'] == 10)
     assert p.claimSize() == 1
     assert p.stats['commits'] == 20      # a claim and a run per job
+
+
+# -- where spread claims go -----------------------------------------------------
+
+def test_spread_claims_visit_every_partition_in_their_own_stride(monkeypatch):
+    from remotetask import structures
+    from remotetask.structures import JobQueue, stride
+    queue = JobQueue()
+    queue.put(7, 1.0)                     # one entry, in partition 7
+    strides = set()
+    for lane in range(64):
+        monkeypatch.setattr(structures._local, 'lane', lane, raising=False)
+        monkeypatch.setattr(structures._local, 'pid', os.getpid(),
+                            raising=False)
+        step = stride(16)
+        assert step % 2 == 1
+        strides.add(step)
+        for start in range(16):
+            assert queue.due(2.0, 1, start) == [(1.0, 7)]
+    # Threads go round in different orders, so that workers whose
+    # partitions ran dry do not all move on to the same next ones.
+    assert len(strides) == 8
+    assert stride(12) == 1                # not a power of two: one by one
+
+
+def test_a_claim_stays_where_it_found_jobs_and_moves_on_conflict(recording):
+    from remotetask import structures
+    storage, tm, conn = recording
+    task('echo', lambda x: x)
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(64):
+            service.add('echo', i)
+    structures.movePartition()
+    with tm:
+        first = service.claim(limit=1, worker='w', spread=True)[0].id % 16
+    for _ in range(2):
+        assert structures.claimPartition(16) == first
+        with tm:
+            assert service.claim(limit=1, worker='w',
+                                 spread=True)[0].id % 16 == first
+    structures.movePartition()            # what a Processor does on conflict
+    assert structures._local.part is None
