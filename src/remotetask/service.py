@@ -24,7 +24,7 @@ from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
     SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
-    canPrefetch, claimPartition, firstLeaf, keepPartition, leaves, prefetch)
+    claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -385,29 +385,28 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         now = _now(now)
         queue = self._queue
-        parts = len(queue._parts)
-        start = claimPartition(parts) if spread else None
+        start = claimPartition(len(queue._parts)) if spread else None
         # What a claim reads and writes, loaded ahead in a few rounds rather
         # than one round trip per object (it matters over ZEO and RelStorage
         # when other workers' commits have invalidated all of it).
-        warm = canPrefetch(self._p_jar)
-        if warm:
+        load = prefetcher(self._p_jar)
+        if load:
             first = queue._parts[start or 0]
-            self._warm(queue._length, first, self.jobs, self._index[QUEUED],
-                       self._index[PROCESSING], self._counts[QUEUED],
-                       self._counts[PROCESSING])
-            self._warm(firstLeaf(first))
+            _warm(load, queue._length, first, self.jobs, self._index[QUEUED],
+                  self._index[PROCESSING], self._counts[QUEUED],
+                  self._counts[PROCESSING])
+            _warm(load, firstLeaf(first))
         claimed = []
         seen = set()
         skipped = False
         for wanted in (limit, limit + SCAN_PAST):
             due = queue.due(now, wanted, start)
-            if warm:
+            if load:
                 ids = [jobid for eta, jobid in due[:limit]]
-                self._warm(*(leaves(self.jobs, ids)
-                             + leaves(self._index[QUEUED], ids)
-                             + leaves(self._index[PROCESSING], ids)))
-                self._warm(*[self.jobs.get(jobid) for jobid in ids])
+                _warm(load, *(leaves(self.jobs, ids)
+                              + leaves(self._index[QUEUED], ids)
+                              + leaves(self._index[PROCESSING], ids)))
+                _warm(load, *[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
                     break
@@ -429,16 +428,8 @@ class TaskService(persistent.Persistent):
             if len(claimed) >= limit or not skipped:
                 break
         if spread and claimed:
-            keepPartition(claimed[-1].id % parts)
+            keepPartition(queue.partitionOf(claimed[-1].id))
         return claimed
-
-    def _warm(self, *objects):
-        """Load ``objects`` (persistent, or None) from the storage in one
-        round (see ``structures.prefetch``) and activate them."""
-        prefetch(self._p_jar, objects)
-        for ob in objects:
-            if ob is not None:
-                ob._p_activate()
 
     def _begin(self, job, now, worker, lease):
         self._transition(job, PROCESSING)
@@ -477,9 +468,9 @@ class TaskService(persistent.Persistent):
         # What the end of the run writes: loaded while the task runs.
         ends = (self._index[PROCESSING], self._counts[PROCESSING],
                 self._index[COMPLETED], self._counts[COMPLETED])
-        warm = canPrefetch(self._p_jar)
-        if warm:
-            prefetch(self._p_jar, ends)
+        load = prefetcher(self._p_jar)
+        if load:
+            load(ends)
         if now is None:
             # A job claimed with others starts when its run does, not at
             # the claim (a given ``now`` is the end: keep the claim's).
@@ -504,10 +495,10 @@ class TaskService(persistent.Persistent):
                     'time limit of %gs exceeded (ran %.1fs)' % (limit,
                                                                  elapsed))
             checkPicklable(result, 'result')
-            if warm:
-                self._warm(*ends)
-                self._warm(*(leaves(self._index[PROCESSING], [job.id])
-                             + leaves(self._index[COMPLETED], [job.id])))
+            if load:
+                _warm(load, *ends)
+                _warm(load, *(leaves(self._index[PROCESSING], [job.id])
+                              + leaves(self._index[COMPLETED], [job.id])))
         except TransientError:
             raise
         except Retry as e:
@@ -556,14 +547,14 @@ class TaskService(persistent.Persistent):
     def _settle(self, job, now, outcome, error=None):
         """End the current attempt and go where a job goes after a run."""
         end = _now(now)
+        record = dict(end=end, outcome=outcome, error=error)
         begun = getattr(job, '_v_begun', None)
         if begun is not None:
             del job._v_begun
-            job.started = begun
-            job._endAttempt(start=begun)
+            job.started = record['start'] = begun
         job.completed = end
         job._lease = None
-        job._endAttempt(end=end, outcome=outcome, error=error)
+        job._endAttempt(**record)
         return end
 
     def _succeed(self, job, result, now):
@@ -705,6 +696,15 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+def _warm(load, *objects):
+    """Load ``objects`` (persistent, or None) with ``load`` (a
+    ``structures.prefetcher``) in one round, and activate them."""
+    load(objects)
+    for ob in objects:
+        if ob is not None:
+            ob._p_activate()
 
 
 def _savepoint(jar):

@@ -6,6 +6,7 @@ the conflicts that remain with BTrees' own conflict resolution, which the
 ZEO server can run without importing remotetask.  docs/design.md explains
 the choices.
 """
+import bisect
 import heapq
 import os
 import random
@@ -54,46 +55,54 @@ class WaitingIndex(IdIndex):
     max_leaf_size = 120
 
 
-def _prefetcher(jar):
-    storage = getattr(jar, '_normal_storage', None)
-    # ZODB wraps a storage without MVCC of its own (ZEO, FileStorage) in an
-    # adapter that always has a ``prefetch``; ask the storage under it.
-    base = getattr(storage, '_storage', storage)
-    if getattr(base, 'prefetch', None) is None:
-        return None
-    return getattr(storage, 'prefetch', None)
+def prefetcher(jar):
+    """A function ``load(objects)`` that asks ``jar``'s (a ZODB
+    connection's) storage to load ``objects`` ahead, in one go, or None if
+    the storage reads locally (FileStorage, MappingStorage: nothing to
+    gain, and callers skip the work of finding what to load).
 
-
-def canPrefetch(jar):
-    """Whether ``jar``'s storage loads ahead (ZEO, RelStorage): storages
-    that read locally (FileStorage, MappingStorage) gain nothing from it,
-    and the service then skips the work of finding what to load."""
-    return _prefetcher(jar) is not None
-
-
-def prefetch(jar, objects):
-    """Ask ``jar`` (a ZODB connection) to load ``objects`` ahead, in one
-    go: over ZEO and RelStorage, the loads an operation is about to make
-    one after the other (a round trip each) go out together, and do not
-    block.  Objects not stored yet, and objects loaded already, are
-    skipped; storages that load locally have no ``prefetch`` and are left
-    alone.
+    Over ZEO and RelStorage the loads an operation is about to make one
+    after the other (a round trip each) go out together and do not block.
+    Objects not stored yet, and objects loaded already, are skipped.
 
     It asks the connection's storage directly: ``Connection.prefetch``
     swaps itself for a no-op, for good, the first time it is called while
     a savepoint is active (the savepoint's temporary storage has no
     ``prefetch``), and ``service.run`` takes a savepoint per job.
     """
-    fetch = _prefetcher(jar)
-    if fetch is None:
-        return
-    # Only ghosts: an object loaded in this connection is up to date (the
-    # transaction's invalidations turned the stale ones into ghosts).
-    oids = [ob._p_oid for ob in objects
-            if ob is not None and ob._p_oid is not None
-            and ob._p_changed is None]
-    if oids:
-        fetch(oids)
+    storage = getattr(jar, '_normal_storage', None)
+    # ZODB wraps a storage without MVCC of its own (ZEO, FileStorage) in an
+    # adapter that always has a ``prefetch``; ask the storage under it.
+    base = getattr(storage, '_storage', storage)
+    if getattr(base, 'prefetch', None) is None:
+        return None
+    fetch = storage.prefetch
+
+    def load(objects):
+        # Only ghosts: an object loaded in this connection is up to date
+        # (the transaction's invalidations turned stale ones into ghosts).
+        oids = [ob._p_oid for ob in objects
+                if ob is not None and ob._p_oid is not None
+                and ob._p_changed is None]
+        if oids:
+            fetch(oids)
+    return load
+
+
+def prefetch(jar, objects):
+    """Load ``objects`` ahead if ``jar``'s storage can (see prefetcher)."""
+    load = prefetcher(jar)
+    if load is not None:
+        load(objects)
+
+
+def _children(tree):
+    """A loaded BTree's ``(child0, key1, child1, ...)`` and first bucket,
+    or None if it is empty or keeps its one bucket inline."""
+    state = tree.__getstate__()
+    if not state or len(state) < 2:
+        return None
+    return state
 
 
 def leaves(tree, keys):
@@ -102,22 +111,15 @@ def leaves(tree, keys):
     changed.  Only the first level is seen (it is the whole tree up to a
     few thousand keys); a tree that keeps its one bucket inline has
     none."""
-    state = tree.__getstate__()
-    if not state or len(state) < 2:
-        return []       # empty, or one bucket stored inside the tree
+    state = _children(tree)
+    if state is None:
+        return []
     items = state[0]
+    separators = items[1::2]
     found = []
     for key in keys:
-        # items: child0, key1, child1, key2, child2, ...
-        lo, hi = 0, len(items) // 2
-        while lo < hi:      # the last separator <= key
-            mid = (lo + hi) // 2
-            if items[2 * mid + 1] <= key:
-                lo = mid + 1
-            else:
-                hi = mid
-        child = items[2 * lo]
-        if not any(child is f for f in found):
+        child = items[2 * bisect.bisect_right(separators, key)]
+        if all(child is not f for f in found):
             found.append(child)
     return found
 
@@ -125,10 +127,8 @@ def leaves(tree, keys):
 def firstLeaf(tree):
     """The first bucket of a loaded BTree, where its smallest keys are,
     or None if the tree keeps its one bucket inline."""
-    state = tree.__getstate__()
-    if not state or len(state) < 2:
-        return None
-    return state[1]
+    state = _children(tree)
+    return None if state is None else state[1]
 
 
 class JobQueue(persistent.Persistent):
@@ -156,8 +156,12 @@ class JobQueue(persistent.Persistent):
     def _entries(self, part, upto=None):
         return part.keys(min=_FIRST, max=upto, excludemin=True)
 
+    def partitionOf(self, jobid):
+        """The number of the partition that holds ``jobid``'s entry."""
+        return jobid % len(self._parts)
+
     def _part(self, jobid):
-        return self._parts[jobid % len(self._parts)]
+        return self._parts[self.partitionOf(jobid)]
 
     def put(self, jobid, eta):
         if self._part(jobid).insert((eta, jobid)):
@@ -371,14 +375,21 @@ _local = threading.local()
 _rng = random.SystemRandom()
 
 
-def laneNumber(lanes=LANES):
-    """A number fixed for this process and thread, different (most likely)
-    from other processes' and threads'; recomputed after a fork."""
+def _thread():
+    """This thread's state (a lane number, where its claims start),
+    started afresh in a forked process."""
     pid = os.getpid()
     if getattr(_local, 'pid', None) != pid:
         _local.pid = pid
         _local.lane = _rng.randrange(1 << 30)
-    return _local.lane % lanes
+        _local.part = None
+    return _local
+
+
+def laneNumber(lanes=LANES):
+    """A number fixed for this process and thread, different (most likely)
+    from other processes' and threads'; recomputed after a fork."""
+    return _thread().lane % lanes
 
 
 def randomPartition(partitions=PARTITIONS):
@@ -401,21 +412,18 @@ def claimPartition(partitions=PARTITIONS):
     claim from one partition at the same time take the same entries, and
     one of them conflicts; workers that stay where they found work, and
     move when they collide, end up apart."""
-    if getattr(_local, 'partpid', None) != os.getpid():
-        _local.partpid = os.getpid()
-        _local.part = None
-    part = _local.part
+    state = _thread()
+    part = getattr(state, 'part', None)
     if part is None or part >= partitions:
-        part = _local.part = randomPartition(partitions)
+        part = state.part = randomPartition(partitions)
     return part
 
 
 def keepPartition(part):
     """Start this thread's next claim at ``part`` (see claimPartition)."""
-    _local.partpid = os.getpid()
-    _local.part = part
+    _thread().part = part
 
 
 def movePartition():
     """This thread's claim conflicted: start the next one elsewhere."""
-    _local.part = None
+    _thread().part = None
