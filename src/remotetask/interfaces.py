@@ -307,7 +307,11 @@ class IJob(zope.interface.Interface):
     lease_expires = zope.interface.Attribute(
         'While processing: epoch seconds when the lease ends')
     attempts = zope.interface.Attribute(
-        'Tuple of dicts, one per start: start, end, worker, outcome, error')
+        'Tuple of dicts, one per start: start, end, worker, outcome, error; '
+        'bounded: the first 2 and the last 8 attempts are kept '
+        '(remotetask.limits), ``attempt_count`` counts them all')
+    attempt_count = zope.interface.Attribute(
+        'How many attempts (starts) the job had in all')
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
@@ -409,9 +413,10 @@ class ITaskService(zope.interface.Interface):
 
         :raises UnknownTaskError: if no task has that name (nothing stored).
         :raises InvalidInputError: if the input (or ``meta``) can not be
-            pickled.
-        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
-            of them is not a number.
+            pickled; if ``eta`` or ``delay`` is not a finite number or
+            puts the job past the year 9999 (``limits.HORIZON``), or
+            ``time_limit`` is NaN (all are ValueErrors).
+        :raises ValueError: if both ``delay`` and ``eta`` are given.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
@@ -420,6 +425,8 @@ class ITaskService(zope.interface.Interface):
         """Add a cron job; return its id.  See ``ICronJob``.
 
         :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
+            the latter also for a schedule that repeats more often than
+            once a second (``delay`` < 1; runaway protection).
         """
 
     def startJob(jobid, now=None):
@@ -436,10 +443,21 @@ class ITaskService(zope.interface.Interface):
             processing.
         """
 
-    def cancel(jobid):
-        """Cancel a waiting job (queued, delayed, cron or start later).
+    def cancel(jobid, now=None):
+        """Cancel a job.
 
-        :raises InvalidStatusError: if the job is processing or final.
+        A waiting job (queued, delayed, cron or start later) is cancelled
+        at once.  A processing job is asked to stop: a flag on its run's
+        small progress object (so the request never conflicts with the
+        run's end); its processor sees it within a tick and makes the
+        task's ``ITaskContext.cancelled`` true; when the run returns
+        (whatever its outcome) or its time limit ends it, the job ends
+        ``cancelled``, and a cron job is not scheduled again.  A request
+        that commits after the run's end was read is honoured by the next
+        claim of the job (a cron job then ends ``cancelled`` unrun).  The
+        JSON API answers 202 for it, 200 for a waiting job.
+
+        :raises InvalidStatusError: if the job is final.
         """
 
     def retry(jobid, now=None):

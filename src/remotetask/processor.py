@@ -56,6 +56,7 @@ class _Active:
         self.deadline = deadline    # epoch seconds (time limit) or None
         self.renewed = now
         self.cancelled = threading.Event()
+        self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
         self.timedOut = False
         self.error = None

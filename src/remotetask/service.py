@@ -1,5 +1,6 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
+import math
 import pickle
 import time
 import traceback as tb_module
@@ -14,7 +15,7 @@ from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces
+from remotetask import events, interfaces, limits
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
     QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -70,7 +71,8 @@ def checkPicklable(value, what='input'):
 def _number(name, value, low=None, integer=False, allowLow=True):
     """``value`` as a float (or int), or InvalidInputError naming ``name``."""
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            not integer and math.isnan(value)):
         raise InvalidInputError('%s must be %s, not %r' % (
             name, 'an integer' if integer else 'a number', value))
     if low is not None and (value < low or (value == low and not allowLow)):
@@ -196,9 +198,9 @@ class TaskService(persistent.Persistent):
         if delay is not None and eta is not None:
             raise InvalidInputError('give either delay or eta, not both')
         if delay is not None:
-            eta = now + _number('delay', delay)
+            eta = now + limits.checkTime('delay', delay, now)
         elif eta is not None:
-            eta = _number('eta', eta)
+            eta = limits.checkTime('eta', eta)
         if time_limit is not None:
             time_limit = _number('time_limit', time_limit, 0, allowLow=False)
         if max_retries is not None:
@@ -279,10 +281,19 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         self._transition(job, CRONJOB, job.timeOfNextCall(now))
 
-    def cancel(self, jobid):
+    def cancel(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,))
+        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,
+                                                        PROCESSING))
+        if job._status == PROCESSING:
+            # Asked, not done: the run ends it (see remotetask.limits).
+            limits.requestCancel(job, _now(now))
+        else:
+            self._endCancelled(job, now)
+
+    def _endCancelled(self, job, now):
+        job.completed = _now(now)
         self._transition(job, CANCELLED)
         events.notify(events.JobCancelled(job, self))
 
@@ -423,6 +434,10 @@ class TaskService(persistent.Persistent):
                 if tasks is not None and job.task not in tasks:
                     skipped = True      # for a worker that has that task
                     continue
+                if limits.cancelRequested(job):
+                    # A cron job cancelled as its last run ended.
+                    self._endCancelled(job, now)
+                    continue
                 self._begin(job, now, worker, lease)
                 claimed.append(job)
             if len(claimed) >= limit or not skipped:
@@ -450,12 +465,12 @@ class TaskService(persistent.Persistent):
 
     def owns(self, job, token):
         """See ITaskService."""
-        return job._status == PROCESSING and len(job.attempts) == token
+        return job._status == PROCESSING and job.attempt_count == token
 
     @staticmethod
     def claimToken(job):
         """See ITaskService."""
-        return len(job.attempts)
+        return job.attempt_count
 
     def run(self, job, now=None, reporter=None, cancelled=None):
         """See ITaskService."""
@@ -478,6 +493,7 @@ class TaskService(persistent.Persistent):
             # the savepoint below write the job to a temporary file.
             job._v_begun = time.time()
         events.notify(events.JobStarted(job, self))
+        job._v_cancelEvent = cancelled      # for _cancelledRun
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint(job._p_jar or self._p_jar)
         started = time.monotonic()
@@ -525,6 +541,20 @@ class TaskService(persistent.Persistent):
             return self._fail(job, _errorText(e), trace, now)
         return self._succeed(job, result, now)
 
+    def _cancelledRun(self, job, now, cancelled):
+        """End the run as ``cancelled`` if that was asked while it ran (a
+        cancel request the clock saw, or one already in this snapshot)."""
+        if not (getattr(cancelled, 'requested', False)
+                or limits.cancelRequested(job)):
+            return None
+        self._settle(job, now, CANCELLED, 'cancelled while running')
+        self._endCancelled(job, now)
+        return CANCELLED
+
+    @staticmethod
+    def _v_cancelled(job):
+        return getattr(job, '_v_cancelEvent', None)
+
     def _checkOwned(self, job, token):
         # After the task: if it aborted or committed the transaction, the
         # job may have been handed back or ended meanwhile; never write an
@@ -558,6 +588,8 @@ class TaskService(persistent.Persistent):
         return end
 
     def _succeed(self, job, result, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, COMPLETED)
         job.output = result
         if isinstance(job, CronJob):
@@ -570,6 +602,8 @@ class TaskService(persistent.Persistent):
         return job._status
 
     def _fail(self, job, error, trace, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
@@ -582,6 +616,8 @@ class TaskService(persistent.Persistent):
         return ERROR
 
     def _retry(self, job, message, delay, now, trace=None):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         task = self._getTask(job.task)
         limit = policy(task, job, 'max_retries')
         if job.retries >= limit:
