@@ -54,6 +54,10 @@ class Job(persistent.Persistent):
     time_limit = None
     attempts = ()
     meta = None
+    queue = 'default'
+    priority = 0
+    unique_key = None
+    _slot = None        # the concurrency slot a processing job holds
     _lease = None
     _progress = None
 
@@ -114,6 +118,8 @@ class Job(persistent.Persistent):
             'worker': self.worker, 'starts': self.starts,
             'retries': self.retries, 'error': self.error,
             'progress': self.progress, 'cron': False,
+            'queue': self.queue, 'priority': self.priority,
+            'unique_key': self.unique_key,
         }
 
     def __repr__(self):
