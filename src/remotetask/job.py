@@ -56,6 +56,10 @@ class Job(persistent.Persistent):
     attempts = ()
     _attemptCount = None
     meta = None
+    queue = 'default'
+    priority = 0
+    unique_key = None
+    _slot = None        # the concurrency slot a processing job holds
     _lease = None
     _progress = None
 
@@ -126,6 +130,8 @@ class Job(persistent.Persistent):
             'retries': self.retries, 'error': self.error,
             'progress': self.progress, 'cron': False,
             'attempt_count': self.attempt_count,
+            'queue': self.queue, 'priority': self.priority,
+            'unique_key': self.unique_key,
         }
 
     def __repr__(self):
