@@ -5,7 +5,7 @@ named ``ITask`` utilities.  See README.txt for the tutorial and
 ``interfaces`` for the specification.
 """
 from remotetask.interfaces import (  # noqa: F401
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
+    CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, PROCESSING, QUEUED,
     STARTLATER, STATUSES, InvalidInputError, InvalidScheduleError,
     InvalidStatusError, JobNotFoundError, RemoteTaskError, Retry, TaskError,
     TimeLimitExceeded, UnknownTaskError)
