@@ -829,6 +829,9 @@ class IProcessor(zope.interface.Interface):
     lease = zope.interface.Attribute(
         'Seconds a claim holds unless renewed (renewed while a job runs)')
     grace = zope.interface.Attribute('The default timeout of ``stop()``')
+    around = zope.interface.Attribute(
+        'None, or ``around(service, job)`` -> a context manager each run of '
+        'a job is made in (an application context: site, user)')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '
