@@ -25,6 +25,9 @@ hot indexes, see docs/design.md) each expiry step would conflict with the
 completions of its moment, and a worker's group of jobs would run again.
 ``expire()`` puts it into an index of a final status the first time.
 
+A job that a job not final yet was added after (``workflows.awaited()``:
+its result may still be read) is kept until that one is final.
+
 ``clean()`` removes the jobs of some statuses that ended before a time, in
 the same bounded steps (``remotetask clean --older-than``).  Removed jobs
 are counted per reason (``retention``, ``clean``, ``delete``) in
@@ -37,6 +40,7 @@ import math
 import persistent
 from BTrees.Length import Length
 
+from remotetask import workflows
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, ERROR, FINAL_STATUSES, InvalidInputError,
     InvalidStatusError)
@@ -218,7 +222,8 @@ def expire(service, now, cursors=None, limit=BATCH, scan=SCAN):
                 break
             cursor = jobid
             keep = keepOf(tasks.get(job.task), service, status)
-            if (job.completed or job.created) + keep <= now:
+            if (job.completed or job.created) + keep <= now \
+                    and not workflows.awaited(service, job):
                 forget(service, job, 'retention')
                 removed.append(jobid)
                 if len(removed) >= limit:
@@ -262,7 +267,8 @@ def clean(service, statuses, before=None, limit=None, scan=None,
                 stop = True             # the rest ended later still
                 break
             cursor = jobid
-            if before is None or (job.completed or job.created) < before:
+            if (before is None or (job.completed or job.created) < before) \
+                    and not workflows.awaited(service, job):
                 forget(service, job, 'clean')
                 removed.append(jobid)
                 if limit is not None and len(removed) >= limit:

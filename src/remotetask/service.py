@@ -15,10 +15,11 @@ from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, limits, retention, routing
+from remotetask import (
+    events, interfaces, limits, retention, routing, workflows)
 from remotetask.interfaces import (
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
-    QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
+    CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
+    PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
@@ -33,7 +34,7 @@ log = logging.getLogger('remotetask')
 
 #: Statuses whose index every add, claim and completion changes: they hold
 #: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING,)
+HOT_STATUSES = WAITING_STATUSES + (PROCESSING, DEFERRED)
 
 
 #: How many due jobs a claim looks past, per lane, when the jobs it meets
@@ -102,7 +103,7 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status == STARTLATER else IdIndex()
+                       or status in (STARTLATER, DEFERRED) else IdIndex()
                        for status in STATUSES}
         # A key that is never removed keeps the busiest indexes from the
         # two changes BTrees can not merge: removing a bucket's first key
@@ -117,6 +118,17 @@ class TaskService(persistent.Persistent):
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
         self._routing = routing.Routing(self._queue)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A service stored before a status existed: an empty index and
+        # count for it, in memory; stored with the service by the first
+        # change that needs them (workflows._persistIndex).
+        for status in STATUSES:
+            if status not in self._index:
+                self._index[status] = WaitingIndex()
+                self._index[status].insert(SENTINEL)
+                self._counts[status] = Length()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -154,6 +166,8 @@ class TaskService(persistent.Persistent):
         self._counts[old].change(-1)
         self._enter(job, status, eta)
         routing.entered(self, job, old, status)
+        if job._links is not None:      # jobs wait for this one
+            workflows.transitioned(self, job, old)
 
     def _enter(self, job, status, eta=None):
         job._status = status
@@ -173,6 +187,8 @@ class TaskService(persistent.Persistent):
         ids.insert(job.id)
 
     def _forget(self, job):
+        if job._links is not None:
+            workflows.forgotten(self, job)
         ids = self._byTask.get(job.task)
         if ids is not None:
             ids.remove(job.id)
@@ -210,9 +226,12 @@ class TaskService(persistent.Persistent):
 
     def add(self, task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None, queue='default', priority=0, unique_key=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """See ITaskService."""
         now = _now(now)
+        parents = None if after is None else workflows.parents(
+            self, after, startLater, delay, eta)
         # Everything is checked before anything is stored.
         routing.checkQueue(queue)
         routing.checkPriority(priority)
@@ -254,7 +273,9 @@ class TaskService(persistent.Persistent):
         if meta:
             job.meta = dict(meta)
         self._store(job)
-        if startLater:
+        if parents:
+            workflows.defer(self, job, parents, now)
+        elif startLater:
             job.eta = None
             self._enter(job, STARTLATER)
             if eta is not None:
@@ -263,6 +284,14 @@ class TaskService(persistent.Persistent):
             eta = now if eta is None else eta
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
+
+    def chain(self, steps, after=None, now=None):
+        """See ITaskService."""
+        return workflows.chain(self, steps, after, _now(now))
+
+    def group(self, steps, then=None, after=None, now=None):
+        """See ITaskService."""
+        return workflows.group(self, steps, then, after, _now(now))
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
@@ -318,6 +347,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         job = self._job(jobid)
         self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,
+                                                        DEFERRED,
                                                         PROCESSING))
         if job._status == PROCESSING:
             # Asked, not done: the run ends it (see remotetask.limits).
@@ -337,7 +367,9 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         job.starts = 0
         job.retries = 0
-        if isinstance(job, CronJob):
+        if job._after:
+            workflows.retry(self, job, now)
+        elif isinstance(job, CronJob):
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)

@@ -71,7 +71,7 @@ def test_every_class_provides_its_interface(service):
 
 def test_statuses_are_declared_once():
     assert interfaces.STATUSES == (
-        'start later', 'queued', 'delayed', 'cronjob', 'processing',
+        'start later', 'deferred', 'queued', 'delayed', 'cronjob', 'processing',
         'completed', 'error', 'cancelled')
     assert set(interfaces.FINAL_STATUSES) == {'completed', 'error',
                                               'cancelled'}
