@@ -596,8 +596,8 @@ class ITaskService(zope.interface.Interface):
     def clean(status=CLEANABLE_STATUSES, before=None):
         """Remove the jobs in the given final statuses (ended before the
         epoch time ``before``, if given), except those that jobs not final
-        yet were added after (``remotetask.workflows.awaited()``); return
-        how many.  One transaction: for many jobs use
+        yet were added after (``remotetask.workflows.awaited()``).  One
+        transaction: for many jobs use
         ``remotetask.retention.clean`` in steps (``remotetask clean`` does).
 
         :raises InvalidStatusError: if a status is not final.

@@ -387,7 +387,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        return len(retention.clean(self, tuple(status), before)[0])
+        retention.clean(self, tuple(status), before)
 
     _retention = None       # a retention.RetentionState once set
 
