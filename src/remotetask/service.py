@@ -14,7 +14,7 @@ from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces
+from remotetask import events, interfaces, scheduling
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
     QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -92,6 +92,9 @@ class TaskService(persistent.Persistent):
     """
 
     __parent__ = __name__ = None
+    #: Cron jobs scheduled from the clock, for lovely's fake clock (see
+    #: ``scheduling``); created on first use.
+    _provisional = None
 
     def __init__(self):
         self.jobs = LOBTree()
@@ -159,6 +162,8 @@ class TaskService(persistent.Persistent):
         ids.insert(job.id)
 
     def _forget(self, job):
+        if isinstance(job, CronJob):
+            scheduling.forget(self, job)
         ids = self._byTask.get(job.task)
         if ids is not None:
             ids.remove(job.id)
@@ -172,7 +177,7 @@ class TaskService(persistent.Persistent):
         """Put a job in the queue, due at ``eta`` (None: at once, or at its
         next call time for a cron job)."""
         if isinstance(job, CronJob):
-            status = CRONJOB
+            status = scheduling.waitingStatus(job)
             eta = job.timeOfNextCall(now) if eta is None else eta
         else:
             eta = now if eta is None else eta
@@ -234,15 +239,18 @@ class TaskService(persistent.Persistent):
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None):
+                   timezone=None, now=None, interval=None):
         """See ITaskService."""
-        now = _now(now)
+        given, now = now is not None, _now(now)
         job = self._newJob(CronJob, task, input, now, minute=minute,
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
-                           expression=expression, timezone=timezone)
+                           expression=expression, timezone=timezone,
+                           interval=interval)
         self._store(job)
-        self._enter(job, CRONJOB, job.timeOfNextCall(now))
+        self._enter(job, scheduling.waitingStatus(job),
+                    job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
         return job.id
 
     # -- managing jobs -------------------------------------------------------
@@ -263,21 +271,26 @@ class TaskService(persistent.Persistent):
     def startJob(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'start', (STARTLATER,))
+        if job._status != STARTLATER:
+            return False
         now = _now(now)
         eta = job.meta.pop('eta', None) if job.meta else None
         if job.meta is not None:
             job.meta = dict(job.meta)
         self._wait(job, eta, now)
+        return True
 
     def reschedule(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
         if not isinstance(job, CronJob):
             raise InvalidStatusError('job %s is not a cron job' % job.id)
-        self._refuse(job, 'reschedule', (CRONJOB, CANCELLED, ERROR))
-        now = _now(now)
-        self._transition(job, CRONJOB, job.timeOfNextCall(now))
+        self._refuse(job, 'reschedule', (CRONJOB, DELAYED, CANCELLED, ERROR,
+                                         COMPLETED))
+        given, now = now is not None, _now(now)
+        self._transition(job, scheduling.waitingStatus(job),
+                         job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
 
     def cancel(self, jobid):
         """See ITaskService."""
@@ -293,7 +306,7 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         job.starts = 0
         job.retries = 0
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and job.repeats():
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -376,6 +389,8 @@ class TaskService(persistent.Persistent):
 
     def hasJobsWaiting(self, now=None):
         """See ITaskService."""
+        if now is not None:
+            return scheduling.hasJobsWaiting(self, now)
         return self._queue.hasDue(_now(now))
 
     # -- processing ----------------------------------------------------------
@@ -445,15 +460,13 @@ class TaskService(persistent.Persistent):
 
     def claimNextJob(self, now=None):
         """See ITaskService."""
-        claimed = self.claim(now)
-        return claimed[0] if claimed else None
+        return scheduling.claimNext(self, now)
 
     def owns(self, job, token):
         """See ITaskService."""
         return job._status == PROCESSING and len(job.attempts) == token
 
-    @staticmethod
-    def claimToken(job):
+    def claimToken(self, job):
         """See ITaskService."""
         return len(job.attempts)
 
@@ -560,7 +573,7 @@ class TaskService(persistent.Persistent):
     def _succeed(self, job, result, now):
         end = self._settle(job, now, COMPLETED)
         job.output = result
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.error = job.traceback = None
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
@@ -573,7 +586,7 @@ class TaskService(persistent.Persistent):
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
         else:
@@ -675,10 +688,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         due = _now(now)
         while True:
-            claimed = self.claim(due)
-            if not claimed:
+            job = scheduling.claimNext(self, now, due)
+            if job is None:
                 break
-            self.run(claimed[0], now)
+            self.run(job, now)
 
     # -- processors (see remotetask.processor) -------------------------------
 
