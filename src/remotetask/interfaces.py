@@ -256,6 +256,11 @@ class LeaseLost(RemoteTaskError, transaction.interfaces.TransientError):
     was handed to another worker or ended.  The worker drops its result."""
 
 
+class ConfigurationError(RemoteTaskError, ValueError):
+    """A database URI or a service name can not be used (also
+    ``remotetask.db.ConfigurationError``)."""
+
+
 class ServiceNotStoredError(RemoteTaskError, ValueError):
     """Processing was asked for a service that is not stored in a database
     (no ``_p_jar``), or not committed yet: a processor opens connections of
@@ -298,6 +303,13 @@ class ITask(zope.interface.Interface):
     retry_jitter = zope.interface.Attribute(
         'If true, each retry delay is drawn uniformly between half of it and '
         'all of it, so failed jobs do not all come back at once.')
+    concurrency = zope.interface.Attribute(
+        'None, or N: at most N jobs of this task processing at once, across '
+        'all workers and hosts; the others stay queued (a claim takes one of '
+        'N slots in its own transaction).')
+    rate_limit = zope.interface.Attribute(
+        "None, or 'N/s', 'N/m', 'N/h': at most N starts of this task per "
+        'second, minute or hour, across all workers.')
 
     def __call__(service, jobid, input):
         """Run the task for job ``jobid`` of ``service`` and return the result.
@@ -347,7 +359,11 @@ class IJob(zope.interface.Interface):
     lease_expires = zope.interface.Attribute(
         'While processing: epoch seconds when the lease ends')
     attempts = zope.interface.Attribute(
-        'Tuple of dicts, one per start: start, end, worker, outcome, error')
+        'Tuple of dicts, one per start: start, end, worker, outcome, error; '
+        'bounded: the first 2 and the last 8 attempts are kept '
+        '(remotetask.limits), ``attempt_count`` counts them all')
+    attempt_count = zope.interface.Attribute(
+        'How many attempts (starts) the job had in all')
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
@@ -462,24 +478,38 @@ class ITaskService(zope.interface.Interface):
 
     def add(task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None):
+            now=None, queue='default', priority=0, unique_key=None):
         """Add a job running ``task`` with ``input``; return its id.
 
         The job is ``queued``; ``delayed`` if ``delay`` (seconds) or ``eta``
         (epoch seconds) puts it in the future; ``start later`` if
         ``startLater``: it then waits for ``startJob()``.
 
+        ``queue``: the name of the queue it waits in (workers may take from
+        some queues only).  ``priority``: an integer between -1000 and 1000;
+        among the due jobs a worker may take, higher priorities first.
+        ``unique_key``: a string; while a job added with the same key is
+        waiting, start later or processing, nothing is added and that job's
+        id is returned (decided in this transaction: two transactions adding
+        the same key conflict, and the one retried finds the other's job).
+
         :raises UnknownTaskError: if no task has that name (nothing stored).
         :raises InvalidInputError: if the input (or ``meta``) can not be
-            pickled.
-        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
-            of them is not a number.
+            pickled; if ``eta`` or ``delay`` is not a finite number or
+            puts the job past the year 9999 (``limits.HORIZON``), or
+            ``time_limit`` is NaN (all are ValueErrors).
+        :raises ValueError: if both ``delay`` and ``eta`` are given;
+            ``InvalidInputError`` (a ValueError)
+            for a queue that is not a name, a priority that is not an
+            integer in range, a unique key that is not a string.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None, interval=None):
-        """Add a cron job; return its id.  See ``ICronJob``.
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
+        """Add a cron job; return its id.  See ``ICronJob``.  Each of
+        its runs waits in ``queue`` with ``priority`` (see ``add``).
 
         It waits as ``cronjob`` until ``job.timeOfNextCall(now)``; with a
         ``delay`` it is lovely's one-off ``delayed`` job, due ``delay``
@@ -488,6 +518,8 @@ class ITaskService(zope.interface.Interface):
         it again from theirs.
 
         :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
+            the latter also for a schedule that repeats more often than
+            once a second (``delay`` < 1; runaway protection).
         """
 
     def startJob(jobid, now=None):
@@ -508,10 +540,21 @@ class ITaskService(zope.interface.Interface):
             queued, processing or start later.
         """
 
-    def cancel(jobid):
-        """Cancel a waiting job (queued, delayed, cron or start later).
+    def cancel(jobid, now=None):
+        """Cancel a job.
 
-        :raises InvalidStatusError: if the job is processing or final.
+        A waiting job (queued, delayed, cron or start later) is cancelled
+        at once.  A processing job is asked to stop: a flag on its run's
+        small progress object (so the request never conflicts with the
+        run's end); its processor sees it within a tick and makes the
+        task's ``ITaskContext.cancelled`` true; when the run returns
+        (whatever its outcome) or its time limit ends it, the job ends
+        ``cancelled``, and a cron job is not scheduled again.  A request
+        that commits after the run's end was read is honoured by the next
+        claim of the job (a cron job then ends ``cancelled`` unrun).  The
+        JSON API answers 202 for it, 200 for a waiting job.
+
+        :raises InvalidStatusError: if the job is final.
         """
 
     def retry(jobid, now=None):
@@ -575,7 +618,7 @@ class ITaskService(zope.interface.Interface):
         """``(eta, jobid)`` of the waiting job due first, or None."""
 
     def claim(now=None, worker=None, limit=1, lease=None, spread=False,
-              tasks=None):
+              tasks=None, queues=None):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
@@ -593,10 +636,67 @@ class ITaskService(zope.interface.Interface):
         other tasks past the ones it takes; workers pass the names of the
         tasks registered in their process.
 
+        ``queues``: the names of the queues to take jobs from, the first
+        drained before the next, each from its highest priority down (None:
+        every queue, by priority, higher first).  Paused queues and tasks
+        are left alone; so are jobs of a task with ``concurrency=N`` while
+        N of its jobs are processing, and of a task with a ``rate_limit``
+        whose budget is spent: the claim takes a free concurrency slot and
+        records the start in its own transaction, so concurrent claims that
+        would overshoot a limit conflict.  Held-back jobs count in the
+        ``SCAN_PAST`` a claim looks past, per (queue, priority).
+
         Two transactions that claim the same job can not both commit: the
         second gets a ``ConflictError`` (its caller retries, and finds the
         job gone from the queue).  Each claim counts a start, opens an
         attempt record and gives the job a fresh progress object.
+        """
+
+    def queues(now=None):
+        """A list of dicts, one per queue that has had jobs (and
+        'default'), by name: ``queue``, ``waiting`` (queued, delayed and
+        cron jobs), ``processing``, ``paused`` (True if the queue is),
+        ``oldest_due`` (epoch) and ``oldest_age`` (seconds it is overdue,
+        None if none is due), ``priorities`` (of its waiting jobs)."""
+
+    def pause(queue=None, task=None, now=None):
+        """Pause a queue, a task, a task in a queue, or (neither given)
+        everything: its waiting jobs are not claimed; processing ones
+        finish.  Return False if that pause was there already.
+
+        :raises InvalidInputError: for a queue or task that is not a name.
+        """
+
+    def resume(queue=None, task=None):
+        """Remove the pauses that match (None matches any: ``resume()``
+        removes them all); return how many."""
+
+    def paused():
+        """The pauses: a list of ``{'queue', 'task', 'since'}`` (None: any
+        queue, any task)."""
+
+    def pausedCount():
+        """How many waiting jobs pauses hold back."""
+
+    def retryAll(queue=None, task=None, now=None, dry_run=False):
+        """Queue again every job that ended ``error`` (of ``queue`` and
+        ``task``, None: any); return how many (with ``dry_run``: how many
+        it would, changing nothing)."""
+
+    def purge(queue=None, task=None, dry_run=False):
+        """Cancel every queued, delayed and start-later job of ``queue``
+        and ``task`` (cron jobs are schedules: cancel them by id); return
+        how many (``dry_run``: how many it would)."""
+
+    def deleteJobs(status=None, queue=None, task=None, before=None,
+                   dry_run=False):
+        """Delete the jobs in ``status`` (a status or a list; None: every
+        status but processing) of ``queue`` and ``task``, created or ended
+        before the epoch time ``before`` if given; return how many
+        (``dry_run``: how many it would).
+
+        :raises InvalidStatusError: for ``processing`` or an unknown
+            status.
         """
 
     def claimNextJob(now=None):
@@ -743,6 +843,9 @@ class IProcessor(zope.interface.Interface):
     lease = zope.interface.Attribute(
         'Seconds a claim holds unless renewed (renewed while a job runs)')
     grace = zope.interface.Attribute('The default timeout of ``stop()``')
+    around = zope.interface.Attribute(
+        'None, or ``around(service, job)`` -> a context manager each run of '
+        'a job is made in (an application context: site, user)')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '
@@ -758,7 +861,7 @@ class IProcessor(zope.interface.Interface):
 
         :raises RuntimeError: if it is already running.
         :raises ServiceNotStoredError: if the service is not committed.
-        :raises remotetask.db.ConfigurationError: if there is no service
+        :raises remotetask.interfaces.ConfigurationError: if there is no service
             under its name.
         """
 

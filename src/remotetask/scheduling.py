@@ -17,8 +17,10 @@ need the real time of the next call.  Both hold here:
   (``process``, ``processNext``, ``claimNextJob``, ``hasJobsWaiting``)
   re-computes those call times from its ``now`` (``anchor``), as lovely
   did; a job that ran or was rescheduled since keeps its time;
-- with an explicit ``now``, those calls also take ``queued`` jobs whatever
-  their queue time (``claimQueued``): a queued job is due at any ``now``.
+- with an explicit ``now``, those calls also make ``queued`` jobs due at
+  that ``now`` whatever their queue time (``dueQueued``): a queued job is
+  due at any ``now``.  They then claim with ``claim(now)``, so queues'
+  pauses, priorities and limits apply as for processors.
 
 ``claim()``, which processors use, never does either: it takes what is due
 at its ``now`` by the queue, which for the real clock is the same thing.
@@ -27,7 +29,12 @@ import itertools
 
 from BTrees.LOBTree import LOBTree
 
+from remotetask import routing
 from remotetask.interfaces import CRONJOB, DELAYED, QUEUED
+
+#: How many queued jobs (the oldest ids) lovely's processing calls look at
+#: for a queue time after their ``now`` (see ``dueQueued``).
+SCAN = 100
 
 
 def waitingStatus(job):
@@ -84,33 +91,37 @@ def anchor(service, now):
     return moved
 
 
-def claimQueued(service, now, limit=1):
-    """Claim up to ``limit`` ``queued`` jobs that ``claim(now)`` did not
-    find due (their queue time is after ``now``), oldest id first."""
-    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), limit))
-    claimed = []
+def dueQueued(service, now):
+    """Make the ``queued`` jobs whose queue time is after ``now`` due at
+    ``now`` (their entry moves to ``now`` in their queue, so ``claim(now)``
+    takes them, with the queue's pauses and limits).  Only the ``SCAN``
+    oldest queued jobs (by id) are looked at.  Return how many moved."""
+    moved = 0
+    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), SCAN))
     for jobid in ids:
         job = service.jobs[jobid]
-        service._begin(job, now, None, None)
-        claimed.append(job)
-    return claimed
+        if job.eta is not None and job.eta > now:
+            service._transition(job, QUEUED, now)
+            moved += 1
+    return moved
 
 
 def claimNext(service, now=None, due=None):
     """The next job claimed for lovely's processing calls, or None.
 
-    ``now`` given: lovely's fake clock (``anchor``, then what is due at
-    ``now`` by the queue, else a queued job).  Else the clock: what is due
-    at ``due`` (None: the current time)."""
-    if now is None:
-        claimed = service.claim(due)
-    else:
+    ``now`` given: lovely's fake clock (``anchor`` and ``dueQueued``, then
+    ``claim(now)``).  Else the clock: what ``claim(due)`` takes (None: the
+    current time)."""
+    if now is not None:
         anchor(service, now)
-        claimed = service.claim(now) or claimQueued(service, now)
+        dueQueued(service, now)
+        due = now
+    claimed = service.claim(due)
     return claimed[0] if claimed else None
 
 
 def hasJobsWaiting(service, now):
     """lovely's ``hasJobsWaiting(now)`` for an explicit ``now``."""
     anchor(service, now)
-    return service._queue.hasDue(now) or service.count(QUEUED) > 0
+    dueQueued(service, now)
+    return routing.hasDue(service, now)

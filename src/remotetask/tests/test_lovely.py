@@ -92,8 +92,9 @@ def test_a_job_that_ran_keeps_its_time(service):
 def test_queued_jobs_are_due_at_any_now(service):
     first = service.add('echo', 1)
     second = service.add('echo', 2)
-    assert service.hasJobsWaiting(now=0) is True
     assert service.claim(now=0) == []           # claim: by the queue time
+    assert service.hasJobsWaiting(now=0) is True
+    assert service.jobs[first].eta == 0         # moved to the given now
     job = service.claimNextJob(now=0)
     assert job.id == first and job.started == 0
     service.run(job, now=0)
@@ -220,3 +221,15 @@ def test_old_repeating_delay_pickles_keep_repeating():
     assert (copy.delay, copy.interval, copy.repeats()) == (5, None, False)
     conn.close()
     db.close()
+
+
+def test_lovely_calls_respect_queue_pauses(service):
+    jobid = service.add('echo', 1, queue='slow')
+    service.pause(queue='slow')
+    service.process(now=0)
+    assert service.getStatus(jobid) == QUEUED
+    assert service.hasJobsWaiting(now=0) is False
+    service.resume(queue='slow')
+    service.process(now=0)
+    assert service.getStatus(jobid) == COMPLETED
+    assert not checkConsistency(service)

@@ -153,9 +153,10 @@ def startJob(request, jobid):
 
 
 def cancel(request, jobid):
-    """Cancel a waiting job: True; False if it can no longer be cancelled
-    (it ended, or is running), so that a client that raced a fast worker
-    gets an answer rather than a fault.  An unknown id is still a fault."""
+    """Cancel a job: True (a running one is asked to stop, see
+    ``ITaskService.cancel``); False if it already ended, so that a client
+    that raced a fast worker gets lovely's answer rather than a fault.  An
+    unknown id is still a fault."""
     try:
         request.service.cancel(_id(jobid))
     except interfaces.InvalidStatusError:
