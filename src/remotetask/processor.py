@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 
 import transaction
 import zope.component
@@ -56,6 +57,7 @@ class _Active:
         self.deadline = deadline    # epoch seconds (time limit) or None
         self.renewed = now
         self.cancelled = threading.Event()
+        self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
         self.timedOut = False
         self.error = None
@@ -68,13 +70,16 @@ class _Active:
             return None
         return job
 
-    def run(self, service, reporter):
-        """Run the job if the claim still holds; its outcome or LOST."""
+    def run(self, service, reporter, around=None):
+        """Run the job if the claim still holds; its outcome or LOST.
+        ``around(service, job)``: a context manager entered around the run
+        (see ``Processor``)."""
         job = self.job(service)
         if job is None:
             return LOST
-        outcome = service.run(job, reporter=reporter.report,
-                              cancelled=self.cancelled)
+        with around(service, job) if around else nullcontext():
+            outcome = service.run(job, reporter=reporter.report,
+                                  cancelled=self.cancelled)
         self.error = job.error
         return outcome
 
@@ -148,14 +153,19 @@ class Processor(Clock):
     ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
     times a job's transaction is tried when it conflicts.  ``queues``: the
     names of the queues it takes jobs from, the first drained before the
-    next (None: every queue, by priority).  A bad option raises
+    next (None: every queue, by priority).  ``around``: a callable
+    ``around(service, job)`` returning a context manager that each run of a
+    job is made in, in the job's transaction (the service is the one of the
+    worker's connection): the place for an application's context, e.g.
+    ``remotetask.zope`` sets the service's site and a Zope user there.  If
+    entering it fails, the job fails with that error.  A bad option raises
     ``ValueError`` naming it.
     """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
                  worker_id=None, batch='auto', poll_interval=1.0,
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None,
-                 queues=None):
+                 queues=None, around=None):
         if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
             raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
                              % (batch,))
@@ -171,6 +181,8 @@ class Processor(Clock):
                                  'not %r' % (what, value))
         if not _isNumber(grace) or grace < 0:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
+        if around is not None and not callable(around):
+            raise ValueError('around must be callable, not %r' % (around,))
         self.queues = routing.checkQueues(queues)
         if not isinstance(name, str):     # handed the service itself
             oid = _key(name)[1]
@@ -186,6 +198,7 @@ class Processor(Clock):
         self.maintenance_interval = float(maintenance_interval)
         self.grace = float(grace)
         self.attempts = attempts
+        self.around = around
         self.tick = max(0.05, min(0.5, self.lease / 4.0, self.poll_interval))
         self._lock = threading.Lock()
         self._wakeup = threading.Condition()
@@ -492,7 +505,7 @@ class Processor(Clock):
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
-                    outcome = item.run(service, reporter)
+                    outcome = item.run(service, reporter, self.around)
                     done.append((item, outcome, time.monotonic() - begun))
         except BaseException as e:
             abort(tm)
@@ -552,7 +565,8 @@ class Processor(Clock):
             for attempt in tm.attempts(self.attempts):
                 tries += 1
                 with attempt:
-                    outcome = item.run(self._service(conn), reporter)
+                    outcome = item.run(self._service(conn), reporter,
+                                       self.around)
         except TransientError:
             self._count(conflicts=tries)
             raise

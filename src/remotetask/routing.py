@@ -42,7 +42,7 @@ from BTrees.OOBTree import OOBTree
 
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
-    STARTLATER,
+    STARTLATER, DEFERRED,
     STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
 from remotetask.structures import JobQueue
 
@@ -282,7 +282,7 @@ def forgotten(service, job):
 
 
 #: Statuses in which a job holds its unique key.
-HOLDING = (QUEUED, DELAYED, STARTLATER, PROCESSING, CRONJOB)
+HOLDING = (QUEUED, DELAYED, STARTLATER, PROCESSING, CRONJOB, DEFERRED)
 
 
 def existing(service, key):

@@ -1,5 +1,6 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
+import math
 import pickle
 import time
 import traceback as tb_module
@@ -14,10 +15,10 @@ from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, routing
+from remotetask import events, interfaces, limits, routing, workflows
 from remotetask.interfaces import (
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
-    QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
+    CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
+    PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
@@ -32,7 +33,7 @@ log = logging.getLogger('remotetask')
 
 #: Statuses whose index every add, claim and completion changes: they hold
 #: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING,)
+HOT_STATUSES = WAITING_STATUSES + (PROCESSING, DEFERRED)
 
 
 #: How many due jobs a claim looks past, per lane, when the jobs it meets
@@ -71,7 +72,8 @@ def checkPicklable(value, what='input'):
 def _number(name, value, low=None, integer=False, allowLow=True):
     """``value`` as a float (or int), or InvalidInputError naming ``name``."""
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            not integer and math.isnan(value)):
         raise InvalidInputError('%s must be %s, not %r' % (
             name, 'an integer' if integer else 'a number', value))
     if low is not None and (value < low or (value == low and not allowLow)):
@@ -100,7 +102,7 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status == STARTLATER else IdIndex()
+                       or status in (STARTLATER, DEFERRED) else IdIndex()
                        for status in STATUSES}
         # A key that is never removed keeps the busiest indexes from the
         # two changes BTrees can not merge: removing a bucket's first key
@@ -115,6 +117,17 @@ class TaskService(persistent.Persistent):
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
         self._routing = routing.Routing(self._queue)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A service stored before a status existed: an empty index and
+        # count for it, in memory; stored with the service by the first
+        # change that needs them (workflows._persistIndex).
+        for status in STATUSES:
+            if status not in self._index:
+                self._index[status] = WaitingIndex()
+                self._index[status].insert(SENTINEL)
+                self._counts[status] = Length()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -152,6 +165,8 @@ class TaskService(persistent.Persistent):
         self._counts[old].change(-1)
         self._enter(job, status, eta)
         routing.entered(self, job, old, status)
+        if job._links is not None:      # jobs wait for this one
+            workflows.transitioned(self, job, old)
 
     def _enter(self, job, status, eta=None):
         job._status = status
@@ -171,6 +186,8 @@ class TaskService(persistent.Persistent):
         ids.insert(job.id)
 
     def _forget(self, job):
+        if job._links is not None:
+            workflows.forgotten(self, job)
         ids = self._byTask.get(job.task)
         if ids is not None:
             ids.remove(job.id)
@@ -208,9 +225,12 @@ class TaskService(persistent.Persistent):
 
     def add(self, task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None, queue='default', priority=0, unique_key=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """See ITaskService."""
         now = _now(now)
+        parents = None if after is None else workflows.parents(
+            self, after, startLater, delay, eta)
         # Everything is checked before anything is stored.
         routing.checkQueue(queue)
         routing.checkPriority(priority)
@@ -218,9 +238,9 @@ class TaskService(persistent.Persistent):
         if delay is not None and eta is not None:
             raise InvalidInputError('give either delay or eta, not both')
         if delay is not None:
-            eta = now + _number('delay', delay)
+            eta = now + limits.checkTime('delay', delay, now)
         elif eta is not None:
-            eta = _number('eta', eta)
+            eta = limits.checkTime('eta', eta)
         if time_limit is not None:
             time_limit = _number('time_limit', time_limit, 0, allowLow=False)
         if max_retries is not None:
@@ -252,7 +272,9 @@ class TaskService(persistent.Persistent):
         if meta:
             job.meta = dict(meta)
         self._store(job)
-        if startLater:
+        if parents:
+            workflows.defer(self, job, parents, now)
+        elif startLater:
             job.eta = None
             self._enter(job, STARTLATER)
             if eta is not None:
@@ -261,6 +283,14 @@ class TaskService(persistent.Persistent):
             eta = now if eta is None else eta
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
+
+    def chain(self, steps, after=None, now=None):
+        """See ITaskService."""
+        return workflows.chain(self, steps, after, _now(now))
+
+    def group(self, steps, then=None, after=None, now=None):
+        """See ITaskService."""
+        return workflows.group(self, steps, then, after, _now(now))
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
@@ -312,10 +342,20 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         self._transition(job, CRONJOB, job.timeOfNextCall(now))
 
-    def cancel(self, jobid):
+    def cancel(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,))
+        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,
+                                                        DEFERRED,
+                                                        PROCESSING))
+        if job._status == PROCESSING:
+            # Asked, not done: the run ends it (see remotetask.limits).
+            limits.requestCancel(job, _now(now))
+        else:
+            self._endCancelled(job, now)
+
+    def _endCancelled(self, job, now):
+        job.completed = _now(now)
         self._transition(job, CANCELLED)
         events.notify(events.JobCancelled(job, self))
 
@@ -326,7 +366,9 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         job.starts = 0
         job.retries = 0
-        if isinstance(job, CronJob):
+        if job._after:
+            workflows.retry(self, job, now)
+        elif isinstance(job, CronJob):
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -353,7 +395,8 @@ class TaskService(persistent.Persistent):
             for jobid in list(self._index[s]):
                 job = self.jobs[jobid]
                 if before is None or (job.completed or job.created) < before:
-                    self._forget(job)
+                    if not workflows.awaited(self, job):
+                        self._forget(job)
 
     # -- reading -------------------------------------------------------------
 
@@ -504,6 +547,10 @@ class TaskService(persistent.Persistent):
                     log.warning('dropping stale queue entry %r', (eta, jobid))
                     queue.remove(jobid, eta)
                     continue
+                if limits.cancelRequested(job):
+                    # A cron job cancelled as its last run ended.
+                    self._endCancelled(job, now)
+                    continue
                 if not gate.admit(job, name):
                     continue        # held back: left in the queue
                 self._begin(job, now, worker, lease)
@@ -533,12 +580,12 @@ class TaskService(persistent.Persistent):
 
     def owns(self, job, token):
         """See ITaskService."""
-        return job._status == PROCESSING and len(job.attempts) == token
+        return job._status == PROCESSING and job.attempt_count == token
 
     @staticmethod
     def claimToken(job):
         """See ITaskService."""
-        return len(job.attempts)
+        return job.attempt_count
 
     def run(self, job, now=None, reporter=None, cancelled=None):
         """See ITaskService."""
@@ -561,6 +608,7 @@ class TaskService(persistent.Persistent):
             # the savepoint below write the job to a temporary file.
             job._v_begun = time.time()
         events.notify(events.JobStarted(job, self))
+        job._v_cancelEvent = cancelled      # for _cancelledRun
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint(job._p_jar or self._p_jar)
         started = time.monotonic()
@@ -608,6 +656,20 @@ class TaskService(persistent.Persistent):
             return self._fail(job, _errorText(e), trace, now)
         return self._succeed(job, result, now)
 
+    def _cancelledRun(self, job, now, cancelled):
+        """End the run as ``cancelled`` if that was asked while it ran (a
+        cancel request the clock saw, or one already in this snapshot)."""
+        if not (getattr(cancelled, 'requested', False)
+                or limits.cancelRequested(job)):
+            return None
+        self._settle(job, now, CANCELLED, 'cancelled while running')
+        self._endCancelled(job, now)
+        return CANCELLED
+
+    @staticmethod
+    def _v_cancelled(job):
+        return getattr(job, '_v_cancelEvent', None)
+
     def _checkOwned(self, job, token):
         # After the task: if it aborted or committed the transaction, the
         # job may have been handed back or ended meanwhile; never write an
@@ -641,6 +703,8 @@ class TaskService(persistent.Persistent):
         return end
 
     def _succeed(self, job, result, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, COMPLETED)
         job.output = result
         if isinstance(job, CronJob):
@@ -653,6 +717,8 @@ class TaskService(persistent.Persistent):
         return job._status
 
     def _fail(self, job, error, trace, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
@@ -665,6 +731,8 @@ class TaskService(persistent.Persistent):
         return ERROR
 
     def _retry(self, job, message, delay, now, trace=None):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         task = self._getTask(job.task)
         limit = policy(task, job, 'max_retries')
         if job.retries >= limit:
