@@ -8,7 +8,7 @@ from remotetask.cli.common import db_options, fail, openService
 
 #: Every status (``interfaces.STATUSES``; not imported here: it loads
 #: zope.schema).
-STATUSES = ('start later', 'queued', 'delayed', 'cronjob', 'processing',
+STATUSES = ('start later', 'deferred', 'queued', 'delayed', 'cronjob', 'processing',
             'completed', 'error', 'cancelled')
 
 
@@ -122,8 +122,8 @@ def _confirm(runner, count, message, yes):
 @click.option('--dry-run', is_flag=True, help='Only say how many.')
 @click.option('--yes', '-y', is_flag=True, help='Do not ask.')
 def purge(uri, service, imports, zcml, queue, task, dry_run, yes):
-    """Cancel every queued, delayed and start-later job (of --queue and
-    --task).  Cron jobs stay (cancel them by id)."""
+    """Cancel every queued, delayed, start-later and deferred job (of
+    --queue and --task).  Cron jobs stay (cancel them by id)."""
     runner = openService(uri, service, imports, zcml)
     if dry_run:
         n = _run(runner, lambda s: s.purge(queue=queue, task=task,
