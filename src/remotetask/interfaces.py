@@ -12,6 +12,11 @@ A *job* is one request to run a *task* (a named ``ITask`` utility) with an
 *input*.  It goes through these statuses, declared once below:
 
 ``start later``  added with ``startLater=True``; waits for ``startJob()``.
+``deferred``     added with ``after=(jobid, ...)`` (or by ``chain()`` and
+                 ``group()``): waits for those jobs (its *parents*) to
+                 complete, then is queued in the transaction that completes
+                 the last of them; cancelled if one of them fails or is
+                 cancelled (see ``remotetask.workflows``).
 ``queued``       waiting for a worker; due now.
 ``delayed``      waiting for a worker; due at ``job.eta`` (a delay, an ETA,
                  a retry with back-off, or lovely's one-off cron job
@@ -168,6 +173,7 @@ from zope.interface.common.mapping import IEnumerableMapping
 # -- Statuses --------------------------------------------------------------
 
 STARTLATER = 'start later'
+DEFERRED = 'deferred'
 QUEUED = 'queued'
 DELAYED = 'delayed'
 CRONJOB = 'cronjob'
@@ -177,7 +183,7 @@ ERROR = 'error'
 CANCELLED = 'cancelled'
 
 #: Every status, in the order a job goes through them.
-STATUSES = (STARTLATER, QUEUED, DELAYED, CRONJOB, PROCESSING,
+STATUSES = (STARTLATER, DEFERRED, QUEUED, DELAYED, CRONJOB, PROCESSING,
             COMPLETED, ERROR, CANCELLED)
 #: A job in one of these statuses is in the queue.
 WAITING_STATUSES = (QUEUED, DELAYED, CRONJOB)
@@ -460,6 +466,16 @@ class ITaskContext(zope.interface.Interface):
         message.  Others see it while the task runs; it never conflicts
         with the job's completion."""
 
+    parents = zope.interface.Attribute(
+        'The ids of the jobs this one was added after (a tuple, empty for '
+        'a job added without ``after``), in the order given')
+
+    def parentResults():
+        """The results of the parents, a list in the order of ``parents``.
+
+        :raises JobNotFoundError: if a parent was deleted meanwhile.
+        """
+
 
 class ITaskService(zope.interface.Interface):
     """A persistent service that keeps jobs and a queue of them.
@@ -478,12 +494,26 @@ class ITaskService(zope.interface.Interface):
 
     def add(task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None, queue='default', priority=0, unique_key=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """Add a job running ``task`` with ``input``; return its id.
 
         The job is ``queued``; ``delayed`` if ``delay`` (seconds) or ``eta``
         (epoch seconds) puts it in the future; ``start later`` if
         ``startLater``: it then waits for ``startJob()``.
+
+        ``after`` (a job id or a sequence of them, its *parents*): the job
+        is ``deferred`` until every parent has completed, then queued in
+        the transaction that completes the last one (at once if they all
+        completed already).  If a parent ends ``error`` or ``cancelled``
+        (or is deleted) the job is cancelled with an error naming it, and
+        so are the jobs waiting for this one.  The task reads the parents'
+        results with ``currentJob().parentResults()``.  See
+        ``remotetask.workflows`` for the rules of cancel, retry and delete.
+        ``after`` can not be combined with ``startLater``, ``delay`` or
+        ``eta`` (InvalidInputError), names existing jobs only (not cron
+        jobs, which never complete: InvalidInputError), so cycles can not
+        be made.
 
         ``queue``: the name of the queue it waits in (workers may take from
         some queues only).  ``priority``: an integer between -1000 and 1000;
@@ -502,6 +532,35 @@ class ITaskService(zope.interface.Interface):
             ``InvalidInputError`` (a ValueError)
             for a queue that is not a name, a priority that is not an
             integer in range, a unique key that is not a string.
+        """
+
+    def chain(steps, after=None, now=None):
+        """Add a job per step, each waiting for the one before; return
+        their ids.
+
+        ``steps`` is a non-empty sequence of ``(task, input)`` pairs.  A
+        step whose input is None gets the previous step's result as its
+        input when it is released; the first step waits for ``after`` (as
+        in ``add()``).  Everything is checked before anything is added.
+
+        :raises InvalidInputError: for an empty sequence, a step that is not
+            a pair, an input that can not be stored, a bad ``after``.
+        :raises UnknownTaskError: for an unknown task in any step (nothing
+            is added).
+        """
+
+    def group(steps, then=None, after=None, now=None):
+        """Add a job per step (all waiting for ``after``, if given) and,
+        if ``then`` (a ``(task, input)`` pair) is given, a job waiting for
+        all of them; return ``(ids, thenId)`` (``thenId`` is None without
+        ``then``).
+
+        The ``then`` job is queued once, in the transaction that completes
+        the last job of the group; when its input is None it gets the list
+        of the group's results, in the order of ``steps``.  If a job of the
+        group fails or is cancelled, the ``then`` job is cancelled.
+
+        :raises InvalidInputError, UnknownTaskError: as ``chain()``.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
@@ -543,8 +602,9 @@ class ITaskService(zope.interface.Interface):
     def cancel(jobid, now=None):
         """Cancel a job.
 
-        A waiting job (queued, delayed, cron or start later) is cancelled
-        at once.  A processing job is asked to stop: a flag on its run's
+        A waiting job (deferred, queued, delayed, cron or start later) is
+        cancelled at once; jobs deferred after it are cancelled too, with an
+        error naming it (``remotetask.workflows``).  A processing job is asked to stop: a flag on its run's
         small progress object (so the request never conflicts with the
         run's end); its processor sees it within a tick and makes the
         task's ``ITaskContext.cancelled`` true; when the run returns
@@ -560,18 +620,26 @@ class ITaskService(zope.interface.Interface):
     def retry(jobid, now=None):
         """Queue again a job that ended ``error`` or ``cancelled``.
 
-        :raises InvalidStatusError: for any other status.
+        Jobs that were cancelled because this one failed wait for it again
+        (``deferred``).  A job with parents goes back to ``deferred`` if some
+        of them have not completed yet.
+
+        :raises InvalidStatusError: for any other status, or for a job one
+            of whose parents is in ``error`` or ``cancelled`` or was deleted
+            (retry that parent instead).
         """
 
     def delete(jobid):
-        """Remove a job that is not processing.
+        """Remove a job that is not processing.  Jobs deferred after it
+        are cancelled, with an error naming it.
 
         :raises InvalidStatusError: if the job is processing.
         """
 
     def clean(status=CLEANABLE_STATUSES, before=None):
         """Remove the jobs in the given final statuses (ended before the
-        epoch time ``before``, if given).
+        epoch time ``before``, if given), except those that jobs not final
+        yet were added after (``remotetask.workflows.awaited()``).
 
         :raises InvalidStatusError: if a status is not final.
         """
@@ -684,9 +752,9 @@ class ITaskService(zope.interface.Interface):
         it would, changing nothing)."""
 
     def purge(queue=None, task=None, dry_run=False):
-        """Cancel every queued, delayed and start-later job of ``queue``
-        and ``task`` (cron jobs are schedules: cancel them by id); return
-        how many (``dry_run``: how many it would)."""
+        """Cancel every queued, delayed, start-later and deferred job of
+        ``queue`` and ``task`` (cron jobs are schedules: cancel them by
+        id); return how many (``dry_run``: how many it would)."""
 
     def deleteJobs(status=None, queue=None, task=None, before=None,
                    dry_run=False):

@@ -62,6 +62,13 @@ class Job(persistent.Persistent):
     _slot = None        # the concurrency slot a processing job holds
     _lease = None
     _progress = None
+    # Workflows (remotetask.workflows): the ids of the parents, the
+    # children's links, what a deferred job still waits for.
+    _after = ()
+    _links = None
+    _countdown = None
+    _inputFrom = None
+    _cancelledBy = None
 
     def __init__(self, id, task, input=None, created=None):
         self.id = id
@@ -349,6 +356,16 @@ class TaskContext:
             self._job.setProgress(fraction, message)
         else:
             self._reporter(self.jobid, fraction, message)
+
+    @property
+    def parents(self):
+        """See ITaskContext."""
+        return tuple(self._job._after)
+
+    def parentResults(self):
+        """See ITaskContext."""
+        from remotetask import workflows
+        return workflows.parentResults(self.service, self._job)
 
 
 def currentJob():

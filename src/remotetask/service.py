@@ -10,30 +10,25 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
-from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, limits, routing, scheduling
+from remotetask import (events, interfaces, limits, routing, scheduling,
+                        workflows)
 from remotetask.interfaces import (
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
-    QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
+    CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
+    PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
-    claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
+    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
+    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
+    roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
-
-
-#: Statuses whose index every add, claim and completion changes: they hold
-#: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING,)
 
 
 #: How many due jobs a claim looks past, per lane, when the jobs it meets
@@ -91,7 +86,8 @@ class TaskService(persistent.Persistent):
     """See ITaskService.
 
     The service object itself is written only when created: every add and
-    claim writes the smaller objects it holds (see ``structures``).
+    claim writes the smaller objects it holds, and concurrent adds write
+    different ones (see ``structures``).
     """
 
     __parent__ = __name__ = None
@@ -101,25 +97,27 @@ class TaskService(persistent.Persistent):
     _provisional = None
 
     def __init__(self):
-        self.jobs = LOBTree()
+        # All partitioned by the lanes of the ids (structures.partitionOf),
+        # so that concurrent adds write different BTrees.
+        self.jobs = JobTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status == STARTLATER else IdIndex()
-                       for status in STATUSES}
-        # A key that is never removed keeps the busiest indexes from the
-        # two changes BTrees can not merge: removing a bucket's first key
-        # and emptying it.  Without it a claim (which removes the oldest
-        # queued id, the first key) conflicted with every concurrent add
-        # while the backlog fits in one bucket, and a completion with any
-        # concurrent claim.  Job ids start at 1; jobIds() hides the key.
-        for status in HOT_STATUSES:
-            self._index[status].insert(SENTINEL)
+        self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
         self._routing = routing.Routing(self._queue)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A service stored before a status existed: an empty index and
+        # count for it, in memory; stored with the service by the first
+        # change that needs them (workflows._persistIndex).
+        for status in STATUSES:
+            if status not in self._index:
+                self._index[status] = _statusIndex(status)
+                self._counts[status] = Length()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -157,6 +155,8 @@ class TaskService(persistent.Persistent):
         self._counts[old].change(-1)
         self._enter(job, status, eta)
         routing.entered(self, job, old, status)
+        if job._links is not None:      # jobs wait for this one
+            workflows.transitioned(self, job, old)
 
     def _enter(self, job, status, eta=None):
         job._status = status
@@ -172,12 +172,14 @@ class TaskService(persistent.Persistent):
         self.jobs[job.id] = job
         ids = self._byTask.get(job.task)
         if ids is None:
-            ids = self._byTask[job.task] = LOTreeSet()
+            ids = self._byTask[job.task] = IdSet(WaitingIndex)
         ids.insert(job.id)
 
     def _forget(self, job):
         if isinstance(job, CronJob):
             scheduling.forget(self, job)
+        if job._links is not None:
+            workflows.forgotten(self, job)
         ids = self._byTask.get(job.task)
         if ids is not None:
             ids.remove(job.id)
@@ -215,9 +217,12 @@ class TaskService(persistent.Persistent):
 
     def add(self, task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None, queue='default', priority=0, unique_key=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """See ITaskService."""
         now = _now(now)
+        parents = None if after is None else workflows.parents(
+            self, after, startLater, delay, eta)
         # Everything is checked before anything is stored.
         routing.checkQueue(queue)
         routing.checkPriority(priority)
@@ -259,7 +264,9 @@ class TaskService(persistent.Persistent):
         if meta:
             job.meta = dict(meta)
         self._store(job)
-        if startLater:
+        if parents:
+            workflows.defer(self, job, parents, now)
+        elif startLater:
             job.eta = None
             self._enter(job, STARTLATER)
             if eta is not None:
@@ -268,6 +275,14 @@ class TaskService(persistent.Persistent):
             eta = now if eta is None else eta
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
+
+    def chain(self, steps, after=None, now=None):
+        """See ITaskService."""
+        return workflows.chain(self, steps, after, _now(now))
+
+    def group(self, steps, then=None, after=None, now=None):
+        """See ITaskService."""
+        return workflows.group(self, steps, then, after, _now(now))
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
@@ -332,6 +347,7 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         job = self._job(jobid)
         self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,
+                                                        DEFERRED,
                                                         PROCESSING))
         if job._status == PROCESSING:
             # Asked, not done: the run ends it (see remotetask.limits).
@@ -351,7 +367,9 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         job.starts = 0
         job.retries = 0
-        if isinstance(job, CronJob) and job.repeats():
+        if job._after:
+            workflows.retry(self, job, now)
+        elif isinstance(job, CronJob) and job.repeats():
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -378,7 +396,8 @@ class TaskService(persistent.Persistent):
             for jobid in list(self._index[s]):
                 job = self.jobs[jobid]
                 if before is None or (job.completed or job.created) < before:
-                    self._forget(job)
+                    if not workflows.awaited(self, job):
+                        self._forget(job)
 
     # -- reading -------------------------------------------------------------
 
@@ -412,13 +431,13 @@ class TaskService(persistent.Persistent):
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
         if task is None:
-            if byStatus is None:
-                return self.jobs.keys()
-            return IdsView(byStatus) if SENTINEL in byStatus else byStatus
-        byTask = self._byTask.get(task, LOTreeSet())
+            return self.jobs if byStatus is None else byStatus
+        byTask = self._byTask.get(task)
+        if byTask is None:
+            byTask = IdSet(partitions=1)        # (not stored)
         if byStatus is None:
             return byTask
-        return _intersection(byStatus, byTask)      # ids only: no sentinel
+        return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
@@ -514,9 +533,12 @@ class TaskService(persistent.Persistent):
             due = queue.due(now, wanted + extra, start)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
-                _warm(load, *(leaves(self.jobs, ids)
-                              + leaves(self._index[QUEUED], ids)
-                              + leaves(self._index[PROCESSING], ids)))
+                trees = (self.jobs, self._index[QUEUED],
+                         self._index[PROCESSING])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, ids)])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, ids)])
                 _warm(load, *[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
@@ -610,8 +632,11 @@ class TaskService(persistent.Persistent):
             checkPicklable(result, 'result')
             if load:
                 _warm(load, *ends)
-                _warm(load, *(leaves(self._index[PROCESSING], [job.id])
-                              + leaves(self._index[COMPLETED], [job.id])))
+                trees = (self._index[PROCESSING], self._index[COMPLETED])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, [job.id])])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, [job.id])])
         except TransientError:
             raise
         except Retry as e:
@@ -829,6 +854,13 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+def _statusIndex(status):
+    """A new index for ``status``: a waiting status's leaves are rewritten
+    by every add, so they are smaller (see structures.WaitingIndex)."""
+    waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
+    return IdSet(WaitingIndex if waiting else IdIndex)
 
 
 def _warm(load, *objects):
