@@ -10,8 +10,6 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
-from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
@@ -24,16 +22,12 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
-    claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
+    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
+    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
+    roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
-
-
-#: Statuses whose index every add, claim and completion changes: they hold
-#: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING, DEFERRED)
 
 
 #: How many due jobs a claim looks past, per lane, when the jobs it meets
@@ -91,27 +85,20 @@ class TaskService(persistent.Persistent):
     """See ITaskService.
 
     The service object itself is written only when created: every add and
-    claim writes the smaller objects it holds (see ``structures``).
+    claim writes the smaller objects it holds, and concurrent adds write
+    different ones (see ``structures``).
     """
 
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
 
     def __init__(self):
-        self.jobs = LOBTree()
+        # All partitioned by the lanes of the ids (structures.partitionOf),
+        # so that concurrent adds write different BTrees.
+        self.jobs = JobTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status in (STARTLATER, DEFERRED) else IdIndex()
-                       for status in STATUSES}
-        # A key that is never removed keeps the busiest indexes from the
-        # two changes BTrees can not merge: removing a bucket's first key
-        # and emptying it.  Without it a claim (which removes the oldest
-        # queued id, the first key) conflicted with every concurrent add
-        # while the backlog fits in one bucket, and a completion with any
-        # concurrent claim.  Job ids start at 1; jobIds() hides the key.
-        for status in HOT_STATUSES:
-            self._index[status].insert(SENTINEL)
+        self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
@@ -125,8 +112,7 @@ class TaskService(persistent.Persistent):
         # change that needs them (workflows._persistIndex).
         for status in STATUSES:
             if status not in self._index:
-                self._index[status] = WaitingIndex()
-                self._index[status].insert(SENTINEL)
+                self._index[status] = _statusIndex(status)
                 self._counts[status] = Length()
 
     def __repr__(self):
@@ -182,7 +168,7 @@ class TaskService(persistent.Persistent):
         self.jobs[job.id] = job
         ids = self._byTask.get(job.task)
         if ids is None:
-            ids = self._byTask[job.task] = LOTreeSet()
+            ids = self._byTask[job.task] = IdSet(WaitingIndex)
         ids.insert(job.id)
 
     def _forget(self, job):
@@ -430,13 +416,13 @@ class TaskService(persistent.Persistent):
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
         if task is None:
-            if byStatus is None:
-                return self.jobs.keys()
-            return IdsView(byStatus) if SENTINEL in byStatus else byStatus
-        byTask = self._byTask.get(task, LOTreeSet())
+            return self.jobs if byStatus is None else byStatus
+        byTask = self._byTask.get(task)
+        if byTask is None:
+            byTask = IdSet(partitions=1)        # (not stored)
         if byStatus is None:
             return byTask
-        return _intersection(byStatus, byTask)      # ids only: no sentinel
+        return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
@@ -530,9 +516,12 @@ class TaskService(persistent.Persistent):
             due = queue.due(now, wanted + extra, start)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
-                _warm(load, *(leaves(self.jobs, ids)
-                              + leaves(self._index[QUEUED], ids)
-                              + leaves(self._index[PROCESSING], ids)))
+                trees = (self.jobs, self._index[QUEUED],
+                         self._index[PROCESSING])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, ids)])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, ids)])
                 _warm(load, *[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
@@ -628,8 +617,11 @@ class TaskService(persistent.Persistent):
             checkPicklable(result, 'result')
             if load:
                 _warm(load, *ends)
-                _warm(load, *(leaves(self._index[PROCESSING], [job.id])
-                              + leaves(self._index[COMPLETED], [job.id])))
+                trees = (self._index[PROCESSING], self._index[COMPLETED])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, [job.id])])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, [job.id])])
         except TransientError:
             raise
         except Retry as e:
@@ -847,6 +839,13 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+def _statusIndex(status):
+    """A new index for ``status``: a waiting status's leaves are rewritten
+    by every add, so they are smaller (see structures.WaitingIndex)."""
+    waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
+    return IdSet(WaitingIndex if waiting else IdIndex)
 
 
 def _warm(load, *objects):
