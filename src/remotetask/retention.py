@@ -23,7 +23,8 @@ bucket's first key (or the emptying of a bucket) with a concurrent change
 of that bucket, so without the never-removed ``SENTINEL`` key (as in the
 hot indexes, see docs/design.md) each expiry step would conflict with the
 completions of its moment, and a worker's group of jobs would run again.
-``expire()`` puts it into an index of a final status the first time.
+The partitioned status indexes (``structures.IdSet``) hold one in each
+part, the final ones too.
 
 A job that a job not final yet was added after (``workflows.awaited()``:
 its result may still be read) is kept until that one is final.
@@ -175,16 +176,9 @@ def forget(service, job, reason):
     state(service, create=True).removed[reason].change(1)
 
 
-def _withSentinel(service, status):
-    index = service._index[status]
-    if SENTINEL not in index:
-        index.insert(SENTINEL)
-    return index
-
-
 def _walk(service, status, cursor, scan):
     """Up to ``scan`` (jobid, job) of ``status`` from after ``cursor``."""
-    index = _withSentinel(service, status)
+    index = service._index[status]
     start = SENTINEL if cursor is None else cursor
     # A list first: removing from a BTree while iterating over it skips.
     ids = list(itertools.islice(index.keys(min=start, excludemin=True),

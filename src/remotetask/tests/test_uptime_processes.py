@@ -135,8 +135,12 @@ def test_retention_removes_completed_jobs_while_a_worker_runs(
                     service.add('noop', n)
         added += 50
         time.sleep(0.1)
-    client.waitFor(lambda s: retention.removedCounts(s)['retention']
-                   == added, what='every job removed')
+    try:
+        client.waitFor(lambda s: retention.removedCounts(s)['retention']
+                       == added, what='every job removed')
+    except AssertionError:
+        print((tmp_path / 'worker0.log').read_text()[-5000:])
+        raise
     service = client.service
     assert service.count() == 0
     assert proc.poll() is None

@@ -163,11 +163,14 @@ def test_a_cancelled_job_is_kept_from_its_cancel(service):
     assert retention.expire(service, 5 * DAY + 101)[0] == [jobid]
 
 
-def test_expiry_keeps_a_sentinel_in_the_final_indexes(service):
+def test_expiry_leaves_the_sentinels_of_the_final_indexes(service):
+    # (Removing the first key of a bucket, or emptying it, conflicts with
+    # any concurrent change of that bucket: see docs/uptime.md.)
     service.retention['completed'] = 0
     finished(service, 3)
     retention.expire(service, 1)
-    assert SENTINEL in service._index[COMPLETED]
+    assert all(SENTINEL in part
+               for part in service._index[COMPLETED]._parts)
     assert list(service.jobIds(COMPLETED)) == []
     assert service.count(COMPLETED) == 0
     finished(service, 2, now=2)
