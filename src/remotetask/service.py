@@ -22,9 +22,9 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
-    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
-    roots)
+    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -166,15 +166,19 @@ class TaskService(persistent.Persistent):
 
     def _store(self, job):
         self.jobs[job.id] = job
-        ids = self._byTask.get(job.task)
+        # The task index: a set per (task, partition), so that producers
+        # of a new task create different keys (which BTrees merge), not
+        # the same one.
+        key = (job.task, partitionOf(job.id))
+        ids = self._byTask.get(key)
         if ids is None:
-            ids = self._byTask[job.task] = IdSet(WaitingIndex)
+            ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
 
     def _forget(self, job):
         if job._links is not None:
             workflows.forgotten(self, job)
-        ids = self._byTask.get(job.task)
+        ids = self._byTask.get((job.task, partitionOf(job.id)))
         if ids is not None:
             ids.remove(job.id)
         if job._status in WAITING_STATUSES:
@@ -417,16 +421,19 @@ class TaskService(persistent.Persistent):
         byStatus = None if status is None else self._index[status]
         if task is None:
             return self.jobs if byStatus is None else byStatus
-        byTask = self._byTask.get(task)
-        if byTask is None:
-            byTask = IdSet(partitions=1)        # (not stored)
+        byTask = IdSetView(self._byTask.get((task, n), _NONE)
+                           for n in range(PARTITIONS))
         if byStatus is None:
             return byTask
         return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
-        return self._byTask.keys()
+        names = []
+        for name, partition in self._byTask.keys():
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
 
     def queue(self):
         """See ITaskService."""
@@ -839,6 +846,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+#: The ids of a task without jobs in a partition (never stored).
+_NONE = IdIndex()
 
 
 def _statusIndex(status):
