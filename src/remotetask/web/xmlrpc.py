@@ -34,6 +34,7 @@ from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
 from remotetask import interfaces
+from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 
@@ -99,18 +100,20 @@ def getAvailableTasks(request):
     return sorted(request.service.getAvailableTasks())
 
 
-def add(request, task, input=None, startLater=False):
-    """Add a job; return its id."""
+def add(request, task, input=None, options=None):
+    """Add a job; return its id.  ``options``: a struct of startLater,
+    delay, queue, priority, unique_key (or lovely's startLater flag)."""
     jobid = request.service.add(_name(task), input,
-                                startLater=bool(startLater))
+                                **webrouting.addOptions(options))
     wakeAfterCommit(request)
     return jobid
 
 
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
-               timezone=None):
-    """Add a cron job; return its id."""
+               timezone=None, options=None):
+    """Add a cron job; return its id.  ``options``: a struct of queue
+    and priority."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
     for name, value in fields.items():
@@ -121,7 +124,8 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
         timezone=timezone or None,
-        **{name: tuple(value) for name, value in fields.items()})
+        **{name: tuple(value) for name, value in fields.items()},
+        **webrouting.options(options, ('queue', 'priority')))
     wakeAfterCommit(request)
     return jobid
 
@@ -236,6 +240,8 @@ METHODS = {
     'system.listMethods': (VIEW, listMethods),
     'system.methodHelp': (VIEW, methodHelp),
 }
+# Queues, pauses, bulk actions.
+METHODS.update(webrouting.METHODS)
 
 
 def _signature(func):
