@@ -36,7 +36,7 @@ def test_xmlrpc_add_options(app, db):
                     routed: ('queued', 'mail', 7),
                     delayed: ('delayed', 'default', 0)}
     cron = call(app, 'addCronJob', 'echo', None, [], [], [], [], [], 60,
-                '', '', {'queue': 'cron', 'priority': 2})
+                '', '', None, {'queue': 'cron', 'priority': 2})
     assert service(db, lambda s: (s.jobs[cron].queue,
                                   s.jobs[cron].priority)) == ('cron', 2)
 
