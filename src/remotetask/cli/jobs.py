@@ -16,7 +16,10 @@ CLEANABLE = ('completed', 'error', 'cancelled')
 @click.argument('input', required=False)
 @click.option('--delay', type=float, help='Seconds before it is due.')
 @click.option('--start-later', is_flag=True, help='Wait for "start".')
-def add(uri, service, imports, zcml, task, input, delay, start_later):
+@click.option('--after', 'after', multiple=True, type=int, metavar='ID',
+              help='A job it waits for (repeatable): it is deferred until '
+                   'they all completed, cancelled if one fails.')
+def add(uri, service, imports, zcml, task, input, delay, start_later, after):
     """Add a job; INPUT is JSON (default null).  Prints the job id."""
     try:
         value = json.loads(input) if input is not None else None
@@ -26,7 +29,7 @@ def add(uri, service, imports, zcml, task, input, delay, start_later):
     from remotetask.interfaces import RemoteTaskError
     try:
         jobid = runner(lambda s: s.add(task, value, startLater=start_later,
-                                       delay=delay))
+                                       delay=delay, after=after or None))
     except RemoteTaskError as e:
         fail(e)
     click.echo(jobid)
@@ -45,6 +48,8 @@ def status(uri, service, imports, zcml, jobid):
         data = job.info()
         data['result'] = _jsonable(job.output)
         data['traceback'] = job.traceback
+        from remotetask import workflows
+        data.update(workflows.describe(s, job))
         return data
     try:
         click.echo(json.dumps(runner(info), indent=2, sort_keys=True))
