@@ -677,9 +677,9 @@ class ITaskService(zope.interface.Interface):
         it would, changing nothing)."""
 
     def purge(queue=None, task=None, dry_run=False):
-        """Cancel every queued, delayed and start-later job of ``queue``
-        and ``task`` (cron jobs are schedules: cancel them by id); return
-        how many (``dry_run``: how many it would)."""
+        """Cancel every queued, delayed, start-later and deferred job of
+        ``queue`` and ``task`` (cron jobs are schedules: cancel them by
+        id); return how many (``dry_run``: how many it would)."""
 
     def deleteJobs(status=None, queue=None, task=None, before=None,
                    dry_run=False):

@@ -42,8 +42,7 @@ from BTrees.OOBTree import OOBTree
 
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
-    STARTLATER, DEFERRED,
-    STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
+    DEFERRED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
 from remotetask.structures import JobQueue
 
 #: The queue a job goes to when none is named.
@@ -688,26 +687,37 @@ def select(service, statuses, queue=None, task=None):
 
 #: What ``purge`` cancels: waiting jobs that are not cron jobs (a cron
 #: job is a schedule: cancel it by id).
-PURGEABLE = (QUEUED, DELAYED, STARTLATER)
+PURGEABLE = (QUEUED, DELAYED, STARTLATER, DEFERRED)
 #: What ``deleteJobs`` removes unless told otherwise.
-DELETABLE = (STARTLATER, QUEUED, DELAYED, CRONJOB, COMPLETED, ERROR,
-             CANCELLED)
+DELETABLE = tuple(s for s in STATUSES if s != PROCESSING)
+
+
+def _each(service, ids, statuses, action):
+    """Apply ``action`` to the jobs still in ``statuses`` (an action on
+    one job may change others: a workflow's cancel or delete goes down
+    its graph); return how many it was applied to."""
+    done = 0
+    for jobid in ids:
+        job = service.jobs.get(jobid)
+        if job is not None and job._status in statuses:
+            action(jobid)
+            done += 1
+    return done
 
 
 def retryAll(service, queue=None, task=None, now=None, dry_run=False):
     ids = select(service, (ERROR,), queue, task)
-    if not dry_run:
-        for jobid in ids:
-            service.retry(jobid, now=now)
-    return len(ids)
+    if dry_run:
+        return len(ids)
+    return _each(service, ids, (ERROR,),
+                 lambda jobid: service.retry(jobid, now=now))
 
 
 def purge(service, queue=None, task=None, dry_run=False):
     ids = select(service, PURGEABLE, queue, task)
-    if not dry_run:
-        for jobid in ids:
-            service.cancel(jobid)
-    return len(ids)
+    if dry_run:
+        return len(ids)
+    return _each(service, ids, PURGEABLE, service.cancel)
 
 
 def deleteJobs(service, status=None, queue=None, task=None, before=None,
@@ -727,10 +737,9 @@ def deleteJobs(service, status=None, queue=None, task=None, before=None,
         ids = [jobid for jobid in ids
                if (service.jobs[jobid].completed
                    or service.jobs[jobid].created) < before]
-    if not dry_run:
-        for jobid in ids:
-            service.delete(jobid)
-    return len(ids)
+    if dry_run:
+        return len(ids)
+    return _each(service, ids, statuses, service.delete)
 
 
 #: Bulk actions by name (the web and the CLI).

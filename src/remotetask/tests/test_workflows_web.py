@@ -5,7 +5,7 @@ import xmlrpc.client
 import pytest
 
 from remotetask.cli import run
-from remotetask.tests.webhelpers import call, runAll
+from remotetask.tests.webhelpers import EXAMPLES, call, runAll
 from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
 from remotetask.web import xmlrpc as rpc
 
@@ -118,8 +118,9 @@ def test_xmlrpc(app, db):
 # -- the command line -----------------------------------------------------------
 
 def test_cli_add_after(tmp_path, capsys):
-    db = ['--db', str(tmp_path / 'Data.fs'), '--import',
-          'remotetask.tests.clitasks']
+    # (ZCML registers the tasks again in every test; an --import of a
+    # module imported before would not, after the registry's cleanup.)
+    db = ['--db', str(tmp_path / 'Data.fs'), '--zcml', EXAMPLES]
     assert run(['add'] + db + ['echo', '1']) == 0
     assert run(['add'] + db + ['echo', '2']) == 0
     capsys.readouterr()

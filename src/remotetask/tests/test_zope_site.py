@@ -76,7 +76,8 @@ def waitFor(db, site, jobid, timeout=60):
 def test_zope3_sites_autostart_and_stop_when_the_database_closes(
         db, tasks, caplog):
     makeSites(db, 'a', 'b')
-    config, problems = readConfig({'autostart': '*@*', 'user': 'admin'})
+    config, problems = readConfig({'autostart': '*@*', 'user': 'admin',
+                                   'stop-on-sigterm': 'off'})
     assert problems == []
     caplog.set_level(logging.INFO, 'remotetask.zope')
     started = autostart.startConfigured(db, config)

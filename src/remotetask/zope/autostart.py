@@ -24,21 +24,20 @@ after ``grace`` seconds, when
   layers): ``db.close`` is wrapped to stop them first;
 - the process exits (``atexit``);
 - the process gets SIGTERM, when ``stop-on-sigterm`` is on (the default)
-  and nothing else handles SIGTERM: the signal then raises ``SystemExit``
-  in the main thread, so ``runwsgi`` leaves its loop and closes the
-  database as on Ctrl-C, rather than the process dying at once with its
-  jobs left to the reaper.
+  and nothing else handles SIGTERM (``remotetask.lifecycle``): the signal
+  then raises ``SystemExit`` in the main thread, so ``runwsgi`` leaves its
+  loop and closes the database as on Ctrl-C, rather than the process dying
+  at once with its jobs left to the reaper.
 """
-import atexit
 import logging
 import os
-import signal
 import threading
 
 import transaction
 from zope.component.hooks import setHooks
 from zope.component.interfaces import ISite
 
+from remotetask import lifecycle
 from remotetask.interfaces import ITaskService
 from remotetask.zope.config import ANY, ROOT, readConfig
 from remotetask.zope.context import (
@@ -52,7 +51,6 @@ PRODUCT = 'remotetask'
 _lock = threading.Lock()
 #: db -> {service oid: (label, grace)} of what this module started.
 _started = {}
-_atexit = False
 
 
 def productConfig():
@@ -276,24 +274,7 @@ def stopStarted(db=None, timeout=None):
     return stopped
 
 
-class Terminated(SystemExit):
-    """Raised in the main thread on SIGTERM (see the module)."""
-
-    def __init__(self):
-        super().__init__(0)
-
-    def __str__(self):
-        return 'on SIGTERM'
-
-
-def _onSigterm(signum, frame):
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # a second one kills
-    log.info('SIGTERM: shutting down (stopping the processors first)')
-    raise Terminated()
-
-
 def _installShutdown(db, config):
-    global _atexit
     with _lock:
         if getattr(db, '_remotetask_close', None) is None:
             original = db.close
@@ -304,10 +285,6 @@ def _installShutdown(db, config):
 
             db._remotetask_close = original
             db.close = close
-        if not _atexit:
-            atexit.register(stopStarted)
-            _atexit = True
-    if config.stop_on_sigterm and \
-            threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _onSigterm)
+    lifecycle.atExit(stopStarted)
+    if config.stop_on_sigterm:
+        lifecycle.stopOnSigterm()
