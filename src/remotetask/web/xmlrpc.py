@@ -133,8 +133,9 @@ def group(request, steps, then=None, after=None):
 
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
-               timezone=None):
-    """Add a cron job; return its id."""
+               timezone=None, interval=None):
+    """Add a cron job; return its id.  ``delay``: lovely's one-off delayed
+    job; ``interval``: run every so many seconds."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
     for name, value in fields.items():
@@ -144,7 +145,7 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                 % (name, value))
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
-        timezone=timezone or None,
+        timezone=timezone or None, interval=interval,
         **{name: tuple(value) for name, value in fields.items()})
     wakeAfterCommit(request)
     return jobid
@@ -167,15 +168,23 @@ def _id(jobid):
 
 
 def startJob(request, jobid):
-    """Queue a job added with startLater; return True."""
-    request.service.startJob(_id(jobid))
-    wakeAfterCommit(request)
-    return True
+    """Queue a job added with startLater: True; False if it is not
+    waiting to be started (lovely's answers)."""
+    started = request.service.startJob(_id(jobid))
+    if started:
+        wakeAfterCommit(request)
+    return started
 
 
 def cancel(request, jobid):
-    """Cancel a waiting job; return True."""
-    request.service.cancel(_id(jobid))
+    """Cancel a job: True (a running one is asked to stop, see
+    ``ITaskService.cancel``); False if it already ended, so that a client
+    that raced a fast worker gets lovely's answer rather than a fault.  An
+    unknown id is still a fault."""
+    try:
+        request.service.cancel(_id(jobid))
+    except interfaces.InvalidStatusError:
+        return False
     return True
 
 
