@@ -28,6 +28,7 @@ from remotetask.job import CronJob
 from remotetask.service import checkPicklable
 from remotetask.web.app import wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
+from remotetask.web import workflows
 from remotetask.web.openapi import document
 
 log = logging.getLogger('remotetask.web')
@@ -80,6 +81,7 @@ def includeme(config):
          renderer='json', permission=VIEW)
     view(setProcessing, route_name='api_processing', request_method='POST',
          renderer='json', permission=MANAGE)
+    config.include(workflows)
     for context in (RemoteTaskError, ValueError, HTTPError, TransientError,
                     Exception):
         config.add_exception_view(apiError, context=context,
@@ -104,8 +106,10 @@ def summary(job):
     return {key: jsonable(value) for key, value in info.items()}
 
 
-def detail(job):
+def detail(job, service=None):
     info = summary(job)
+    if service is not None:
+        info.update(jsonable(workflows.fields(service, job)))
     info.update(
         input=jsonable(job.input), result=jsonable(job.output),
         traceback=job.traceback, attempts=jsonable(list(job.attempts)),
@@ -380,7 +384,7 @@ def _sources(service, status, task):
 
 
 JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',
-              'max_retries', 'max_starts')
+              'max_retries', 'max_starts', 'after')
 
 
 def addJob(request):
@@ -396,14 +400,15 @@ def addJob(request):
         task, data.get('input'), startLater=flag(data, 'startLater'),
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
         max_retries=None if max_retries is None else int(max_retries),
-        max_starts=None if max_starts is None else int(max_starts))
+        max_starts=None if max_starts is None else int(max_starts),
+        after=data.get('after'))
     wakeAfterCommit(request)
     request.response.status_int = 201
-    return detail(request.service.jobs[jobid])
+    return detail(request.service.jobs[jobid], request.service)
 
 
 def showJob(request):
-    return detail(getJob(request))
+    return detail(getJob(request), request.service)
 
 
 def deleteJob(request):
@@ -437,7 +442,7 @@ def jobAction(request):
         raise bad('unknown action %r; actions: %s'
                   % (action, ', '.join(ACTIONS)))
     wakeAfterCommit(request)
-    return detail(job)
+    return detail(job, service)
 
 
 def schedule(data):
