@@ -1,5 +1,6 @@
-"""remotetask in a Pyramid application: ``config.include('remotetask.pyramid')``
-with the real pyramid_zodbconn and pyramid_tm, driven through WebTest."""
+"""remotetask in a Pyramid application:
+``config.include('remotetask.pyramid')`` with the real pyramid_zodbconn and
+pyramid_tm, driven through WebTest."""
 import time
 
 import pytest

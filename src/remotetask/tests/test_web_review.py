@@ -199,6 +199,15 @@ def test_responses_match_the_openapi_document(app, db):
                     201)
     later = check('post', '/api/jobs', '/api/jobs',
                   {'task': 'echo', 'startLater': True}, 201)
+    chain = check('post', '/api/chains', '/api/chains',
+                  {'steps': [['echo', [1]], {'task': 'sum'}]}, 201)
+    check('get', '/api/jobs/{id}', '/api/jobs/%d' % chain['ids'][1])
+    check('post', '/api/chains', '/api/chains', {'steps': []}, 400)
+    check('post', '/api/groups', '/api/groups',
+          {'steps': [['echo', 1]], 'then': ['sum', None],
+           'after': chain['ids'][0]}, 201)
+    check('post', '/api/groups', '/api/groups', {'steps': [['nope', 1]]},
+          400)
     runAll(db)
     for query in ('', '?sort=id&limit=1', '?sort=status&limit=1',
                   '?sort=-task&limit=1&status=completed', '?task=sum'):

@@ -28,6 +28,7 @@ from remotetask.job import CronJob
 from remotetask.service import checkPicklable
 from remotetask.web.app import wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
+from remotetask.web import workflows
 from remotetask.web.openapi import document
 
 log = logging.getLogger('remotetask.web')
@@ -80,6 +81,7 @@ def includeme(config):
          renderer='json', permission=VIEW)
     view(setProcessing, route_name='api_processing', request_method='POST',
          renderer='json', permission=MANAGE)
+    config.include(workflows)
     # Queues, pauses, bulk actions (remotetask.web.routing).
     config.include('remotetask.web.routing')
     for context in (RemoteTaskError, ValueError, HTTPError, TransientError,
@@ -106,8 +108,10 @@ def summary(job):
     return {key: jsonable(value) for key, value in info.items()}
 
 
-def detail(job):
+def detail(job, service=None):
     info = summary(job)
+    if service is not None:
+        info.update(jsonable(workflows.fields(service, job)))
     info.update(
         input=jsonable(job.input), result=jsonable(job.output),
         traceback=job.traceback, attempts=jsonable(list(job.attempts)),
@@ -392,7 +396,8 @@ def _sources(service, status, task):
 
 
 JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',
-              'max_retries', 'max_starts', 'queue', 'priority', 'unique_key')
+              'max_retries', 'max_starts', 'after', 'queue', 'priority',
+              'unique_key')
 
 
 def addJob(request):
@@ -421,14 +426,14 @@ def addJob(request):
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
         max_retries=None if max_retries is None else int(max_retries),
         max_starts=None if max_starts is None else int(max_starts),
-        **routed)
+        after=data.get('after'), **routed)
     wakeAfterCommit(request)
     request.response.status_int = 201
-    return detail(request.service.jobs[jobid])
+    return detail(request.service.jobs[jobid], request.service)
 
 
 def showJob(request):
-    return detail(getJob(request))
+    return detail(getJob(request), request.service)
 
 
 def deleteJob(request):
@@ -462,7 +467,7 @@ def jobAction(request):
         raise bad('unknown action %r; actions: %s'
                   % (action, ', '.join(ACTIONS)))
     wakeAfterCommit(request)
-    return detail(job)
+    return detail(job, service)
 
 
 def schedule(data):

@@ -161,7 +161,8 @@ def bulk(request):
 
 #: XML-RPC fault code for wrong arguments (``xmlrpc.BAD_ARGUMENTS``).
 BAD_ARGUMENTS = -32602
-ADD_OPTIONS = ('startLater', 'delay', 'queue', 'priority', 'unique_key')
+ADD_OPTIONS = ('startLater', 'delay', 'queue', 'priority', 'unique_key',
+               'after')
 FILTER_OPTIONS = ('queue', 'task', 'status', 'before', 'dry_run')
 
 

@@ -100,13 +100,40 @@ def getAvailableTasks(request):
     return sorted(request.service.getAvailableTasks())
 
 
-def add(request, task, input=None, options=None):
+def add(request, task, input=None, options=None, after=None):
     """Add a job; return its id.  ``options``: a struct of startLater,
-    delay, queue, priority, unique_key (or lovely's startLater flag)."""
-    jobid = request.service.add(_name(task), input,
-                                **webrouting.addOptions(options))
+    delay, queue, priority, unique_key, after (or lovely's startLater
+    flag); ``after``: job ids (an array) it waits for (it is deferred
+    until they all completed)."""
+    kw = webrouting.addOptions(options)
+    if after is not None:
+        kw['after'] = after
+    jobid = request.service.add(_name(task), input, **kw)
     wakeAfterCommit(request)
     return jobid
+
+
+def chain(request, steps, after=None):
+    """Add a chain of [task, input] steps (or {task, input} structs), each
+    waiting for the previous one (a nil input: the previous result); return
+    their ids."""
+    from remotetask.web.workflows import steps as _steps
+    ids = request.service.chain(_steps(steps, 'chain'), after=after)
+    wakeAfterCommit(request)
+    return ids
+
+
+def group(request, steps, then=None, after=None):
+    """Add a group of [task, input] steps and a then step run once after
+    all of them (a nil input: their results, in order); return [ids,
+    thenId]."""
+    from remotetask.web.workflows import step, steps as _steps
+    if then is not None:
+        then = step(then, 'the then of the group')
+    ids, thenId = request.service.group(_steps(steps, 'group'), then=then,
+                                        after=after)
+    wakeAfterCommit(request)
+    return [ids, thenId]
 
 
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
@@ -238,6 +265,8 @@ def methodHelp(request, name):
 METHODS = {
     'getAvailableTasks': (VIEW, getAvailableTasks),
     'add': (MANAGE, add),
+    'chain': (MANAGE, chain),
+    'group': (MANAGE, group),
     'addCronJob': (MANAGE, addCronJob),
     'startJob': (MANAGE, startJob),
     'cancel': (MANAGE, cancel),
