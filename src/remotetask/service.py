@@ -13,7 +13,8 @@ from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, limits, routing, workflows
+from remotetask import (events, interfaces, limits, routing, scheduling,
+                        workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -91,6 +92,9 @@ class TaskService(persistent.Persistent):
 
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
+    #: Cron jobs scheduled from the clock, for lovely's fake clock (see
+    #: ``scheduling``); created on first use.
+    _provisional = None
 
     def __init__(self):
         # All partitioned by the lanes of the ids (structures.partitionOf),
@@ -176,6 +180,8 @@ class TaskService(persistent.Persistent):
         ids.insert(job.id)
 
     def _forget(self, job):
+        if isinstance(job, CronJob):
+            scheduling.forget(self, job)
         if job._links is not None:
             workflows.forgotten(self, job)
         ids = self._byTask.get((job.task, partitionOf(job.id)))
@@ -192,7 +198,7 @@ class TaskService(persistent.Persistent):
         """Put a job in the queue, due at ``eta`` (None: at once, or at its
         next call time for a cron job)."""
         if isinstance(job, CronJob):
-            status = CRONJOB
+            status = scheduling.waitingStatus(job)
             eta = job.timeOfNextCall(now) if eta is None else eta
         else:
             eta = now if eta is None else eta
@@ -284,18 +290,22 @@ class TaskService(persistent.Persistent):
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None, queue='default', priority=0):
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
         """See ITaskService."""
-        now = _now(now)
+        given, now = now is not None, _now(now)
         routing.checkQueue(queue)
         routing.checkPriority(priority)
         job = self._newJob(CronJob, task, input, now, queue, priority,
                            minute=minute,
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
-                           expression=expression, timezone=timezone)
+                           expression=expression, timezone=timezone,
+                           interval=interval)
         self._store(job)
-        self._enter(job, CRONJOB, job.timeOfNextCall(now))
+        self._enter(job, scheduling.waitingStatus(job),
+                    job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
         return job.id
 
     # -- managing jobs -------------------------------------------------------
@@ -316,21 +326,26 @@ class TaskService(persistent.Persistent):
     def startJob(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'start', (STARTLATER,))
+        if job._status != STARTLATER:
+            return False
         now = _now(now)
         eta = job.meta.pop('eta', None) if job.meta else None
         if job.meta is not None:
             job.meta = dict(job.meta)
         self._wait(job, eta, now)
+        return True
 
     def reschedule(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
         if not isinstance(job, CronJob):
             raise InvalidStatusError('job %s is not a cron job' % job.id)
-        self._refuse(job, 'reschedule', (CRONJOB, CANCELLED, ERROR))
-        now = _now(now)
-        self._transition(job, CRONJOB, job.timeOfNextCall(now))
+        self._refuse(job, 'reschedule', (CRONJOB, DELAYED, CANCELLED, ERROR,
+                                         COMPLETED))
+        given, now = now is not None, _now(now)
+        self._transition(job, scheduling.waitingStatus(job),
+                         job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
 
     def cancel(self, jobid, now=None):
         """See ITaskService."""
@@ -358,7 +373,7 @@ class TaskService(persistent.Persistent):
         job.retries = 0
         if job._after:
             workflows.retry(self, job, now)
-        elif isinstance(job, CronJob):
+        elif isinstance(job, CronJob) and job.repeats():
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -445,6 +460,8 @@ class TaskService(persistent.Persistent):
 
     def hasJobsWaiting(self, now=None):
         """See ITaskService."""
+        if now is not None:
+            return scheduling.hasJobsWaiting(self, now)
         return routing.hasDue(self, _now(now))
 
     # -- routing and flow control (routing.py) -------------------------------
@@ -571,15 +588,13 @@ class TaskService(persistent.Persistent):
 
     def claimNextJob(self, now=None):
         """See ITaskService."""
-        claimed = self.claim(now)
-        return claimed[0] if claimed else None
+        return scheduling.claimNext(self, now)
 
     def owns(self, job, token):
         """See ITaskService."""
         return job._status == PROCESSING and job.attempt_count == token
 
-    @staticmethod
-    def claimToken(job):
+    def claimToken(self, job):
         """See ITaskService."""
         return job.attempt_count
 
@@ -706,7 +721,7 @@ class TaskService(persistent.Persistent):
             return CANCELLED
         end = self._settle(job, now, COMPLETED)
         job.output = result
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.error = job.traceback = None
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
@@ -721,7 +736,7 @@ class TaskService(persistent.Persistent):
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
         else:
@@ -825,10 +840,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         due = _now(now)
         while True:
-            claimed = self.claim(due)
-            if not claimed:
+            job = scheduling.claimNext(self, now, due)
+            if job is None:
                 break
-            self.run(claimed[0], now)
+            self.run(job, now)
 
     # -- processors (see remotetask.processor) -------------------------------
 
