@@ -243,6 +243,20 @@ def test_responses_match_the_openapi_document(app, db):
     check('get', '/api/processing', '/api/processing')
     check('post', '/api/processing', '/api/processing', {'running': True},
           status=409)  # no processor in this app
+    # Routing (remotetask.web.routing).
+    check('post', '/api/pause', '/api/pause', {'queue': 'q'})
+    check('post', '/api/pause', '/api/pause', {'queue': 7}, status=400)
+    check('get', '/api/queues', '/api/queues')
+    check('post', '/api/resume', '/api/resume', {})
+    check('post', '/api/bulk/retry', '/api/bulk/retry', {'dry_run': True})
+    check('post', '/api/bulk/purge', '/api/bulk/purge', {'queue': 'q'})
+    check('post', '/api/bulk/delete', '/api/bulk/delete',
+          {'status': 'cancelled', 'dry_run': True})
+    check('post', '/api/bulk/delete', '/api/bulk/delete',
+          {'status': 'processing'}, status=409)
+    check('post', '/api/bulk/purge', '/api/bulk/purge', {'x': 1},
+          status=400)
+    check('get', '/api/jobs', '/api/jobs?queue=q&priority=0')
     operations = {(method, path) for path, ops in doc['paths'].items()
                   for method in ops}
     assert operations - seen == set()

@@ -34,6 +34,7 @@ from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
 from remotetask import interfaces
+from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 
@@ -99,11 +100,15 @@ def getAvailableTasks(request):
     return sorted(request.service.getAvailableTasks())
 
 
-def add(request, task, input=None, startLater=False, after=None):
-    """Add a job; return its id.  ``after``: job ids (an array) it waits
-    for (it is deferred until they all completed)."""
-    jobid = request.service.add(_name(task), input,
-                                startLater=bool(startLater), after=after)
+def add(request, task, input=None, options=None, after=None):
+    """Add a job; return its id.  ``options``: a struct of startLater,
+    delay, queue, priority, unique_key, after (or lovely's startLater
+    flag); ``after``: job ids (an array) it waits for (it is deferred
+    until they all completed)."""
+    kw = webrouting.addOptions(options)
+    if after is not None:
+        kw['after'] = after
+    jobid = request.service.add(_name(task), input, **kw)
     wakeAfterCommit(request)
     return jobid
 
@@ -133,9 +138,10 @@ def group(request, steps, then=None, after=None):
 
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
-               timezone=None, interval=None):
+               timezone=None, interval=None, options=None):
     """Add a cron job; return its id.  ``delay``: lovely's one-off delayed
-    job; ``interval``: run every so many seconds."""
+    job; ``interval``: run every so many seconds; ``options``: a struct
+    of queue and priority."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
     for name, value in fields.items():
@@ -146,7 +152,8 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
         timezone=timezone or None, interval=interval,
-        **{name: tuple(value) for name, value in fields.items()})
+        **{name: tuple(value) for name, value in fields.items()},
+        **webrouting.options(options, ('queue', 'priority')))
     wakeAfterCommit(request)
     return jobid
 
@@ -271,6 +278,8 @@ METHODS = {
     'system.listMethods': (VIEW, listMethods),
     'system.methodHelp': (VIEW, methodHelp),
 }
+# Queues, pauses, bulk actions.
+METHODS.update(webrouting.METHODS)
 
 
 def _signature(func):
