@@ -10,6 +10,7 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
@@ -93,7 +94,7 @@ class TaskService(persistent.Persistent):
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
     #: Cron jobs scheduled from the clock, for lovely's fake clock (see
-    #: ``scheduling``); created on first use.
+    #: ``scheduling``); made when first used by a service older than it.
     _provisional = None
 
     def __init__(self):
@@ -104,6 +105,7 @@ class TaskService(persistent.Persistent):
         self._ids = IdAllocator()
         self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
+        self._provisional = LOBTree()       # see scheduling
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
