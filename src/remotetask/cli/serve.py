@@ -34,6 +34,10 @@ MAX_BODY = 1024 * 1024
               type=click.IntRange(1), help='HTTP worker threads.')
 @click.option('--max-body', default=MAX_BODY, show_default=True,
               type=click.IntRange(1), help='Largest request body (bytes).')
+@click.option('--pack-interval', type=click.FloatRange(min=0),
+              default=86400.0, show_default=True, metavar='SECONDS',
+              help='Pack the database this often, in the background, when '
+                   'this process holds its FileStorage (0: never).')
 def serve(**options):
     """Serve XML-RPC, the JSON API, the management page and /metrics, and
     process the jobs, in this process.  With no --import or --zcml, the
