@@ -6,7 +6,6 @@ which keeps the queue and the status indexes in step with it.
 import contextlib
 import contextvars
 import datetime
-import math
 import time
 import zoneinfo
 
@@ -16,6 +15,7 @@ from croniter import CroniterBadDateError, croniter
 
 from remotetask import interfaces
 from remotetask.interfaces import InvalidScheduleError
+from remotetask.numbers import checkNumber, shortRepr
 
 
 class _Lease(persistent.Persistent):
@@ -186,14 +186,11 @@ class CronJob(Job):
                   zip(_FIELDS, (minute, hour, dayOfMonth, month, dayOfWeek))}
         if delay is not None:
             try:
-                delay = float(delay)
-            except (TypeError, ValueError):
-                raise InvalidScheduleError('delay must be a number of '
-                                           'seconds, not %r' % (delay,))
-            if not delay > 0 or not math.isfinite(delay):
-                raise InvalidScheduleError('delay must be a positive finite '
-                                           'number of seconds, not %r'
-                                           % delay)
+                delay = checkNumber('delay', delay, 0, allowLow=False)
+            except ValueError:
+                raise InvalidScheduleError(
+                    'delay must be a positive finite number of seconds, '
+                    'not %s' % shortRepr(delay)) from None
         if expression is not None:
             if delay is not None or any(fields.values()):
                 raise InvalidScheduleError(

@@ -22,6 +22,7 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
+from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
     SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
     claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
@@ -65,18 +66,6 @@ def checkPicklable(value, what='input'):
     except Exception as e:
         raise InvalidInputError('the %s can not be stored (pickled): %s: %s'
                                 % (what, type(e).__name__, e)) from e
-
-
-def _number(name, value, low=None, integer=False, allowLow=True):
-    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise InvalidInputError('%s must be %s, not %r' % (
-            name, 'an integer' if integer else 'a number', value))
-    if low is not None and (value < low or (value == low and not allowLow)):
-        raise InvalidInputError('%s must be %s %s, not %r' % (
-            name, '>=' if allowLow else '>', low, value))
-    return value if integer else float(value)
 
 
 def _errorText(exc):
