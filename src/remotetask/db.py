@@ -19,14 +19,10 @@ import ZODB
 import zodburi
 
 from remotetask import retry
-from remotetask.interfaces import RemoteTaskError
+from remotetask.interfaces import ConfigurationError  # noqa: F401
+from remotetask.root import DEFAULT_SERVICE, findService
 
-DEFAULT_SERVICE = 'tasks'
 DEFAULT_DB = os.path.join('var', 'Data.fs')
-
-
-class ConfigurationError(RemoteTaskError, ValueError):
-    """A database URI or a service name can not be used."""
 
 
 def normalizeURI(uri):
@@ -95,20 +91,17 @@ def openDB(uri=None, **overrides):
 def getService(root, name=DEFAULT_SERVICE, create=False):
     """The service at ``root[name]`` (``root`` is a connection's root or a
     connection); created (not committed) if missing and ``create``."""
-    from remotetask.service import TaskService
     if hasattr(root, 'root'):
         root = root.root()
-    service = root.get(name)
+    service = findService(root, name)
     if service is None:
         if not create:
             raise ConfigurationError(
                 'no task service under %r at the database root' % name)
+        from remotetask.service import TaskService
         service = TaskService()
         service.__name__ = name
         root[name] = service
-    elif not isinstance(service, TaskService):
-        raise ConfigurationError('%r at the database root is a %s, not a '
-                                 'TaskService' % (name, type(service).__name__))
     return service
 
 

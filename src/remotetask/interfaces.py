@@ -216,6 +216,11 @@ class LeaseLost(RemoteTaskError, transaction.interfaces.TransientError):
     was handed to another worker or ended.  The worker drops its result."""
 
 
+class ConfigurationError(RemoteTaskError, ValueError):
+    """A database URI or a service name can not be used (also
+    ``remotetask.db.ConfigurationError``)."""
+
+
 class ServiceNotStoredError(RemoteTaskError, ValueError):
     """Processing was asked for a service that is not stored in a database
     (no ``_p_jar``), or not committed yet: a processor opens connections of
@@ -677,7 +682,7 @@ class IProcessor(zope.interface.Interface):
 
         :raises RuntimeError: if it is already running.
         :raises ServiceNotStoredError: if the service is not committed.
-        :raises remotetask.db.ConfigurationError: if there is no service
+        :raises remotetask.interfaces.ConfigurationError: if there is no service
             under its name.
         """
 

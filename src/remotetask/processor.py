@@ -33,8 +33,8 @@ from ZODB.POSException import POSKeyError
 
 from remotetask import interfaces
 from remotetask.clock import Clock
-from remotetask.db import DEFAULT_SERVICE, getService
 from remotetask.interfaces import ServiceNotStoredError
+from remotetask.root import DEFAULT_SERVICE, getService
 from remotetask.structures import movePartition
 from remotetask.task import policy
 from remotetask.threads import (
@@ -129,7 +129,9 @@ class Processor(Clock):
     """See IProcessor.
 
     ``Processor(db, name)`` serves the service at ``root[name]`` of ``db``
-    (or the one with oid ``oid``).  ``concurrency``: worker threads.
+    (or the one with oid ``oid``); ``Processor(db, service)`` the stored
+    service handed to it (it finds it by its oid in each of its own
+    connections).  ``concurrency``: worker threads.
     ``lease``: seconds a claim holds unless renewed.  ``worker_id``: the
     name recorded on the jobs (default ``host:pid``; each thread adds
     ``/N``).  ``batch``: jobs claimed per transaction: ``'auto'`` (the
@@ -166,6 +168,9 @@ class Processor(Clock):
                                  'not %r' % (what, value))
         if not _isNumber(grace) or grace < 0:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
+        if not isinstance(name, str):     # handed the service itself
+            oid = _key(name)[1]
+            name = name.__name__ or DEFAULT_SERVICE
         self.db = db
         self.name = name
         self.oid = oid
@@ -408,7 +413,7 @@ class Processor(Clock):
                     for job in service.claim(now=now, worker=worker,
                                              limit=limit,
                                              lease=self.lease, spread=True,
-                                             tasks=_taskNames()):
+                                             tasks=taskNames()):
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
                             _deadline(service, job), now))
@@ -699,8 +704,7 @@ def startProcessing(service, **options):
         processor = _registry.get((db, oid))
         if processor is not None and processor.running:
             return processor
-        options.setdefault('name', service.__name__ or DEFAULT_SERVICE)
-        processor = Processor(db, oid=oid, **options)
+        processor = Processor(db, service, **options)
         processor.start()
         _registry[(db, oid)] = processor
     return processor
@@ -731,7 +735,7 @@ def isProcessing(service):
     return processor is not None and processor.running
 
 
-def _taskNames():
+def taskNames():
     """The names of the tasks registered in this process: a processor
     claims only jobs it can run, leaving the others to workers that can."""
     return frozenset(name for name, task in

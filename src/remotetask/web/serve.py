@@ -1,5 +1,6 @@
-"""``remotetask serve`` (the web service and a processor in one process)
-and ``remotetask user`` (the users file)."""
+"""``remotetask serve`` (the web service and a processor in one process):
+``run(**options)`` does what the command (``remotetask.cli.serve``, which
+declares the options) asks."""
 import logging
 import os
 import signal
@@ -8,12 +9,10 @@ import sys
 
 import click
 
-from remotetask import cli
 from remotetask import db as dbmod
+from remotetask.cli.common import loadTasks, openDatabase
 from remotetask.interfaces import RemoteTaskError
-from remotetask.web.app import MAX_BODY
-from remotetask.web.auth import (
-    ROLES, Users, UsersFileError, addToken, addUser, isLoopback)
+from remotetask.web.auth import Users, UsersFileError, isLoopback
 
 EXAMPLES_ZCML = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -38,33 +37,10 @@ def _raiseStop(signum, frame):
     raise _Stop()
 
 
-@click.command()
-@cli.db_options
-@click.option('--host', default='127.0.0.1', show_default=True,
-              help='Address to listen on.  Anything but loopback needs '
-                   '--users.')
-@click.option('--port', default=8080, show_default=True,
-              type=click.IntRange(0, 65535))
-@click.option('--users', 'users_path', metavar='FILE',
-              type=click.Path(dir_okay=False),
-              help='Users file (remotetask user add); without it, anonymous '
-                   'use from loopback only.')
-@click.option('--concurrency', default=1, show_default=True,
-              type=click.IntRange(1), help='Jobs run at the same time.')
-@click.option('--lease', default=30.0, show_default=True,
-              type=click.FloatRange(0.1), help='Lease of a running job (s).')
-@click.option('--no-processing', is_flag=True,
-              help='Serve only; start processing later from the page or '
-                   'the API.')
-@click.option('--threads', default=8, show_default=True,
-              type=click.IntRange(1), help='HTTP worker threads.')
-@click.option('--max-body', default=MAX_BODY, show_default=True,
-              type=click.IntRange(1), help='Largest request body (bytes).')
-def serve(uri, service, imports, zcml, host, port, users_path, concurrency,
-          lease, no_processing, threads, max_body):
-    """Serve XML-RPC, the JSON API, the management page and /metrics, and
-    process the jobs, in this process.  With no --import or --zcml, the
-    example tasks (echo, sum, sleep, fail) are loaded."""
+def run(uri, service, imports, zcml, host, port, users_path, concurrency,
+        lease, no_processing, threads, max_body):
+    """Run ``remotetask serve`` with its options (see remotetask.cli.serve)
+    until SIGTERM or SIGINT."""
     import waitress.server
 
     from remotetask.processor import Processor
@@ -89,12 +65,9 @@ def serve(uri, service, imports, zcml, host, port, users_path, concurrency,
         zcml = (EXAMPLES_ZCML,)
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s'
                         ' %(name)s: %(message)s')
-    cli.loadTasks(imports, zcml)
-    try:
-        # A connection per HTTP thread and per processor thread, and spare.
-        database = dbmod.openDB(uri, pool_size=threads + concurrency + 4)
-    except RemoteTaskError as e:
-        raise click.BadParameter(str(e), param_hint='--db')
+    loadTasks(imports, zcml)
+    # A connection per HTTP thread and per processor thread, and spare.
+    database = openDatabase(uri, pool_size=threads + concurrency + 4)
     try:
         dbmod.ensureService(database, service)
         processor = Processor(database, service, concurrency=concurrency,
@@ -138,75 +111,3 @@ def serve(uri, service, imports, zcml, host, port, users_path, concurrency,
             processor.stop()
         database.close()
 
-
-@click.group()
-def user():
-    """Manage the users file of ``remotetask serve``."""
-
-
-_users_option = click.option('--users', 'users_path', metavar='FILE',
-                             required=True, type=click.Path(dir_okay=False),
-                             help='The users file (created if missing).')
-
-
-def _password():
-    if sys.stdin.isatty():
-        return click.prompt('Password', hide_input=True,
-                            confirmation_prompt=True)
-    line = sys.stdin.readline()
-    return line.rstrip('\r\n')
-
-
-@user.command('add')
-@_users_option
-@click.argument('name')
-@click.option('--role', type=click.Choice(ROLES), required=True)
-def addCommand(users_path, name, role):
-    """Add (or change) user NAME; the password is asked for, or read from
-    the first line of stdin when it is not a terminal."""
-    try:
-        addUser(users_path, name, _password(), role)
-    except UsersFileError as e:
-        raise click.ClickException(str(e))
-    click.echo('user %r (%s) saved in %s' % (name, role, users_path))
-
-
-@user.command('token')
-@_users_option
-@click.argument('name')
-def tokenCommand(users_path, name):
-    """Make an API token for NAME and print it (only this once)."""
-    try:
-        tokenid, token = addToken(users_path, name)
-    except UsersFileError as e:
-        raise click.ClickException(str(e))
-    click.echo(token)
-
-
-@user.command('list')
-@_users_option
-def listCommand(users_path):
-    """List the users and their roles."""
-    try:
-        users = Users.read(users_path)
-    except UsersFileError as e:
-        raise click.ClickException(str(e))
-    for name, entry in sorted(users.items()):
-        click.echo('%s\t%s\t%d token(s)' % (name, entry['role'],
-                                            len(entry.get('tokens') or {})))
-
-
-@user.command('remove')
-@_users_option
-@click.argument('name')
-def removeCommand(users_path, name):
-    """Remove user NAME and its tokens."""
-    try:
-        users = Users.read(users_path)
-        if name not in users:
-            raise UsersFileError('no user %r in %s' % (name, users_path))
-        del users[name]
-        Users.write(users_path, users)
-    except UsersFileError as e:
-        raise click.ClickException(str(e))
-    click.echo('user %r removed' % name)

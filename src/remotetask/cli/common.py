@@ -1,0 +1,111 @@
+"""What the commands share: the database options, loading tasks, opening
+the database with clear errors.
+
+Imports only click at module level: ``remotetask --help`` imports every
+command module, so what a command needs is imported when it runs.
+"""
+import importlib
+import logging
+import sys
+
+import click
+
+#: ``remotetask.db.DEFAULT_SERVICE`` (not imported here: that module loads
+#: the ZODB; a test checks they agree).
+DEFAULT_SERVICE = 'tasks'
+
+
+def errorText(exc):
+    """``Type: message`` of an exception (just the message for an
+    ImportError, whose message names the module)."""
+    text = str(exc)
+    if isinstance(exc, ImportError):
+        return text
+    return '%s: %s' % (type(exc).__name__, text) if text else \
+        type(exc).__name__
+
+
+def loadTasks(imports=(), zcml=()):
+    """Import the modules and load the ZCML files that register tasks."""
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        except Exception as e:      # ImportError, or the module's own error
+            raise click.BadParameter(
+                'can not import %r: %s' % (name, errorText(e)),
+                param_hint='--import')
+    for path in zcml:
+        from remotetask import zcml as zcmlmod
+        try:
+            zcmlmod.loadFile(path)
+        except Exception as e:
+            raise click.BadParameter('can not load %r: %s' % (path, e),
+                                     param_hint='--zcml')
+
+
+def db_options(func):
+    """--db, --service, --import and --zcml, shared by the subcommands."""
+    func = click.option('--zcml', 'zcml', multiple=True,
+                        type=click.Path(exists=True, dir_okay=False),
+                        help='ZCML file registering tasks (repeatable).')(func)
+    func = click.option('--import', 'imports', multiple=True,
+                        metavar='MODULE',
+                        help='Module to import; it registers tasks '
+                             '(repeatable).')(func)
+    func = click.option('--service', default=DEFAULT_SERVICE,
+                        show_default=True,
+                        help='Key of the service at the database root.')(func)
+    func = click.option('--db', 'uri', default=None, metavar='URI',
+                        help='zodburi URI (file://, memory://, zeo://host:port,'
+                             ' postgres://...) or a FileStorage path '
+                             '[default: ./var/Data.fs].')(func)
+    return func
+
+
+def openDatabase(uri, **options):
+    """Open the database ``uri`` (``remotetask.db.openDB``); a bad URI is
+    a usage error (exit status 2), a database that can not be opened an
+    error (exit status 1): one line each, never a traceback."""
+    from remotetask import db as dbmod
+    from remotetask.interfaces import RemoteTaskError
+    try:
+        return dbmod.openDB(uri, **options)
+    except RemoteTaskError as e:
+        raise click.BadParameter(str(e), param_hint='--db')
+    except Exception as e:      # unreadable file, server refusing...
+        raise click.ClickException('can not open the database %s: %s' % (
+            dbmod.normalizeURI(uri), errorText(e)))
+
+
+def closeWithContext(database):
+    """Close ``database`` when the current click command ends."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(database.close)
+    return database
+
+
+def openService(uri, service, imports, zcml):
+    """Load the tasks and open the database; return a ServiceRunner (the
+    database closes when the command ends)."""
+    loadTasks(imports, zcml)
+    from remotetask import db as dbmod
+    database = closeWithContext(openDatabase(uri))
+    return dbmod.ServiceRunner(database, service)
+
+
+def fail(e):
+    """Print ``Error: e`` and exit with status 1."""
+    click.echo('Error: %s' % e, err=True)
+    sys.exit(1)
+
+
+def configureLogging(level='INFO'):
+    """Log to stderr at ``level`` (unless logging is configured)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(
+            stream=sys.stderr, level=level,
+            format='%(asctime)s %(levelname)s [%(name)s] %(message)s')
+    else:
+        root.setLevel(level)

@@ -1,0 +1,96 @@
+"""``remotetask worker``: a processor in a process of its own."""
+import logging
+import os
+import sys
+
+import click
+
+from remotetask.cli.common import (
+    configureLogging, db_options, loadTasks, openDatabase)
+
+log = logging.getLogger('remotetask.worker')
+
+
+class BatchSize(click.ParamType):
+    """``--batch``: ``auto`` or a whole number >= 1."""
+
+    name = 'auto|N'
+
+    def convert(self, value, param, ctx):
+        if value == 'auto' or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail("%r is neither 'auto' nor a whole number >= 1" % value,
+                      param, ctx)
+        return number
+
+
+@click.command()
+@db_options
+@click.option('--concurrency', type=click.IntRange(min=1), default=1,
+              show_default=True, help='Jobs run at once (one thread each).')
+@click.option('--lease', type=click.FloatRange(min=0, min_open=True),
+              default=30.0, show_default=True,
+              help='Seconds a claim lasts unless renewed; a job whose worker '
+                   'died goes back to the queue after it.')
+@click.option('--grace', type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help='Seconds running jobs get to finish after SIGTERM/SIGINT.')
+@click.option('--batch', type=BatchSize(), default='auto', show_default=True,
+              help="Jobs claimed per transaction: 'auto' claims about 0.1 s "
+                   "of work as judged by the recent jobs (1 to 50), N claims "
+                   "up to N (1: strictly one at a time).")
+@click.option('--poll-interval', type=click.FloatRange(min=0, min_open=True),
+              default=1.0, show_default=True,
+              help='Longest idle wait before looking for jobs again.')
+@click.option('--maintenance-interval',
+              type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True,
+              help='Seconds between reaps of expired leases (maintain()).')
+@click.option('--worker-id', default=None,
+              help='Name recorded on the jobs [default: host:pid].')
+@click.option('--log-level', default='INFO', show_default=True,
+              type=click.Choice(['DEBUG', 'INFO', 'WARNING', 'ERROR']))
+def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
+           poll_interval, maintenance_interval, worker_id, log_level):
+    """Run the service's jobs until SIGTERM or SIGINT.
+
+    The service is at the database root under --service (created there if
+    missing).  Several workers may serve one service over ZEO or RelStorage.
+    """
+    configureLogging(log_level)
+    loadTasks(imports, zcml)
+    # Each thread has a connection, and one more for its progress reports;
+    # the clock, hand-backs and id blocks one each.
+    database = openDatabase(uri, pool_size=2 * concurrency + 3)
+    from remotetask import db as dbmod
+    from remotetask.interfaces import RemoteTaskError
+    from remotetask.processor import Processor, taskNames
+    from remotetask.worker import serve
+    try:
+        dbmod.ensureService(database, service)
+        processor = Processor(
+            database, service, concurrency=concurrency, lease=lease,
+            worker_id=worker_id, batch=batch, poll_interval=poll_interval,
+            maintenance_interval=maintenance_interval, grace=grace)
+        names = sorted(taskNames())
+        if not names:
+            log.warning('no tasks are registered: give --import or --zcml')
+        log.info('worker %s serving %r of %s; tasks: %s', processor.worker_id,
+                 service, dbmod.normalizeURI(uri), ', '.join(names) or 'none')
+        code = serve(processor, grace)
+    except RemoteTaskError as e:
+        database.close()
+        raise click.ClickException(str(e))
+    if processor.running:
+        # A task ignored the stop: its thread can not be joined; leave
+        # without waiting for it (the job was handed back).
+        logging.shutdown()
+        os._exit(code)
+    database.close()
+    log.info('worker %s exits with status %d', processor.worker_id, code)
+    sys.exit(code)

@@ -1,0 +1,124 @@
+"""The ``remotetask.cli`` package: every command is reachable, each command
+module imports nothing heavy, and the import circles of old are gone."""
+import subprocess
+import sys
+
+import pytest
+
+from remotetask import cli
+from remotetask.testing import remotetaskCommand, subprocessEnv
+
+HEAVY = ('pyramid', 'waitress', 'ZODB', 'ZEO', 'BTrees', 'zope.schema',
+         'zope.component', 'pkg_resources', 'remotetask.service',
+         'remotetask.web')
+
+
+def _imported(code):
+    """The top-level names of the modules imported by ``code`` (run in a
+    fresh interpreter)."""
+    out = subprocess.run(
+        [sys.executable, '-c', code + '\nimport sys\n'
+         'print("\\n".join(sorted(sys.modules)))'],
+        env=subprocessEnv(), capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def _heavy(modules):
+    return sorted(m for m in modules
+                  if any(m == h or m.startswith(h + '.') for h in HEAVY))
+
+
+def test_help_lists_every_command_and_imports_nothing_heavy():
+    modules = _imported(
+        'from remotetask.cli import run\n'
+        'import contextlib, io\n'
+        'with contextlib.redirect_stdout(io.StringIO()):\n'
+        '    assert run(["--help"]) == 0\n')
+    assert _heavy(modules) == []
+    # --help imported every command module (to show their short help).
+    for target in cli.COMMANDS.values():
+        assert target.split(':')[0] in modules
+    out = subprocess.run(remotetaskCommand('--help'), env=subprocessEnv(),
+                         capture_output=True, text=True, check=True).stdout
+    for name in cli.COMMANDS:
+        assert '  %s ' % name in out
+
+
+@pytest.mark.parametrize('name', sorted(cli.COMMANDS))
+def test_each_command_module_is_light(name):
+    module = cli.COMMANDS[name].split(':')[0]
+    assert _heavy(_imported('import %s' % module)) == []
+
+
+def test_the_web_stack_is_loaded_by_serve_only():
+    # Running the job commands and a worker needs the ZODB, not Pyramid.
+    modules = _imported(
+        'from remotetask.cli import common, jobs, worker, tasks\n'
+        'import remotetask.db, remotetask.processor, remotetask.worker\n'
+        'import remotetask.service\n')
+    assert not [m for m in modules if m.startswith(('pyramid', 'waitress',
+                                                   'remotetask.web'))]
+    assert 'ZODB' in modules      # the check can fail
+
+
+@pytest.mark.parametrize('first', ['remotetask.processor', 'remotetask.db',
+                                   'remotetask.service', 'remotetask.worker',
+                                   'remotetask.web.serve',
+                                   'remotetask.cli.worker'])
+def test_each_module_can_be_imported_first(first):
+    # (A module in an import circle often fails when it is imported first:
+    # it sees a partially initialised module.)
+    _imported('import %s' % first)
+
+
+def test_processor_and_service_layers_point_one_way():
+    modules = _imported('import remotetask.processor')
+    assert 'remotetask.db' not in modules
+    assert 'remotetask.service' not in modules
+    modules = _imported('import remotetask.service')
+    assert 'remotetask.processor' not in modules
+    assert 'remotetask.db' not in modules
+    modules = _imported('import remotetask.worker')
+    assert 'remotetask.cli' not in modules
+
+
+def test_constants_kept_in_the_light_modules_agree():
+    from remotetask import db, interfaces
+    from remotetask.cli import common, jobs, serve, users
+    from remotetask.web import app, auth
+    assert common.DEFAULT_SERVICE == db.DEFAULT_SERVICE
+    assert jobs.CLEANABLE == interfaces.CLEANABLE_STATUSES
+    assert serve.MAX_BODY == app.MAX_BODY
+    assert users.ROLES == auth.ROLES
+
+
+def test_the_package_root_names_are_imported_on_first_use():
+    modules = _imported('import remotetask')
+    assert 'remotetask.service' not in modules
+    import remotetask
+    from remotetask.service import TaskService
+    assert remotetask.TaskService is TaskService
+    with pytest.raises(AttributeError):
+        remotetask.NoSuchName
+
+
+def test_a_processor_is_handed_its_service(tmp_path):
+    import transaction
+
+    from remotetask import db as dbmod
+    from remotetask.interfaces import ServiceNotStoredError
+    from remotetask.processor import Processor
+    from remotetask.service import TaskService
+    database = dbmod.openDB('memory://')
+    try:
+        dbmod.ensureService(database, 'other')
+        tm = transaction.TransactionManager()
+        conn = database.open(tm)
+        service = conn.root()['other']
+        p = Processor(database, service)
+        assert (p.oid, p.name) == (service._p_oid, 'other')
+        conn.close()
+        with pytest.raises(ServiceNotStoredError):
+            Processor(database, TaskService())
+    finally:
+        database.close()
