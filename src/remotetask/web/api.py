@@ -27,7 +27,7 @@ from remotetask.interfaces import (
 from remotetask.job import CronJob
 from remotetask.numbers import checkNumber
 from remotetask.service import checkPicklable
-from remotetask.web.app import wakeAfterCommit
+from remotetask.web.app import httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 from remotetask.web.openapi import document
 
@@ -575,7 +575,7 @@ def apiError(exc, request):
                                 'at /api/openapi.json)' % (request.method,
                                                            request.path))
     elif isinstance(exc, HTTPError):
-        status, message = exc.status_int, exc.detail or exc.explanation
+        status, message = exc.status_int, httpMessage(exc)
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)
     elif isinstance(exc, InvalidStatusError):

@@ -13,6 +13,7 @@ import logging
 import os
 
 from pyramid.config import Configurator
+from pyramid.exceptions import BadCSRFToken
 from pyramid.httpexceptions import HTTPError, HTTPForbidden, HTTPFound
 from pyramid.session import SignedCookieSessionFactory
 from pyramid.tweens import EXCVIEW
@@ -151,14 +152,23 @@ def errorResponse(request, status, message):
     return response
 
 
+def httpMessage(exc):
+    """The message of an HTTP error raised by a view or by Pyramid."""
+    if isinstance(exc, BadCSRFToken):
+        return ('bad or missing CSRF token: send the session\'s token (the '
+                'csrf_token of /api/me) in an X-CSRF-Token header, or the '
+                'login form\'s csrf_token field')
+    return str(exc.detail or exc.explanation)
+
+
 def httpError(exc, request):
     """Errors outside /api/ and /RPC2 (404 of an unknown URL, 400 of a
     bad CSRF token...): JSON as well."""
     if exc.status_int == 404:
         message = 'no such URL: %s %s' % (request.method, request.path)
     else:
-        message = exc.detail or exc.explanation
-    response = errorResponse(request, exc.status_int, str(message))
+        message = httpMessage(exc)
+    response = errorResponse(request, exc.status_int, message)
     for header in ('Allow', 'Retry-After'):
         if header in exc.headers:
             response.headers[header] = exc.headers[header]

@@ -132,6 +132,7 @@ class Users:
         self._tokens = {}
         self._verified = {}
         self._key = os.urandom(32)
+        dummyHash()     # made now, not at the first unknown user name
         self._reload()
 
     # -- the file -------------------------------------------------------------

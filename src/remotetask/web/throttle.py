@@ -2,8 +2,9 @@
 
 Failures are counted per client address and per user name (whether the
 user exists or not, so that the answer tells nothing).  The first ``free``
-failures of a key cost nothing; each further one shuts the key for
-``base * 2 ** k`` seconds (k = 0, 1, ...; at most ``cap``).  While a key
+failures of a key cost nothing more; the ``free``-th and each further
+one shut the key for ``base * 2 ** k`` seconds (k = 0, 1, ...; at most
+``cap``).  While a key
 is shut every attempt with it is refused at once with 429 and a
 ``Retry-After``, before any password is checked: a guesser can neither
 try more passwords nor spend the server's CPU on scrypt.  A key is
@@ -71,9 +72,9 @@ class Throttle:
                 record[0] += 1
                 record[1] = now
                 over = record[0] - self.free
-                if over > 0:
+                if over >= 0:
                     record[2] = now + min(self.cap,
-                                          self.base * 2 ** min(over - 1, 30))
+                                          self.base * 2 ** min(over, 30))
                 self._keys[key] = record
             while len(self._keys) > self.limit:
                 self._keys.popitem(last=False)
