@@ -7,6 +7,7 @@ It has a connection and a transaction manager of its own and, every
   third of the lease), writing only each job's small lease object, so that
   renewals never conflict with the jobs' completion; a job found no longer
   owned has its ``cancelled`` flag set;
+- tells the tasks of jobs cancelled while running (``cancelled`` true);
 - enforces time limits: a job past its limit has its ``cancelled`` flag set
   and is ended through ``service.reap()``;
 - calls ``service.maintain()`` every ``maintenance_interval`` seconds;
@@ -19,6 +20,7 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
+from remotetask.limits import cancelRequested
 from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
 
 log = logging.getLogger('remotetask.worker')
@@ -42,6 +44,7 @@ class Clock:
                         conn = self.db.open(tm)
                     now = time.time()
                     self._renew(tm, conn, now)
+                    self._checkCancels(tm, conn)
                     self._enforceLimits(tm, conn, now)
                     if now >= nextMaintenance:
                         nextMaintenance = now + self.maintenance_interval
@@ -94,6 +97,30 @@ class Clock:
             item.renewed = now
         for item in lost:
             item.lost = True
+            item.cancelled.set()
+
+    def _checkCancels(self, tm, conn):
+        """Tell the tasks whose jobs were cancelled while running (a flag
+        on the job's progress object, see ``remotetask.limits``)."""
+        with self._lock:
+            active = [i for i in self._active.values()
+                      if not i.lost and not i.cancelled.is_set()]
+        if not active:
+            return
+        tm.begin()
+        try:
+            service = self._service(conn)
+            asked = []
+            for item in active:
+                job = item.job(service)
+                if job is not None and cancelRequested(job):
+                    asked.append(item)
+        finally:
+            tm.abort()
+        for item in asked:
+            log.warning('job %s (%s): cancel requested; its task is told '
+                        '(cancelled is true)', item.jobid, item.task)
+            item.cancelled.requested = True
             item.cancelled.set()
 
     def _enforceLimits(self, tm, conn, now):

@@ -12,6 +12,11 @@ A *job* is one request to run a *task* (a named ``ITask`` utility) with an
 *input*.  It goes through these statuses, declared once below:
 
 ``start later``  added with ``startLater=True``; waits for ``startJob()``.
+``deferred``     added with ``after=(jobid, ...)`` (or by ``chain()`` and
+                 ``group()``): waits for those jobs (its *parents*) to
+                 complete, then is queued in the transaction that completes
+                 the last of them; cancelled if one of them fails or is
+                 cancelled (see ``remotetask.workflows``).
 ``queued``       waiting for a worker; due now.
 ``delayed``      waiting for a worker; due at ``job.eta`` (a delay, an ETA,
                  or a retry with back-off).  It stays ``delayed`` until a
@@ -128,6 +133,7 @@ from zope.interface.common.mapping import IEnumerableMapping
 # -- Statuses --------------------------------------------------------------
 
 STARTLATER = 'start later'
+DEFERRED = 'deferred'
 QUEUED = 'queued'
 DELAYED = 'delayed'
 CRONJOB = 'cronjob'
@@ -137,7 +143,7 @@ ERROR = 'error'
 CANCELLED = 'cancelled'
 
 #: Every status, in the order a job goes through them.
-STATUSES = (STARTLATER, QUEUED, DELAYED, CRONJOB, PROCESSING,
+STATUSES = (STARTLATER, DEFERRED, QUEUED, DELAYED, CRONJOB, PROCESSING,
             COMPLETED, ERROR, CANCELLED)
 #: A job in one of these statuses is in the queue.
 WAITING_STATUSES = (QUEUED, DELAYED, CRONJOB)
@@ -263,6 +269,13 @@ class ITask(zope.interface.Interface):
     retry_jitter = zope.interface.Attribute(
         'If true, each retry delay is drawn uniformly between half of it and '
         'all of it, so failed jobs do not all come back at once.')
+    concurrency = zope.interface.Attribute(
+        'None, or N: at most N jobs of this task processing at once, across '
+        'all workers and hosts; the others stay queued (a claim takes one of '
+        'N slots in its own transaction).')
+    rate_limit = zope.interface.Attribute(
+        "None, or 'N/s', 'N/m', 'N/h': at most N starts of this task per "
+        'second, minute or hour, across all workers.')
 
     def __call__(service, jobid, input):
         """Run the task for job ``jobid`` of ``service`` and return the result.
@@ -312,7 +325,11 @@ class IJob(zope.interface.Interface):
     lease_expires = zope.interface.Attribute(
         'While processing: epoch seconds when the lease ends')
     attempts = zope.interface.Attribute(
-        'Tuple of dicts, one per start: start, end, worker, outcome, error')
+        'Tuple of dicts, one per start: start, end, worker, outcome, error; '
+        'bounded: the first 2 and the last 8 attempts are kept '
+        '(remotetask.limits), ``attempt_count`` counts them all')
+    attempt_count = zope.interface.Attribute(
+        'How many attempts (starts) the job had in all')
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
@@ -388,6 +405,16 @@ class ITaskContext(zope.interface.Interface):
         message.  Others see it while the task runs; it never conflicts
         with the job's completion."""
 
+    parents = zope.interface.Attribute(
+        'The ids of the jobs this one was added after (a tuple, empty for '
+        'a job added without ``after``), in the order given')
+
+    def parentResults():
+        """The results of the parents, a list in the order of ``parents``.
+
+        :raises JobNotFoundError: if a parent was deleted meanwhile.
+        """
+
 
 class ITaskService(zope.interface.Interface):
     """A persistent service that keeps jobs and a queue of them.
@@ -405,26 +432,84 @@ class ITaskService(zope.interface.Interface):
 
     def add(task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """Add a job running ``task`` with ``input``; return its id.
 
         The job is ``queued``; ``delayed`` if ``delay`` (seconds) or ``eta``
         (epoch seconds) puts it in the future; ``start later`` if
         ``startLater``: it then waits for ``startJob()``.
 
+        ``after`` (a job id or a sequence of them, its *parents*): the job
+        is ``deferred`` until every parent has completed, then queued in
+        the transaction that completes the last one (at once if they all
+        completed already).  If a parent ends ``error`` or ``cancelled``
+        (or is deleted) the job is cancelled with an error naming it, and
+        so are the jobs waiting for this one.  The task reads the parents'
+        results with ``currentJob().parentResults()``.  See
+        ``remotetask.workflows`` for the rules of cancel, retry and delete.
+        ``after`` can not be combined with ``startLater``, ``delay`` or
+        ``eta`` (InvalidInputError), names existing jobs only (not cron
+        jobs, which never complete: InvalidInputError), so cycles can not
+        be made.
+
+        ``queue``: the name of the queue it waits in (workers may take from
+        some queues only).  ``priority``: an integer between -1000 and 1000;
+        among the due jobs a worker may take, higher priorities first.
+        ``unique_key``: a string; while a job added with the same key is
+        waiting, start later or processing, nothing is added and that job's
+        id is returned (decided in this transaction: two transactions adding
+        the same key conflict, and the one retried finds the other's job).
+
         :raises UnknownTaskError: if no task has that name (nothing stored).
         :raises InvalidInputError: if the input (or ``meta``) can not be
-            pickled.
-        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
-            of them is not a number.
+            pickled; if ``eta`` or ``delay`` is not a finite number or
+            puts the job past the year 9999 (``limits.HORIZON``), or
+            ``time_limit`` is NaN (all are ValueErrors).
+        :raises ValueError: if both ``delay`` and ``eta`` are given;
+            ``InvalidInputError`` (a ValueError)
+            for a queue that is not a name, a priority that is not an
+            integer in range, a unique key that is not a string.
+        """
+
+    def chain(steps, after=None, now=None):
+        """Add a job per step, each waiting for the one before; return
+        their ids.
+
+        ``steps`` is a non-empty sequence of ``(task, input)`` pairs.  A
+        step whose input is None gets the previous step's result as its
+        input when it is released; the first step waits for ``after`` (as
+        in ``add()``).  Everything is checked before anything is added.
+
+        :raises InvalidInputError: for an empty sequence, a step that is not
+            a pair, an input that can not be stored, a bad ``after``.
+        :raises UnknownTaskError: for an unknown task in any step (nothing
+            is added).
+        """
+
+    def group(steps, then=None, after=None, now=None):
+        """Add a job per step (all waiting for ``after``, if given) and,
+        if ``then`` (a ``(task, input)`` pair) is given, a job waiting for
+        all of them; return ``(ids, thenId)`` (``thenId`` is None without
+        ``then``).
+
+        The ``then`` job is queued once, in the transaction that completes
+        the last job of the group; when its input is None it gets the list
+        of the group's results, in the order of ``steps``.  If a job of the
+        group fails or is cancelled, the ``then`` job is cancelled.
+
+        :raises InvalidInputError, UnknownTaskError: as ``chain()``.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None):
-        """Add a cron job; return its id.  See ``ICronJob``.
+                   timezone=None, now=None, queue='default', priority=0):
+        """Add a cron job; return its id.  See ``ICronJob``.  Each of
+        its runs waits in ``queue`` with ``priority`` (see ``add``).
 
         :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
+            the latter also for a schedule that repeats more often than
+            once a second (``delay`` < 1; runaway protection).
         """
 
     def startJob(jobid, now=None):
@@ -441,27 +526,47 @@ class ITaskService(zope.interface.Interface):
             processing.
         """
 
-    def cancel(jobid):
-        """Cancel a waiting job (queued, delayed, cron or start later).
+    def cancel(jobid, now=None):
+        """Cancel a job.
 
-        :raises InvalidStatusError: if the job is processing or final.
+        A waiting job (deferred, queued, delayed, cron or start later) is
+        cancelled at once; jobs deferred after it are cancelled too, with an
+        error naming it (``remotetask.workflows``).  A processing job is asked to stop: a flag on its run's
+        small progress object (so the request never conflicts with the
+        run's end); its processor sees it within a tick and makes the
+        task's ``ITaskContext.cancelled`` true; when the run returns
+        (whatever its outcome) or its time limit ends it, the job ends
+        ``cancelled``, and a cron job is not scheduled again.  A request
+        that commits after the run's end was read is honoured by the next
+        claim of the job (a cron job then ends ``cancelled`` unrun).  The
+        JSON API answers 202 for it, 200 for a waiting job.
+
+        :raises InvalidStatusError: if the job is final.
         """
 
     def retry(jobid, now=None):
         """Queue again a job that ended ``error`` or ``cancelled``.
 
-        :raises InvalidStatusError: for any other status.
+        Jobs that were cancelled because this one failed wait for it again
+        (``deferred``).  A job with parents goes back to ``deferred`` if some
+        of them have not completed yet.
+
+        :raises InvalidStatusError: for any other status, or for a job one
+            of whose parents is in ``error`` or ``cancelled`` or was deleted
+            (retry that parent instead).
         """
 
     def delete(jobid):
-        """Remove a job that is not processing.
+        """Remove a job that is not processing.  Jobs deferred after it
+        are cancelled, with an error naming it.
 
         :raises InvalidStatusError: if the job is processing.
         """
 
     def clean(status=CLEANABLE_STATUSES, before=None):
         """Remove the jobs in the given final statuses (ended before the
-        epoch time ``before``, if given).
+        epoch time ``before``, if given), except those that jobs not final
+        yet were added after (``remotetask.workflows.awaited()``).
 
         :raises InvalidStatusError: if a status is not final.
         """
@@ -506,7 +611,7 @@ class ITaskService(zope.interface.Interface):
         """``(eta, jobid)`` of the waiting job due first, or None."""
 
     def claim(now=None, worker=None, limit=1, lease=None, spread=False,
-              tasks=None):
+              tasks=None, queues=None):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
@@ -524,10 +629,67 @@ class ITaskService(zope.interface.Interface):
         other tasks past the ones it takes; workers pass the names of the
         tasks registered in their process.
 
+        ``queues``: the names of the queues to take jobs from, the first
+        drained before the next, each from its highest priority down (None:
+        every queue, by priority, higher first).  Paused queues and tasks
+        are left alone; so are jobs of a task with ``concurrency=N`` while
+        N of its jobs are processing, and of a task with a ``rate_limit``
+        whose budget is spent: the claim takes a free concurrency slot and
+        records the start in its own transaction, so concurrent claims that
+        would overshoot a limit conflict.  Held-back jobs count in the
+        ``SCAN_PAST`` a claim looks past, per (queue, priority).
+
         Two transactions that claim the same job can not both commit: the
         second gets a ``ConflictError`` (its caller retries, and finds the
         job gone from the queue).  Each claim counts a start, opens an
         attempt record and gives the job a fresh progress object.
+        """
+
+    def queues(now=None):
+        """A list of dicts, one per queue that has had jobs (and
+        'default'), by name: ``queue``, ``waiting`` (queued, delayed and
+        cron jobs), ``processing``, ``paused`` (True if the queue is),
+        ``oldest_due`` (epoch) and ``oldest_age`` (seconds it is overdue,
+        None if none is due), ``priorities`` (of its waiting jobs)."""
+
+    def pause(queue=None, task=None, now=None):
+        """Pause a queue, a task, a task in a queue, or (neither given)
+        everything: its waiting jobs are not claimed; processing ones
+        finish.  Return False if that pause was there already.
+
+        :raises InvalidInputError: for a queue or task that is not a name.
+        """
+
+    def resume(queue=None, task=None):
+        """Remove the pauses that match (None matches any: ``resume()``
+        removes them all); return how many."""
+
+    def paused():
+        """The pauses: a list of ``{'queue', 'task', 'since'}`` (None: any
+        queue, any task)."""
+
+    def pausedCount():
+        """How many waiting jobs pauses hold back."""
+
+    def retryAll(queue=None, task=None, now=None, dry_run=False):
+        """Queue again every job that ended ``error`` (of ``queue`` and
+        ``task``, None: any); return how many (with ``dry_run``: how many
+        it would, changing nothing)."""
+
+    def purge(queue=None, task=None, dry_run=False):
+        """Cancel every queued, delayed, start-later and deferred job of
+        ``queue`` and ``task`` (cron jobs are schedules: cancel them by
+        id); return how many (``dry_run``: how many it would)."""
+
+    def deleteJobs(status=None, queue=None, task=None, before=None,
+                   dry_run=False):
+        """Delete the jobs in ``status`` (a status or a list; None: every
+        status but processing) of ``queue`` and ``task``, created or ended
+        before the epoch time ``before`` if given; return how many
+        (``dry_run``: how many it would).
+
+        :raises InvalidStatusError: for ``processing`` or an unknown
+            status.
         """
 
     def claimNextJob(now=None):
@@ -667,6 +829,9 @@ class IProcessor(zope.interface.Interface):
     lease = zope.interface.Attribute(
         'Seconds a claim holds unless renewed (renewed while a job runs)')
     grace = zope.interface.Attribute('The default timeout of ``stop()``')
+    around = zope.interface.Attribute(
+        'None, or ``around(service, job)`` -> a context manager each run of '
+        'a job is made in (an application context: site, user)')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '

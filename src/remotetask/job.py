@@ -13,7 +13,7 @@ import persistent
 import zope.interface
 from croniter import CroniterBadDateError, croniter
 
-from remotetask import interfaces
+from remotetask import interfaces, limits
 from remotetask.interfaces import InvalidScheduleError
 from remotetask.numbers import checkNumber, shortRepr
 
@@ -33,6 +33,7 @@ class _Progress(persistent.Persistent):
     fraction = None
     message = ''
     updated = None
+    cancel_requested = None     # epoch seconds of a cancel request
 
 
 @zope.interface.implementer(interfaces.IJob)
@@ -53,9 +54,21 @@ class Job(persistent.Persistent):
     max_retries = None
     time_limit = None
     attempts = ()
+    _attemptCount = None
     meta = None
+    queue = 'default'
+    priority = 0
+    unique_key = None
+    _slot = None        # the concurrency slot a processing job holds
     _lease = None
     _progress = None
+    # Workflows (remotetask.workflows): the ids of the parents, the
+    # children's links, what a deferred job still waits for.
+    _after = ()
+    _links = None
+    _countdown = None
+    _inputFrom = None
+    _cancelledBy = None
 
     def __init__(self, id, task, input=None, created=None):
         self.id = id
@@ -96,8 +109,17 @@ class Job(persistent.Persistent):
         self._progress.message = str(message)
         self._progress.updated = time.time() if now is None else now
 
+    @property
+    def attempt_count(self):
+        """See IJob: how many attempts there were (``attempts`` keeps the
+        first and the last few of them)."""
+        if self._attemptCount is None:      # stored by an older version
+            return len(self.attempts)
+        return self._attemptCount
+
     def _addAttempt(self, **record):
-        self.attempts = self.attempts + (record,)
+        self._attemptCount = self.attempt_count + 1
+        self.attempts = limits.boundedAttempts(self.attempts, record)
 
     def _endAttempt(self, **record):
         if self.attempts:
@@ -114,6 +136,9 @@ class Job(persistent.Persistent):
             'worker': self.worker, 'starts': self.starts,
             'retries': self.retries, 'error': self.error,
             'progress': self.progress, 'cron': False,
+            'attempt_count': self.attempt_count,
+            'queue': self.queue, 'priority': self.priority,
+            'unique_key': self.unique_key,
         }
 
     def __repr__(self):
@@ -217,8 +242,10 @@ class CronJob(Job):
         self.timezone = timezone
         try:
             self.timeOfNextCall(0)
+            limits.checkCronPeriod(self, time.time())
         except InvalidScheduleError:
-            self.update(**old)      # keep the schedule it had
+            for name, value in old.items():     # keep the schedule it had
+                setattr(self, name, value)
             raise
 
     def timeOfNextCall(self, now=None):
@@ -292,6 +319,16 @@ class TaskContext:
             self._job.setProgress(fraction, message)
         else:
             self._reporter(self.jobid, fraction, message)
+
+    @property
+    def parents(self):
+        """See ITaskContext."""
+        return tuple(self._job._after)
+
+    def parentResults(self):
+        """See ITaskContext."""
+        from remotetask import workflows
+        return workflows.parentResults(self.service, self._job)
 
 
 def currentJob():

@@ -12,18 +12,22 @@ from remotetask.interfaces import InvalidInputError
 
 
 def checkNumber(name, value, low=None, integer=False, allowLow=True,
-                high=None, integral=False, error=InvalidInputError):
+                high=None, integral=False, infinite=False,
+                error=InvalidInputError):
     """``value`` as a finite float (an int if ``integer``), or ``error``
     naming ``name``.
 
     ``low``/``high`` bound it (``allowLow=False``: it must be above
     ``low``); ``integral`` also takes a float with no fraction (2.0) as an
-    integer, as JSON clients send them.
+    integer, as JSON clients send them; ``infinite`` lets +/-infinity pass
+    (never NaN).
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise error('%s must be %s, not %s' % (
-            name, 'an integer' if integer else 'a number', shortRepr(value)))
-    if isinstance(value, float) and not math.isfinite(value):
+            name, 'an integer' if integer else 'a number',
+            shortRepr(value)))
+    if isinstance(value, float) and not math.isfinite(value) and not (
+            infinite and not integer and not math.isnan(value)):
         raise error('%s must be a finite number, not %r' % (name, value))
     if integer and isinstance(value, float):
         if not (integral and value.is_integer()):

@@ -147,9 +147,17 @@ def checkConsistency(service):
         if job is not None and job.eta != eta:
             problems.append('job %s: eta %r, queue entry %r'
                             % (jobid, job.eta, eta))
-    if len(service._queue) != len(entries):
+    from remotetask import routing
+    length = sum(len(lane) for key, lane in routing.lanes(service))
+    if length != len(entries):
         problems.append('queue length %d, entries %d'
-                        % (len(service._queue), len(entries)))
+                        % (length, len(entries)))
+    for key, lane in routing.lanes(service):
+        for eta, jobid in lane:
+            job = service.jobs.get(jobid)
+            if job is not None and (job.queue, -job.priority) != key:
+                problems.append('job %s of %r in lane %r' % (
+                    jobid, (job.queue, -job.priority), key))
     return problems
 
 

@@ -16,7 +16,15 @@ CLEANABLE = ('completed', 'error', 'cancelled')
 @click.argument('input', required=False)
 @click.option('--delay', type=float, help='Seconds before it is due.')
 @click.option('--start-later', is_flag=True, help='Wait for "start".')
-def add(uri, service, imports, zcml, task, input, delay, start_later):
+@click.option('--queue', default='default', show_default=True,
+              help='Queue the job waits in.')
+@click.option('--priority', type=int, default=0, show_default=True,
+              help='Higher runs first among due jobs (-1000 to 1000).')
+@click.option('--unique-key', default=None, metavar='KEY',
+              help='Add nothing while a job with this key is waiting or '
+                   'processing: print its id.')
+def add(uri, service, imports, zcml, task, input, delay, start_later, queue,
+        priority, unique_key):
     """Add a job; INPUT is JSON (default null).  Prints the job id."""
     try:
         value = json.loads(input) if input is not None else None
@@ -26,7 +34,9 @@ def add(uri, service, imports, zcml, task, input, delay, start_later):
     from remotetask.interfaces import RemoteTaskError
     try:
         jobid = runner(lambda s: s.add(task, value, startLater=start_later,
-                                       delay=delay))
+                                       delay=delay, queue=queue,
+                                       priority=priority,
+                                       unique_key=unique_key))
     except RemoteTaskError as e:
         fail(e)
     click.echo(jobid)
@@ -65,8 +75,11 @@ def _jsonable(value):
 def counts(uri, service, imports, zcml):
     """Print the number of jobs in each status."""
     runner = openService(uri, service, imports, zcml)
-    for name, n in runner(lambda s: s.counts()).items():
+    counted, paused = runner(lambda s: (s.counts(), s.pausedCount()))
+    for name, n in counted.items():
         click.echo('%-12s %d' % (name, n))
+    # Waiting jobs that pauses hold back (they are counted above too).
+    click.echo('%-12s %d' % ('paused', paused))
 
 
 @click.command()

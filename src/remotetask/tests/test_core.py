@@ -71,7 +71,7 @@ def test_every_class_provides_its_interface(service):
 
 def test_statuses_are_declared_once():
     assert interfaces.STATUSES == (
-        'start later', 'queued', 'delayed', 'cronjob', 'processing',
+        'start later', 'deferred', 'queued', 'delayed', 'cronjob', 'processing',
         'completed', 'error', 'cancelled')
     assert set(interfaces.FINAL_STATUSES) == {'completed', 'error',
                                               'cancelled'}
@@ -136,6 +136,7 @@ def test_random_operations_keep_the_bookkeeping_consistent(service):
              retry_backoff=5, retry_jitter=False)
     rng = random.Random(42)
     now = 0.0
+    seen = set()        # statuses some job was in at the end of a step
     logging.getLogger('remotetask').disabled = True
     try:
         for step in range(600):
@@ -152,8 +153,12 @@ def test_random_operations_keep_the_bookkeeping_consistent(service):
                 service.processNext(now=now)
             elif op < 0.7 and ids:
                 job = service.jobs[rng.choice(ids)]
-                for method in (service.cancel, service.startJob,
-                               service.retry, service.delete):
+                # (Cancelling a processing job only asks it to stop: its
+                # run then ends it cancelled; tested on its own.)
+                cancel = () if job.status == 'processing' else (
+                    lambda jobid: service.cancel(jobid, now=now),)
+                for method in cancel + (service.startJob,
+                                        service.retry, service.delete):
                     try:
                         method(job.id)
                         break
@@ -169,11 +174,12 @@ def test_random_operations_keep_the_bookkeeping_consistent(service):
                 service.clean(before=now - 5)
             problems = checkConsistency(service)
             assert not problems, (step, problems)
+            seen.update(s for s, n in service.counts().items() if n)
     finally:
         logging.getLogger('remotetask').disabled = False
     counts = service.counts()
     assert sum(counts.values()) == len(service.jobs)
-    assert counts[COMPLETED] > 0 and counts[ERROR] > 0
+    assert {COMPLETED, ERROR, "cancelled"} <= seen
 
 
 def test_counts_and_indexes(service):
@@ -265,9 +271,8 @@ def test_statuses_that_do_not_allow_an_operation(service):
     with pytest.raises(InvalidStatusError, match='retry'):
         service.retry(jobid)
     job = service.claimNextJob()
-    for method in (service.cancel, service.delete):
-        with pytest.raises(InvalidStatusError, match='processing'):
-            method(jobid)
+    with pytest.raises(InvalidStatusError, match='processing'):
+        service.delete(jobid)
     service.run(job)
     with pytest.raises(InvalidStatusError):
         service.run(job)

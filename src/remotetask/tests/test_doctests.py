@@ -13,7 +13,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # The tutorial of the core; processing.txt, tracker.txt and the web
 # package's documents are run by their own test modules (they need fixtures).
-DOCTESTS = ['README.txt']
+DOCTESTS = ['README.txt', 'workflows.txt']
 
 
 def setUp(test):

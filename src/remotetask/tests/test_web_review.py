@@ -50,12 +50,8 @@ def test_cron_delay_must_be_finite(app, db):
 def test_responses_are_strict_json_even_for_odd_stored_values(app, db):
     # Values stored through the Python API that JSON can not hold come
     # back as their repr, so every response parses as strict JSON.
-    # (The service refuses an infinite time_limit; set it behind its back.)
-    def add(service):
-        jobid = service.add('echo', {'x': float('inf')})
-        service.jobs[jobid].time_limit = float('inf')
-        return jobid
-    jobid = ServiceRunner(db)(add)
+    jobid = ServiceRunner(db)(lambda s: s.add(
+        'echo', {'x': float('inf')}, time_limit=float('inf')))
     raw = app.get('/api/jobs/%d' % jobid).text
     detail = json.loads(raw, parse_constant=lambda c: pytest.fail(c))
     assert detail['input'] == "{'x': inf}"

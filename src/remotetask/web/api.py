@@ -444,6 +444,9 @@ def jobAction(request):
     body(request, ())
     if action == 'cancel':
         service.cancel(job.id)
+        if job.status == interfaces.PROCESSING:
+            # Asked: the job ends cancelled when its run returns.
+            request.response.status_int = 202
     elif action == 'retry':
         service.retry(job.id)
     elif action == 'start':

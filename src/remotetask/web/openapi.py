@@ -36,6 +36,14 @@ def _op(summary, response, *errors, body=None, params=None, tag='jobs',
     return op
 
 
+def _accepted(op):
+    """``op`` that may also answer 202 with the same body (a cancel asked
+    of a processing job)."""
+    op['responses']['202'] = dict(op['responses']['200'], description=(
+        'Accepted: the processing job was asked to stop'))
+    return op
+
+
 def _query(name, schema, description):
     return {'name': name, 'in': 'query', 'required': False,
             'schema': schema, 'description': description}
@@ -191,13 +199,16 @@ def document(server_url):
                 'delete': _op('Delete a job that is not processing',
                               _json({'type': 'object'}), 403, 404, 409,
                               params=[_ID])},
-            '/api/jobs/{id}/{action}': {'post': _op(
-                'cancel a waiting job, retry a failed or cancelled one, '
+            '/api/jobs/{id}/{action}': {'post': _accepted(_op(
+                'cancel a waiting job (200: it is cancelled) or a '
+                'processing one (202: its task is asked to stop, and the '
+                'job ends cancelled when its run returns; a cron job is not '
+                'scheduled again), retry a failed or cancelled one, '
                 'start a "start later" one, reschedule a cron job', job,
                 400, 403, 404, 409, params=[_ID, {
                     'name': 'action', 'in': 'path', 'required': True,
                     'schema': {'type': 'string', 'enum': [
-                        'cancel', 'retry', 'start', 'reschedule']}}])},
+                        'cancel', 'retry', 'start', 'reschedule']}}]))},
             '/api/cronjobs': {'post': _op(
                 'Add a cron job', _json(_ref('JobDetail'), 'Created'), 400,
                 403, body=_ref('NewCronJob'), status='201')},

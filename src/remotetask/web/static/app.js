@@ -68,9 +68,12 @@ async function act(label, method, path, body) {
 
 // -- formatting -----------------------------------------------------------------
 
+// Any value a job may hold: a time out of Date's range (about 275,760
+// years), a string the API made of NaN or inf, shows as it is.
 function when(t) {
   if (t === null || t === undefined) return '';
   const d = new Date(t * 1000);
+  if (typeof t !== 'number' || isNaN(d.getTime())) return String(t);
   const today = new Date();
   const time = d.toLocaleTimeString([], {hour12: false});
   if (d.toDateString() === today.toDateString()) return time;
@@ -79,6 +82,7 @@ function when(t) {
 
 function relative(t) {
   if (t === null || t === undefined) return '';
+  if (typeof t !== 'number' || !isFinite(t)) return String(t);
   const s = Math.round(t - Date.now() / 1000);
   const abs = Math.abs(s);
   const text = abs < 60 ? abs + 's' : abs < 3600 ? Math.round(abs / 60) + 'm'
