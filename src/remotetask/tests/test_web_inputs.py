@@ -1,6 +1,5 @@
 """Every bad input a 4xx or a named XML-RPC fault; headers and types of
 every response (issue 11, the rows of its table about inputs)."""
-import json
 import os
 import xmlrpc.client
 
