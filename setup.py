@@ -72,6 +72,7 @@ setup(
             # frameworks.  Zope 5.x does not start with ZODB >= 6.4 (Zope
             # issue #1291): with it, pip picks Zope 6.
             'Zope >= 5.8',
+            'zope.app.appsetup >= 5.0',
             'pyramid_zodbconn >= 0.8',
         ],
         # bench/run.py's peers (not needed by the tests).

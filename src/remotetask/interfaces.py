@@ -19,7 +19,8 @@ A *job* is one request to run a *task* (a named ``ITask`` utility) with an
                  cancelled (see ``remotetask.workflows``).
 ``queued``       waiting for a worker; due now.
 ``delayed``      waiting for a worker; due at ``job.eta`` (a delay, an ETA,
-                 or a retry with back-off).  It stays ``delayed`` until a
+                 a retry with back-off, or lovely's one-off cron job
+                 ``addCronJob(delay=...)``).  It stays ``delayed`` until a
                  worker takes it, which happens as soon as it is due.
 ``cronjob``      a repeating job waiting for its next call time.  A cron job
                  never becomes final by running: after each run it goes back
@@ -114,6 +115,45 @@ of a worker cut off from the database for longer than its lease, can have
 their task run twice under two claims; and since an outcome is written
 only while its claim holds, only one of those runs commits its outcome and
 its writes (apart from what a task committed itself).
+
+Time: ``now``
+=============
+
+Every ``now`` is epoch seconds.  A method given no ``now`` (None) uses the
+clock, ``time.time()``; a method given one uses that instead, so a caller can
+drive the service with a clock of its own, as lovely.remotetask's doctests
+do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
+
+- ``add()``, ``addCronJob()``, ``reschedule()``, ``startJob()``,
+  ``retry()``: the job is scheduled from it: a delay counts from it, a cron
+  job's next call is the first one after it.
+- ``claim()``, ``run()``, ``reap()``, ``maintain()`` (what processors call,
+  always with the real time): it is the time of the claim, of the run's end
+  (a cron job's next call is computed from it), of the lease check.  A job
+  is due for ``claim(now)`` when its ``eta`` is at or before ``now``.
+- lovely's processing calls, ``process(now)``, ``processNext(now)``,
+  ``claimNextJob(now)`` and ``hasJobsWaiting(now)``, read an explicit
+  ``now`` as lovely did:
+
+  * a cron job (or lovely's one-off delayed job, ``addCronJob(delay=...)``)
+    added or rescheduled *without* a ``now`` is scheduled from the clock at
+    once (``job.eta``, which processors and the web page use), but
+    provisionally: the first of these calls given a ``now`` schedules it
+    again from that ``now`` (``job.timeOfNextCall(now)``), so it is never
+    due in that call, and runs at the first call whose ``now`` reaches its
+    next call time.  A job that ran, or was rescheduled with a ``now``,
+    since it was added keeps its time;
+  * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
+    time-based); only ``delayed`` and ``cronjob`` jobs wait for their
+    ``eta``.
+
+  Without a ``now`` they use the clock and change no schedule: a queued
+  job's ``eta`` (the time it was queued) has passed, and cron expressions,
+  time zones and ETAs mean what they say.  ``add(delay=...)`` and
+  ``add(eta=...)`` are remotetask's, not lovely's: without a ``now`` their
+  due time comes from the clock and stays.  A real-time caller should pass
+  no ``now`` to lovely's calls (processors' clock threads pass none to
+  ``hasJobsWaiting``).
 
 Structures
 ==========
@@ -356,8 +396,11 @@ class ICronJob(IJob):
 
     The schedule is either lovely's tuple fields (all in UTC; an empty tuple
     means "any"; a time matches when it matches every non-empty field; day of
-    week 0 is Monday) or ``delay`` (run every ``delay`` seconds), or a
-    standard five-field cron ``expression`` read in ``timezone``.
+    week 0 is Monday), or ``interval`` (run every ``interval`` seconds), or a
+    standard five-field cron ``expression`` read in ``timezone``.  Or it is
+    lovely's ``delay``: the job runs once, ``delay`` seconds after it was
+    scheduled (status ``delayed``), and then ends ``completed`` or ``error``
+    like a plain job; ``service.reschedule()`` arms it again.
     """
 
     minute = zope.interface.Attribute('Tuple of minutes (0-59)')
@@ -365,23 +408,41 @@ class ICronJob(IJob):
     dayOfMonth = zope.interface.Attribute('Tuple of days of month (1-31)')
     month = zope.interface.Attribute('Tuple of months (1-12)')
     dayOfWeek = zope.interface.Attribute('Tuple of week days (0=Monday)')
-    delay = zope.interface.Attribute('Seconds between calls, or None')
+    delay = zope.interface.Attribute(
+        'Seconds before its one call (lovely\'s delayed job), or None')
+    interval = zope.interface.Attribute('Seconds between calls, or None')
     expression = zope.interface.Attribute('A cron expression, or None')
     timezone = zope.interface.Attribute('Time zone name of the expression')
 
     def update(minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
-               delay=None, expression=None, timezone=None):
+               delay=None, expression=None, timezone=None, interval=None):
         """Replace the schedule.  Call ``service.reschedule(id)`` after.
 
+        Fields that are not given are emptied (as in lovely).  A ``delay``
+        of 0 means no delay (as in lovely); ``delay`` or ``interval``,
+        when given with tuple fields, wins over them.
+
         :raises InvalidScheduleError: if the new schedule is malformed (a
-            field that is not a sequence of integers in its range, a bad
-            expression or time zone, both fields and an expression) or
-            never matches a date (February 30th); the job then keeps the
-            schedule it had.
+            field that is not a sequence of integers in its range, a delay
+            or interval that is not a positive number of seconds, both a
+            delay and an interval, a bad expression or time zone, an
+            expression with fields, a delay or an interval) or never
+            matches a date (February 30th); the job then keeps the schedule
+            it had.
         """
 
+    def repeats():
+        """False for lovely's one-off delayed job (a ``delay``), else
+        True."""
+
     def timeOfNextCall(now=None):
-        """Epoch seconds of the next call strictly after ``now``.
+        """Epoch seconds of the next call strictly after ``now`` (None: the
+        clock): ``now + delay``, ``now + interval``, or the first time after
+        ``now`` that matches the fields or the expression.  The tuple fields
+        are cron's: the finest field given sets the period, whole minutes
+        (lovely added its period to ``now``, so its call times kept the
+        seconds of ``now``; they are the same whenever ``now`` is on a
+        whole period, as in its documentation).
 
         :raises InvalidScheduleError: if the schedule never matches a date
             (``update()`` refuses such schedules, so only for old pickles).
@@ -422,7 +483,8 @@ class ITaskService(zope.interface.Interface):
     Every method runs in the caller's transaction and commits nothing.
     Unless said otherwise, methods taking a ``jobid`` raise
     ``JobNotFoundError`` (a ``KeyError``) naming the id when there is no
-    such job.  ``now`` is epoch seconds; None means the current time.
+    such job.  ``now`` is epoch seconds; None means the current time (see
+    "Time" in the module documentation for what a given one does).
     """
 
     jobs = zope.interface.Attribute('A BTree mapping job ids to jobs')
@@ -503,9 +565,16 @@ class ITaskService(zope.interface.Interface):
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None, queue='default', priority=0):
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
         """Add a cron job; return its id.  See ``ICronJob``.  Each of
         its runs waits in ``queue`` with ``priority`` (see ``add``).
+
+        It waits as ``cronjob`` until ``job.timeOfNextCall(now)``; with a
+        ``delay`` it is lovely's one-off ``delayed`` job, due ``delay``
+        seconds after ``now``.  Without a ``now``, see "Time" in the module
+        documentation: lovely's processing calls given a ``now`` schedule
+        it again from theirs.
 
         :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
             the latter also for a schedule that repeats more often than
@@ -513,17 +582,21 @@ class ITaskService(zope.interface.Interface):
         """
 
     def startJob(jobid, now=None):
-        """Queue a ``start later`` job.
-
-        :raises InvalidStatusError: if the job is not ``start later``.
+        """Queue a ``start later`` job (``delayed`` if it was added with a
+        delay or an ETA still to come) and return True; return False, and
+        change nothing, if the job is not ``start later`` (lovely's
+        answer).
         """
 
     def reschedule(jobid, now=None):
         """Put a cron job back in the queue at its next call time after
-        ``now`` (after ``job.update()``, or to revive a cancelled one).
+        ``now`` (after ``job.update()``, to revive a cancelled one, or to
+        arm a one-off delayed one again): ``cronjob``, or ``delayed`` for a
+        ``delay``.  Without a ``now`` the time is provisional, as for
+        ``addCronJob`` (see "Time").
 
         :raises InvalidStatusError: if the job is not a cron job or is
-            processing.
+            queued, processing or start later.
         """
 
     def cancel(jobid, now=None):
@@ -601,7 +674,9 @@ class ITaskService(zope.interface.Interface):
         """
 
     def hasJobsWaiting(now=None):
-        """True if a job is due."""
+        """True if a job is due at ``now``.  With an explicit ``now``,
+        lovely's rules (see "Time"): provisional cron jobs are scheduled
+        from it first, and any ``queued`` job counts."""
 
     def queue():
         """The waiting ``(eta, jobid)`` entries in due order (an iterator
@@ -694,7 +769,10 @@ class ITaskService(zope.interface.Interface):
 
     def claimNextJob(now=None):
         """Claim the next due job and return it, or None (lovely's name for
-        ``claim(now)`` of one job, without a worker or a lease)."""
+        ``claim(now)`` of one job, without a worker or a lease).  With an
+        explicit ``now``, lovely's rules (see "Time"): provisional cron
+        jobs are scheduled from it first, and when nothing is due by the
+        queue, the oldest ``queued`` job is taken."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
@@ -745,7 +823,9 @@ class ITaskService(zope.interface.Interface):
     def processNext(now=None, jobid=None):
         """Claim and run one job (the next due one, or ``jobid``, even if
         it is not due yet or waits for ``startJob``), in the current
-        transaction; return True if a job ran, False if none was due.
+        transaction; return True if a job ran, False if none was due.  The
+        next due job is ``claimNextJob(now)``'s (lovely's rules for an
+        explicit ``now``).
 
         :raises JobNotFoundError: if there is no job ``jobid``.
         :raises InvalidStatusError: if job ``jobid`` is not waiting
@@ -758,6 +838,8 @@ class ITaskService(zope.interface.Interface):
         eager mode of the tutorial and of tests; a job that becomes due
         again at once, such as a retry without delay, runs again until its
         retries are used up).  Jobs that become due after ``now`` wait.
+        Jobs are claimed by ``claimNextJob(now)`` (lovely's rules for an
+        explicit ``now``).
 
         :raises transaction.interfaces.TransientError: raised by a task.
         """

@@ -191,12 +191,27 @@ def _expression(minute, hour, dayOfMonth, month, dayOfWeek):
                      field((d + 1) % 7 for d in dayOfWeek)))
 
 
+def _seconds(name, value, zeroIsNone=False):
+    """A positive finite number of seconds (of any size: checkNumber), or
+    InvalidScheduleError naming ``name``."""
+    if value is None or (zeroIsNone and value == 0
+                         and not isinstance(value, bool)):
+        return None
+    try:
+        return checkNumber(name, value, 0, allowLow=False)
+    except ValueError:
+        raise InvalidScheduleError(
+            '%s must be a positive finite number of seconds, not %s'
+            % (name, shortRepr(value))) from None
+
+
 @zope.interface.implementer(interfaces.ICronJob)
 class CronJob(Job):
     """See ICronJob."""
 
     minute = hour = dayOfMonth = month = dayOfWeek = ()
     delay = None
+    interval = None
     expression = None
     timezone = None
 
@@ -204,23 +219,34 @@ class CronJob(Job):
         super().__init__(id, task, input, created)
         self.update(**schedule)
 
+    def __setstate__(self, state):
+        # Before ``interval`` existed, ``delay`` repeated the job every
+        # ``delay`` seconds; it now means lovely's one-off delay.  A pickle
+        # without ``interval`` (update() always sets it) is such an old
+        # job: it keeps repeating.
+        if state.get('delay') is not None and 'interval' not in state:
+            state = dict(state, interval=state['delay'], delay=None)
+        super().__setstate__(state)
+
     def update(self, minute=(), hour=(), dayOfMonth=(), month=(),
-               dayOfWeek=(), delay=None, expression=None, timezone=None):
+               dayOfWeek=(), delay=None, expression=None, timezone=None,
+               interval=None):
         """See ICronJob."""
         fields = {name: _checkField(name, value) for name, value in
                   zip(_FIELDS, (minute, hour, dayOfMonth, month, dayOfWeek))}
-        if delay is not None:
-            try:
-                delay = checkNumber('delay', delay, 0, allowLow=False)
-            except ValueError:
-                raise InvalidScheduleError(
-                    'delay must be a positive finite number of seconds, '
-                    'not %s' % shortRepr(delay)) from None
+        # As in lovely.remotetask, a delay of 0 means no delay.
+        delay = _seconds('delay', delay, zeroIsNone=True)
+        interval = _seconds('interval', interval)
+        if delay is not None and interval is not None:
+            raise InvalidScheduleError(
+                'give either a delay (run once) or an interval (run again '
+                'and again), not both')
         if expression is not None:
-            if delay is not None or any(fields.values()):
+            if delay is not None or interval is not None \
+                    or any(fields.values()):
                 raise InvalidScheduleError(
-                    'give either a cron expression or the tuple fields and '
-                    'delay, not both')
+                    'give either a cron expression or the tuple fields, '
+                    'delay and interval, not both')
             if not croniter.is_valid(expression):
                 raise InvalidScheduleError(
                     'not a valid cron expression: %r' % (expression,))
@@ -238,6 +264,7 @@ class CronJob(Job):
         for name, value in fields.items():
             setattr(self, name, value)
         self.delay = delay
+        self.interval = interval
         self.expression = expression
         self.timezone = timezone
         try:
@@ -248,12 +275,18 @@ class CronJob(Job):
                 setattr(self, name, value)
             raise
 
+    def repeats(self):
+        """See ICronJob."""
+        return self.delay is None
+
     def timeOfNextCall(self, now=None):
         """See ICronJob."""
         if now is None:
             now = time.time()
         if self.delay is not None:
             return now + self.delay
+        if self.interval is not None:
+            return now + self.interval
         try:
             if self.expression is not None:
                 tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')
@@ -279,7 +312,8 @@ class CronJob(Job):
         return {'minute': self.minute, 'hour': self.hour,
                 'dayOfMonth': self.dayOfMonth, 'month': self.month,
                 'dayOfWeek': self.dayOfWeek, 'delay': self.delay,
-                'expression': self.expression, 'timezone': self.timezone}
+                'interval': self.interval, 'expression': self.expression,
+                'timezone': self.timezone}
 
     def info(self):
         info = super().info()

@@ -50,10 +50,17 @@ def checkCronPeriod(job, now):
     """Refuse the schedule of the cron job ``job`` if two consecutive calls
     are less than ``MIN_CRON_PERIOD`` apart."""
     if job.delay is not None:
-        if job.delay < MIN_CRON_PERIOD:
+        # lovely's one-off delayed job: it does not repeat.
+        if now + job.delay > HORIZON:
             raise InvalidScheduleError(
-                'a cron job may repeat at most once a second: delay must be '
-                '>= %g seconds, not %r' % (MIN_CRON_PERIOD, job.delay))
+                'delay %r is too far in the future: a job must be due '
+                'before the year 10000' % (job.delay,))
+        return
+    if job.interval is not None:
+        if job.interval < MIN_CRON_PERIOD:
+            raise InvalidScheduleError(
+                'a cron job may repeat at most once a second: interval must '
+                'be >= %g seconds, not %r' % (MIN_CRON_PERIOD, job.interval))
         return
     first = job.timeOfNextCall(now)
     second = job.timeOfNextCall(first)

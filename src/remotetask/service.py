@@ -9,12 +9,11 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
-from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, limits, routing, workflows
+from remotetask import (events, interfaces, limits, routing, scheduling,
+                        workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -24,16 +23,12 @@ from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
-    claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
+    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
+    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
+    roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
-
-
-#: Statuses whose index every add, claim and completion changes: they hold
-#: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING, DEFERRED)
 
 
 #: How many due jobs a claim looks past, per lane, when the jobs it meets
@@ -78,27 +73,23 @@ class TaskService(persistent.Persistent):
     """See ITaskService.
 
     The service object itself is written only when created: every add and
-    claim writes the smaller objects it holds (see ``structures``).
+    claim writes the smaller objects it holds, and concurrent adds write
+    different ones (see ``structures``).
     """
 
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
+    #: Cron jobs scheduled from the clock, for lovely's fake clock (see
+    #: ``scheduling``); created on first use.
+    _provisional = None
 
     def __init__(self):
-        self.jobs = LOBTree()
+        # All partitioned by the lanes of the ids (structures.partitionOf),
+        # so that concurrent adds write different BTrees.
+        self.jobs = JobTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status in (STARTLATER, DEFERRED) else IdIndex()
-                       for status in STATUSES}
-        # A key that is never removed keeps the busiest indexes from the
-        # two changes BTrees can not merge: removing a bucket's first key
-        # and emptying it.  Without it a claim (which removes the oldest
-        # queued id, the first key) conflicted with every concurrent add
-        # while the backlog fits in one bucket, and a completion with any
-        # concurrent claim.  Job ids start at 1; jobIds() hides the key.
-        for status in HOT_STATUSES:
-            self._index[status].insert(SENTINEL)
+        self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
@@ -112,8 +103,7 @@ class TaskService(persistent.Persistent):
         # change that needs them (workflows._persistIndex).
         for status in STATUSES:
             if status not in self._index:
-                self._index[status] = WaitingIndex()
-                self._index[status].insert(SENTINEL)
+                self._index[status] = _statusIndex(status)
                 self._counts[status] = Length()
 
     def __repr__(self):
@@ -169,10 +159,12 @@ class TaskService(persistent.Persistent):
         self.jobs[job.id] = job
         ids = self._byTask.get(job.task)
         if ids is None:
-            ids = self._byTask[job.task] = LOTreeSet()
+            ids = self._byTask[job.task] = IdSet(WaitingIndex)
         ids.insert(job.id)
 
     def _forget(self, job):
+        if isinstance(job, CronJob):
+            scheduling.forget(self, job)
         if job._links is not None:
             workflows.forgotten(self, job)
         ids = self._byTask.get(job.task)
@@ -189,7 +181,7 @@ class TaskService(persistent.Persistent):
         """Put a job in the queue, due at ``eta`` (None: at once, or at its
         next call time for a cron job)."""
         if isinstance(job, CronJob):
-            status = CRONJOB
+            status = scheduling.waitingStatus(job)
             eta = job.timeOfNextCall(now) if eta is None else eta
         else:
             eta = now if eta is None else eta
@@ -282,18 +274,22 @@ class TaskService(persistent.Persistent):
 
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None, queue='default', priority=0):
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
         """See ITaskService."""
-        now = _now(now)
+        given, now = now is not None, _now(now)
         routing.checkQueue(queue)
         routing.checkPriority(priority)
         job = self._newJob(CronJob, task, input, now, queue, priority,
                            minute=minute,
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
-                           expression=expression, timezone=timezone)
+                           expression=expression, timezone=timezone,
+                           interval=interval)
         self._store(job)
-        self._enter(job, CRONJOB, job.timeOfNextCall(now))
+        self._enter(job, scheduling.waitingStatus(job),
+                    job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
         return job.id
 
     # -- managing jobs -------------------------------------------------------
@@ -314,21 +310,26 @@ class TaskService(persistent.Persistent):
     def startJob(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'start', (STARTLATER,))
+        if job._status != STARTLATER:
+            return False
         now = _now(now)
         eta = job.meta.pop('eta', None) if job.meta else None
         if job.meta is not None:
             job.meta = dict(job.meta)
         self._wait(job, eta, now)
+        return True
 
     def reschedule(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
         if not isinstance(job, CronJob):
             raise InvalidStatusError('job %s is not a cron job' % job.id)
-        self._refuse(job, 'reschedule', (CRONJOB, CANCELLED, ERROR))
-        now = _now(now)
-        self._transition(job, CRONJOB, job.timeOfNextCall(now))
+        self._refuse(job, 'reschedule', (CRONJOB, DELAYED, CANCELLED, ERROR,
+                                         COMPLETED))
+        given, now = now is not None, _now(now)
+        self._transition(job, scheduling.waitingStatus(job),
+                         job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
 
     def cancel(self, jobid, now=None):
         """See ITaskService."""
@@ -356,7 +357,7 @@ class TaskService(persistent.Persistent):
         job.retries = 0
         if job._after:
             workflows.retry(self, job, now)
-        elif isinstance(job, CronJob):
+        elif isinstance(job, CronJob) and job.repeats():
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -418,13 +419,13 @@ class TaskService(persistent.Persistent):
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
         if task is None:
-            if byStatus is None:
-                return self.jobs.keys()
-            return IdsView(byStatus) if SENTINEL in byStatus else byStatus
-        byTask = self._byTask.get(task, LOTreeSet())
+            return self.jobs if byStatus is None else byStatus
+        byTask = self._byTask.get(task)
+        if byTask is None:
+            byTask = IdSet(partitions=1)        # (not stored)
         if byStatus is None:
             return byTask
-        return _intersection(byStatus, byTask)      # ids only: no sentinel
+        return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
@@ -440,6 +441,8 @@ class TaskService(persistent.Persistent):
 
     def hasJobsWaiting(self, now=None):
         """See ITaskService."""
+        if now is not None:
+            return scheduling.hasJobsWaiting(self, now)
         return routing.hasDue(self, _now(now))
 
     # -- routing and flow control (routing.py) -------------------------------
@@ -518,9 +521,12 @@ class TaskService(persistent.Persistent):
             due = queue.due(now, wanted + extra, start)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
-                _warm(load, *(leaves(self.jobs, ids)
-                              + leaves(self._index[QUEUED], ids)
-                              + leaves(self._index[PROCESSING], ids)))
+                trees = (self.jobs, self._index[QUEUED],
+                         self._index[PROCESSING])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, ids)])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, ids)])
                 _warm(load, *[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
@@ -563,15 +569,13 @@ class TaskService(persistent.Persistent):
 
     def claimNextJob(self, now=None):
         """See ITaskService."""
-        claimed = self.claim(now)
-        return claimed[0] if claimed else None
+        return scheduling.claimNext(self, now)
 
     def owns(self, job, token):
         """See ITaskService."""
         return job._status == PROCESSING and job.attempt_count == token
 
-    @staticmethod
-    def claimToken(job):
+    def claimToken(self, job):
         """See ITaskService."""
         return job.attempt_count
 
@@ -616,8 +620,11 @@ class TaskService(persistent.Persistent):
             checkPicklable(result, 'result')
             if load:
                 _warm(load, *ends)
-                _warm(load, *(leaves(self._index[PROCESSING], [job.id])
-                              + leaves(self._index[COMPLETED], [job.id])))
+                trees = (self._index[PROCESSING], self._index[COMPLETED])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, [job.id])])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, [job.id])])
         except TransientError:
             raise
         except Retry as e:
@@ -695,7 +702,7 @@ class TaskService(persistent.Persistent):
             return CANCELLED
         end = self._settle(job, now, COMPLETED)
         job.output = result
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.error = job.traceback = None
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
@@ -710,7 +717,7 @@ class TaskService(persistent.Persistent):
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
         else:
@@ -814,10 +821,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         due = _now(now)
         while True:
-            claimed = self.claim(due)
-            if not claimed:
+            job = scheduling.claimNext(self, now, due)
+            if job is None:
                 break
-            self.run(claimed[0], now)
+            self.run(job, now)
 
     # -- processors (see remotetask.processor) -------------------------------
 
@@ -835,6 +842,13 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+def _statusIndex(status):
+    """A new index for ``status``: a waiting status's leaves are rewritten
+    by every add, so they are smaller (see structures.WaitingIndex)."""
+    waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
+    return IdSet(WaitingIndex if waiting else IdIndex)
 
 
 def _warm(load, *objects):

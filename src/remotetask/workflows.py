@@ -401,12 +401,13 @@ def _parentJobs(service, job):
 
 def _prefetch(service, ids, chunk=2000):
     """Load many jobs over ZEO/RelStorage in a few round trips."""
-    from remotetask.structures import leaves, prefetcher
+    from remotetask.structures import leaves, prefetcher, roots
     load = prefetcher(service._p_jar)
     if load is None or len(ids) < 16:
         return
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
+        load(roots(service.jobs, part))
         load(leaves(service.jobs, part))
         load([service.jobs.get(jobid) for jobid in part])
 

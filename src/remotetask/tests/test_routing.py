@@ -88,7 +88,7 @@ def test_retries_and_hand_backs_stay_in_their_lane(service):
 
 
 def test_cron_jobs_have_a_queue_and_priority(service):
-    jobid = service.addCronJob('echo', delay=10, queue='cron', priority=2,
+    jobid = service.addCronJob('echo', interval=10, queue='cron', priority=2,
                                now=0)
     job = service.jobs[jobid]
     assert (job.queue, job.priority, job.status) == ('cron', 2, CRONJOB)
@@ -308,7 +308,7 @@ def test_bulk_actions(service):
     assert service.count(ERROR) == 0
     later = service.add('echo', 2, queue='a', delay=50, now=3)
     held = service.add('echo', 3, queue='a', startLater=True)
-    cron = service.addCronJob('echo', delay=10, queue='a')
+    cron = service.addCronJob('echo', interval=10, queue='a')
     assert service.purge(queue='a', dry_run=True) == 4
     assert service.purge(queue='a', task='other') == 1
     assert service.purge(queue='a') == 3
@@ -352,7 +352,7 @@ def test_bad_routing_input_is_refused_and_nothing_stored(service, kw,
         service.add('echo', 1, **kw)
     with pytest.raises(InvalidInputError, match=message.split()[0]):
         if 'unique_key' not in kw:
-            service.addCronJob('echo', delay=5, **kw)
+            service.addCronJob('echo', interval=5, **kw)
         else:
             raise InvalidInputError(message)
     assert service.count() == 0 and list(service.queue()) == []

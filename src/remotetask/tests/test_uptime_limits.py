@@ -60,12 +60,12 @@ def test_time_limit_must_be_a_number(service):
 @pytest.mark.parametrize('delay', [1e-9, 0.01, 0.999])
 def test_cron_delay_under_a_second_is_refused(service, delay):
     with pytest.raises(InvalidScheduleError, match='once a second'):
-        service.addCronJob('echo', delay=delay)
+        service.addCronJob('echo', interval=delay)
     assert service.count() == 0
 
 
 def test_cron_once_a_second_is_allowed_also_as_an_expression(service):
-    a = service.addCronJob('echo', delay=1, now=100)
+    a = service.addCronJob('echo', interval=1, now=100)
     assert service.jobs[a].eta == 101
     # croniter's six-field expressions have seconds: every second is the
     # fastest they can go, and allowed.
@@ -74,11 +74,11 @@ def test_cron_once_a_second_is_allowed_also_as_an_expression(service):
 
 
 def test_editing_a_cron_job_into_a_runaway_keeps_its_schedule(service):
-    jobid = service.addCronJob('echo', delay=60)
+    jobid = service.addCronJob('echo', interval=60)
     job = service.jobs[jobid]
     with pytest.raises(InvalidScheduleError, match='once a second'):
-        job.update(delay=0.001)
-    assert job.delay == 60
+        job.update(interval=0.001)
+    assert job.interval == 60
 
 
 # -- bounded attempt history --------------------------------------------------
@@ -91,7 +91,7 @@ def _runCron(service, jobid, times, now):
 
 
 def test_attempt_history_keeps_first_and_last_and_a_count(service):
-    jobid = service.addCronJob('echo', 'x', delay=10, now=0)
+    jobid = service.addCronJob('echo', 'x', interval=10, now=0)
     small = None
     for runs in (10, 1000):
         _runCron(service, jobid, runs - (small is not None and 10 or 0), 0)
@@ -113,7 +113,7 @@ def test_attempt_history_keeps_first_and_last_and_a_count(service):
 
 
 def test_claim_token_stays_unique_once_history_is_bounded(service):
-    jobid = service.addCronJob('echo', delay=10, now=0)
+    jobid = service.addCronJob('echo', interval=10, now=0)
     _runCron(service, jobid, 20, 0)
     job = service.jobs[jobid]
     claimed = service.claim(now=job.eta + 1)[0]
@@ -157,7 +157,7 @@ def test_cancel_of_a_processing_job_ends_it_cancelled_when_it_returns(
 
 
 def test_a_cancelled_cron_job_is_not_scheduled_again(service):
-    jobid = service.addCronJob('echo', delay=10, now=0)
+    jobid = service.addCronJob('echo', interval=10, now=0)
     job = service.claim(now=10)[0]
     service.cancel(jobid, now=11)
     # The request is in this snapshot: the run's end sees it even when
@@ -171,7 +171,7 @@ def test_a_cancel_that_missed_the_run_stops_the_next_claim(service):
     """The race: the cancel commits after the run's transaction read the
     job.  The run ends normally (the cron job is queued again); its next
     claim finds the request and cancels the job instead of running it."""
-    jobid = service.addCronJob('echo', delay=10, now=0)
+    jobid = service.addCronJob('echo', interval=10, now=0)
     job = service.claim(now=10)[0]
     progress = job._progress
     assert service.run(job, now=11) == CRONJOB

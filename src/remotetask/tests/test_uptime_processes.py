@@ -99,7 +99,7 @@ def test_a_cron_job_cancelled_while_running_is_not_run_again(
         client, worker, tmp_path):
     log = str(tmp_path / 'runs.log')
     jobid = client.service.addCronJob('untilcancelled', {'log': log},
-                                      delay=1)
+                                      interval=1)
     client.commit()
     proc = worker()
     waitLog(log, lambda lines: len(lines) >= 1, what='a run to start')

@@ -22,7 +22,7 @@ def test_delay_past_the_horizon_is_400(app):
 
 def test_runaway_cron_job_is_400(app):
     response = app.post_json('/api/cronjobs', {'task': 'echo',
-                                               'delay': 1e-9}, status=400)
+                                               'interval': 1e-9}, status=400)
     assert 'once a second' in response.json['error']
     assert app.get('/api/counts').json['total'] == 0
 

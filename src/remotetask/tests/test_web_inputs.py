@@ -157,6 +157,8 @@ def test_nesting_20000_deep_is_a_named_fault(app):
      'timezone must be a string or nil, not 7'),
     ('addCronJob', ('echo', None, [], [], [], [], [], 'soon'),
      "delay must be a number or nil, not 'soon'"),
+    ('addCronJob', ('echo', None, [], [], [], [], [], None, None, None,
+                    [60]), 'interval must be a number or nil, not [60]'),
     ('addCronJob', ('echo', None, ['1']),
      "minute must be an array of integers, not ['1']"),
     ('addCronJob', ('echo', None, [], [], [], [], {'a': 1}),

@@ -108,6 +108,14 @@ def folderIds(db, site):
         conn.close()
 
 
+def title(db, site, name):
+    conn = db.open()
+    try:
+        return conn.root()['Application'][site][name].title
+    finally:
+        conn.close()
+
+
 def test_autostarted_jobs_run_in_their_site_as_the_configured_user(app, db):
     """site1@tasks and site2@* start; each job sees its own site's local
     utility; a job that needs a permission runs as the configured user;
@@ -116,7 +124,8 @@ def test_autostarted_jobs_run_in_their_site_as_the_configured_user(app, db):
     app.configure(productConfig(autostart='site1@tasks, site2@*',
                                  user='worker', concurrency=2, grace=1))
     ids = addJobs(app, ('site1', 'greet', 'one'), ('site2', 'greet', 'two'),
-                  ('site1', 'addFolder', 'made'))
+                  ('site1', 'addFolder', 'made'),
+                  ('site1', 'retitle', {'path': 'doc', 'title': 'Final'}))
     app.start()
     app.waitForLog('autostart site2@tasks: processing')
 
@@ -131,6 +140,11 @@ def test_autostarted_jobs_run_in_their_site_as_the_configured_user(app, db):
     assert made.output == {'user': 'worker',
                            'url': 'http://localhost:8080/site1/made'}
     assert 'made' in folderIds(db, 'site1')
+    edited = waitFor(db, 'site1', ids['site1', 'retitle'],
+                     {'completed', 'error'})
+    assert (edited.status, edited.output) == (
+        'completed', 'http://localhost:8080/site1/doc'), edited.error
+    assert title(db, 'site1', 'doc') == 'Final'
 
     # Added from another process while Zope runs: picked up.
     zope.component.provideUtility(SimpleTask(zopetasks.greet), ITask,
@@ -157,13 +171,20 @@ def test_autostarted_jobs_run_in_their_site_as_the_configured_user(app, db):
 
 def test_without_a_user_a_job_needing_a_permission_fails(app, db):
     app.configure(productConfig(autostart='site1@tasks'))
-    ids = addJobs(app, ('site1', 'addFolder', 'denied'))
+    ids = addJobs(app, ('site1', 'addFolder', 'denied'),
+                  ('site1', 'retitle', {'path': 'doc', 'title': 'Final'}))
     app.start()
     job = waitFor(db, 'site1', ids['site1', 'addFolder'],
                   {'completed', 'error'})
     assert job.status == 'error'
     assert 'Unauthorized' in job.error
     assert 'denied' not in folderIds(db, 'site1')
+    job = waitFor(db, 'site1', ids['site1', 'retitle'],
+                  {'completed', 'error'})
+    assert (job.status, job.error) == (
+        'error', 'AccessControl.unauthorized.Unauthorized: may not edit doc')
+    assert title(db, 'site1', 'doc') == 'Draft'
+
 
 
 def test_bad_configuration_one_line_each_and_the_rest_starts(app, db):

@@ -202,3 +202,55 @@ def test_config_doctests():
     failures, tests = doctest.testmod(
         config, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tests and not failures
+
+
+def test_a_zope_app_appsetup_application(tmp_path, tasks, caplog):
+    """The bootstrap of a zope.app.appsetup (zope.app.wsgi) application:
+    its root folder is a site; the configuration comes from its product
+    configuration; the subscriber is the one of remotetask.zope's ZCML."""
+    appsetup = pytest.importorskip('zope.app.appsetup.appsetup')
+    from zope.app.appsetup.bootstrap import bootStrapSubscriber
+    from zope.app.appsetup.product import setProductConfiguration
+    from zope.configuration import xmlconfig
+    from zope.processlifetime import IDatabaseOpened
+
+    import remotetask.zope
+    caplog.set_level(logging.INFO, 'remotetask.zope')
+    xmlconfig.file('configure.zcml', remotetask.zope)
+    zope.component.provideHandler(bootStrapSubscriber, (IDatabaseOpened,))
+    setProductConfiguration('remotetask', {'autostart': '@tasks',
+                                           'stop-on-sigterm': 'off'})
+    path = str(tmp_path / 'Data.fs')
+
+    # First start: the bootstrap creates the root folder; no service yet.
+    appsetup.database(path).close()
+    assert "autostart @tasks: the root folder has no task service named " \
+        "'tasks' (its task services: none)" in caplog.text
+
+    db = ZODB.DB(FileStorage(path))
+    with db.transaction() as conn:
+        sm = conn.root()['Application'].getSiteManager()
+        sm['default']['tasks'] = service = TaskService()
+        sm.registerUtility(service, ITaskService, name='tasks')
+        sm.registerUtility(Greeter('hello from the root'), IGreeter)
+        jobid = service.add('greet')
+    db.close()
+
+    # Next start: its processor runs the job in the root folder's site.
+    db = appsetup.database(path)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with db.transaction() as conn:
+                root = conn.root()['Application']
+                job = root.getSiteManager().getUtility(
+                    ITaskService, 'tasks').jobs[jobid]
+                if job.status in ('completed', 'error'):
+                    break
+            assert time.monotonic() < deadline, job.status
+            time.sleep(0.05)
+        assert (job.status, job.output) == (
+            'completed', 'None: hello from the root')
+    finally:
+        db.close()
+    assert '@tasks: processing stopped' in caplog.text

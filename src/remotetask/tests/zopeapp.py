@@ -74,6 +74,8 @@ SITE_ZCML = """\
                    function="remotetask.tests.zopetasks.greet" />
   <remotetask:task name="addFolder"
                    function="remotetask.tests.zopetasks.addFolder" />
+  <remotetask:task name="retitle"
+                   function="remotetask.tests.zopetasks.retitle" />
   <remotetask:task name="slow"
                    function="remotetask.tests.zopetasks.slow" />
 </configure>
@@ -110,6 +112,7 @@ for name in ('site1', 'site2'):
     sm = makeSite(getattr(app, name))
     sm.registerUtility(TaskService(), ITaskService, name='tasks')
     sm.registerUtility(Greeter('Hello from ' + name), IGreeter)
+manage_addFolder(app.site1, 'doc', title='Draft')
 # A user of the root's user folder, and one of site2's own.
 app.acl_users._doAddUser('worker', 'secret', ['Manager'], [])
 manage_addUserFolder(app.site2)

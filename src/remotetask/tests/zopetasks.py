@@ -39,6 +39,16 @@ def addFolder(input):
             'url': site[input].absolute_url()}
 
 
+def retitle(input):
+    """The README's example: edit content, checked as the job's user."""
+    from AccessControl import Unauthorized, getSecurityManager
+    doc = getSite().restrictedTraverse(input['path'])
+    if not getSecurityManager().checkPermission('Manage properties', doc):
+        raise Unauthorized('may not edit %s' % input['path'])
+    doc.manage_changeProperties(title=input['title'])
+    return doc.absolute_url()
+
+
 def slow(input):
     """Run until cancelled (the processor stops) or ``input`` seconds."""
     deadline = time.monotonic() + float(input)

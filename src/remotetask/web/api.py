@@ -37,7 +37,7 @@ MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 SCAN_LIMIT = 20000
 SCHEDULE_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
-                   'delay', 'expression', 'timezone')
+                   'delay', 'expression', 'timezone', 'interval')
 
 
 def includeme(config):
@@ -450,7 +450,9 @@ def jobAction(request):
     elif action == 'retry':
         service.retry(job.id)
     elif action == 'start':
-        service.startJob(job.id)
+        if not service.startJob(job.id):
+            raise InvalidStatusError('can not start job %s: it is %r (only '
+                                     "'start later')" % (job.id, job.status))
     elif action == 'reschedule':
         service.reschedule(job.id)
     else:
@@ -473,6 +475,7 @@ def schedule(data):
                       % (name, json.dumps(value)))
         kw[name] = tuple(value)
     kw['delay'] = number(data, 'delay')
+    kw['interval'] = number(data, 'interval')
     kw['expression'] = text(data, 'expression') or None
     kw['timezone'] = text(data, 'timezone') or None
     return kw

@@ -85,12 +85,15 @@ SCHEMAS = {
         'max_retries': {'type': 'integer', 'nullable': True},
         'max_starts': {'type': 'integer', 'nullable': True}}}]},
     'Schedule': {'type': 'object', 'description':
-                 'Either the UTC fields (empty: any; dayOfWeek 0 = Monday) '
-                 'and/or delay, or a five-field cron expression in timezone',
+                 'Either the UTC fields (empty: any; dayOfWeek 0 = Monday), '
+                 'or interval (run every so many seconds), or delay (run '
+                 'once, so many seconds later: status "delayed"), or a '
+                 'five-field cron expression in timezone',
                  'properties': {
                      'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS,
                      'month': _INTS, 'dayOfWeek': _INTS,
                      'delay': {'type': 'number', 'nullable': True},
+                     'interval': {'type': 'number', 'nullable': True},
                      'expression': {'type': 'string', 'nullable': True},
                      'timezone': {'type': 'string', 'nullable': True}}},
     'NewJob': {'type': 'object', 'required': ['task'],

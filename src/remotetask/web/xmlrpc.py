@@ -121,13 +121,14 @@ def add(request, task, input=None, startLater=False):
 
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
-               timezone=None):
-    """Add a cron job; return its id."""
+               timezone=None, interval=None):
+    """Add a cron job; return its id.  ``delay``: lovely's one-off delayed
+    job; ``interval``: run every so many seconds."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
-        timezone=timezone or None,
+        timezone=timezone or None, interval=interval,
         **{name: tuple(value) for name, value in fields.items()})
     wakeAfterCommit(request)
     return jobid
@@ -168,6 +169,7 @@ PARAMETERS = {
     'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS, 'month': _INTS,
     'dayOfWeek': _INTS,
     'delay': ('a number or nil', lambda v: v is None or _isNumber(v)),
+    'interval': ('a number or nil', lambda v: v is None or _isNumber(v)),
     'expression': _TEXT_OR_NIL,
     'timezone': _TEXT_OR_NIL,
     'type': ('a string (a task type)', lambda v: isinstance(v, str)),
@@ -194,15 +196,23 @@ def _describe(value):
 
 
 def startJob(request, jobid):
-    """Queue a job added with startLater; return True."""
-    request.service.startJob(_id(jobid))
-    wakeAfterCommit(request)
-    return True
+    """Queue a job added with startLater: True; False if it is not
+    waiting to be started (lovely's answers)."""
+    started = request.service.startJob(_id(jobid))
+    if started:
+        wakeAfterCommit(request)
+    return started
 
 
 def cancel(request, jobid):
-    """Cancel a waiting job; return True."""
-    request.service.cancel(_id(jobid))
+    """Cancel a job: True (a running one is asked to stop, see
+    ``ITaskService.cancel``); False if it already ended, so that a client
+    that raced a fast worker gets lovely's answer rather than a fault.  An
+    unknown id is still a fault."""
+    try:
+        request.service.cancel(_id(jobid))
+    except interfaces.InvalidStatusError:
+        return False
     return True
 
 

@@ -121,7 +121,8 @@ function scheduleText(s) {
   const parts = [];
   for (const name of ['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'])
     if (s[name] && s[name].length) parts.push(name + '=' + s[name].join(','));
-  if (s.delay) parts.push('every ' + s.delay + 's');
+  if (s.interval) parts.push('every ' + s.interval + 's');
+  if (s.delay) parts.push('once, ' + s.delay + 's after scheduling');
   return parts.join(' ') || 'every minute';
 }
 
@@ -140,7 +141,7 @@ function jobActions(job) {
     add('Start', () => act('Job ' + job.id + ' started', 'POST', path + '/start'));
   if (['error', 'cancelled'].includes(job.status))
     add('Retry', () => act('Job ' + job.id + ' queued again', 'POST', path + '/retry'));
-  if (job.cron && ['cronjob', 'cancelled', 'error'].includes(job.status))
+  if (job.cron && ['cronjob', 'delayed', 'cancelled', 'error', 'completed'].includes(job.status))
     add('Reschedule', () => act('Job ' + job.id + ' rescheduled', 'POST', path + '/reschedule'));
   if (job.status !== 'processing')
     add('Delete', () => {
@@ -251,10 +252,12 @@ function scheduleFields(form) {
   const box = $('.schedule-fields', form);
   box.replaceChildren(
     el('label', {}, 'Schedule ', el('select', {name: 'mode', onchange: () => showMode(form)},
-      el('option', {value: 'delay'}, 'every N seconds'),
+      el('option', {value: 'interval'}, 'every N seconds'),
+      el('option', {value: 'delay'}, 'once, N seconds later'),
       el('option', {value: 'expression'}, 'cron expression'),
       el('option', {value: 'fields'}, 'fields (UTC)'))),
-    el('label', {class: 'mode-delay'}, 'Every (s) ', el('input', {name: 'delay', type: 'number', min: '1', step: 'any', value: '60'})),
+    el('label', {class: 'mode-interval'}, 'Every (s) ', el('input', {name: 'interval', type: 'number', min: '1', step: 'any', value: '60'})),
+    el('label', {class: 'mode-delay'}, 'After (s) ', el('input', {name: 'delay', type: 'number', min: '1', step: 'any', value: '60'})),
     el('div', {class: 'mode-expression row'},
       el('label', {}, 'Expression ', el('input', {name: 'expression', placeholder: '*/5 * * * *'})),
       el('label', {}, 'Time zone ', el('input', {name: 'timezone', placeholder: 'UTC'}))),
@@ -266,14 +269,15 @@ function scheduleFields(form) {
 
 function showMode(form) {
   const mode = $('[name=mode]', form).value;
-  for (const m of ['delay', 'expression', 'fields'])
+  for (const m of ['interval', 'delay', 'expression', 'fields'])
     $$('.mode-' + m, form).forEach((node) => { node.hidden = m !== mode; });
 }
 
 function fillSchedule(form, s) {
-  const mode = s.expression ? 'expression' : s.delay && !['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek']
-    .some((n) => s[n] && s[n].length) ? 'delay' : 'fields';
+  const fields = ['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'].some((n) => s[n] && s[n].length);
+  const mode = s.expression ? 'expression' : fields ? 'fields' : s.interval ? 'interval' : s.delay ? 'delay' : 'fields';
   $('[name=mode]', form).value = mode;
+  $('[name=interval]', form).value = s.interval || '';
   $('[name=delay]', form).value = s.delay || '';
   $('[name=expression]', form).value = s.expression || '';
   $('[name=timezone]', form).value = s.timezone || '';
@@ -285,7 +289,8 @@ function fillSchedule(form, s) {
 function readSchedule(form) {
   const mode = $('[name=mode]', form).value;
   const s = {};
-  if (mode === 'delay') s.delay = Number($('[name=delay]', form).value);
+  if (mode === 'interval') s.interval = Number($('[name=interval]', form).value);
+  else if (mode === 'delay') s.delay = Number($('[name=delay]', form).value);
   else if (mode === 'expression') {
     s.expression = $('[name=expression]', form).value.trim();
     const tz = $('[name=timezone]', form).value.trim();
