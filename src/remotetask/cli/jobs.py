@@ -23,8 +23,11 @@ CLEANABLE = ('completed', 'error', 'cancelled')
 @click.option('--unique-key', default=None, metavar='KEY',
               help='Add nothing while a job with this key is waiting or '
                    'processing: print its id.')
+@click.option('--after', 'after', multiple=True, type=int, metavar='ID',
+              help='A job it waits for (repeatable): it is deferred until '
+                   'they all completed, cancelled if one fails.')
 def add(uri, service, imports, zcml, task, input, delay, start_later, queue,
-        priority, unique_key):
+        priority, unique_key, after):
     """Add a job; INPUT is JSON (default null).  Prints the job id."""
     try:
         value = json.loads(input) if input is not None else None
@@ -36,7 +39,8 @@ def add(uri, service, imports, zcml, task, input, delay, start_later, queue,
         jobid = runner(lambda s: s.add(task, value, startLater=start_later,
                                        delay=delay, queue=queue,
                                        priority=priority,
-                                       unique_key=unique_key))
+                                       unique_key=unique_key,
+                                       after=after or None))
     except RemoteTaskError as e:
         fail(e)
     click.echo(jobid)
@@ -55,6 +59,8 @@ def status(uri, service, imports, zcml, jobid):
         data = job.info()
         data['result'] = _jsonable(job.output)
         data['traceback'] = job.traceback
+        from remotetask import workflows
+        data.update(workflows.describe(s, job))
         return data
     try:
         click.echo(json.dumps(runner(info), indent=2, sort_keys=True))

@@ -83,7 +83,41 @@ SCHEMAS = {
         'meta': {'type': 'object'}, 'lease_expires': _EPOCH,
         'time_limit': {'type': 'number', 'nullable': True},
         'max_retries': {'type': 'integer', 'nullable': True},
-        'max_starts': {'type': 'integer', 'nullable': True}}}]},
+        'max_starts': {'type': 'integer', 'nullable': True},
+        'parents': dict(_INTS, description='Ids of the jobs it was added '
+                        'after (the first 100)'),
+        'parents_total': {'type': 'integer'},
+        'children': dict(_INTS, description='Ids of the jobs added after '
+                         'it (the first 100)'),
+        'children_total': {'type': 'integer'},
+        'waiting_for': {'type': 'integer', 'nullable': True, 'description':
+                        'A deferred job: how many parents have not '
+                        'completed yet'},
+        'waiting_on': dict(_INTS, description='A deferred job: up to 10 of '
+                           'the parents that have not completed')}}]},
+    'Step': {'oneOf': [
+        {'type': 'object', 'required': ['task'],
+         'additionalProperties': False, 'properties': {
+             'task': {'type': 'string'}, 'input': {
+                 'description': 'Any JSON value; null in a chain: the '
+                 'previous step\'s result, in a then: the list of the '
+                 'group\'s results'}}},
+        {'type': 'array', 'minItems': 2, 'maxItems': 2,
+         'description': '[task, input]'}]},
+    'After': {'oneOf': [{'type': 'integer'}, _INTS], 'description':
+              'Job ids: the job is deferred until they all completed, and '
+              'cancelled if one fails, is cancelled or deleted'},
+    'NewChain': {'type': 'object', 'required': ['steps'],
+                 'additionalProperties': False, 'properties': {
+                     'steps': {'type': 'array', 'minItems': 1,
+                               'items': _ref('Step')},
+                     'after': _ref('After')}},
+    'NewGroup': {'type': 'object', 'required': ['steps'],
+                 'additionalProperties': False, 'properties': {
+                     'steps': {'type': 'array', 'minItems': 1,
+                               'items': _ref('Step')},
+                     'then': {'allOf': [_ref('Step')], 'nullable': True},
+                     'after': _ref('After')}},
     'Schedule': {'type': 'object', 'description':
                  'Either the UTC fields (empty: any; dayOfWeek 0 = Monday), '
                  'or interval (run every so many seconds), or delay (run '
@@ -104,10 +138,18 @@ SCHEMAS = {
                    'eta': _WHEN, 'startLater': {'type': 'boolean'},
                    'time_limit': {'type': 'number'},
                    'max_retries': {'type': 'integer'},
-                   'max_starts': {'type': 'integer'}}},
+                   'max_starts': {'type': 'integer'},
+                   'after': _ref('After'),
+                   'queue': {'type': 'string'},
+                   'priority': {'type': 'integer', 'minimum': -1000,
+                                'maximum': 1000},
+                   'unique_key': {'type': 'string'}}},
     'NewCronJob': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'required': ['task'], 'properties': {
-            'task': {'type': 'string'}, 'input': {}}}]},
+            'task': {'type': 'string'}, 'input': {},
+            'queue': {'type': 'string'},
+            'priority': {'type': 'integer', 'minimum': -1000,
+                         'maximum': 1000}}}]},
     'CronEdit': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'description': 'The new schedule; the input is '
         'replaced only if given (the task can not be changed)',
@@ -138,7 +180,10 @@ SCHEMAS = {
 
 def document(server_url):
     """The OpenAPI document, with ``server_url`` as its server."""
+    from remotetask.web import routing
     job = _json(_ref('JobDetail'))
+    schemas = dict(SCHEMAS, **routing.SCHEMAS)
+    paths = routing.openapiPaths(_op, _json, _ref)
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':
@@ -148,7 +193,7 @@ def document(server_url):
                  'may read, managers may also change.'},
         'servers': [{'url': server_url}],
         'components': {
-            'schemas': SCHEMAS,
+            'schemas': schemas,
             'securitySchemes': {
                 'basic': {'type': 'http', 'scheme': 'basic'},
                 'bearer': {'type': 'http', 'scheme': 'bearer'}}},
@@ -183,6 +228,12 @@ def document(server_url):
                                       'task: task by task (by name), each '
                                       'by id; -status, -task: the reverse.  '
                                       'All walk indexes, as cheap as id.'),
+                               _query('queue', {'type': 'string'},
+                                      'Only jobs of this queue (checked '
+                                      'job by job, as a second filter)'),
+                               _query('priority', {'type': 'integer'},
+                                      'Only jobs of this priority (job by '
+                                      'job)'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
@@ -212,6 +263,21 @@ def document(server_url):
                     'name': 'action', 'in': 'path', 'required': True,
                     'schema': {'type': 'string', 'enum': [
                         'cancel', 'retry', 'start', 'reschedule']}}]))},
+            '/api/chains': {'post': _op(
+                'Add a chain: each step waits for the previous one',
+                _json({'type': 'object', 'properties': {
+                    'ids': _INTS, 'jobs': {'type': 'array',
+                                           'items': _ref('Job')}}},
+                      'Created'), 400, 403, 413, body=_ref('NewChain'),
+                status='201')},
+            '/api/groups': {'post': _op(
+                'Add a group, and a then job that runs once after all of it',
+                _json({'type': 'object', 'properties': {
+                    'ids': _INTS, 'then': {'type': 'integer',
+                                           'nullable': True},
+                    'jobs': {'type': 'array', 'items': _ref('Job')}}},
+                      'Created'), 400, 403, 413, body=_ref('NewGroup'),
+                status='201')},
             '/api/cronjobs': {'post': _op(
                 'Add a cron job', _json(_ref('JobDetail'), 'Created'), 400,
                 403, body=_ref('NewCronJob'), status='201')},
@@ -237,5 +303,6 @@ def document(server_url):
             '/api/me': {'get': _op('Who you are, and a CSRF token',
                                    _json({'type': 'object'}),
                                    tag='service')},
+            **paths,
         },
     }

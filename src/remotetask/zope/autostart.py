@@ -238,7 +238,7 @@ def _start(db, config, path, site, name, service, user):
     return processor
 
 
-# -- stopping ------------------------------------------------------------------
+# -- stopping -----------------------------------------------------------------
 
 def stopStarted(db=None, timeout=None):
     """Stop the processors this module started for ``db`` (all databases

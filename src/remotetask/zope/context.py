@@ -84,6 +84,15 @@ def makeRequest(app, serverURL='http://localhost:8080'):
     return app.__of__(RequestContainer(REQUEST=request)), request
 
 
+def _notFound():
+    errors = (KeyError, AttributeError, LookupError)
+    try:
+        from zExceptions import NotFound
+    except ImportError:
+        return errors
+    return errors + (NotFound,)
+
+
 def traverse(root, path):
     """The object at ``path`` (a tuple of names) below ``root``."""
     obj = root
@@ -93,7 +102,7 @@ def traverse(root, path):
                 obj = obj.unrestrictedTraverse(name)
             else:
                 obj = obj[name]
-        except (KeyError, AttributeError, LookupError):
+        except _notFound():
             parent = ('%r' % '/'.join(path[:i]) if i else 'the root folder')
             raise ApplicationContextError(
                 'site %r not found: %s has no %r'

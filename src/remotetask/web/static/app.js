@@ -2,7 +2,7 @@
 // /api/openapi.json) and polls it every second.  No framework, no build.
 'use strict';
 
-const STATUSES = ['start later', 'queued', 'delayed', 'cronjob', 'processing',
+const STATUSES = ['start later', 'deferred', 'queued', 'delayed', 'cronjob', 'processing',
                   'completed', 'error', 'cancelled'];
 const state = {
   me: null, csrf: '', status: '', task: '', sort: '-id', limit: 50,
@@ -135,7 +135,7 @@ function jobActions(job) {
     el('button', {class: 'small ' + (cls || ''), 'data-action': label.toLowerCase(),
                   onclick: (e) => { e.stopPropagation(); handler(); }}, label));
   const path = 'api/jobs/' + job.id;
-  if (['queued', 'delayed', 'cronjob', 'start later'].includes(job.status))
+  if (['deferred', 'queued', 'delayed', 'cronjob', 'start later'].includes(job.status))
     add('Cancel', () => act('Job ' + job.id + ' cancelled', 'POST', path + '/cancel'));
   if (job.status === 'start later')
     add('Start', () => act('Job ' + job.id + ' started', 'POST', path + '/start'));
@@ -227,6 +227,7 @@ function renderDetail(job) {
     ['Schedule', job.cron ? scheduleText(job.schedule) : '']];
   $('#detail-fields').replaceChildren(...fields.filter(([, v]) => v !== '' && v !== null && v !== undefined)
     .flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+  renderWorkflow(job);
   $('#detail-progress').replaceChildren(progressBar(job) || '');
   $('#detail-input').textContent = pretty(job.input);
   $('#detail-result').textContent = pretty(job.result);
@@ -244,6 +245,37 @@ function renderDetail(job) {
     state.cronEditFor = job.id;
     fillSchedule(form, job.schedule);
   }
+}
+
+// A job's parents (the jobs it was added after) and children, as links; what
+// a deferred job still waits for.
+function renderWorkflow(job) {
+  const box = $('#detail-workflow');
+  const links = (ids, total) => {
+    const items = [];
+    (ids || []).forEach((id, i) => {
+      if (i) items.push(', ');
+      items.push(el('a', {href: '#job-' + id, class: 'job-link', 'data-job': id,
+                          onclick: (e) => { e.preventDefault(); selectJob(id); }}, '#' + id));
+    });
+    if (total > (ids || []).length) items.push(' and ' + (total - ids.length) + ' more');
+    return items;
+  };
+  const rows = [];
+  if (job.status === 'deferred' && job.waiting_for !== null && job.waiting_for !== undefined) {
+    const more = job.waiting_for - (job.waiting_on || []).length;
+    rows.push(el('p', {class: 'waiting'}, 'Waiting for ' + job.waiting_for + ' of ' +
+                 job.parents_total + ' parent job' + (job.parents_total === 1 ? '' : 's') + ': ',
+                 ...links(job.waiting_on, job.waiting_on.length),
+                 more > 0 ? ' and ' + more + ' more' : ''));
+  }
+  if (job.parents_total)
+    rows.push(el('p', {class: 'parents'}, 'Runs after: ', ...links(job.parents, job.parents_total)));
+  if (job.children_total)
+    rows.push(el('p', {class: 'children'}, 'Jobs waiting for it: ',
+                 ...links(job.children, job.children_total)));
+  box.replaceChildren(...rows);
+  box.hidden = !rows.length;
 }
 
 // -- schedule forms ---------------------------------------------------------------
@@ -396,6 +428,14 @@ function wire() {
     try {
       data = {task: form.task.value, input: readInput(form), startLater: form.startLater.checked};
       if (form.delay.value !== '') data.delay = Number(form.delay.value);
+      const after = form.after.value.trim();
+      if (after) {
+        data.after = after.split(/[\s,]+/).filter((v) => v).map((v) => {
+          const id = Number(v.replace(/^#/, ''));
+          if (!Number.isInteger(id)) throw new Error('After: not a list of job ids: ' + after);
+          return id;
+        });
+      }
     } catch (err) { toast(err.message, true); return; }
     act('Job added', 'POST', 'api/jobs', data).then((job) => { if (job) selectJob(job.id); });
   });
