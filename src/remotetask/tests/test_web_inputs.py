@@ -163,7 +163,7 @@ def test_nesting_20000_deep_is_a_named_fault(app):
      "minute must be an array of integers, not ['1']"),
     ('addCronJob', ('echo', None, [], [], [], [], {'a': 1}),
      "dayOfWeek must be an array of integers, not a struct {'a': 1}"),
-    ('add', ('echo', 1, 'yes'), "startLater must be a boolean, not 'yes'"),
+    ('add', ('echo', 1, 'yes'), "options must be a struct, not 'yes'"),
     ('add', (['echo'],), "task must be a string (a task name), not "
                          "['echo']"),
     ('getTaskStatusByIdentifier', (1, 'x'),

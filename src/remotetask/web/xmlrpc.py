@@ -195,8 +195,6 @@ _TEXT_OR_NIL = ('a string or nil', lambda v: v is None or isinstance(v, str))
 PARAMETERS = {
     'jobid': ('an integer (a job id)', _isInt),
     'task': ('a string (a task name)', lambda v: isinstance(v, str)),
-    'startLater': ('a boolean', lambda v: isinstance(v, bool)
-                   or (_isInt(v) and v in (0, 1))),
     'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS, 'month': _INTS,
     'dayOfWeek': _INTS,
     'delay': ('a number or nil', lambda v: v is None or _isNumber(v)),
