@@ -14,8 +14,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, routing, scheduling,
-                        workflows)
+from remotetask import (events, interfaces, limits, retention, routing,
+                        scheduling, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -24,9 +24,9 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
-    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
-    roots)
+    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -172,9 +172,13 @@ class TaskService(persistent.Persistent):
 
     def _store(self, job):
         self.jobs[job.id] = job
-        ids = self._byTask.get(job.task)
+        # The task index: a set per (task, partition), so that producers
+        # of a new task create different keys (which BTrees merge), not
+        # the same one.
+        key = (job.task, partitionOf(job.id))
+        ids = self._byTask.get(key)
         if ids is None:
-            ids = self._byTask[job.task] = IdSet(WaitingIndex)
+            ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
 
     def _forget(self, job):
@@ -182,7 +186,7 @@ class TaskService(persistent.Persistent):
             scheduling.forget(self, job)
         if job._links is not None:
             workflows.forgotten(self, job)
-        ids = self._byTask.get(job.task)
+        ids = self._byTask.get((job.task, partitionOf(job.id)))
         if ids is not None:
             ids.remove(job.id)
         if job._status in WAITING_STATUSES:
@@ -381,25 +385,26 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         if job._status == PROCESSING:
             raise InvalidStatusError(
-                'can not delete job %s: it is processing' % job.id)
-        self._forget(job)
+                'can not delete job %s: it is processing (cancel it: it '
+                'ends cancelled when its run returns)' % job.id)
+        retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        status = tuple(status)
-        for s in status:
-            if s not in FINAL_STATUSES:
-                raise InvalidStatusError(
-                    'can not clean jobs that are %r: only final statuses '
-                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
-        for s in status:
-            for jobid in list(self._index[s]):
-                job = self.jobs[jobid]
-                if before is None or (job.completed or job.created) < before:
-                    if not workflows.awaited(self, job):
-                        self._forget(job)
+        retention.clean(self, tuple(status), before)
+
+    _retention = None       # a retention.RetentionState once set
+
+    @property
+    def retention(self):
+        """See ITaskService."""
+        return retention.Retention(self)
+
+    @retention.setter
+    def retention(self, value):
+        retention.Retention(self).replace(value)
 
     # -- reading -------------------------------------------------------------
 
@@ -434,16 +439,19 @@ class TaskService(persistent.Persistent):
         byStatus = None if status is None else self._index[status]
         if task is None:
             return self.jobs if byStatus is None else byStatus
-        byTask = self._byTask.get(task)
-        if byTask is None:
-            byTask = IdSet(partitions=1)        # (not stored)
+        byTask = IdSetView(self._byTask.get((task, n), _NONE)
+                           for n in range(PARTITIONS))
         if byStatus is None:
             return byTask
         return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
-        return self._byTask.keys()
+        names = []
+        for name, partition in self._byTask.keys():
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
 
     def queue(self):
         """See ITaskService."""
@@ -856,6 +864,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+#: The ids of a task without jobs in a partition (never stored).
+_NONE = IdIndex()
 
 
 def _statusIndex(status):
