@@ -218,9 +218,13 @@ class CronJob(Job):
     expression = None
     timezone = None
 
-    def __init__(self, id, task, input=None, created=None, **schedule):
+    def __init__(self, id, task, input=None, minute=(), hour=(),
+                 dayOfMonth=(), month=(), dayOfWeek=(), delay=None,
+                 created=None, **schedule):
+        # lovely's positional order: CronJob(id, task, input, minute, ...).
         super().__init__(id, task, input, created)
-        self.update(**schedule)
+        self.update(minute, hour, dayOfMonth, month, dayOfWeek, delay,
+                    **schedule)
 
     def __setstate__(self, state):
         # Before ``interval`` existed, ``delay`` repeated the job every

@@ -10,6 +10,7 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
@@ -23,9 +24,9 @@ from remotetask.interfaces import (
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
-    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
-    roots)
+    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -93,7 +94,7 @@ class TaskService(persistent.Persistent):
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
     #: Cron jobs scheduled from the clock, for lovely's fake clock (see
-    #: ``scheduling``); created on first use.
+    #: ``scheduling``); made when first used by a service older than it.
     _provisional = None
 
     def __init__(self):
@@ -104,6 +105,7 @@ class TaskService(persistent.Persistent):
         self._ids = IdAllocator()
         self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
+        self._provisional = LOBTree()       # see scheduling
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
@@ -170,9 +172,13 @@ class TaskService(persistent.Persistent):
 
     def _store(self, job):
         self.jobs[job.id] = job
-        ids = self._byTask.get(job.task)
+        # The task index: a set per (task, partition), so that producers
+        # of a new task create different keys (which BTrees merge), not
+        # the same one.
+        key = (job.task, partitionOf(job.id))
+        ids = self._byTask.get(key)
         if ids is None:
-            ids = self._byTask[job.task] = IdSet(WaitingIndex)
+            ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
 
     def _forget(self, job):
@@ -180,7 +186,7 @@ class TaskService(persistent.Persistent):
             scheduling.forget(self, job)
         if job._links is not None:
             workflows.forgotten(self, job)
-        ids = self._byTask.get(job.task)
+        ids = self._byTask.get((job.task, partitionOf(job.id)))
         if ids is not None:
             ids.remove(job.id)
         if job._status in WAITING_STATUSES:
@@ -432,16 +438,19 @@ class TaskService(persistent.Persistent):
         byStatus = None if status is None else self._index[status]
         if task is None:
             return self.jobs if byStatus is None else byStatus
-        byTask = self._byTask.get(task)
-        if byTask is None:
-            byTask = IdSet(partitions=1)        # (not stored)
+        byTask = IdSetView(self._byTask.get((task, n), _NONE)
+                           for n in range(PARTITIONS))
         if byStatus is None:
             return byTask
         return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
-        return self._byTask.keys()
+        names = []
+        for name, partition in self._byTask.keys():
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
 
     def queue(self):
         """See ITaskService."""
@@ -854,6 +863,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+#: The ids of a task without jobs in a partition (never stored).
+_NONE = IdIndex()
 
 
 def _statusIndex(status):
