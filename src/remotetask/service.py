@@ -14,8 +14,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, routing, scheduling,
-                        workflows)
+from remotetask import (events, interfaces, limits, retention, routing,
+                        scheduling, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -385,25 +385,26 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         if job._status == PROCESSING:
             raise InvalidStatusError(
-                'can not delete job %s: it is processing' % job.id)
-        self._forget(job)
+                'can not delete job %s: it is processing (cancel it: it '
+                'ends cancelled when its run returns)' % job.id)
+        retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        status = tuple(status)
-        for s in status:
-            if s not in FINAL_STATUSES:
-                raise InvalidStatusError(
-                    'can not clean jobs that are %r: only final statuses '
-                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
-        for s in status:
-            for jobid in list(self._index[s]):
-                job = self.jobs[jobid]
-                if before is None or (job.completed or job.created) < before:
-                    if not workflows.awaited(self, job):
-                        self._forget(job)
+        retention.clean(self, tuple(status), before)
+
+    _retention = None       # a retention.RetentionState once set
+
+    @property
+    def retention(self):
+        """See ITaskService."""
+        return retention.Retention(self)
+
+    @retention.setter
+    def retention(self, value):
+        retention.Retention(self).replace(value)
 
     # -- reading -------------------------------------------------------------
 

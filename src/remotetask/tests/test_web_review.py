@@ -240,6 +240,10 @@ def test_responses_match_the_openapi_document(app, db):
     check('post', '/api/clean', '/api/clean', {'status': ['cancelled']})
     check('post', '/api/clean', '/api/clean', {'status': ['bogus']},
           status=400)
+    check('get', '/api/retention', '/api/retention')
+    check('put', '/api/retention', '/api/retention', {'completed': 60})
+    check('put', '/api/retention', '/api/retention', {'completed': -1},
+          status=400)
     check('get', '/api/processing', '/api/processing')
     check('post', '/api/processing', '/api/processing', {'running': True},
           status=409)  # no processor in this app
