@@ -1,6 +1,5 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
-import math
 import pickle
 import time
 import traceback as tb_module
@@ -23,6 +22,7 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
+from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
     PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
     JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
@@ -63,19 +63,6 @@ def checkPicklable(value, what='input'):
     except Exception as e:
         raise InvalidInputError('the %s can not be stored (pickled): %s: %s'
                                 % (what, type(e).__name__, e)) from e
-
-
-def _number(name, value, low=None, integer=False, allowLow=True):
-    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and math.isnan(value)):
-        raise InvalidInputError('%s must be %s, not %r' % (
-            name, 'an integer' if integer else 'a number', value))
-    if low is not None and (value < low or (value == low and not allowLow)):
-        raise InvalidInputError('%s must be %s %s, not %r' % (
-            name, '>=' if allowLow else '>', low, value))
-    return value if integer else float(value)
 
 
 def _errorText(exc):
@@ -240,7 +227,8 @@ class TaskService(persistent.Persistent):
         elif eta is not None:
             eta = limits.checkTime('eta', eta)
         if time_limit is not None:
-            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False,
+                                 infinite=True)     # inf: no limit
         if max_retries is not None:
             max_retries = _number('max_retries', max_retries, 0, True)
         if max_starts is not None:

@@ -390,7 +390,7 @@ def test_xmlrpc_job_ids_of_the_wrong_type(app, method, jobid):
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, method, jobid)
     assert info.value.faultCode == rpc.BAD_ARGUMENTS
-    assert 'a job id is an integer, not %r' % (jobid,) == \
+    assert 'jobid must be an integer (a job id), not %r' % (jobid,) == \
         info.value.faultString
 
 
@@ -400,7 +400,7 @@ def test_xmlrpc_task_names_of_the_wrong_type(app, db, method):
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, method, 1)
     assert (info.value.faultCode, info.value.faultString) == (
-        rpc.BAD_ARGUMENTS, 'a task name is a string, not 1')
+        rpc.BAD_ARGUMENTS, 'task must be a string (a task name), not 1')
     assert ServiceRunner(db)(lambda s: s.count()) == 0
 
 

@@ -29,6 +29,22 @@ def isLoopbackHost(host):
                                for info in infos)
 
 
+def warnAboutUsersFile(path):
+    """Say so when the users file can be read or written by others than
+    its owner (its hashes can be attacked offline; whoever may write it
+    may make themselves a manager)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o022:
+        click.echo('remotetask: WARNING: users file %s can be written by '
+                   'others (mode %o): anyone who can write it can make '
+                   'themselves a manager; chmod 600 %s'
+                   % (path, mode, path), err=True)
+    elif mode & 0o044:
+        click.echo('remotetask: warning: users file %s can be read by '
+                   'others (mode %o): chmod 600 %s' % (path, mode, path),
+                   err=True)
+
+
 class _Stop(Exception):
     """Raised by the SIGTERM handler to leave the server loop."""
 
@@ -38,13 +54,14 @@ def _raiseStop(signum, frame):
 
 
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
-        lease, no_processing, threads, max_body):
+        lease, no_processing, threads, max_body, connection_limit=1000,
+        channel_timeout=30, request_timeout=15, trusted_proxy=None,
+        secure_cookies=False, session_idle=3600, session_max=8 * 3600):
     """Run ``remotetask serve`` with its options (see remotetask.cli.serve)
     until SIGTERM or SIGINT."""
-    import waitress.server
-
     from remotetask.processor import Processor
     from remotetask.web.app import make_app
+    from remotetask.web.server import createServer
 
     users = None
     if users_path is not None:
@@ -57,6 +74,7 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                 'no users in %s: add one with "remotetask user add --users '
                 '%s NAME --role manager"' % (users_path, users_path),
                 param_hint='--users')
+        warnAboutUsersFile(users_path)
     elif not isLoopbackHost(host):
         raise click.UsageError(
             'refusing to listen on %s without --users: anonymous use is '
@@ -74,10 +92,14 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                               lease=lease)
         app = make_app(database, service, users=users, processor=processor,
                        max_body=max_body,
-                       secret=os.environ.get('REMOTETASK_SECRET'))
-        server = waitress.server.create_server(
-            app, host=host, port=port, threads=threads,
-            max_request_body_size=max_body, ident='remotetask')
+                       secret=os.environ.get('REMOTETASK_SECRET'),
+                       session_idle=session_idle, session_max=session_max,
+                       secure_cookies=secure_cookies)
+        server = createServer(
+            app, host, port, threads=threads, max_body=max_body,
+            connection_limit=connection_limit,
+            channel_timeout=channel_timeout, request_timeout=request_timeout,
+            trusted_proxy=trusted_proxy)
     except (RemoteTaskError, OSError, ValueError) as e:
         database.close()
         raise click.ClickException(str(e))
