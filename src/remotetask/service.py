@@ -380,6 +380,7 @@ class TaskService(persistent.Persistent):
         if job._status == PROCESSING:
             raise InvalidStatusError(
                 'can not delete job %s: it is processing' % job.id)
+        workflows.deleting(self, job)
         self._forget(job)
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
