@@ -109,19 +109,24 @@ def dueQueued(service, now):
 def claimNext(service, now=None, due=None):
     """The next job claimed for lovely's processing calls, or None.
 
-    ``now`` given: lovely's fake clock (``anchor`` and ``dueQueued``, then
-    ``claim(now)``).  Else the clock: what ``claim(due)`` takes (None: the
-    current time)."""
-    if now is not None:
+    ``now`` given: lovely's fake clock (``anchor``, then ``claim(now)``,
+    and if nothing was due, ``dueQueued`` and ``claim(now)`` again: queued
+    jobs are looked at only when the queue has nothing due, so draining a
+    backlog loads each of them about once).  Else the clock: what
+    ``claim(due)`` takes (None: the current time)."""
+    if now is None:
+        claimed = service.claim(due)
+    else:
         anchor(service, now)
-        dueQueued(service, now)
-        due = now
-    claimed = service.claim(due)
+        claimed = service.claim(now)
+        if not claimed and dueQueued(service, now):
+            claimed = service.claim(now)
     return claimed[0] if claimed else None
 
 
 def hasJobsWaiting(service, now):
     """lovely's ``hasJobsWaiting(now)`` for an explicit ``now``."""
     anchor(service, now)
-    dueQueued(service, now)
-    return routing.hasDue(service, now)
+    if routing.hasDue(service, now):
+        return True
+    return bool(dueQueued(service, now)) and routing.hasDue(service, now)

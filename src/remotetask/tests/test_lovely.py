@@ -233,3 +233,12 @@ def test_lovely_calls_respect_queue_pauses(service):
     service.process(now=0)
     assert service.getStatus(jobid) == COMPLETED
     assert not checkConsistency(service)
+
+
+def test_a_service_made_before_the_provisional_map_gets_one(service):
+    del service._provisional            # as an older pickle has it
+    assert service._provisional is None
+    jobid = service.addCronJob('echo', minute=(5,))
+    assert list(service._provisional) == [jobid]
+    assert service.processNext(0) is False
+    assert service.jobs[jobid].eta == 300
