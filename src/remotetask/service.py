@@ -1,6 +1,5 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
-import math
 import pickle
 import time
 import traceback as tb_module
@@ -10,11 +9,12 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, routing, scheduling,
-                        workflows)
+from remotetask import (events, interfaces, limits, retention, routing,
+                        scheduling, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -22,10 +22,11 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
+from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
-    IdAllocator, IdIndex, IdSet, JobQueue, JobTree, WaitingIndex,
-    claimPartition, firstLeaf, intersect, keepPartition, leaves, prefetcher,
-    roots)
+    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -64,19 +65,6 @@ def checkPicklable(value, what='input'):
                                 % (what, type(e).__name__, e)) from e
 
 
-def _number(name, value, low=None, integer=False, allowLow=True):
-    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and math.isnan(value)):
-        raise InvalidInputError('%s must be %s, not %r' % (
-            name, 'an integer' if integer else 'a number', value))
-    if low is not None and (value < low or (value == low and not allowLow)):
-        raise InvalidInputError('%s must be %s %s, not %r' % (
-            name, '>=' if allowLow else '>', low, value))
-    return value if integer else float(value)
-
-
 def _errorText(exc):
     return ''.join(tb_module.format_exception_only(type(exc), exc)).strip()
 
@@ -93,7 +81,7 @@ class TaskService(persistent.Persistent):
     __parent__ = __name__ = None
     _routing = None     # a service made before routing gets one when used
     #: Cron jobs scheduled from the clock, for lovely's fake clock (see
-    #: ``scheduling``); created on first use.
+    #: ``scheduling``); made when first used by a service older than it.
     _provisional = None
 
     def __init__(self):
@@ -104,6 +92,7 @@ class TaskService(persistent.Persistent):
         self._ids = IdAllocator()
         self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
+        self._provisional = LOBTree()       # see scheduling
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
@@ -170,9 +159,13 @@ class TaskService(persistent.Persistent):
 
     def _store(self, job):
         self.jobs[job.id] = job
-        ids = self._byTask.get(job.task)
+        # The task index: a set per (task, partition), so that producers
+        # of a new task create different keys (which BTrees merge), not
+        # the same one.
+        key = (job.task, partitionOf(job.id))
+        ids = self._byTask.get(key)
         if ids is None:
-            ids = self._byTask[job.task] = IdSet(WaitingIndex)
+            ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
 
     def _forget(self, job):
@@ -180,7 +173,7 @@ class TaskService(persistent.Persistent):
             scheduling.forget(self, job)
         if job._links is not None:
             workflows.forgotten(self, job)
-        ids = self._byTask.get(job.task)
+        ids = self._byTask.get((job.task, partitionOf(job.id)))
         if ids is not None:
             ids.remove(job.id)
         if job._status in WAITING_STATUSES:
@@ -234,7 +227,8 @@ class TaskService(persistent.Persistent):
         elif eta is not None:
             eta = limits.checkTime('eta', eta)
         if time_limit is not None:
-            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False,
+                                 infinite=True)     # inf: no limit
         if max_retries is not None:
             max_retries = _number('max_retries', max_retries, 0, True)
         if max_starts is not None:
@@ -379,26 +373,27 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         if job._status == PROCESSING:
             raise InvalidStatusError(
-                'can not delete job %s: it is processing' % job.id)
+                'can not delete job %s: it is processing (cancel it: it '
+                'ends cancelled when its run returns)' % job.id)
         workflows.deleting(self, job)
-        self._forget(job)
+        retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        status = tuple(status)
-        for s in status:
-            if s not in FINAL_STATUSES:
-                raise InvalidStatusError(
-                    'can not clean jobs that are %r: only final statuses '
-                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
-        for s in status:
-            for jobid in list(self._index[s]):
-                job = self.jobs[jobid]
-                if before is None or (job.completed or job.created) < before:
-                    if not workflows.awaited(self, job):
-                        self._forget(job)
+        retention.clean(self, tuple(status), before)
+
+    _retention = None       # a retention.RetentionState once set
+
+    @property
+    def retention(self):
+        """See ITaskService."""
+        return retention.Retention(self)
+
+    @retention.setter
+    def retention(self, value):
+        retention.Retention(self).replace(value)
 
     # -- reading -------------------------------------------------------------
 
@@ -433,16 +428,19 @@ class TaskService(persistent.Persistent):
         byStatus = None if status is None else self._index[status]
         if task is None:
             return self.jobs if byStatus is None else byStatus
-        byTask = self._byTask.get(task)
-        if byTask is None:
-            byTask = IdSet(partitions=1)        # (not stored)
+        byTask = IdSetView(self._byTask.get((task, n), _NONE)
+                           for n in range(PARTITIONS))
         if byStatus is None:
             return byTask
         return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
-        return self._byTask.keys()
+        names = []
+        for name, partition in self._byTask.keys():
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
 
     def queue(self):
         """See ITaskService."""
@@ -855,6 +853,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+#: The ids of a task without jobs in a partition (never stored).
+_NONE = IdIndex()
 
 
 def _statusIndex(status):

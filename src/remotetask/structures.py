@@ -131,7 +131,7 @@ def roots(tree, keys):
     """The BTrees that hold ``keys`` in ``tree``: its partitions that do
     if it is ``Partitioned``, else ``[tree]``: to prefetch before
     ``leaves``."""
-    if isinstance(tree, Partitioned):
+    if isinstance(tree, Merged):
         found = []
         for key in keys:
             part = tree._partFor(key)
@@ -149,7 +149,7 @@ def leaves(tree, keys):
     none.  For a ``Partitioned`` ``tree``, the children in the partitions
     that hold ``keys`` (see ``roots``; those are loaded if they are
     not)."""
-    if isinstance(tree, Partitioned):
+    if isinstance(tree, Merged):
         found = []
         for part in roots(tree, keys):
             found.extend(leaves(part, [k for k in keys
@@ -299,8 +299,8 @@ class JobQueue(persistent.Persistent):
 SENTINEL = 0
 
 
-class Partitioned(persistent.Persistent):
-    """``PARTITIONS`` BTrees keyed by job id, read as one.
+class Merged:
+    """BTrees keyed by job id (``_parts``, one per partition), read as one.
 
     A key lives in the partition of its lane (``partitionOf``).  Reading
     in key order merges the partitions lazily: ``keys(min, max)`` starts
@@ -311,8 +311,7 @@ class Partitioned(persistent.Persistent):
     ask every partition.  Lengths are summed (O(n), like a BTree's).
     """
 
-    def __init__(self, factory, partitions=PARTITIONS):
-        self._parts = tuple(factory() for _ in range(partitions))
+    _parts = ()
 
     @property
     def partitions(self):
@@ -363,7 +362,7 @@ class Partitioned(persistent.Persistent):
                 key = part.maxKey() if max is None else part.maxKey(max)
             except ValueError:
                 continue
-            if key != SENTINEL or not self._sentinels():
+            if key != SENTINEL or not isinstance(self, _Ids):
                 found.append(key)
         if not found:
             raise ValueError('no key satisfies the conditions')
@@ -377,20 +376,15 @@ class Partitioned(persistent.Persistent):
 
 
 
-class IdSet(Partitioned):
-    """A set of job ids (a status or task index), partitioned by lane.
+class Partitioned(Merged, persistent.Persistent):
+    """``PARTITIONS`` BTrees made by ``factory``, stored with it."""
 
-    Each partition is a ``factory()`` (an ``IdIndex`` or ``WaitingIndex``)
-    holding ``SENTINEL``, which readers never see.  Two producers on
-    different lanes write different partitions; a worker taking ids out
-    of a partition a producer adds to changes other keys of the same
-    buckets, which BTrees merge (never the first key: the sentinel).
-    """
+    def __init__(self, factory, partitions=PARTITIONS):
+        self._parts = tuple(factory() for _ in range(partitions))
 
-    def __init__(self, factory=None, partitions=PARTITIONS):
-        super().__init__(factory or IdIndex, partitions)
-        for part in self._parts:
-            part.insert(SENTINEL)
+
+class _Ids:
+    """What sets of job ids whose partitions may hold ``SENTINEL`` add."""
 
     def _low(self, min, excludemin):
         if min is None or min < SENTINEL or (min == SENTINEL
@@ -399,7 +393,7 @@ class IdSet(Partitioned):
         return min, excludemin
 
     def _sentinels(self):
-        return len(self._parts)
+        return sum(1 for part in self._parts if SENTINEL in part)
 
     def insert(self, jobid):
         """Add ``jobid``; return 1 if it was not there, else 0."""
@@ -414,6 +408,33 @@ class IdSet(Partitioned):
         if jobid == SENTINEL:
             raise KeyError(jobid)
         self._partFor(jobid).remove(jobid)
+
+
+class IdSetView(_Ids, Merged):
+    """Sets of job ids, one per partition, read as one (not stored: what
+    ``jobIds(task=...)`` returns for a task's partitions)."""
+
+    def __init__(self, parts):
+        self._parts = tuple(parts)
+
+
+class IdSet(_Ids, Partitioned):
+    """A set of job ids (a status or task index), partitioned by lane.
+
+    Each partition is a ``factory()`` (an ``IdIndex`` or ``WaitingIndex``)
+    holding ``SENTINEL``, which readers never see.  Two producers on
+    different lanes write different partitions; a worker taking ids out
+    of a partition a producer adds to changes other keys of the same
+    buckets, which BTrees merge (never the first key: the sentinel).
+    """
+
+    def __init__(self, factory=None, partitions=PARTITIONS):
+        super().__init__(factory or IdIndex, partitions)
+        for part in self._parts:
+            part.insert(SENTINEL)
+
+    def _sentinels(self):
+        return len(self._parts)
 
 
 class JobTree(Partitioned):
@@ -467,8 +488,8 @@ def intersect(ids, other):
     matching partition when both are, else with the whole of the other),
     in C, and the results merged: the cost of one intersection of the
     whole sets."""
-    a = ids._parts if isinstance(ids, Partitioned) else None
-    b = other._parts if isinstance(other, Partitioned) else None
+    a = ids._parts if isinstance(ids, Merged) else None
+    b = other._parts if isinstance(other, Merged) else None
     if a is None and b is None:
         return LOSet(_intersection(ids, other))
     if a is not None and b is not None and len(a) == len(b):
@@ -494,7 +515,7 @@ def misplaced(tree):
                  for n, part in enumerate(tree._parts)]
         sentinel = [n for n, part in enumerate(tree._parts)
                     if _FIRST not in part]
-    elif isinstance(tree, Partitioned):
+    elif isinstance(tree, Merged):
         parts = [(n, part, [k for k in part.keys() if k != SENTINEL])
                  for n, part in enumerate(tree._parts)]
         sentinel = [n for n, part in enumerate(tree._parts)

@@ -438,16 +438,23 @@ def _parentJobs(service, job):
 
 
 def _prefetch(service, ids, chunk=2000):
-    """Load many jobs over ZEO/RelStorage in a few round trips."""
+    """Load many jobs over ZEO/RelStorage in a few round trips (as a
+    claim does: the trees that hold them, their buckets, the jobs)."""
     from remotetask.structures import leaves, prefetcher, roots
     load = prefetcher(service._p_jar)
     if load is None or len(ids) < 16:
         return
+
+    def warm(objects):
+        load(objects)
+        for ob in objects:
+            if ob is not None:
+                ob._p_activate()
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
-        load(roots(service.jobs, part))
-        load(leaves(service.jobs, part))
-        load([service.jobs.get(jobid) for jobid in part])
+        warm(roots(service.jobs, part))
+        warm(leaves(service.jobs, part))
+        warm([service.jobs.get(jobid) for jobid in part])
 
 
 def _reason(parent, how=None):

@@ -5,66 +5,25 @@ import time
 
 import pytest
 import transaction
-from persistent.mapping import PersistentMapping
 from pyramid.config import Configurator
 from pyramid.exceptions import ConfigurationError
 
 from remotetask import pyramid as rtpyramid
-from remotetask.job import currentJob
+from remotetask import testing
+from remotetask.tests import pyramidapp
 
 pytest.importorskip('pyramid_zodbconn')
 webtest = pytest.importorskip('webtest')
 
 
-class ViewFailed(Exception):
-    pass
-
-
-def processNote(input):
-    """A task that edits the application's data."""
-    root = currentJob().service._p_jar.root()
-    root['notes'][input] += ' and processed'
-    return input.upper()
-
-
-def _write(request):
-    from pyramid_zodbconn import get_connection
-    conn = get_connection(request)
-    assert request.tasks._p_jar is conn     # the request's own connection
-    name = request.matchdict['name']
-    conn.root()['notes'][name] = 'written'
-    return name, request.tasks.add('note', name)
-
-
-def addView(request):
-    name, jobid = _write(request)
-    return {'job': jobid}
-
-
-def failView(request):
-    _write(request)
-    raise ViewFailed('the view failed after adding its job')
-
-
 def makeApp(tmp_path, **settings):
     settings = dict({'zodbconn.uri': 'file://%s/Data.fs' % tmp_path,
                      'remotetask.stop_on_sigterm': 'false'}, **settings)
-    with Configurator(settings=settings) as config:
-        config.include('remotetask.pyramid')
-        config.add_task('note', 'remotetask.tests.test_pyramid.processNote',
-                        max_retries=0)
-        config.add_route('add', '/add/{name}')
-        config.add_view(addView, route_name='add', renderer='json')
-        config.add_route('fail', '/fail/{name}')
-        config.add_view(failView, route_name='fail', renderer='json')
-        db = config.registry._zodb_databases['']
-        with db.transaction() as conn:
-            conn.root().setdefault('notes', PersistentMapping())
-            conn.root().setdefault('app', PersistentMapping())
+    config = pyramidapp.configure(settings)
     try:
         return config.make_wsgi_app()
     except BaseException:
-        db.close()
+        config.registry._zodb_databases[''].close()
         raise
 
 
@@ -107,7 +66,7 @@ def test_a_view_that_fails_leaves_no_job(tmp_path, apps):
     app = makeApp(tmp_path)
     apps.append(app)
     client = webtest.TestApp(app)
-    with pytest.raises(ViewFailed):
+    with pytest.raises(pyramidapp.ViewFailed):
         client.get('/fail/lost')
     with database(app).transaction() as conn:
         service = conn.root()['tasks']
@@ -192,3 +151,113 @@ def test_missing_parent_of_the_service_path(tmp_path, apps):
             "root")):
         makeApp(tmp_path, **{'remotetask.service': 'site/tasks'})
     transaction.abort()
+
+
+PASTE_INI = """\
+[app:main]
+use = call:remotetask.tests.pyramidapp:main
+zodbconn.uri = zeo://127.0.0.1:{zeoport}
+remotetask.concurrency = 2
+remotetask.grace = 1
+
+[server:main]
+use = egg:waitress#main
+host = 127.0.0.1
+port = {port}
+
+[loggers]
+keys = root
+
+[handlers]
+keys = file
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = INFO
+handlers = file
+
+[handler_file]
+class = FileHandler
+args = (r'{log}', 'a')
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)s [%(name)s] %(message)s
+"""
+
+
+def fetch(port, path):
+    """(status, JSON or text) of a GET."""
+    import json
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen('http://127.0.0.1:%d%s' % (port, path),
+                                    timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode('utf-8', 'replace')
+
+
+def waitJob(db, jobid, statuses, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.transaction() as conn:
+            job = conn.root()['tasks'].jobs[jobid]
+            if job.status in statuses:
+                return job.status, dict(conn.root()['notes'])
+        assert time.monotonic() < deadline, job.status
+        time.sleep(0.05)
+
+
+@pytest.mark.zeo
+@pytest.mark.slow
+def test_served_by_pserve_and_stopped_by_sigterm(tmp_path):
+    """The application run by ``pserve`` (waitress) over ZEO: a view's job
+    is run by the processor the include started; a failing view (HTTP 500)
+    leaves no job; SIGTERM stops the processor, which hands its running
+    job back."""
+    import subprocess
+    import sys
+    import ZEO
+    log = tmp_path / 'app.log'
+    with testing.ZEOServer(str(tmp_path / 'Data.fs')) as zeo:
+        port = testing.freePort()
+        ini = tmp_path / 'app.ini'
+        ini.write_text(PASTE_INI.format(zeoport=zeo.port, port=port,
+                                        log=log))
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'pyramid.scripts.pserve', str(ini)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            cwd=str(tmp_path), env=testing.subprocessEnv())
+        db = None
+        try:
+            testing.waitForPort(port, 60, proc=proc)
+            db = ZEO.DB(zeo.address)
+            status, body = fetch(port, '/add/served')
+            assert status == 200, body
+            assert waitJob(db, body['job'], {'completed', 'error'}) == (
+                'completed', {'served': 'written and processed'})
+
+            status, body = fetch(port, '/fail/nope')
+            assert status == 500
+            with db.transaction() as conn:
+                assert len(conn.root()['tasks'].jobs) == 1
+                assert 'nope' not in conn.root()['notes']
+
+            status, body = fetch(port, '/slow/x')
+            slow = body['job']
+            waitJob(db, slow, {'processing'})
+            assert testing.stopProcess(proc, 60) == 0
+            assert waitJob(db, slow, {'queued', 'processing'}, 5)[0] == \
+                'queued'
+            text = log.read_text()
+            assert 'SIGTERM: shutting down' in text
+            assert 'handed back' in text
+        finally:
+            testing.stopProcess(proc)
+            if db is not None:
+                db.close()

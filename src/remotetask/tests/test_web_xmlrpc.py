@@ -92,7 +92,7 @@ def test_faults(app, db):
         assert info.value.faultCode == rpc.PARSE_ERROR, body
     app.get('/RPC2', status=405)
     assert call(app, 'system.listMethods') == sorted(rpc.METHODS)
-    assert 'add(task, input=None, startLater=False, after=None)' in call(
+    assert 'add(task, input=None, options=None, after=None)' in call(
         app, 'system.methodHelp', 'add')
 
 

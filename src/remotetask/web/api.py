@@ -14,19 +14,20 @@ indexes one after the other, each as above, with a ``GROUP:ID`` cursor.
 import datetime
 import json
 import logging
-import math
 import threading
 
 from pyramid.httpexceptions import (
-    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound)
+    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound,
+    HTTPUnsupportedMediaType)
 from transaction.interfaces import TransientError
 
 from remotetask import interfaces
 from remotetask.interfaces import (
     InvalidStatusError, JobNotFoundError, RemoteTaskError)
 from remotetask.job import CronJob
+from remotetask.numbers import checkNumber
 from remotetask.service import checkPicklable
-from remotetask.web.app import wakeAfterCommit
+from remotetask.web.app import httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 from remotetask.web import workflows
 from remotetask.web.openapi import document
@@ -82,6 +83,8 @@ def includeme(config):
     view(setProcessing, route_name='api_processing', request_method='POST',
          renderer='json', permission=MANAGE)
     config.include(workflows)
+    # Queues, pauses, bulk actions (remotetask.web.routing).
+    config.include('remotetask.web.routing')
     for context in (RemoteTaskError, ValueError, HTTPError, TransientError,
                     Exception):
         config.add_exception_view(apiError, context=context,
@@ -127,9 +130,17 @@ def bad(message):
 
 def body(request, allowed, required=()):
     """The JSON object in the request body, checked against the fields
-    ``allowed`` and ``required``."""
+    ``allowed`` and ``required``: 415 if the body is not
+    ``application/json``, 400 if it is not a JSON object, names a field
+    not ``allowed``, or holds a string that can not be encoded (a lone
+    surrogate such as ``"\\ud800"``: it could be stored but never sent
+    back)."""
     if not request.body:
         data = {}
+    elif request.content_type != 'application/json':
+        raise HTTPUnsupportedMediaType(
+            'the request body must be application/json, not %s'
+            % (request.content_type or 'without a Content-Type'))
     else:
         try:
             data = json.loads(request.body.decode('utf-8'),
@@ -138,6 +149,7 @@ def body(request, allowed, required=()):
             raise bad('the request body is not JSON: %s' % e)
         except RecursionError:
             raise bad('the request body is nested too deeply')
+        checkEncodable(request.body, data)
     if not isinstance(data, dict):
         raise bad('the request body must be a JSON object, not %s'
                   % type(data).__name__)
@@ -155,22 +167,34 @@ def _notJSON(constant):
     raise ValueError('%s is not JSON' % constant)
 
 
+def checkEncodable(raw, data):
+    """400 if the JSON ``data`` (parsed from ``raw``) holds a lone
+    surrogate (only a ``\\uD8xx`` escape can bring one in)."""
+    if b'\\ud' not in raw.lower():
+        return
+    try:
+        json.dumps(data, ensure_ascii=False).encode('utf-8')
+    except UnicodeEncodeError as e:
+        raise bad('the request body holds a string that can not be '
+                  'encoded as UTF-8 (a lone surrogate, %s): %s'
+                  % (repr(e.object[e.start:e.end]), e.reason))
+
+
+#: Integers (counts) must fit 64 bits, for clients in other languages.
+MAX_INT = 2 ** 63 - 1
+
+
 def number(data, name, minimum=None, integer=False):
     """The finite number (an integer if ``integer``) in field ``name``, or
-    None."""
+    None; 400 naming the field if it is anything else (``checkNumber``)."""
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad('%s must be a number, not %s' % (name, json.dumps(value)))
-    if not math.isfinite(value):
-        raise bad('%s must be a finite number, not %r (too large)'
-                  % (name, value))
-    if integer and value != int(value):
-        raise bad('%s must be an integer, not %r' % (name, value))
-    if minimum is not None and value < minimum:
-        raise bad('%s must be at least %s, not %s' % (name, minimum, value))
-    return value
+    try:
+        return checkNumber(name, value, minimum, integer=integer,
+                           integral=True, high=MAX_INT if integer else None)
+    except ValueError as e:
+        raise bad(str(e))
 
 
 def timestamp(data, name):
@@ -255,6 +279,7 @@ def counts(request):
     counted = service.counts()
     oldest = service.oldestWaiting()
     return {'counts': counted, 'total': sum(counted.values()),
+            'paused': service.pausedCount(),
             'oldest_due': None if oldest is None else oldest[0],
             'processing': processorState(request)}
 
@@ -291,7 +316,11 @@ def listJobs(request):
         raise bad('sort must be one of %s, not %r' % (', '.join(SORTS),
                                                       sort))
     limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
+    from remotetask.web.routing import listFilter
+    routed = listFilter(request)    # ?queue= and ?priority=: job by job
     groups, total = _groups(service, sort, status, task)
+    if routed is not None:
+        total = None
     group, cursor = _cursor(request, sort, groups)
     walk = _descending if sort.startswith('-') else _ascending
     jobs, scanned, last, more = [], 0, None, False
@@ -301,17 +330,22 @@ def listJobs(request):
                 more = True
                 break
             last = jobid if key is None else '%s:%d' % (key, jobid)
-            if check is not None:
+            if check is not None or routed is not None:
                 scanned += 1
-                if jobid not in check:
+                if check is not None and jobid not in check:
                     continue
-            jobs.append(summary(service.jobs[jobid]))
+            job = service.jobs[jobid]
+            if routed is not None and not routed(job):
+                continue
+            jobs.append(summary(job))
         if more:
             break
         cursor = None
     return {'jobs': jobs, 'total': total, 'next': last if more else None,
             'scanned': scanned, 'sort': sort, 'status': status,
-            'task': task, 'limit': limit}
+            'task': task, 'limit': limit,
+            'queue': request.params.get('queue') or None,
+            'priority': request.params.get('priority') or None}
 
 
 def _groups(service, sort, status, task):
@@ -384,7 +418,8 @@ def _sources(service, status, task):
 
 
 JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',
-              'max_retries', 'max_starts', 'after')
+              'max_retries', 'max_starts', 'after', 'queue', 'priority',
+              'unique_key')
 
 
 def addJob(request):
@@ -396,12 +431,24 @@ def addJob(request):
         raise bad('give either delay or eta, not both')
     max_retries = number(data, 'max_retries', minimum=0, integer=True)
     max_starts = number(data, 'max_starts', minimum=1, integer=True)
+    from remotetask import routing
+    from remotetask.web.routing import jobOptions
+    routed = jobOptions(data)
+    key = routed.get('unique_key')
+    held = None if key is None else routing.existing(request.service, key)
+    if held is not None:
+        # Nothing added: the job holding the key (the service checked
+        # nothing else; an invalid request still fails below).
+        routing.checkUniqueKey(key)
+        info = detail(request.service.jobs[held])
+        info['existing'] = True
+        return info
     jobid = request.service.add(
         task, data.get('input'), startLater=flag(data, 'startLater'),
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
         max_retries=None if max_retries is None else int(max_retries),
         max_starts=None if max_starts is None else int(max_starts),
-        after=data.get('after'))
+        after=data.get('after'), **routed)
     wakeAfterCommit(request)
     request.response.status_int = 201
     return detail(request.service.jobs[jobid], request.service)
@@ -465,10 +512,12 @@ def schedule(data):
 
 
 def addCronJob(request):
-    data = body(request, ('task', 'input') + SCHEDULE_FIELDS,
+    from remotetask.web.routing import CRON_FIELDS, jobOptions
+    data = body(request, ('task', 'input') + SCHEDULE_FIELDS + CRON_FIELDS,
                 required=('task',))
     jobid = request.service.addCronJob(text(data, 'task'), data.get('input'),
-                                       **schedule(data))
+                                       **schedule(data),
+                                       **jobOptions(data, CRON_FIELDS))
     wakeAfterCommit(request)
     request.response.status_int = 201
     return detail(request.service.jobs[jobid])
@@ -564,7 +613,7 @@ def apiError(exc, request):
                                 'at /api/openapi.json)' % (request.method,
                                                            request.path))
     elif isinstance(exc, HTTPError):
-        status, message = exc.status_int, exc.detail or exc.explanation
+        status, message = exc.status_int, httpMessage(exc)
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)
     elif isinstance(exc, InvalidStatusError):

@@ -58,6 +58,15 @@ _WHEN = {'oneOf': [{'type': 'number'}, {'type': 'string',
                                          'format': 'date-time'}],
          'description': 'Epoch seconds or ISO 8601 with UTC offset'}
 
+_SECONDS = {'type': 'object', 'additionalProperties': False,
+            'properties': {status: {'type': 'number', 'minimum': 0,
+                                    'nullable': True}
+                           for status in interfaces.FINAL_STATUSES}}
+_RETENTION = {'type': 'object', 'properties': {
+    'retention': _SECONDS, 'defaults': _SECONDS,
+    'removed': {'type': 'object', 'additionalProperties': {
+        'type': 'integer'}}}}
+
 SCHEMAS = {
     'Error': {'type': 'object', 'required': ['error'], 'properties': {
         'error': {'type': 'string'}, 'status': {'type': 'integer'}}},
@@ -139,10 +148,17 @@ SCHEMAS = {
                    'time_limit': {'type': 'number'},
                    'max_retries': {'type': 'integer'},
                    'max_starts': {'type': 'integer'},
-                   'after': _ref('After')}},
+                   'after': _ref('After'),
+                   'queue': {'type': 'string'},
+                   'priority': {'type': 'integer', 'minimum': -1000,
+                                'maximum': 1000},
+                   'unique_key': {'type': 'string'}}},
     'NewCronJob': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'required': ['task'], 'properties': {
-            'task': {'type': 'string'}, 'input': {}}}]},
+            'task': {'type': 'string'}, 'input': {},
+            'queue': {'type': 'string'},
+            'priority': {'type': 'integer', 'minimum': -1000,
+                         'maximum': 1000}}}]},
     'CronEdit': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'description': 'The new schedule; the input is '
         'replaced only if given (the task can not be changed)',
@@ -173,7 +189,10 @@ SCHEMAS = {
 
 def document(server_url):
     """The OpenAPI document, with ``server_url`` as its server."""
+    from remotetask.web import routing
     job = _json(_ref('JobDetail'))
+    schemas = dict(SCHEMAS, **routing.SCHEMAS)
+    paths = routing.openapiPaths(_op, _json, _ref)
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':
@@ -183,7 +202,7 @@ def document(server_url):
                  'may read, managers may also change.'},
         'servers': [{'url': server_url}],
         'components': {
-            'schemas': SCHEMAS,
+            'schemas': schemas,
             'securitySchemes': {
                 'basic': {'type': 'http', 'scheme': 'basic'},
                 'bearer': {'type': 'http', 'scheme': 'bearer'}}},
@@ -218,6 +237,12 @@ def document(server_url):
                                       'task: task by task (by name), each '
                                       'by id; -status, -task: the reverse.  '
                                       'All walk indexes, as cheap as id.'),
+                               _query('queue', {'type': 'string'},
+                                      'Only jobs of this queue (checked '
+                                      'job by job, as a second filter)'),
+                               _query('priority', {'type': 'integer'},
+                                      'Only jobs of this priority (job by '
+                                      'job)'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
@@ -275,6 +300,16 @@ def document(server_url):
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},
+            '/api/retention': {
+                'get': _op('How long finished jobs are kept (seconds per '
+                           'final status, null: for ever), the defaults, '
+                           'and how many jobs were removed (by retention, '
+                           'clean, delete)', _json(_RETENTION),
+                           tag='service'),
+                'put': _op('Set the retention of some final statuses '
+                           '(seconds >= 0, or null to keep for ever); the '
+                           'others stay', _json(_RETENTION), 400, 403,
+                           body=_SECONDS, tag='service')},
             '/api/processing': {
                 'get': _op('Whether this server processes jobs',
                            _json(_ref('Processing')), tag='service'),
@@ -287,5 +322,6 @@ def document(server_url):
             '/api/me': {'get': _op('Who you are, and a CSRF token',
                                    _json({'type': 'object'}),
                                    tag='service')},
+            **paths,
         },
     }
