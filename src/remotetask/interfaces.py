@@ -165,7 +165,11 @@ do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
     since it was added keeps its time;
   * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
     time-based); only ``delayed`` and ``cronjob`` jobs wait for their
-    ``eta``.
+    ``eta``.  These calls move the queue entry of a queued job queued
+    after their ``now`` to ``now`` when nothing else is due (up to 100 of
+    them per call among the 1,000 oldest queued jobs, ``scheduling.SCAN``),
+    then claim with ``claim(now)``: queue pauses, priorities and limits
+    apply as for processors.
 
   Without a ``now`` they use the clock and change no schedule: a queued
   job's ``eta`` (the time it was queued) has passed, and cron expressions,
@@ -716,7 +720,8 @@ class ITaskService(zope.interface.Interface):
     def hasJobsWaiting(now=None):
         """True if a job is due at ``now``.  With an explicit ``now``,
         lovely's rules (see "Time"): provisional cron jobs are scheduled
-        from it first, and any ``queued`` job counts."""
+        from it first, and a ``queued`` job counts whatever its queue time
+        (unless its queue or task is paused)."""
 
     def queue():
         """The waiting ``(eta, jobid)`` entries in due order (an iterator
@@ -811,8 +816,9 @@ class ITaskService(zope.interface.Interface):
         """Claim the next due job and return it, or None (lovely's name for
         ``claim(now)`` of one job, without a worker or a lease).  With an
         explicit ``now``, lovely's rules (see "Time"): provisional cron
-        jobs are scheduled from it first, and when nothing is due by the
-        queue, the oldest ``queued`` job is taken."""
+        jobs are scheduled from it first, and queued jobs queued after
+        ``now`` are made due at ``now``; then ``claim(now)`` takes the
+        job."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
