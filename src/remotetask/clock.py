@@ -10,7 +10,8 @@ It has a connection and a transaction manager of its own and, every
 - tells the tasks of jobs cancelled while running (``cancelled`` true);
 - enforces time limits: a job past its limit has its ``cancelled`` flag set
   and is ended through ``service.reap()``;
-- calls ``service.maintain()`` every ``maintenance_interval`` seconds;
+- calls ``service.maintain()`` every ``maintenance_interval`` seconds, then
+  removes expired jobs (``remotetask.retention``) in small transactions;
 - wakes idle worker threads when a job is due (delayed and cron jobs start
   within a tick of their time, whatever the poll interval).
 """
@@ -20,10 +21,16 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
+from remotetask import retention
 from remotetask.limits import cancelRequested
 from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
 
 log = logging.getLogger('remotetask.worker')
+
+#: Retention: at most this many steps (transactions of at most
+#: ``retention.BATCH`` removals) or seconds per maintenance.
+EXPIRE_STEPS = 50
+EXPIRE_SECONDS = 2.0
 
 
 class Clock:
@@ -140,6 +147,33 @@ class Clock:
 
     def _maintain(self, tm, conn, now):
         self._reap(tm, conn, now, maintain=True)
+        self._expire(tm, conn, now)
+
+    def _expire(self, tm, conn, now):
+        """Remove expired jobs (``remotetask.retention``) in small
+        transactions: one step, and more at once while there is more, up
+        to ``EXPIRE_STEPS`` steps or ``EXPIRE_SECONDS`` per maintenance."""
+        cursors = getattr(self, '_expiryCursors', None) or {}
+        until = time.monotonic() + EXPIRE_SECONDS
+        for step in range(EXPIRE_STEPS):
+            try:
+                for attempt in tm.attempts(3):
+                    with attempt:
+                        removed, after, more = retention.expire(
+                            self._service(conn), now, cursors)
+            except STORAGE_ERRORS:
+                raise
+            except TransientError:
+                log.warning('clock: removing expired jobs conflicted; next '
+                            'time')
+                self._count(conflicts=1)
+                return
+            cursors = self._expiryCursors = after
+            if removed:
+                self._count(expired=len(removed))
+            if not more or time.monotonic() > until \
+                    or self._clockStop.is_set():
+                return
 
     def _reap(self, tm, conn, now, maintain=False):
         try:

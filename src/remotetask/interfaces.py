@@ -107,6 +107,26 @@ How a processor (``remotetask.processor``) carries this out:
   again; a job it was running is run again once the storage is back (while
   the claim still holds).
 
+Grouped commits: the crash window
+---------------------------------
+
+With ``batch='auto'`` (the default) a processor thread claims several
+short jobs at once and runs them one after the other in ONE transaction
+that commits once ``GROUP_SECONDS`` (0.2 s) have passed (or the claimed
+jobs are done).  If its process is killed outright, every job of the open
+group is run again (after the lease), not only the one that was running:
+at most, per thread, the claimed jobs (``AUTO_MAX``, 50) and in practice
+about ``GROUP_SECONDS / job duration + 1`` of them, so up to ``threads x
+(0.2 s / duration + 1)`` jobs for the process (a 20 ms task, 2 threads:
+up to 22; measured: 4 to 7 jobs ran twice with 3 workers of 2 threads
+and one killed).  Their ZODB writes were never committed, so for a task
+whose effects are all in the ZODB this costs only time; a task that
+sends mail sends it again.  Such a task sets ``grouped = False``
+(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each
+of its jobs runs in a transaction of its own, committed as soon as it
+ends, while the processor keeps grouping the other tasks' jobs; a kill
+then re-runs at most the jobs that were running (one per thread).
+
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
 them again once the lease has expired (the start count grows), or ends them
@@ -145,7 +165,11 @@ do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
     since it was added keeps its time;
   * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
     time-based); only ``delayed`` and ``cronjob`` jobs wait for their
-    ``eta``.
+    ``eta``.  These calls move the queue entry of a queued job queued
+    after their ``now`` to ``now`` when nothing else is due (up to 100 of
+    them per call among the 1,000 oldest queued jobs, ``scheduling.SCAN``),
+    then claim with ``claim(now)``: queue pauses, priorities and limits
+    apply as for processors.
 
   Without a ``now`` they use the clock and change no schedule: a queued
   job's ``eta`` (the time it was queued) has passed, and cron expressions,
@@ -316,6 +340,16 @@ class ITask(zope.interface.Interface):
     rate_limit = zope.interface.Attribute(
         "None, or 'N/s', 'N/m', 'N/h': at most N starts of this task per "
         'second, minute or hour, across all workers.')
+    keep = zope.interface.Attribute(
+        'None (the service\'s ``retention`` applies), or seconds its jobs '
+        'are kept once final, in every final status (``math.inf``: for '
+        'ever).  See ``remotetask.retention``.')
+    grouped = zope.interface.Attribute(
+        'True (the default): a processor may run its jobs in a group '
+        'that commits once (see "Grouped commits" above).  False: each of '
+        'its jobs runs in a transaction of its own, committed as soon as it '
+        'ends, so a worker killed outright re-runs at most the jobs it was '
+        'running.  For tasks with effects outside the ZODB (mail...).')
 
     def __call__(service, jobid, input):
         """Run the task for job ``jobid`` of ``service`` and return the result.
@@ -639,10 +673,20 @@ class ITaskService(zope.interface.Interface):
     def clean(status=CLEANABLE_STATUSES, before=None):
         """Remove the jobs in the given final statuses (ended before the
         epoch time ``before``, if given), except those that jobs not final
-        yet were added after (``remotetask.workflows.awaited()``).
+        yet were added after (``remotetask.workflows.awaited()``).  One
+        transaction: for many jobs use
+        ``remotetask.retention.clean`` in steps (``remotetask clean`` does).
 
         :raises InvalidStatusError: if a status is not final.
         """
+
+    retention = zope.interface.Attribute(
+        'A mutable mapping of the final statuses to the seconds a job is '
+        'kept once it ended (None: for ever); defaults: a day for '
+        'completed and cancelled jobs, a week for errors.  Setting a value '
+        'that is not None or a number >= 0 raises InvalidInputError and '
+        'changes nothing.  Processors remove expired jobs in small '
+        'transactions of their own (``remotetask.retention``).')
 
     def getStatus(jobid):
         """The status of the job."""
@@ -676,7 +720,8 @@ class ITaskService(zope.interface.Interface):
     def hasJobsWaiting(now=None):
         """True if a job is due at ``now``.  With an explicit ``now``,
         lovely's rules (see "Time"): provisional cron jobs are scheduled
-        from it first, and any ``queued`` job counts."""
+        from it first, and a ``queued`` job counts whatever its queue time
+        (unless its queue or task is paused)."""
 
     def queue():
         """The waiting ``(eta, jobid)`` entries in due order (an iterator
@@ -771,8 +816,9 @@ class ITaskService(zope.interface.Interface):
         """Claim the next due job and return it, or None (lovely's name for
         ``claim(now)`` of one job, without a worker or a lease).  With an
         explicit ``now``, lovely's rules (see "Time"): provisional cron
-        jobs are scheduled from it first, and when nothing is due by the
-        queue, the oldest ``queued`` job is taken."""
+        jobs are scheduled from it first, and queued jobs queued after
+        ``now`` are made due at ``now``; then ``claim(now)`` takes the
+        job."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it

@@ -215,7 +215,7 @@ class Processor(Clock):
         self._stats = dict.fromkeys(
             ('claimed', 'processed', 'completed', 'failed', 'retried',
              'lost', 'handed_back', 'commits', 'conflicts', 'storage_errors',
-             'maintenance_runs', 'reaped'), 0)
+             'maintenance_runs', 'reaped', 'expired'), 0)
 
     def __repr__(self):
         return '<Processor %s of %r x%d>' % (self.worker_id,
@@ -470,7 +470,7 @@ class Processor(Clock):
                                    'workers' % HOLD_SECONDS)
                     return
                 ran = 0
-                if len(claimed) - i > 1:
+                if len(claimed) - i > 1 and _grouped(claimed[i]):
                     ran = self._runGroup(tm, conn, worker, claimed[i:],
                                          reporter)
                     if ran is None:     # it conflicted: once more
@@ -492,7 +492,8 @@ class Processor(Clock):
         the group could not commit (a lost claim, the database away), None
         if it conflicted: the caller runs the group again, then its jobs one
         at a time (``_runOne``), so a job of an aborted group may run again,
-        as after any conflict."""
+        as after any conflict.  A job whose task is not ``grouped`` ends
+        the group before it, and runs alone (``_runOne``)."""
         started = time.monotonic()
         done = []
         try:
@@ -500,7 +501,8 @@ class Processor(Clock):
                 service = self._service(conn)
                 for item in items:
                     if self._stopping.is_set() or done and (
-                            time.monotonic() - started > GROUP_SECONDS):
+                            time.monotonic() - started > GROUP_SECONDS
+                            or not _grouped(item)):
                         break
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
@@ -756,6 +758,13 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _grouped(item):
+    """False for a job whose task asks to run alone, committed as soon as
+    it ends (``ITask.grouped``; see "Grouped commits" in interfaces)."""
+    task = zope.component.queryUtility(interfaces.ITask, name=item.task)
+    return getattr(task, 'grouped', True) is not False
 
 
 def taskNames():

@@ -1,6 +1,5 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
-import math
 import pickle
 import time
 import traceback as tb_module
@@ -13,8 +12,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, routing, scheduling,
-                        workflows)
+from remotetask import (events, interfaces, limits, retention, routing,
+                        scheduling, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -22,6 +21,7 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
+from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
     PARTITIONS, SENTINEL, Counts, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
     JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
@@ -62,19 +62,6 @@ def checkPicklable(value, what='input'):
     except Exception as e:
         raise InvalidInputError('the %s can not be stored (pickled): %s: %s'
                                 % (what, type(e).__name__, e)) from e
-
-
-def _number(name, value, low=None, integer=False, allowLow=True):
-    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and math.isnan(value)):
-        raise InvalidInputError('%s must be %s, not %r' % (
-            name, 'an integer' if integer else 'a number', value))
-    if low is not None and (value < low or (value == low and not allowLow)):
-        raise InvalidInputError('%s must be %s %s, not %r' % (
-            name, '>=' if allowLow else '>', low, value))
-    return value if integer else float(value)
 
 
 def _errorText(exc):
@@ -238,7 +225,8 @@ class TaskService(persistent.Persistent):
         elif eta is not None:
             eta = limits.checkTime('eta', eta)
         if time_limit is not None:
-            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False,
+                                 infinite=True)     # inf: no limit
         if max_retries is not None:
             max_retries = _number('max_retries', max_retries, 0, True)
         if max_starts is not None:
@@ -383,25 +371,26 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         if job._status == PROCESSING:
             raise InvalidStatusError(
-                'can not delete job %s: it is processing' % job.id)
-        self._forget(job)
+                'can not delete job %s: it is processing (cancel it: it '
+                'ends cancelled when its run returns)' % job.id)
+        retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        status = tuple(status)
-        for s in status:
-            if s not in FINAL_STATUSES:
-                raise InvalidStatusError(
-                    'can not clean jobs that are %r: only final statuses '
-                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
-        for s in status:
-            for jobid in list(self._index[s]):
-                job = self.jobs[jobid]
-                if before is None or (job.completed or job.created) < before:
-                    if not workflows.awaited(self, job):
-                        self._forget(job)
+        retention.clean(self, tuple(status), before)
+
+    _retention = None       # a retention.RetentionState once set
+
+    @property
+    def retention(self):
+        """See ITaskService."""
+        return retention.Retention(self)
+
+    @retention.setter
+    def retention(self, value):
+        retention.Retention(self).replace(value)
 
     # -- reading -------------------------------------------------------------
 

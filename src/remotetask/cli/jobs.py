@@ -92,13 +92,20 @@ def counts(uri, service, imports, zcml):
 @db_options
 @click.argument('jobid', type=int)
 def cancel(uri, service, imports, zcml, jobid):
-    """Cancel a waiting job."""
+    """Cancel a job (a processing one is asked to stop: it ends cancelled
+    when its run returns)."""
     runner = openService(uri, service, imports, zcml)
     from remotetask.interfaces import RemoteTaskError
+
+    def cancel(s):
+        s.cancel(jobid)
+        return s.getStatus(jobid)
     try:
-        runner(lambda s: s.cancel(jobid))
+        status = runner(cancel)
     except RemoteTaskError as e:
         fail(e)
+    if status == 'processing':
+        click.echo('job %d is processing: asked to stop' % jobid)
 
 
 @click.command()
@@ -106,9 +113,26 @@ def cancel(uri, service, imports, zcml, jobid):
 @click.option('--status', 'statuses', multiple=True,
               type=click.Choice(CLEANABLE),
               help='Status to clean (repeatable) [default: all final].')
-def clean(uri, service, imports, zcml, statuses):
-    """Remove finished jobs."""
+@click.option('--older-than', 'older_than', metavar='SECONDS',
+              type=click.FloatRange(min=0), default=None,
+              help='Only jobs that ended more than SECONDS ago.')
+def clean(uri, service, imports, zcml, statuses, older_than):
+    """Remove finished jobs, oldest first, in small transactions (it may
+    run while workers do; the retention of the service does the same by
+    itself: see the README's "Operations")."""
+    import time
+
+    from remotetask import retention
     runner = openService(uri, service, imports, zcml)
-    before = runner(lambda s: s.count())
-    runner(lambda s: s.clean(statuses or CLEANABLE))
-    click.echo('removed %d jobs' % (before - runner(lambda s: s.count())))
+    before = None if older_than is None else time.time() - older_than
+    cursors, removed = None, 0
+    while True:
+        # One bounded step per transaction (a conflict retries the step).
+        step, cursors, more = runner(
+            lambda s: retention.clean(s, statuses or CLEANABLE, before,
+                                      limit=retention.BATCH,
+                                      scan=retention.SCAN, cursors=cursors))
+        removed += len(step)
+        if not more:
+            break
+    click.echo('removed %d jobs' % removed)

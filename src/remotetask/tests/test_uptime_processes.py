@@ -117,3 +117,36 @@ def test_a_cron_job_cancelled_while_running_is_not_run_again(
     assert [line[0] for line in lines] == ['start', 'end'], lines
     assert client.service.jobs[jobid].status == 'cancelled'
     assert proc.poll() is None
+
+
+def test_retention_removes_completed_jobs_while_a_worker_runs(
+        client, worker, tmp_path):
+    from remotetask import retention
+    service = client.service
+    service.retention['completed'] = 0
+    client.commit()
+    proc = worker('--concurrency', '2')
+    added = 0
+    for burst in range(8):
+        for attempt in client.tm.attempts():
+            with attempt:
+                service = dbmod.getService(client.conn, client.name)
+                for n in range(50):
+                    service.add('noop', n)
+        added += 50
+        time.sleep(0.1)
+    try:
+        client.waitFor(lambda s: retention.removedCounts(s)['retention']
+                       == added, what='every job removed')
+    except AssertionError:
+        print((tmp_path / 'worker0.log').read_text()[-5000:])
+        raise
+    service = client.service
+    assert service.count() == 0
+    assert proc.poll() is None
+    proc.terminate()
+    proc.wait(60)
+    log = (tmp_path / 'worker0.log').read_text()
+    # Nothing surfaced: no job failed, nothing was given up or lost.
+    assert 'Traceback' not in log and 'gave up' not in log, log[-3000:]
+    assert ' lost ' not in log and 'ended error' not in log

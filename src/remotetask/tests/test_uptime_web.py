@@ -45,3 +45,44 @@ def test_cancel_of_a_processing_job_is_202_and_ends_it(app, db):
                           status=201).json['id']
     assert app.post_json('/api/jobs/%d/cancel' % other, {},
                          status=200).json['status'] == 'cancelled'
+
+
+# -- retention ----------------------------------------------------------------
+
+def test_retention_is_shown_and_set(app):
+    shown = app.get('/api/retention').json
+    assert shown['retention'] == {'completed': 86400, 'error': 604800,
+                                  'cancelled': 86400}
+    assert shown['defaults'] == shown['retention']
+    assert shown['removed'] == {'retention': 0, 'clean': 0, 'delete': 0}
+    shown = app.put_json('/api/retention', {'completed': 60,
+                                            'error': None}).json
+    assert shown['retention'] == {'completed': 60, 'error': None,
+                                  'cancelled': 86400}
+    assert app.get('/api/retention').json['retention']['completed'] == 60
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'completed': -1}, 'completed'),
+    ({'completed': 'a day'}, 'completed'),
+    ({'error': True}, 'error'),
+    ({'queued': 5}, 'unknown field'),
+])
+def test_bad_retention_is_400_and_changes_nothing(app, data, message):
+    data = dict(data, cancelled=5) if 'cancelled' not in data else data
+    response = app.put_json('/api/retention', data, status=400)
+    assert message in response.json['error']
+    assert app.get('/api/retention').json['retention']['cancelled'] == 86400
+
+
+def test_removed_jobs_are_in_metrics(app, db):
+    runner = ServiceRunner(db)
+    ids = [app.post_json('/api/jobs', {'task': 'echo', 'input': n},
+                         status=201).json['id'] for n in range(3)]
+    runner(lambda s: s.process())
+    app.delete('/api/jobs/%d' % ids[0])
+    app.post_json('/api/clean', {'status': ['completed']})
+    text = app.get('/metrics').text
+    assert 'remotetask_jobs_removed_total{reason="delete"} 1.0' in text
+    assert 'remotetask_jobs_removed_total{reason="clean"} 2.0' in text
+    assert 'remotetask_jobs_removed_total{reason="retention"} 0.0' in text

@@ -58,6 +58,15 @@ _WHEN = {'oneOf': [{'type': 'number'}, {'type': 'string',
                                          'format': 'date-time'}],
          'description': 'Epoch seconds or ISO 8601 with UTC offset'}
 
+_SECONDS = {'type': 'object', 'additionalProperties': False,
+            'properties': {status: {'type': 'number', 'minimum': 0,
+                                    'nullable': True}
+                           for status in interfaces.FINAL_STATUSES}}
+_RETENTION = {'type': 'object', 'properties': {
+    'retention': _SECONDS, 'defaults': _SECONDS,
+    'removed': {'type': 'object', 'additionalProperties': {
+        'type': 'integer'}}}}
+
 SCHEMAS = {
     'Error': {'type': 'object', 'required': ['error'], 'properties': {
         'error': {'type': 'string'}, 'status': {'type': 'integer'}}},
@@ -291,6 +300,16 @@ def document(server_url):
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},
+            '/api/retention': {
+                'get': _op('How long finished jobs are kept (seconds per '
+                           'final status, null: for ever), the defaults, '
+                           'and how many jobs were removed (by retention, '
+                           'clean, delete)', _json(_RETENTION),
+                           tag='service'),
+                'put': _op('Set the retention of some final statuses '
+                           '(seconds >= 0, or null to keep for ever); the '
+                           'others stay', _json(_RETENTION), 400, 403,
+                           body=_SECONDS, tag='service')},
             '/api/processing': {
                 'get': _op('Whether this server processes jobs',
                            _json(_ref('Processing')), tag='service'),
