@@ -330,7 +330,7 @@ def claimOrder(service, queues, spread, load=None):
     if load is not None and len(routing.lanes) > 1:
         found = list(routing.lanes.values())
         load(found)
-        load([lane_._length for lane_ in found])
+        load([counter for lane_ in found for counter in lane_.counters()])
     if queues is not None:
         order = []
         for queue in queues:
