@@ -166,9 +166,10 @@ do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
   * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
     time-based); only ``delayed`` and ``cronjob`` jobs wait for their
     ``eta``.  These calls move the queue entry of a queued job queued
-    after their ``now`` to ``now`` (looking at the 100 oldest queued jobs
-    per call, ``scheduling.SCAN``), then claim with ``claim(now)``: queue
-    pauses, priorities and limits apply as for processors.
+    after their ``now`` to ``now`` when nothing else is due (up to 100 of
+    them per call among the 1,000 oldest queued jobs, ``scheduling.SCAN``),
+    then claim with ``claim(now)``: queue pauses, priorities and limits
+    apply as for processors.
 
   Without a ``now`` they use the clock and change no schedule: a queued
   job's ``eta`` (the time it was queued) has passed, and cron expressions,

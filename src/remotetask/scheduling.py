@@ -94,15 +94,19 @@ def anchor(service, now):
 def dueQueued(service, now):
     """Make the ``queued`` jobs whose queue time is after ``now`` due at
     ``now`` (their entry moves to ``now`` in their queue, so ``claim(now)``
-    takes them, with the queue's pauses and limits).  Only the ``SCAN``
-    oldest queued jobs (by id) are looked at.  Return how many moved."""
+    takes them, with the queue's pauses and limits).  At most ``SCAN`` jobs
+    move, and at most ``10 * SCAN`` queued jobs (the oldest ids) are looked
+    at (those of a paused queue, moved by an earlier call, are passed
+    over).  Return how many moved."""
     moved = 0
-    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), SCAN))
+    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), 10 * SCAN))
     for jobid in ids:
         job = service.jobs[jobid]
         if job.eta is not None and job.eta > now:
             service._transition(job, QUEUED, now)
             moved += 1
+            if moved >= SCAN:
+                break
     return moved
 
 
