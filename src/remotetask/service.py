@@ -380,6 +380,7 @@ class TaskService(persistent.Persistent):
             raise InvalidStatusError(
                 'can not delete job %s: it is processing (cancel it: it '
                 'ends cancelled when its run returns)' % job.id)
+        workflows.deleting(self, job)
         retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
