@@ -106,6 +106,13 @@ class TaskService(persistent.Persistent):
             if status not in self._index:
                 self._index[status] = _statusIndex(status)
 
+    def upgradeLayout(self):
+        """Bring a service stored by an older version to the current layout
+        of its structures (see ``remotetask.layout``); cheap if it is."""
+        if not isinstance(self.jobs, JobTree):
+            from remotetask import layout
+            layout.upgrade(self)
+
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
                             self.__name__ or hex(id(self)))
