@@ -776,6 +776,7 @@ def taskNames():
 
 def _lengths(service):
     """The oids of the lengths of the service's lanes (routing.py)."""
-    return frozenset(lane._length._p_oid
+    return frozenset(counter._p_oid
                      for key, lane in routing.lanes(service)
-                     if lane._length._p_oid is not None)
+                     for counter in lane.counters()
+                     if counter._p_oid is not None)
