@@ -32,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import interfaces, routing
+from remotetask import health, interfaces, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -369,6 +369,7 @@ class Processor(Clock):
                     failures = 0
                 except STORAGE_ERRORS as e:
                     abort(tm)
+                    health.check(e)     # a full disk: noted (/metrics)
                     self._count(storage_errors=1)
                     log.warning('%s: database unavailable (%s); waiting',
                                 worker, errorText(e))
@@ -534,6 +535,7 @@ class Processor(Clock):
                 break
             except STORAGE_ERRORS as e:
                 abort(tm)
+                health.check(e)         # a full disk: noted (/metrics)
                 self._count(storage_errors=1)
                 if self._halt.is_set() or item.lost:
                     outcome = 'abandoned (%s)' % e
@@ -623,6 +625,7 @@ class Processor(Clock):
                         outcome, elapsed)
             return
         self._count(processed=1, **{key: 1})
+        health.STATE.noteCommitted()
         if key == 'completed':
             log.info('job %s (%s) ended %s in %.3fs', item.jobid, item.task,
                      outcome, elapsed)
