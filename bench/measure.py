@@ -65,9 +65,9 @@ class Store:
 
     def __init__(self, kind, workdir):
         self.name = dbmod.DEFAULT_SERVICE
-        if kind == 'relstorage':
-            # RelStorage has no invalidation push: idle workers poll.
-            os.environ['REMOTETASK_POLL'] = '0.05'
+        # Idle workers wait for an invalidation (FileStorage, ZEO) or a
+        # NOTIFY (RelStorage: remotetask.pgnotify), polling once a second
+        # besides (the worker's default).
         self.kind = kind
         self.workdir = workdir
         self.server = self.pg = None
