@@ -240,6 +240,7 @@ def test_responses_match_the_openapi_document(app, db):
     check('post', '/api/clean', '/api/clean', {'status': ['cancelled']})
     check('post', '/api/clean', '/api/clean', {'status': ['bogus']},
           status=400)
+    check('get', '/api/health', '/api/health')
     check('get', '/api/retention', '/api/retention')
     check('put', '/api/retention', '/api/retention', {'completed': 60})
     check('put', '/api/retention', '/api/retention', {'completed': -1},
