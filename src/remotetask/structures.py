@@ -209,6 +209,8 @@ class JobQueue(persistent.Persistent):
         and workers taking the jobs of one producer find them in several
         partitions, not all in one."""
         n = len(self._parts)
+        if self._counters is None:
+            return jobid % n            # an older layout (see relayout)
         spread = n // PARTITIONS
         if spread > 1 and n % PARTITIONS == 0:
             return partitionOf(jobid) * spread + jobid % spread
@@ -224,6 +226,21 @@ class JobQueue(persistent.Persistent):
         if counters is None:
             return self._length
         return counters[partitionOf(jobid, len(counters))]
+
+    def relayout(self):
+        """Bring a queue of an older layout (partitions by ``id % n``, one
+        length) to the current one, keeping its entries (see
+        ``remotetask.layout``)."""
+        if self._counters is not None:
+            return
+        entries = list(self)
+        self._parts = tuple(OOTreeSet([_FIRST])
+                            for _ in range(PARTITIONS * SPREAD))
+        self._counters = tuple(Length() for _ in range(PARTITIONS))
+        self.__dict__.pop('_length', None)
+        for eta, jobid in entries:
+            self.put(jobid, eta)
+        self._p_changed = True
 
     def counters(self):
         """The ``BTrees.Length`` objects that every put and remove changes

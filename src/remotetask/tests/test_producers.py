@@ -244,3 +244,60 @@ def test_a_thread_that_ends_hands_its_lane_on(filedb):
     # Three threads at once: three lanes (one of them the handed-on one).
     together = produce(filedb, 3, 2)
     assert len({partitionOf(ids[0]) for ids, w, s in together}) == 3
+
+
+def test_a_service_of_the_older_layout_is_upgraded_when_found(filedb):
+    """A service stored before lanes (one tree of jobs, unpartitioned
+    indexes and counters, a queue by ``id % 16``) is rebuilt in the lanes'
+    layout by the first transaction that finds it; nothing is lost."""
+    from BTrees.Length import Length
+    from BTrees.LOBTree import LOBTree
+    from BTrees.OOBTree import OOBTree
+    from remotetask.interfaces import STATUSES
+    from remotetask.structures import SENTINEL, JobQueue
+    tm = transaction.TransactionManager()
+    conn = filedb.open(tm)
+    with tm:
+        service = getService(conn)
+        ids = [service.add('scale.noop', i, delay=60 if i % 3 else None)
+               for i in range(40)]
+        service.cancel(ids[1])
+        claimed = service.claim(limit=2, worker='w', lease=30)
+        service.run(claimed[0])
+        counts = service.counts()
+        entries = list(service.queue())
+        # What an older version stored:
+        service.jobs = LOBTree(dict(service.jobs.items()))
+        service._index = {s: LOTreeSet([SENTINEL] + list(service.jobIds(s)))
+                          for s in STATUSES}
+        service._counts = {s: Length(n) for s, n in counts.items()}
+        service._byTask = OOBTree({'scale.noop': LOTreeSet(ids)})
+        queue = service._queue
+        del queue._counters
+        queue._parts = tuple(JobQueue(16)._parts)
+        queue._length = Length()
+        for eta, jobid in entries:
+            queue.put(jobid, eta)
+        assert queue._parts[5].has_key(entries[0]) == (entries[0][1] % 16
+                                                       == 5)
+    conn.close()
+    conn = filedb.open(tm)
+    with tm:
+        service = getService(conn)          # upgraded here
+    conn.close()
+    conn = filedb.open(tm)
+    with tm:
+        service = getService(conn)
+        assert isinstance(service.jobs, JobTree)
+        assert sorted(service.jobs) == sorted(ids)
+        assert service.counts() == counts
+        assert list(service.queue()) == entries
+        assert checkConsistency(service) == []
+        assert list(service.jobIds(task='scale.noop')) == sorted(ids)
+        # and it works on
+        more = service.add('scale.noop', 'new')
+        job, = service.claim(limit=1, worker='w', lease=30, now=1e12)
+        service.run(job)
+        assert checkConsistency(service) == []
+        assert more in service.jobs
+    conn.close()
