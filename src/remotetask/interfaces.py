@@ -297,6 +297,14 @@ class ServiceNotStoredError(RemoteTaskError, ValueError):
     its own and must find the service there."""
 
 
+class DiskFullError(RemoteTaskError):
+    """The disk of the database is full (``ENOSPC``): what was being
+    committed was not stored; what was committed before is safe.  Not
+    transient for the caller (retrying at once does not help); processors
+    wait for space and go on by themselves.  See ``remotetask.health``.
+    """
+
+
 class StorageUnavailable(RemoteTaskError,
                          transaction.interfaces.TransientError):
     """The database can not be reached (a ZEO server or PostgreSQL is down).

@@ -13,7 +13,7 @@ from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
 from remotetask import (events, interfaces, limits, retention, routing,
-                        scheduling, workflows)
+                        pgnotify, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -82,6 +82,9 @@ class TaskService(persistent.Persistent):
     #: Cron jobs scheduled from the clock, for lovely's fake clock (see
     #: ``scheduling``); made when first used by a service older than it.
     _provisional = None
+    #: Statistics of the runs (``stats``); made when first used by a
+    #: service older than them.
+    _stats = None
 
     def __init__(self):
         # All partitioned by the lanes of the ids (structures.partitionOf),
@@ -96,6 +99,7 @@ class TaskService(persistent.Persistent):
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
         self._routing = routing.Routing(self._queue)
+        self._stats = stats.Statistics()
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -157,6 +161,8 @@ class TaskService(persistent.Persistent):
         if status in WAITING_STATUSES:
             job.eta = eta
             self._lane(job, create=True).put(job.id, eta)
+            # RelStorage: wake the idle workers once this commits.
+            pgnotify.jobWaiting(self)
         else:
             job.eta = None
         self._index[status].insert(job.id)
@@ -728,6 +734,7 @@ class TaskService(persistent.Persistent):
         job.completed = end
         job._lease = None
         job._endAttempt(**record)
+        stats.record(self, job, outcome, end, error)
         return end
 
     def _succeed(self, job, result, now):

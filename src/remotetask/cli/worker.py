@@ -6,7 +6,7 @@ import sys
 import click
 
 from remotetask.cli.common import (
-    configureLogging, db_options, loadTasks, openDatabase)
+    closeDatabase, configureLogging, db_options, loadTasks, openDatabase)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -111,6 +111,6 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
         # without waiting for it (the job was handed back).
         logging.shutdown()
         os._exit(code)
-    database.close()
+    closeDatabase(database)
     log.info('worker %s exits with status %d', processor.worker_id, code)
     sys.exit(code)

@@ -189,10 +189,11 @@ SCHEMAS = {
 
 def document(server_url):
     """The OpenAPI document, with ``server_url`` as its server."""
-    from remotetask.web import routing
+    from remotetask.web import routing, stats
     job = _json(_ref('JobDetail'))
-    schemas = dict(SCHEMAS, **routing.SCHEMAS)
-    paths = routing.openapiPaths(_op, _json, _ref)
+    schemas = dict(SCHEMAS, **routing.SCHEMAS, **stats.SCHEMAS)
+    paths = dict(routing.openapiPaths(_op, _json, _ref),
+                 **stats.openapiPaths(_op, _json, _ref))
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':
@@ -300,6 +301,17 @@ def document(server_url):
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},
+            '/api/health': {
+                'get': _op('The storage condition this process saw: '
+                           'disk_full (true from a failed commit of a full '
+                           'disk until a commit works again), since, error',
+                           _json({'type': 'object', 'properties': {
+                               'disk_full': {'type': 'boolean'},
+                               'since': _EPOCH,
+                               'error': {'type': 'string',
+                                         'nullable': True},
+                               'seen': {'type': 'integer'}}}),
+                           tag='service')},
             '/api/retention': {
                 'get': _op('How long finished jobs are kept (seconds per '
                            'final status, null: for ever), the defaults, '

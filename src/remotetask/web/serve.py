@@ -147,7 +147,9 @@ def _closeDatabase(database):
     writes its index file when it closes) is one line, not a traceback.
     What was committed is in the file; the index is rebuilt at the next
     open."""
+    from remotetask import health
     try:
+        health.beforeClose(database)
         database.close()
     except Exception as e:
         click.echo('remotetask: the database did not close cleanly (%s: %s);'
