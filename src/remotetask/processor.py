@@ -32,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import interfaces, routing
+from remotetask import health, interfaces, pgnotify, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -254,6 +254,8 @@ class Processor(Clock):
         self._clockStop.clear()
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
+        # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
+        pgnotify.listen(self.db, self._onNotify)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
                                        % self.worker_id)
@@ -293,6 +295,7 @@ class Processor(Clock):
         if self._clock is not None:
             self._clock.join(10.0)
         hooks.remove(self.db, self._onInvalidate)
+        pgnotify.unlisten(self.db, self._onNotify)
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning('threads still running a task after stop (their '
@@ -338,6 +341,12 @@ class Processor(Clock):
         if watched and not watched.isdisjoint(oids):
             self.wake()
 
+    def _onNotify(self, payload):
+        # A NOTIFY of pgnotify (the listener's thread): a job of the
+        # service named ``payload`` waits (None: maybe one was missed).
+        if not payload or payload == self.name:
+            self.wake()
+
     def _idleWait(self, generation):
         with self._wakeup:
             self._idle += 1
@@ -369,6 +378,7 @@ class Processor(Clock):
                     failures = 0
                 except STORAGE_ERRORS as e:
                     abort(tm)
+                    health.check(e)     # a full disk: noted (/metrics)
                     self._count(storage_errors=1)
                     log.warning('%s: database unavailable (%s); waiting',
                                 worker, errorText(e))
@@ -534,6 +544,7 @@ class Processor(Clock):
                 break
             except STORAGE_ERRORS as e:
                 abort(tm)
+                health.check(e)         # a full disk: noted (/metrics)
                 self._count(storage_errors=1)
                 if self._halt.is_set() or item.lost:
                     outcome = 'abandoned (%s)' % e
@@ -623,6 +634,7 @@ class Processor(Clock):
                         outcome, elapsed)
             return
         self._count(processed=1, **{key: 1})
+        health.STATE.noteCommitted()
         if key == 'completed':
             log.info('job %s (%s) ended %s in %.3fs', item.jobid, item.task,
                      outcome, elapsed)
@@ -776,6 +788,7 @@ def taskNames():
 
 def _lengths(service):
     """The oids of the lengths of the service's lanes (routing.py)."""
-    return frozenset(lane._length._p_oid
+    return frozenset(counter._p_oid
                      for key, lane in routing.lanes(service)
-                     if lane._length._p_oid is not None)
+                     for counter in lane.counters()
+                     if counter._p_oid is not None)

@@ -58,6 +58,10 @@ MAX_BODY = 1024 * 1024
 @click.option('--session-max', default=8 * 3600, show_default=True,
               type=click.IntRange(1),
               help='A login session ends this long after the login (s).')
+@click.option('--pack-interval', type=click.FloatRange(min=0),
+              default=86400.0, show_default=True, metavar='SECONDS',
+              help='Pack the database this often, in the background, when '
+                   'this process holds its FileStorage (0: never).')
 def serve(**options):
     """Serve XML-RPC, the JSON API, the management page and /metrics, and
     process the jobs, in this process.  With no --import or --zcml, the

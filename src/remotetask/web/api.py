@@ -21,7 +21,7 @@ from pyramid.httpexceptions import (
     HTTPUnsupportedMediaType)
 from transaction.interfaces import TransientError
 
-from remotetask import interfaces
+from remotetask import health, interfaces
 from remotetask.interfaces import (
     InvalidStatusError, JobNotFoundError, RemoteTaskError)
 from remotetask.job import CronJob
@@ -617,6 +617,9 @@ def apiError(exc, request):
         status, message = exc.status_int, httpMessage(exc)
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)
+    elif health.check(exc) is not None:
+        status, message = 503, health.check(exc).args[0]
+        request.response.headers['Retry-After'] = '30'
     elif isinstance(exc, InvalidStatusError):
         status, message = 409, str(exc)
     elif isinstance(exc, (RemoteTaskError, ValueError)):

@@ -223,12 +223,13 @@ def _withTasks(schemas, tasks):
 def document(server_url, tasks=None):
     """The OpenAPI document, with ``server_url`` as its server (and the
     names of ``tasks`` as the tasks new jobs may name, if given)."""
-    from remotetask.web import routing
+    from remotetask.web import routing, stats
     job = _json(_ref('JobDetail'))
-    schemas = dict(SCHEMAS, **routing.SCHEMAS)
+    schemas = dict(SCHEMAS, **routing.SCHEMAS, **stats.SCHEMAS)
     if tasks:
         schemas = _withTasks(schemas, tasks)
-    paths = routing.openapiPaths(_op, _json, _ref)
+    paths = dict(routing.openapiPaths(_op, _json, _ref),
+                 **stats.openapiPaths(_op, _json, _ref))
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':
@@ -337,6 +338,17 @@ def document(server_url, tasks=None):
                           'status': {'type': 'array',
                                      'items': _ref('Status')},
                           'before': _WHEN}}, tag='service')},
+            '/api/health': {
+                'get': _op('The storage condition this process saw: '
+                           'disk_full (true from a failed commit of a full '
+                           'disk until a commit works again), since, error',
+                           _json({'type': 'object', 'properties': {
+                               'disk_full': {'type': 'boolean'},
+                               'since': _EPOCH,
+                               'error': {'type': 'string',
+                                         'nullable': True},
+                               'seen': {'type': 'integer'}}}),
+                           tag='service')},
             '/api/retention': {
                 'get': _op('How long finished jobs are kept (seconds per '
                            'final status, null: for ever), the defaults, '

@@ -56,7 +56,8 @@ def _raiseStop(signum, frame):
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
         lease, no_processing, threads, max_body, connection_limit=1000,
         channel_timeout=30, request_timeout=15, trusted_proxy=None,
-        secure_cookies=False, session_idle=3600, session_max=8 * 3600):
+        secure_cookies=False, session_idle=3600, session_max=8 * 3600,
+        pack_interval=0):
     """Run ``remotetask serve`` with its options (see remotetask.cli.serve)
     until SIGTERM or SIGINT."""
     from remotetask.processor import Processor
@@ -117,11 +118,16 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                    'addresses only')
     else:
         click.echo('  users from %s (%d)' % (users_path, len(users)))
+    from remotetask.packing import startPacker
     previous = signal.signal(signal.SIGTERM, _raiseStop)
+    packer = None
     try:
         if not no_processing:
             processor.start()
             click.echo('  processing with %d thread(s)' % concurrency)
+        packer = startPacker(database, pack_interval)
+        if packer is not None:
+            click.echo('  packing the database every %gs' % pack_interval)
         sys.stdout.flush()
         server.run()
     except (KeyboardInterrupt, _Stop):
@@ -129,7 +135,24 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
     finally:
         signal.signal(signal.SIGTERM, previous)
         server.close()
+        if packer is not None:
+            packer.stop(0)
         if processor.running:
             processor.stop()
+        _closeDatabase(database)
+
+
+def _closeDatabase(database):
+    """Close the database at exit; a failure (a full disk: FileStorage
+    writes its index file when it closes) is one line, not a traceback.
+    What was committed is in the file; the index is rebuilt at the next
+    open."""
+    from remotetask import health
+    try:
+        health.beforeClose(database)
         database.close()
+    except Exception as e:
+        click.echo('remotetask: the database did not close cleanly (%s: %s);'
+                   ' committed jobs are safe, its index is rebuilt when it '
+                   'is next opened' % (type(e).__name__, e), err=True)
 

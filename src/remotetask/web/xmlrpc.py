@@ -12,6 +12,8 @@ fault codes are:
 5       bad cron schedule (``InvalidScheduleError``)
 6       other remotetask errors and bad values
 7       the database was busy (write conflicts) or unavailable: try again
+8       the disk of the database is full: nothing was stored
+        (``DiskFullError``, see ``remotetask.health``)
 -32700  the request is not XML-RPC (malformed XML)
 -32601  no such method
 -32602  wrong arguments for the method
@@ -44,7 +46,7 @@ from pyramid_retry import is_last_attempt
 from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
-from remotetask import interfaces
+from remotetask import health, interfaces
 from remotetask.numbers import shortRepr
 from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
@@ -53,7 +55,7 @@ from remotetask.web.auth import MANAGE, VIEW
 log = logging.getLogger('remotetask.web')
 
 UNKNOWN_TASK, UNKNOWN_JOB, INVALID_STATUS, INVALID_INPUT = 1, 2, 3, 4
-INVALID_SCHEDULE, INVALID_VALUE, TRY_AGAIN = 5, 6, 7
+INVALID_SCHEDULE, INVALID_VALUE, TRY_AGAIN, DISK_FULL = 5, 6, 7, 8
 PARSE_ERROR, NO_METHOD, BAD_ARGUMENTS, INTERNAL = (-32700, -32601, -32602,
                                                    -32603)
 
@@ -93,6 +95,9 @@ def failed(exc, request):
         return forbidden(exc, request)  # (a route's view comes first)
     if isinstance(exc, HTTPException):
         return exc
+    full = health.check(exc)
+    if full is not None:
+        return fault(request, DISK_FULL, str(full))
     if isinstance(exc, (TransientError, StorageError)):
         if is_last_attempt(request):
             log.warning('XML-RPC request failed, the client may try '
@@ -346,7 +351,10 @@ def _xml(payload):
 
 def fault(request, code, message):
     """A fault response; the transaction is rolled back."""
-    request.tm.doom()
+    try:
+        request.tm.doom()
+    except ValueError:
+        pass    # (its commit failed already: an exception view's fault)
     return _xml(xmlrpc.client.dumps(xmlrpc.client.Fault(
         code, message.encode('utf-8', 'backslashreplace').decode('utf-8')),
         methodresponse=True, allow_none=True))
@@ -428,6 +436,9 @@ def endpoint(request):
     except TransientError:
         raise  # pyramid_retry runs the request again
     except Exception as e:
+        full = health.check(e)
+        if full is not None:
+            return fault(request, DISK_FULL, str(full))
         for cls, code in _CODES:
             if isinstance(e, cls):
                 return fault(request, code, str(e))
