@@ -154,7 +154,8 @@ class RemoteTaskError(Exception):
 
 
 class UnknownTaskError(RemoteTaskError, ValueError):
-    """No ``ITask`` utility is registered under the name asked for.
+    """No ``ITask`` utility is registered under the name asked for, and no
+    live worker of the service (see ``ITaskService.workers``) runs it.
 
     Raised by ``add()`` and ``addCronJob()``; nothing is stored.
     """
@@ -487,6 +488,17 @@ class ITaskService(zope.interface.Interface):
         keys of the task index behind ``jobIds(task=...)``; a name stays
         when its jobs are removed)."""
 
+    def workers(now=None):
+        """The live workers (processors) of this service, from the worker
+        registry (``remotetask.registry``): a list of dicts with ``id``,
+        ``host``, ``pid``, ``kind``, ``version``, ``started``,
+        ``heartbeat``, ``interval``, ``expires``, ``concurrency``, ``tasks``
+        (the names it runs), ``running`` (job ids), ``done`` and
+        ``failed``, sorted by id.  A processor records itself when it
+        starts, beats every few seconds, and removes its entry when it stops;
+        the entry of one that died expires after a few missed heartbeats.
+        ``add()`` also accepts the tasks these workers run."""
+
     def jobIds(status=None, task=None):
         """The ids of the jobs in ``status`` and of ``task`` (either may be
         None: any), ascending, from indexes (a BTree set or keys view, so
@@ -561,10 +573,13 @@ class ITaskService(zope.interface.Interface):
         ``token``: not handed back, reaped, ended or claimed again since.
         A worker checks it in the transaction that records the outcome."""
 
-    def handBack(job, now=None, reason='handed back'):
-        """Put a processing job back in the queue at once, without counting
-        the start (a worker stopping before it could run or finish it).
-        The attempt is recorded with outcome ``'handed back'``.
+    def handBack(job, now=None, reason='handed back', ran=False):
+        """Put a processing job back in the queue at once (a worker stopping
+        before it could run or finish it).  The start counts only if the
+        job ``ran`` (its task was called: a job that keeps stopping its
+        workers reaches ``max_starts``); ``completed`` is left as it was
+        (the job did not complete).  The attempt is recorded with outcome
+        ``'handed back'``.
 
         :raises InvalidStatusError: if the job is not processing.
         """

@@ -65,8 +65,15 @@ def _jsonable(value):
 def counts(uri, service, imports, zcml):
     """Print the number of jobs in each status."""
     runner = openService(uri, service, imports, zcml)
-    for name, n in runner(lambda s: s.counts()).items():
+    from remotetask import registry
+
+    def read(s):
+        return s.counts(), registry.describeUnserved(registry.unserved(s))
+    found, warnings = runner(read)
+    for name, n in found.items():
         click.echo('%-12s %d' % (name, n))
+    for line in warnings:
+        click.echo('warning: %s' % line, err=True)
 
 
 @click.command()

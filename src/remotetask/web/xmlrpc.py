@@ -99,6 +99,12 @@ def getAvailableTasks(request):
     return sorted(request.service.getAvailableTasks())
 
 
+def getWorkers(request):
+    """The live workers of the service (id, host, pid, kind, version,
+    started, heartbeat, concurrency, tasks, running, done, failed...)."""
+    return request.service.workers()
+
+
 def add(request, task, input=None, startLater=False):
     """Add a job; return its id."""
     jobid = request.service.add(_name(task), input,
@@ -224,6 +230,7 @@ def methodHelp(request, name):
 
 METHODS = {
     'getAvailableTasks': (VIEW, getAvailableTasks),
+    'getWorkers': (VIEW, getWorkers),
     'add': (MANAGE, add),
     'addCronJob': (MANAGE, addCronJob),
     'startJob': (MANAGE, startJob),
