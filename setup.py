@@ -28,8 +28,9 @@ setup(
     package_dir={'': 'src'},
     packages=find_packages('src'),
     include_package_data=True,
-    package_data={'remotetask': ['*.txt', '*.zcml', 'web/*.txt',
-                                 'web/static/*', 'web/templates/*']},
+    package_data={'remotetask': ['*.txt', '*.zcml', 'zope/*.zcml',
+                                 'web/*.txt', 'web/static/*',
+                                 'web/templates/*']},
     zip_safe=False,
     python_requires='>=3.9',
     install_requires=[
@@ -67,6 +68,12 @@ setup(
             'WebTest >= 3.0',
             'openapi-spec-validator >= 0.7',
             'openapi-schema-validator >= 0.6',
+            # remotetask.zope and remotetask.pyramid, tested with the real
+            # frameworks.  Zope 5.x does not start with ZODB >= 6.4 (Zope
+            # issue #1291): with it, pip picks Zope 6.
+            'Zope >= 5.8',
+            'zope.app.appsetup >= 5.0',
+            'pyramid_zodbconn >= 0.8',
         ],
         # bench/run.py's peers (not needed by the tests).
         'bench': [

@@ -12,7 +12,8 @@ import importlib
 
 _NAMES = {
     'remotetask.interfaces': (
-        'CANCELLED', 'COMPLETED', 'CRONJOB', 'DELAYED', 'ERROR', 'PROCESSING',
+        'CANCELLED', 'COMPLETED', 'CRONJOB', 'DEFERRED', 'DELAYED', 'ERROR',
+        'PROCESSING',
         'QUEUED', 'STARTLATER', 'STATUSES', 'InvalidInputError',
         'InvalidScheduleError', 'InvalidStatusError', 'JobNotFoundError',
         'RemoteTaskError', 'Retry', 'TaskError', 'TimeLimitExceeded',

@@ -9,9 +9,11 @@ It has a connection and a transaction manager of its own and, every
   third of the lease), writing only each job's small lease object, so that
   renewals never conflict with the jobs' completion; a job found no longer
   owned has its ``cancelled`` flag set;
+- tells the tasks of jobs cancelled while running (``cancelled`` true);
 - enforces time limits: a job past its limit has its ``cancelled`` flag set
   and is ended through ``service.reap()``;
-- calls ``service.maintain()`` every ``maintenance_interval`` seconds;
+- calls ``service.maintain()`` every ``maintenance_interval`` seconds, then
+  removes expired jobs (``remotetask.retention``) in small transactions;
 - updates the processor's entry in the worker registry every ``heartbeat``
   seconds (``remotetask.registry``), removing expired entries of others;
 - wakes idle worker threads when a job is due (delayed and cron jobs start
@@ -23,10 +25,16 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
-from remotetask import registry
+from remotetask import registry, retention
+from remotetask.limits import cancelRequested
 from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
 
 log = logging.getLogger('remotetask.worker')
+
+#: Retention: at most this many steps (transactions of at most
+#: ``retention.BATCH`` removals) or seconds per maintenance.
+EXPIRE_STEPS = 50
+EXPIRE_SECONDS = 2.0
 
 
 class Clock:
@@ -47,6 +55,7 @@ class Clock:
                         conn = self.db.open(tm)
                     now = time.time()
                     self._renew(tm, conn, now)
+                    self._checkCancels(tm, conn)
                     self._releaseHeld()
                     self._beat(tm, conn, now)
                     self._enforceLimits(tm, conn, now)
@@ -124,6 +133,30 @@ class Clock:
             log.warning('workers %s expired (no heartbeat for %d intervals)',
                         ', '.join(dead), registry.MISSED)
 
+    def _checkCancels(self, tm, conn):
+        """Tell the tasks whose jobs were cancelled while running (a flag
+        on the job's progress object, see ``remotetask.limits``)."""
+        with self._lock:
+            active = [i for i in self._active.values()
+                      if not i.lost and not i.cancelled.is_set()]
+        if not active:
+            return
+        tm.begin()
+        try:
+            service = self._service(conn)
+            asked = []
+            for item in active:
+                job = item.job(service)
+                if job is not None and cancelRequested(job):
+                    asked.append(item)
+        finally:
+            tm.abort()
+        for item in asked:
+            log.warning('job %s (%s): cancel requested; its task is told '
+                        '(cancelled is true)', item.jobid, item.task)
+            item.cancelled.requested = True
+            item.cancelled.set()
+
     def _enforceLimits(self, tm, conn, now):
         with self._lock:
             over = [i for i in self._active.values() if not i.timedOut
@@ -141,6 +174,33 @@ class Clock:
 
     def _maintain(self, tm, conn, now):
         self._reap(tm, conn, now, maintain=True)
+        self._expire(tm, conn, now)
+
+    def _expire(self, tm, conn, now):
+        """Remove expired jobs (``remotetask.retention``) in small
+        transactions: one step, and more at once while there is more, up
+        to ``EXPIRE_STEPS`` steps or ``EXPIRE_SECONDS`` per maintenance."""
+        cursors = getattr(self, '_expiryCursors', None) or {}
+        until = time.monotonic() + EXPIRE_SECONDS
+        for step in range(EXPIRE_STEPS):
+            try:
+                for attempt in tm.attempts(3):
+                    with attempt:
+                        removed, after, more = retention.expire(
+                            self._service(conn), now, cursors)
+            except STORAGE_ERRORS:
+                raise
+            except TransientError:
+                log.warning('clock: removing expired jobs conflicted; next '
+                            'time')
+                self._count(conflicts=1)
+                return
+            cursors = self._expiryCursors = after
+            if removed:
+                self._count(expired=len(removed))
+            if not more or time.monotonic() > until \
+                    or self._clockStop.is_set():
+                return
 
     def _reap(self, tm, conn, now, maintain=False):
         try:
@@ -165,7 +225,9 @@ class Clock:
     def _checkDue(self, tm, conn, now):
         tm.begin()
         try:
-            due = self._service(conn).hasJobsWaiting(now)
+            # No ``now``: the real clock (an explicit one is lovely's fake
+            # clock, which moves cron jobs added without one).
+            due = self._service(conn).hasJobsWaiting()
         finally:
             tm.abort()
         if due:

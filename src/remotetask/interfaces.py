@@ -12,9 +12,15 @@ A *job* is one request to run a *task* (a named ``ITask`` utility) with an
 *input*.  It goes through these statuses, declared once below:
 
 ``start later``  added with ``startLater=True``; waits for ``startJob()``.
+``deferred``     added with ``after=(jobid, ...)`` (or by ``chain()`` and
+                 ``group()``): waits for those jobs (its *parents*) to
+                 complete, then is queued in the transaction that completes
+                 the last of them; cancelled if one of them fails or is
+                 cancelled (see ``remotetask.workflows``).
 ``queued``       waiting for a worker; due now.
 ``delayed``      waiting for a worker; due at ``job.eta`` (a delay, an ETA,
-                 or a retry with back-off).  It stays ``delayed`` until a
+                 a retry with back-off, or lovely's one-off cron job
+                 ``addCronJob(delay=...)``).  It stays ``delayed`` until a
                  worker takes it, which happens as soon as it is due.
 ``cronjob``      a repeating job waiting for its next call time.  A cron job
                  never becomes final by running: after each run it goes back
@@ -101,6 +107,26 @@ How a processor (``remotetask.processor``) carries this out:
   again; a job it was running is run again once the storage is back (while
   the claim still holds).
 
+Grouped commits: the crash window
+---------------------------------
+
+With ``batch='auto'`` (the default) a processor thread claims several
+short jobs at once and runs them one after the other in ONE transaction
+that commits once ``GROUP_SECONDS`` (0.2 s) have passed (or the claimed
+jobs are done).  If its process is killed outright, every job of the open
+group is run again (after the lease), not only the one that was running:
+at most, per thread, the claimed jobs (``AUTO_MAX``, 50) and in practice
+about ``GROUP_SECONDS / job duration + 1`` of them, so up to ``threads x
+(0.2 s / duration + 1)`` jobs for the process (a 20 ms task, 2 threads:
+up to 22; measured: 4 to 7 jobs ran twice with 3 workers of 2 threads
+and one killed).  Their ZODB writes were never committed, so for a task
+whose effects are all in the ZODB this costs only time; a task that
+sends mail sends it again.  Such a task sets ``grouped = False``
+(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each
+of its jobs runs in a transaction of its own, committed as soon as it
+ends, while the processor keeps grouping the other tasks' jobs; a kill
+then re-runs at most the jobs that were running (one per thread).
+
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
 them again once the lease has expired (the start count grows), or ends them
@@ -109,6 +135,45 @@ of a worker cut off from the database for longer than its lease, can have
 their task run twice under two claims; and since an outcome is written
 only while its claim holds, only one of those runs commits its outcome and
 its writes (apart from what a task committed itself).
+
+Time: ``now``
+=============
+
+Every ``now`` is epoch seconds.  A method given no ``now`` (None) uses the
+clock, ``time.time()``; a method given one uses that instead, so a caller can
+drive the service with a clock of its own, as lovely.remotetask's doctests
+do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
+
+- ``add()``, ``addCronJob()``, ``reschedule()``, ``startJob()``,
+  ``retry()``: the job is scheduled from it: a delay counts from it, a cron
+  job's next call is the first one after it.
+- ``claim()``, ``run()``, ``reap()``, ``maintain()`` (what processors call,
+  always with the real time): it is the time of the claim, of the run's end
+  (a cron job's next call is computed from it), of the lease check.  A job
+  is due for ``claim(now)`` when its ``eta`` is at or before ``now``.
+- lovely's processing calls, ``process(now)``, ``processNext(now)``,
+  ``claimNextJob(now)`` and ``hasJobsWaiting(now)``, read an explicit
+  ``now`` as lovely did:
+
+  * a cron job (or lovely's one-off delayed job, ``addCronJob(delay=...)``)
+    added or rescheduled *without* a ``now`` is scheduled from the clock at
+    once (``job.eta``, which processors and the web page use), but
+    provisionally: the first of these calls given a ``now`` schedules it
+    again from that ``now`` (``job.timeOfNextCall(now)``), so it is never
+    due in that call, and runs at the first call whose ``now`` reaches its
+    next call time.  A job that ran, or was rescheduled with a ``now``,
+    since it was added keeps its time;
+  * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
+    time-based); only ``delayed`` and ``cronjob`` jobs wait for their
+    ``eta``.
+
+  Without a ``now`` they use the clock and change no schedule: a queued
+  job's ``eta`` (the time it was queued) has passed, and cron expressions,
+  time zones and ETAs mean what they say.  ``add(delay=...)`` and
+  ``add(eta=...)`` are remotetask's, not lovely's: without a ``now`` their
+  due time comes from the clock and stays.  A real-time caller should pass
+  no ``now`` to lovely's calls (processors' clock threads pass none to
+  ``hasJobsWaiting``).
 
 Structures
 ==========
@@ -128,6 +193,7 @@ from zope.interface.common.mapping import IEnumerableMapping
 # -- Statuses --------------------------------------------------------------
 
 STARTLATER = 'start later'
+DEFERRED = 'deferred'
 QUEUED = 'queued'
 DELAYED = 'delayed'
 CRONJOB = 'cronjob'
@@ -137,7 +203,7 @@ ERROR = 'error'
 CANCELLED = 'cancelled'
 
 #: Every status, in the order a job goes through them.
-STATUSES = (STARTLATER, QUEUED, DELAYED, CRONJOB, PROCESSING,
+STATUSES = (STARTLATER, DEFERRED, QUEUED, DELAYED, CRONJOB, PROCESSING,
             COMPLETED, ERROR, CANCELLED)
 #: A job in one of these statuses is in the queue.
 WAITING_STATUSES = (QUEUED, DELAYED, CRONJOB)
@@ -264,6 +330,23 @@ class ITask(zope.interface.Interface):
     retry_jitter = zope.interface.Attribute(
         'If true, each retry delay is drawn uniformly between half of it and '
         'all of it, so failed jobs do not all come back at once.')
+    concurrency = zope.interface.Attribute(
+        'None, or N: at most N jobs of this task processing at once, across '
+        'all workers and hosts; the others stay queued (a claim takes one of '
+        'N slots in its own transaction).')
+    rate_limit = zope.interface.Attribute(
+        "None, or 'N/s', 'N/m', 'N/h': at most N starts of this task per "
+        'second, minute or hour, across all workers.')
+    keep = zope.interface.Attribute(
+        'None (the service\'s ``retention`` applies), or seconds its jobs '
+        'are kept once final, in every final status (``math.inf``: for '
+        'ever).  See ``remotetask.retention``.')
+    grouped = zope.interface.Attribute(
+        'True (the default): a processor may run its jobs in a group '
+        'that commits once (see "Grouped commits" above).  False: each of '
+        'its jobs runs in a transaction of its own, committed as soon as it '
+        'ends, so a worker killed outright re-runs at most the jobs it was '
+        'running.  For tasks with effects outside the ZODB (mail...).')
 
     def __call__(service, jobid, input):
         """Run the task for job ``jobid`` of ``service`` and return the result.
@@ -313,7 +396,11 @@ class IJob(zope.interface.Interface):
     lease_expires = zope.interface.Attribute(
         'While processing: epoch seconds when the lease ends')
     attempts = zope.interface.Attribute(
-        'Tuple of dicts, one per start: start, end, worker, outcome, error')
+        'Tuple of dicts, one per start: start, end, worker, outcome, error; '
+        'bounded: the first 2 and the last 8 attempts are kept '
+        '(remotetask.limits), ``attempt_count`` counts them all')
+    attempt_count = zope.interface.Attribute(
+        'How many attempts (starts) the job had in all')
     progress = zope.interface.Attribute(
         '(fraction or None, message) last reported by the running task')
     meta = zope.interface.Attribute(
@@ -340,8 +427,11 @@ class ICronJob(IJob):
 
     The schedule is either lovely's tuple fields (all in UTC; an empty tuple
     means "any"; a time matches when it matches every non-empty field; day of
-    week 0 is Monday) or ``delay`` (run every ``delay`` seconds), or a
-    standard five-field cron ``expression`` read in ``timezone``.
+    week 0 is Monday), or ``interval`` (run every ``interval`` seconds), or a
+    standard five-field cron ``expression`` read in ``timezone``.  Or it is
+    lovely's ``delay``: the job runs once, ``delay`` seconds after it was
+    scheduled (status ``delayed``), and then ends ``completed`` or ``error``
+    like a plain job; ``service.reschedule()`` arms it again.
     """
 
     minute = zope.interface.Attribute('Tuple of minutes (0-59)')
@@ -349,23 +439,41 @@ class ICronJob(IJob):
     dayOfMonth = zope.interface.Attribute('Tuple of days of month (1-31)')
     month = zope.interface.Attribute('Tuple of months (1-12)')
     dayOfWeek = zope.interface.Attribute('Tuple of week days (0=Monday)')
-    delay = zope.interface.Attribute('Seconds between calls, or None')
+    delay = zope.interface.Attribute(
+        'Seconds before its one call (lovely\'s delayed job), or None')
+    interval = zope.interface.Attribute('Seconds between calls, or None')
     expression = zope.interface.Attribute('A cron expression, or None')
     timezone = zope.interface.Attribute('Time zone name of the expression')
 
     def update(minute=(), hour=(), dayOfMonth=(), month=(), dayOfWeek=(),
-               delay=None, expression=None, timezone=None):
+               delay=None, expression=None, timezone=None, interval=None):
         """Replace the schedule.  Call ``service.reschedule(id)`` after.
 
+        Fields that are not given are emptied (as in lovely).  A ``delay``
+        of 0 means no delay (as in lovely); ``delay`` or ``interval``,
+        when given with tuple fields, wins over them.
+
         :raises InvalidScheduleError: if the new schedule is malformed (a
-            field that is not a sequence of integers in its range, a bad
-            expression or time zone, both fields and an expression) or
-            never matches a date (February 30th); the job then keeps the
-            schedule it had.
+            field that is not a sequence of integers in its range, a delay
+            or interval that is not a positive number of seconds, both a
+            delay and an interval, a bad expression or time zone, an
+            expression with fields, a delay or an interval) or never
+            matches a date (February 30th); the job then keeps the schedule
+            it had.
         """
 
+    def repeats():
+        """False for lovely's one-off delayed job (a ``delay``), else
+        True."""
+
     def timeOfNextCall(now=None):
-        """Epoch seconds of the next call strictly after ``now``.
+        """Epoch seconds of the next call strictly after ``now`` (None: the
+        clock): ``now + delay``, ``now + interval``, or the first time after
+        ``now`` that matches the fields or the expression.  The tuple fields
+        are cron's: the finest field given sets the period, whole minutes
+        (lovely added its period to ``now``, so its call times kept the
+        seconds of ``now``; they are the same whenever ``now`` is on a
+        whole period, as in its documentation).
 
         :raises InvalidScheduleError: if the schedule never matches a date
             (``update()`` refuses such schedules, so only for old pickles).
@@ -389,6 +497,16 @@ class ITaskContext(zope.interface.Interface):
         message.  Others see it while the task runs; it never conflicts
         with the job's completion."""
 
+    parents = zope.interface.Attribute(
+        'The ids of the jobs this one was added after (a tuple, empty for '
+        'a job added without ``after``), in the order given')
+
+    def parentResults():
+        """The results of the parents, a list in the order of ``parents``.
+
+        :raises JobNotFoundError: if a parent was deleted meanwhile.
+        """
+
 
 class ITaskService(zope.interface.Interface):
     """A persistent service that keeps jobs and a queue of them.
@@ -396,7 +514,8 @@ class ITaskService(zope.interface.Interface):
     Every method runs in the caller's transaction and commits nothing.
     Unless said otherwise, methods taking a ``jobid`` raise
     ``JobNotFoundError`` (a ``KeyError``) naming the id when there is no
-    such job.  ``now`` is epoch seconds; None means the current time.
+    such job.  ``now`` is epoch seconds; None means the current time (see
+    "Time" in the module documentation for what a given one does).
     """
 
     jobs = zope.interface.Attribute('A BTree mapping job ids to jobs')
@@ -406,66 +525,165 @@ class ITaskService(zope.interface.Interface):
 
     def add(task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """Add a job running ``task`` with ``input``; return its id.
 
         The job is ``queued``; ``delayed`` if ``delay`` (seconds) or ``eta``
         (epoch seconds) puts it in the future; ``start later`` if
         ``startLater``: it then waits for ``startJob()``.
 
+        ``after`` (a job id or a sequence of them, its *parents*): the job
+        is ``deferred`` until every parent has completed, then queued in
+        the transaction that completes the last one (at once if they all
+        completed already).  If a parent ends ``error`` or ``cancelled``
+        (or is deleted) the job is cancelled with an error naming it, and
+        so are the jobs waiting for this one.  The task reads the parents'
+        results with ``currentJob().parentResults()``.  See
+        ``remotetask.workflows`` for the rules of cancel, retry and delete.
+        ``after`` can not be combined with ``startLater``, ``delay`` or
+        ``eta`` (InvalidInputError), names existing jobs only (not cron
+        jobs, which never complete: InvalidInputError), so cycles can not
+        be made.
+
+        ``queue``: the name of the queue it waits in (workers may take from
+        some queues only).  ``priority``: an integer between -1000 and 1000;
+        among the due jobs a worker may take, higher priorities first.
+        ``unique_key``: a string; while a job added with the same key is
+        waiting, start later or processing, nothing is added and that job's
+        id is returned (decided in this transaction: two transactions adding
+        the same key conflict, and the one retried finds the other's job).
+
         :raises UnknownTaskError: if no task has that name (nothing stored).
         :raises InvalidInputError: if the input (or ``meta``) can not be
-            pickled.
-        :raises ValueError: if both ``delay`` and ``eta`` are given, or one
-            of them is not a number.
+            pickled; if ``eta`` or ``delay`` is not a finite number or
+            puts the job past the year 9999 (``limits.HORIZON``), or
+            ``time_limit`` is NaN (all are ValueErrors).
+        :raises ValueError: if both ``delay`` and ``eta`` are given;
+            ``InvalidInputError`` (a ValueError)
+            for a queue that is not a name, a priority that is not an
+            integer in range, a unique key that is not a string.
+        """
+
+    def chain(steps, after=None, now=None):
+        """Add a job per step, each waiting for the one before; return
+        their ids.
+
+        ``steps`` is a non-empty sequence of ``(task, input)`` pairs.  A
+        step whose input is None gets the previous step's result as its
+        input when it is released; the first step waits for ``after`` (as
+        in ``add()``).  Everything is checked before anything is added.
+
+        :raises InvalidInputError: for an empty sequence, a step that is not
+            a pair, an input that can not be stored, a bad ``after``.
+        :raises UnknownTaskError: for an unknown task in any step (nothing
+            is added).
+        """
+
+    def group(steps, then=None, after=None, now=None):
+        """Add a job per step (all waiting for ``after``, if given) and,
+        if ``then`` (a ``(task, input)`` pair) is given, a job waiting for
+        all of them; return ``(ids, thenId)`` (``thenId`` is None without
+        ``then``).
+
+        The ``then`` job is queued once, in the transaction that completes
+        the last job of the group; when its input is None it gets the list
+        of the group's results, in the order of ``steps``.  If a job of the
+        group fails or is cancelled, the ``then`` job is cancelled.
+
+        :raises InvalidInputError, UnknownTaskError: as ``chain()``.
         """
 
     def addCronJob(task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None):
-        """Add a cron job; return its id.  See ``ICronJob``.
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
+        """Add a cron job; return its id.  See ``ICronJob``.  Each of
+        its runs waits in ``queue`` with ``priority`` (see ``add``).
+
+        It waits as ``cronjob`` until ``job.timeOfNextCall(now)``; with a
+        ``delay`` it is lovely's one-off ``delayed`` job, due ``delay``
+        seconds after ``now``.  Without a ``now``, see "Time" in the module
+        documentation: lovely's processing calls given a ``now`` schedule
+        it again from theirs.
 
         :raises UnknownTaskError, InvalidInputError, InvalidScheduleError:
+            the latter also for a schedule that repeats more often than
+            once a second (``delay`` < 1; runaway protection).
         """
 
     def startJob(jobid, now=None):
-        """Queue a ``start later`` job.
-
-        :raises InvalidStatusError: if the job is not ``start later``.
+        """Queue a ``start later`` job (``delayed`` if it was added with a
+        delay or an ETA still to come) and return True; return False, and
+        change nothing, if the job is not ``start later`` (lovely's
+        answer).
         """
 
     def reschedule(jobid, now=None):
         """Put a cron job back in the queue at its next call time after
-        ``now`` (after ``job.update()``, or to revive a cancelled one).
+        ``now`` (after ``job.update()``, to revive a cancelled one, or to
+        arm a one-off delayed one again): ``cronjob``, or ``delayed`` for a
+        ``delay``.  Without a ``now`` the time is provisional, as for
+        ``addCronJob`` (see "Time").
 
         :raises InvalidStatusError: if the job is not a cron job or is
-            processing.
+            queued, processing or start later.
         """
 
-    def cancel(jobid):
-        """Cancel a waiting job (queued, delayed, cron or start later).
+    def cancel(jobid, now=None):
+        """Cancel a job.
 
-        :raises InvalidStatusError: if the job is processing or final.
+        A waiting job (deferred, queued, delayed, cron or start later) is
+        cancelled at once; jobs deferred after it are cancelled too, with an
+        error naming it (``remotetask.workflows``).  A processing job is asked to stop: a flag on its run's
+        small progress object (so the request never conflicts with the
+        run's end); its processor sees it within a tick and makes the
+        task's ``ITaskContext.cancelled`` true; when the run returns
+        (whatever its outcome) or its time limit ends it, the job ends
+        ``cancelled``, and a cron job is not scheduled again.  A request
+        that commits after the run's end was read is honoured by the next
+        claim of the job (a cron job then ends ``cancelled`` unrun).  The
+        JSON API answers 202 for it, 200 for a waiting job.
+
+        :raises InvalidStatusError: if the job is final.
         """
 
     def retry(jobid, now=None):
         """Queue again a job that ended ``error`` or ``cancelled``.
 
-        :raises InvalidStatusError: for any other status.
+        Jobs that were cancelled because this one failed wait for it again
+        (``deferred``).  A job with parents goes back to ``deferred`` if some
+        of them have not completed yet.
+
+        :raises InvalidStatusError: for any other status, or for a job one
+            of whose parents is in ``error`` or ``cancelled`` or was deleted
+            (retry that parent instead).
         """
 
     def delete(jobid):
-        """Remove a job that is not processing.
+        """Remove a job that is not processing.  Jobs deferred after it
+        are cancelled, with an error naming it.
 
         :raises InvalidStatusError: if the job is processing.
         """
 
     def clean(status=CLEANABLE_STATUSES, before=None):
         """Remove the jobs in the given final statuses (ended before the
-        epoch time ``before``, if given).
+        epoch time ``before``, if given), except those that jobs not final
+        yet were added after (``remotetask.workflows.awaited()``).  One
+        transaction: for many jobs use
+        ``remotetask.retention.clean`` in steps (``remotetask clean`` does).
 
         :raises InvalidStatusError: if a status is not final.
         """
+
+    retention = zope.interface.Attribute(
+        'A mutable mapping of the final statuses to the seconds a job is '
+        'kept once it ended (None: for ever); defaults: a day for '
+        'completed and cancelled jobs, a week for errors.  Setting a value '
+        'that is not None or a number >= 0 raises InvalidInputError and '
+        'changes nothing.  Processors remove expired jobs in small '
+        'transactions of their own (``remotetask.retention``).')
 
     def getStatus(jobid):
         """The status of the job."""
@@ -508,7 +726,9 @@ class ITaskService(zope.interface.Interface):
         """
 
     def hasJobsWaiting(now=None):
-        """True if a job is due."""
+        """True if a job is due at ``now``.  With an explicit ``now``,
+        lovely's rules (see "Time"): provisional cron jobs are scheduled
+        from it first, and any ``queued`` job counts."""
 
     def queue():
         """The waiting ``(eta, jobid)`` entries in due order (an iterator
@@ -518,7 +738,7 @@ class ITaskService(zope.interface.Interface):
         """``(eta, jobid)`` of the waiting job due first, or None."""
 
     def claim(now=None, worker=None, limit=1, lease=None, spread=False,
-              tasks=None):
+              tasks=None, queues=None):
         """Take up to ``limit`` due jobs out of the queue, mark them
         ``processing`` for ``worker`` with a lease of ``lease`` seconds,
         and return them.
@@ -536,15 +756,75 @@ class ITaskService(zope.interface.Interface):
         other tasks past the ones it takes; workers pass the names of the
         tasks registered in their process.
 
+        ``queues``: the names of the queues to take jobs from, the first
+        drained before the next, each from its highest priority down (None:
+        every queue, by priority, higher first).  Paused queues and tasks
+        are left alone; so are jobs of a task with ``concurrency=N`` while
+        N of its jobs are processing, and of a task with a ``rate_limit``
+        whose budget is spent: the claim takes a free concurrency slot and
+        records the start in its own transaction, so concurrent claims that
+        would overshoot a limit conflict.  Held-back jobs count in the
+        ``SCAN_PAST`` a claim looks past, per (queue, priority).
+
         Two transactions that claim the same job can not both commit: the
         second gets a ``ConflictError`` (its caller retries, and finds the
         job gone from the queue).  Each claim counts a start, opens an
         attempt record and gives the job a fresh progress object.
         """
 
+    def queues(now=None):
+        """A list of dicts, one per queue that has had jobs (and
+        'default'), by name: ``queue``, ``waiting`` (queued, delayed and
+        cron jobs), ``processing``, ``paused`` (True if the queue is),
+        ``oldest_due`` (epoch) and ``oldest_age`` (seconds it is overdue,
+        None if none is due), ``priorities`` (of its waiting jobs)."""
+
+    def pause(queue=None, task=None, now=None):
+        """Pause a queue, a task, a task in a queue, or (neither given)
+        everything: its waiting jobs are not claimed; processing ones
+        finish.  Return False if that pause was there already.
+
+        :raises InvalidInputError: for a queue or task that is not a name.
+        """
+
+    def resume(queue=None, task=None):
+        """Remove the pauses that match (None matches any: ``resume()``
+        removes them all); return how many."""
+
+    def paused():
+        """The pauses: a list of ``{'queue', 'task', 'since'}`` (None: any
+        queue, any task)."""
+
+    def pausedCount():
+        """How many waiting jobs pauses hold back."""
+
+    def retryAll(queue=None, task=None, now=None, dry_run=False):
+        """Queue again every job that ended ``error`` (of ``queue`` and
+        ``task``, None: any); return how many (with ``dry_run``: how many
+        it would, changing nothing)."""
+
+    def purge(queue=None, task=None, dry_run=False):
+        """Cancel every queued, delayed, start-later and deferred job of
+        ``queue`` and ``task`` (cron jobs are schedules: cancel them by
+        id); return how many (``dry_run``: how many it would)."""
+
+    def deleteJobs(status=None, queue=None, task=None, before=None,
+                   dry_run=False):
+        """Delete the jobs in ``status`` (a status or a list; None: every
+        status but processing) of ``queue`` and ``task``, created or ended
+        before the epoch time ``before`` if given; return how many
+        (``dry_run``: how many it would).
+
+        :raises InvalidStatusError: for ``processing`` or an unknown
+            status.
+        """
+
     def claimNextJob(now=None):
         """Claim the next due job and return it, or None (lovely's name for
-        ``claim(now)`` of one job, without a worker or a lease)."""
+        ``claim(now)`` of one job, without a worker or a lease).  With an
+        explicit ``now``, lovely's rules (see "Time"): provisional cron
+        jobs are scheduled from it first, and when nothing is due by the
+        queue, the oldest ``queued`` job is taken."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it
@@ -598,7 +878,9 @@ class ITaskService(zope.interface.Interface):
     def processNext(now=None, jobid=None):
         """Claim and run one job (the next due one, or ``jobid``, even if
         it is not due yet or waits for ``startJob``), in the current
-        transaction; return True if a job ran, False if none was due.
+        transaction; return True if a job ran, False if none was due.  The
+        next due job is ``claimNextJob(now)``'s (lovely's rules for an
+        explicit ``now``).
 
         :raises JobNotFoundError: if there is no job ``jobid``.
         :raises InvalidStatusError: if job ``jobid`` is not waiting
@@ -611,6 +893,8 @@ class ITaskService(zope.interface.Interface):
         eager mode of the tutorial and of tests; a job that becomes due
         again at once, such as a retry without delay, runs again until its
         retries are used up).  Jobs that become due after ``now`` wait.
+        Jobs are claimed by ``claimNextJob(now)`` (lovely's rules for an
+        explicit ``now``).
 
         :raises transaction.interfaces.TransientError: raised by a task.
         """
@@ -682,6 +966,9 @@ class IProcessor(zope.interface.Interface):
     lease = zope.interface.Attribute(
         'Seconds a claim holds unless renewed (renewed while a job runs)')
     grace = zope.interface.Attribute('The default timeout of ``stop()``')
+    around = zope.interface.Attribute(
+        'None, or ``around(service, job)`` -> a context manager each run of '
+        'a job is made in (an application context: site, user)')
     running = zope.interface.Attribute('True while its threads run')
     stats = zope.interface.Attribute(
         'A dict of counters: claimed, processed (completed + failed + '

@@ -14,7 +14,7 @@ import persistent
 import zope.interface
 from croniter import CroniterBadDateError, croniter
 
-from remotetask import interfaces
+from remotetask import interfaces, limits
 from remotetask.interfaces import InvalidScheduleError
 
 
@@ -33,6 +33,7 @@ class _Progress(persistent.Persistent):
     fraction = None
     message = ''
     updated = None
+    cancel_requested = None     # epoch seconds of a cancel request
 
 
 @zope.interface.implementer(interfaces.IJob)
@@ -53,9 +54,21 @@ class Job(persistent.Persistent):
     max_retries = None
     time_limit = None
     attempts = ()
+    _attemptCount = None
     meta = None
+    queue = 'default'
+    priority = 0
+    unique_key = None
+    _slot = None        # the concurrency slot a processing job holds
     _lease = None
     _progress = None
+    # Workflows (remotetask.workflows): the ids of the parents, the
+    # children's links, what a deferred job still waits for.
+    _after = ()
+    _links = None
+    _countdown = None
+    _inputFrom = None
+    _cancelledBy = None
 
     def __init__(self, id, task, input=None, created=None):
         self.id = id
@@ -96,8 +109,17 @@ class Job(persistent.Persistent):
         self._progress.message = str(message)
         self._progress.updated = time.time() if now is None else now
 
+    @property
+    def attempt_count(self):
+        """See IJob: how many attempts there were (``attempts`` keeps the
+        first and the last few of them)."""
+        if self._attemptCount is None:      # stored by an older version
+            return len(self.attempts)
+        return self._attemptCount
+
     def _addAttempt(self, **record):
-        self.attempts = self.attempts + (record,)
+        self._attemptCount = self.attempt_count + 1
+        self.attempts = limits.boundedAttempts(self.attempts, record)
 
     def _endAttempt(self, **record):
         if self.attempts:
@@ -114,6 +136,9 @@ class Job(persistent.Persistent):
             'worker': self.worker, 'starts': self.starts,
             'retries': self.retries, 'error': self.error,
             'progress': self.progress, 'cron': False,
+            'attempt_count': self.attempt_count,
+            'queue': self.queue, 'priority': self.priority,
+            'unique_key': self.unique_key,
         }
 
     def __repr__(self):
@@ -166,39 +191,69 @@ def _expression(minute, hour, dayOfMonth, month, dayOfWeek):
                      field((d + 1) % 7 for d in dayOfWeek)))
 
 
+def _seconds(name, value, zeroIsNone=False):
+    if value is None or (zeroIsNone and value == 0
+                         and not isinstance(value, bool)):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError(name)
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InvalidScheduleError('%s must be a number of seconds, not %r'
+                                   % (name, value))
+    if not value > 0 or not math.isfinite(value):
+        raise InvalidScheduleError('%s must be a positive finite number of '
+                                   'seconds, not %r' % (name, value))
+    return value
+
+
 @zope.interface.implementer(interfaces.ICronJob)
 class CronJob(Job):
     """See ICronJob."""
 
     minute = hour = dayOfMonth = month = dayOfWeek = ()
     delay = None
+    interval = None
     expression = None
     timezone = None
 
-    def __init__(self, id, task, input=None, created=None, **schedule):
+    def __init__(self, id, task, input=None, minute=(), hour=(),
+                 dayOfMonth=(), month=(), dayOfWeek=(), delay=None,
+                 created=None, **schedule):
+        # lovely's positional order: CronJob(id, task, input, minute, ...).
         super().__init__(id, task, input, created)
-        self.update(**schedule)
+        self.update(minute, hour, dayOfMonth, month, dayOfWeek, delay,
+                    **schedule)
+
+    def __setstate__(self, state):
+        # Before ``interval`` existed, ``delay`` repeated the job every
+        # ``delay`` seconds; it now means lovely's one-off delay.  A pickle
+        # without ``interval`` (update() always sets it) is such an old
+        # job: it keeps repeating.
+        if state.get('delay') is not None and 'interval' not in state:
+            state = dict(state, interval=state['delay'], delay=None)
+        super().__setstate__(state)
 
     def update(self, minute=(), hour=(), dayOfMonth=(), month=(),
-               dayOfWeek=(), delay=None, expression=None, timezone=None):
+               dayOfWeek=(), delay=None, expression=None, timezone=None,
+               interval=None):
         """See ICronJob."""
         fields = {name: _checkField(name, value) for name, value in
                   zip(_FIELDS, (minute, hour, dayOfMonth, month, dayOfWeek))}
-        if delay is not None:
-            try:
-                delay = float(delay)
-            except (TypeError, ValueError):
-                raise InvalidScheduleError('delay must be a number of '
-                                           'seconds, not %r' % (delay,))
-            if not delay > 0 or not math.isfinite(delay):
-                raise InvalidScheduleError('delay must be a positive finite '
-                                           'number of seconds, not %r'
-                                           % delay)
+        # As in lovely.remotetask, a delay of 0 means no delay.
+        delay = _seconds('delay', delay, zeroIsNone=True)
+        interval = _seconds('interval', interval)
+        if delay is not None and interval is not None:
+            raise InvalidScheduleError(
+                'give either a delay (run once) or an interval (run again '
+                'and again), not both')
         if expression is not None:
-            if delay is not None or any(fields.values()):
+            if delay is not None or interval is not None \
+                    or any(fields.values()):
                 raise InvalidScheduleError(
-                    'give either a cron expression or the tuple fields and '
-                    'delay, not both')
+                    'give either a cron expression or the tuple fields, '
+                    'delay and interval, not both')
             if not croniter.is_valid(expression):
                 raise InvalidScheduleError(
                     'not a valid cron expression: %r' % (expression,))
@@ -216,13 +271,20 @@ class CronJob(Job):
         for name, value in fields.items():
             setattr(self, name, value)
         self.delay = delay
+        self.interval = interval
         self.expression = expression
         self.timezone = timezone
         try:
             self.timeOfNextCall(0)
+            limits.checkCronPeriod(self, time.time())
         except InvalidScheduleError:
-            self.update(**old)      # keep the schedule it had
+            for name, value in old.items():     # keep the schedule it had
+                setattr(self, name, value)
             raise
+
+    def repeats(self):
+        """See ICronJob."""
+        return self.delay is None
 
     def timeOfNextCall(self, now=None):
         """See ICronJob."""
@@ -230,6 +292,8 @@ class CronJob(Job):
             now = time.time()
         if self.delay is not None:
             return now + self.delay
+        if self.interval is not None:
+            return now + self.interval
         try:
             if self.expression is not None:
                 tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')
@@ -255,7 +319,8 @@ class CronJob(Job):
         return {'minute': self.minute, 'hour': self.hour,
                 'dayOfMonth': self.dayOfMonth, 'month': self.month,
                 'dayOfWeek': self.dayOfWeek, 'delay': self.delay,
-                'expression': self.expression, 'timezone': self.timezone}
+                'interval': self.interval, 'expression': self.expression,
+                'timezone': self.timezone}
 
     def info(self):
         info = super().info()
@@ -295,6 +360,16 @@ class TaskContext:
             self._job.setProgress(fraction, message)
         else:
             self._reporter(self.jobid, fraction, message)
+
+    @property
+    def parents(self):
+        """See ITaskContext."""
+        return tuple(self._job._after)
+
+    def parentResults(self):
+        """See ITaskContext."""
+        from remotetask import workflows
+        return workflows.parentResults(self.service, self._job)
 
 
 def currentJob():

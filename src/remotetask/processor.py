@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 
 import transaction
 import zope.component
@@ -31,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import interfaces, registry
+from remotetask import interfaces, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -63,6 +64,7 @@ class _Active:
         self.state = CLAIMED
         self.begun = None           # time.monotonic() when its run began
         self.cancelled = threading.Event()
+        self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
         self.timedOut = False
         self.error = None
@@ -75,13 +77,16 @@ class _Active:
             return None
         return job
 
-    def run(self, service, reporter):
-        """Run the job if the claim still holds; its outcome or LOST."""
+    def run(self, service, reporter, around=None):
+        """Run the job if the claim still holds; its outcome or LOST.
+        ``around(service, job)``: a context manager entered around the run
+        (see ``Processor``)."""
         job = self.job(service)
         if job is None:
             return LOST
-        outcome = service.run(job, reporter=reporter.report,
-                              cancelled=self.cancelled)
+        with around(service, job) if around else nullcontext():
+            outcome = service.run(job, reporter=reporter.report,
+                                  cancelled=self.cancelled)
         self.error = job.error
         return outcome
 
@@ -155,7 +160,14 @@ class Processor(Clock):
     wait.
     ``maintenance_interval``: seconds between ``service.maintain()`` calls.
     ``grace``: default ``timeout`` of ``stop()``.  ``attempts``: how many
-    times a job's transaction is tried when it conflicts.  ``heartbeat``:
+    times a job's transaction is tried when it conflicts.  ``queues``: the
+    names of the queues it takes jobs from, the first drained before the
+    next (None: every queue, by priority).  ``around``: a callable
+    ``around(service, job)`` returning a context manager that each run of a
+    job is made in, in the job's transaction (the service is the one of the
+    worker's connection): the place for an application's context, e.g.
+    ``remotetask.zope`` sets the service's site and a Zope user there.  If
+    entering it fails, the job fails with that error.  ``heartbeat``:
     seconds between the updates of its entry in the worker registry
     (``remotetask.registry``; ``kind`` is recorded there: ``thread``,
     ``worker`` or ``serve``).  A bad option raises ``ValueError`` naming
@@ -165,7 +177,8 @@ class Processor(Clock):
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
                  worker_id=None, batch='auto', poll_interval=1.0,
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None,
-                 heartbeat=registry.INTERVAL, kind='thread'):
+                 queues=None, around=None, heartbeat=registry.INTERVAL,
+                 kind='thread'):
         if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
             raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
                              % (batch,))
@@ -182,6 +195,9 @@ class Processor(Clock):
                                  'not %r' % (what, value))
         if not _isNumber(grace) or grace < 0:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
+        if around is not None and not callable(around):
+            raise ValueError('around must be callable, not %r' % (around,))
+        self.queues = routing.checkQueues(queues)
         if not isinstance(name, str):     # handed the service itself
             oid = _key(name)[1]
             name = name.__name__ or DEFAULT_SERVICE
@@ -196,6 +212,7 @@ class Processor(Clock):
         self.maintenance_interval = float(maintenance_interval)
         self.grace = float(grace)
         self.attempts = attempts
+        self.around = around
         self.tick = max(0.05, min(0.5, self.lease / 4.0, self.poll_interval))
         self._lock = threading.Lock()
         self._wakeup = threading.Condition()
@@ -214,7 +231,7 @@ class Processor(Clock):
         self._stats = dict.fromkeys(
             ('claimed', 'processed', 'completed', 'failed', 'retried',
              'lost', 'handed_back', 'commits', 'conflicts', 'storage_errors',
-             'maintenance_runs', 'reaped'), 0)
+             'maintenance_runs', 'reaped', 'expired'), 0)
 
     def __repr__(self):
         return '<Processor %s of %r x%d>' % (self.worker_id,
@@ -318,14 +335,14 @@ class Processor(Clock):
         return getService(conn, self.name)
 
     def _checkService(self):
-        """Find the service once (clear error if missing); return the oid
-        of its queue's length, which changes whenever the queue does."""
+        """Find the service once (clear error if missing); return the oids
+        of its queues' lengths, which change whenever the queues do."""
         tm = transaction.TransactionManager()
         conn = self.db.open(tm)
         try:
             try:
                 service = self._service(conn)
-                return service._queue._length._p_oid
+                return _lengths(service)
             except POSKeyError:
                 raise ServiceNotStoredError(
                     'the service (oid %r) is not committed to the database '
@@ -362,7 +379,8 @@ class Processor(Clock):
 
     def _onInvalidate(self, oids):
         # Called by the storage's thread: only set a flag.
-        if self._watched is not None and self._watched in oids:
+        watched = self._watched
+        if watched and not watched.isdisjoint(oids):
             self.wake()
 
     def _idleWait(self, generation):
@@ -462,10 +480,14 @@ class Processor(Clock):
                     for job in service.claim(now=now, worker=worker,
                                              limit=limit,
                                              lease=self.lease, spread=True,
-                                             tasks=taskNames()):
+                                             tasks=taskNames(),
+                                             queues=self.queues):
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
                             _deadline(service, job), now, worker))
+                    if not claimed:
+                        # Lanes are made by adds: watch new ones too.
+                        self._watched = _lengths(service)
         except STORAGE_ERRORS:
             raise
         except TransientError:
@@ -500,7 +522,8 @@ class Processor(Clock):
                                    'workers' % HOLD_SECONDS)
                     return
                 ran = 0
-                if len(claimed) - i > 1 and self._groupable(claimed[i].task):
+                if len(claimed) - i > 1 and _grouped(claimed[i]) and \
+                        self._groupable(claimed[i].task):
                     ran = self._runGroup(tm, conn, worker, claimed[i:],
                                          reporter)
                     if ran is None:     # it conflicted: once more
@@ -522,7 +545,8 @@ class Processor(Clock):
         the group could not commit (a lost claim, the database away), None
         if it conflicted: the caller runs the group again, then its jobs one
         at a time (``_runOne``), so a job of an aborted group may run again,
-        as after any conflict."""
+        as after any conflict.  A job whose task is not ``grouped`` ends
+        the group before it, and runs alone (``_runOne``)."""
         started = time.monotonic()
         done = []
         entered = []
@@ -531,7 +555,8 @@ class Processor(Clock):
                 service = self._service(conn)
                 for item in items:
                     if self._stopping.is_set() or done and (
-                            time.monotonic() - started > GROUP_SECONDS):
+                            time.monotonic() - started > GROUP_SECONDS
+                            or not _grouped(item)):
                         break
                     if not self._groupable(item.task):
                         # Not known to be short: it runs (and commits) on
@@ -544,7 +569,7 @@ class Processor(Clock):
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
-                    outcome = item.run(service, reporter)
+                    outcome = item.run(service, reporter, self.around)
                     done.append((item, outcome, time.monotonic() - begun))
         except BaseException as e:
             abort(tm)
@@ -659,7 +684,8 @@ class Processor(Clock):
             for attempt in tm.attempts(self.attempts):
                 tries += 1
                 with attempt:
-                    outcome = item.run(self._service(conn), reporter)
+                    outcome = item.run(self._service(conn), reporter,
+                                       self.around)
         except TransientError:
             self._count(conflicts=tries)
             raise
@@ -859,8 +885,22 @@ def isProcessing(service):
     return processor is not None and processor.running
 
 
+def _grouped(item):
+    """False for a job whose task asks to run alone, committed as soon as
+    it ends (``ITask.grouped``; see "Grouped commits" in interfaces)."""
+    task = zope.component.queryUtility(interfaces.ITask, name=item.task)
+    return getattr(task, 'grouped', True) is not False
+
+
 def taskNames():
     """The names of the tasks registered in this process: a processor
     claims only jobs it can run, leaving the others to workers that can."""
     return frozenset(name for name, task in
                      zope.component.getUtilitiesFor(interfaces.ITask))
+
+
+def _lengths(service):
+    """The oids of the lengths of the service's lanes (routing.py)."""
+    return frozenset(lane._length._p_oid
+                     for key, lane in routing.lanes(service)
+                     if lane._length._p_oid is not None)

@@ -1,5 +1,6 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
+import math
 import pickle
 import time
 import traceback as tb_module
@@ -9,35 +10,32 @@ import transaction
 import zope.component
 import zope.interface
 from BTrees.Length import Length
-from BTrees.LOBTree import LOBTree, LOTreeSet
-from BTrees.LOBTree import intersection as _intersection
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import events, interfaces, registry
+from remotetask import (events, interfaces, limits, registry, retention,
+                        routing, scheduling, workflows)
 from remotetask.interfaces import (
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, FINAL_STATUSES, PROCESSING,
-    QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
+    CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
+    PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.structures import (
-    SENTINEL, IdAllocator, IdIndex, IdsView, JobQueue, WaitingIndex,
-    claimPartition, firstLeaf, keepPartition, leaves, prefetcher)
+    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
 
 
-#: Statuses whose index every add, claim and completion changes: they hold
-#: the never-removed key SENTINEL (see below and docs/design.md).
-HOT_STATUSES = WAITING_STATUSES + (PROCESSING,)
-
-
-#: How many due jobs of other tasks a claim limited to some ``tasks`` looks
-#: past (see ITaskService.claim).
-SCAN_PAST = 256
+#: How many due jobs a claim looks past, per lane, when the jobs it meets
+#: are held back: of other ``tasks``, paused, or at their task's
+#: concurrency or rate limit (see ITaskService.claim).
+SCAN_PAST = routing.SCAN_PAST
 
 
 def _now(now):
@@ -70,7 +68,8 @@ def checkPicklable(value, what='input'):
 def _number(name, value, low=None, integer=False, allowLow=True):
     """``value`` as a float (or int), or InvalidInputError naming ``name``."""
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind):
+    if isinstance(value, bool) or not isinstance(value, kind) or (
+            not integer and math.isnan(value)):
         raise InvalidInputError('%s must be %s, not %r' % (
             name, 'an integer' if integer else 'a number', value))
     if low is not None and (value < low or (value == low and not allowLow)):
@@ -88,28 +87,39 @@ class TaskService(persistent.Persistent):
     """See ITaskService.
 
     The service object itself is written only when created: every add and
-    claim writes the smaller objects it holds (see ``structures``).
+    claim writes the smaller objects it holds, and concurrent adds write
+    different ones (see ``structures``).
     """
 
     __parent__ = __name__ = None
+    _routing = None     # a service made before routing gets one when used
+    #: Cron jobs scheduled from the clock, for lovely's fake clock (see
+    #: ``scheduling``); made when first used by a service older than it.
+    _provisional = None
 
     def __init__(self):
-        self.jobs = LOBTree()
+        # All partitioned by the lanes of the ids (structures.partitionOf),
+        # so that concurrent adds write different BTrees.
+        self.jobs = JobTree()
         self._queue = JobQueue()
         self._ids = IdAllocator()
-        self._index = {status: WaitingIndex() if status in WAITING_STATUSES
-                       or status == STARTLATER else IdIndex()
-                       for status in STATUSES}
-        # A key that is never removed keeps the busiest indexes from the
-        # two changes BTrees can not merge: removing a bucket's first key
-        # and emptying it.  Without it a claim (which removes the oldest
-        # queued id, the first key) conflicted with every concurrent add
-        # while the backlog fits in one bucket, and a completion with any
-        # concurrent claim.  Job ids start at 1; jobIds() hides the key.
-        for status in HOT_STATUSES:
-            self._index[status].insert(SENTINEL)
+        self._index = {status: _statusIndex(status) for status in STATUSES}
         self._counts = {status: Length() for status in STATUSES}
+        self._provisional = LOBTree()       # see scheduling
         self._byTask = OOBTree()
+        # Queues, priorities, unique keys, limits, pauses (routing.py);
+        # self._queue is its lane ('default', 0).
+        self._routing = routing.Routing(self._queue)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # A service stored before a status existed: an empty index and
+        # count for it, in memory; stored with the service by the first
+        # change that needs them (workflows._persistIndex).
+        for status in STATUSES:
+            if status not in self._index:
+                self._index[status] = _statusIndex(status)
+                self._counts[status] = Length()
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -141,19 +151,28 @@ class TaskService(persistent.Persistent):
 
     # -- the one place where a job's status changes ---------------------------
 
+    def _lane(self, job, create=False):
+        # The queue partitions of the job's (queue, priority): routing.py.
+        if job.priority == 0 and job.queue == routing.DEFAULT_QUEUE:
+            return self._queue
+        return routing.lane(self, job, create)
+
     def _transition(self, job, status, eta=None):
         old = job._status
         if old in WAITING_STATUSES:
-            self._queue.remove(job.id, job.eta)
+            self._lane(job).remove(job.id, job.eta)
         self._index[old].remove(job.id)
         self._counts[old].change(-1)
         self._enter(job, status, eta)
+        routing.entered(self, job, old, status)
+        if job._links is not None:      # jobs wait for this one
+            workflows.transitioned(self, job, old)
 
     def _enter(self, job, status, eta=None):
         job._status = status
         if status in WAITING_STATUSES:
             job.eta = eta
-            self._queue.put(job.id, eta)
+            self._lane(job, create=True).put(job.id, eta)
         else:
             job.eta = None
         self._index[status].insert(job.id)
@@ -161,26 +180,35 @@ class TaskService(persistent.Persistent):
 
     def _store(self, job):
         self.jobs[job.id] = job
-        ids = self._byTask.get(job.task)
+        # The task index: a set per (task, partition), so that producers
+        # of a new task create different keys (which BTrees merge), not
+        # the same one.
+        key = (job.task, partitionOf(job.id))
+        ids = self._byTask.get(key)
         if ids is None:
-            ids = self._byTask[job.task] = LOTreeSet()
+            ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
 
     def _forget(self, job):
-        ids = self._byTask.get(job.task)
+        if isinstance(job, CronJob):
+            scheduling.forget(self, job)
+        if job._links is not None:
+            workflows.forgotten(self, job)
+        ids = self._byTask.get((job.task, partitionOf(job.id)))
         if ids is not None:
             ids.remove(job.id)
         if job._status in WAITING_STATUSES:
-            self._queue.remove(job.id, job.eta)
+            self._lane(job).remove(job.id, job.eta)
         self._index[job._status].remove(job.id)
         self._counts[job._status].change(-1)
+        routing.forgotten(self, job)
         del self.jobs[job.id]
 
     def _wait(self, job, eta, now):
         """Put a job in the queue, due at ``eta`` (None: at once, or at its
         next call time for a cron job)."""
         if isinstance(job, CronJob):
-            status = CRONJOB
+            status = scheduling.waitingStatus(job)
             eta = job.timeOfNextCall(now) if eta is None else eta
         else:
             eta = now if eta is None else eta
@@ -189,24 +217,36 @@ class TaskService(persistent.Persistent):
 
     # -- adding jobs ---------------------------------------------------------
 
-    def _newJob(self, factory, task, input, now, **kw):
+    def _newJob(self, factory, task, input, now, queue='default',
+                priority=0, **kw):
         self._checkTask(task)
         checkPicklable(input)
         job = factory(self._ids.allocate(), task, input, created=now, **kw)
+        # Stored only when not the default (the class says it).
+        if queue != routing.DEFAULT_QUEUE:
+            job.queue = queue
+        if priority:
+            job.priority = priority
         return job
 
     def add(self, task, input=None, startLater=False, delay=None, eta=None,
             time_limit=None, max_retries=None, max_starts=None, meta=None,
-            now=None):
+            now=None, queue='default', priority=0, unique_key=None,
+            after=None):
         """See ITaskService."""
         now = _now(now)
+        parents = None if after is None else workflows.parents(
+            self, after, startLater, delay, eta)
         # Everything is checked before anything is stored.
+        routing.checkQueue(queue)
+        routing.checkPriority(priority)
+        routing.checkUniqueKey(unique_key)
         if delay is not None and eta is not None:
             raise InvalidInputError('give either delay or eta, not both')
         if delay is not None:
-            eta = now + _number('delay', delay)
+            eta = now + limits.checkTime('delay', delay, now)
         elif eta is not None:
-            eta = _number('eta', eta)
+            eta = limits.checkTime('eta', eta)
         if time_limit is not None:
             time_limit = _number('time_limit', time_limit, 0, allowLow=False)
         if max_retries is not None:
@@ -218,7 +258,15 @@ class TaskService(persistent.Persistent):
                 raise InvalidInputError('meta must be a dict, not %r'
                                         % (meta,))
             checkPicklable(meta, 'meta data')
-        job = self._newJob(Job, task, input, now)
+        if unique_key is not None:
+            self._checkTask(task)
+            holder = routing.existing(self, unique_key)
+            if holder is not None:
+                return holder
+        job = self._newJob(Job, task, input, now, queue, priority)
+        if unique_key is not None:
+            job.unique_key = unique_key
+            routing.holdKey(self, unique_key, job.id)
         # Set only when given: the class says None, and every attribute in
         # the job's state costs pickling time on each add.
         if time_limit is not None:
@@ -230,7 +278,9 @@ class TaskService(persistent.Persistent):
         if meta:
             job.meta = dict(meta)
         self._store(job)
-        if startLater:
+        if parents:
+            workflows.defer(self, job, parents, now)
+        elif startLater:
             job.eta = None
             self._enter(job, STARTLATER)
             if eta is not None:
@@ -240,17 +290,32 @@ class TaskService(persistent.Persistent):
             self._enter(job, DELAYED if eta > now else QUEUED, eta)
         return job.id
 
+    def chain(self, steps, after=None, now=None):
+        """See ITaskService."""
+        return workflows.chain(self, steps, after, _now(now))
+
+    def group(self, steps, then=None, after=None, now=None):
+        """See ITaskService."""
+        return workflows.group(self, steps, then, after, _now(now))
+
     def addCronJob(self, task, input=None, minute=(), hour=(), dayOfMonth=(),
                    month=(), dayOfWeek=(), delay=None, expression=None,
-                   timezone=None, now=None):
+                   timezone=None, now=None, queue='default', priority=0,
+                   interval=None):
         """See ITaskService."""
-        now = _now(now)
-        job = self._newJob(CronJob, task, input, now, minute=minute,
+        given, now = now is not None, _now(now)
+        routing.checkQueue(queue)
+        routing.checkPriority(priority)
+        job = self._newJob(CronJob, task, input, now, queue, priority,
+                           minute=minute,
                            hour=hour, dayOfMonth=dayOfMonth, month=month,
                            dayOfWeek=dayOfWeek, delay=delay,
-                           expression=expression, timezone=timezone)
+                           expression=expression, timezone=timezone,
+                           interval=interval)
         self._store(job)
-        self._enter(job, CRONJOB, job.timeOfNextCall(now))
+        self._enter(job, scheduling.waitingStatus(job),
+                    job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
         return job.id
 
     # -- managing jobs -------------------------------------------------------
@@ -271,26 +336,41 @@ class TaskService(persistent.Persistent):
     def startJob(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'start', (STARTLATER,))
+        if job._status != STARTLATER:
+            return False
         now = _now(now)
         eta = job.meta.pop('eta', None) if job.meta else None
         if job.meta is not None:
             job.meta = dict(job.meta)
         self._wait(job, eta, now)
+        return True
 
     def reschedule(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
         if not isinstance(job, CronJob):
             raise InvalidStatusError('job %s is not a cron job' % job.id)
-        self._refuse(job, 'reschedule', (CRONJOB, CANCELLED, ERROR))
-        now = _now(now)
-        self._transition(job, CRONJOB, job.timeOfNextCall(now))
+        self._refuse(job, 'reschedule', (CRONJOB, DELAYED, CANCELLED, ERROR,
+                                         COMPLETED))
+        given, now = now is not None, _now(now)
+        self._transition(job, scheduling.waitingStatus(job),
+                         job.timeOfNextCall(now))
+        scheduling.provisional(self, job, given)
 
-    def cancel(self, jobid):
+    def cancel(self, jobid, now=None):
         """See ITaskService."""
         job = self._job(jobid)
-        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,))
+        self._refuse(job, 'cancel', WAITING_STATUSES + (STARTLATER,
+                                                        DEFERRED,
+                                                        PROCESSING))
+        if job._status == PROCESSING:
+            # Asked, not done: the run ends it (see remotetask.limits).
+            limits.requestCancel(job, _now(now))
+        else:
+            self._endCancelled(job, now)
+
+    def _endCancelled(self, job, now):
+        job.completed = _now(now)
         self._transition(job, CANCELLED)
         events.notify(events.JobCancelled(job, self))
 
@@ -301,7 +381,9 @@ class TaskService(persistent.Persistent):
         now = _now(now)
         job.starts = 0
         job.retries = 0
-        if isinstance(job, CronJob):
+        if job._after:
+            workflows.retry(self, job, now)
+        elif isinstance(job, CronJob) and job.repeats():
             self._transition(job, CRONJOB, job.timeOfNextCall(now))
         else:
             self._transition(job, QUEUED, now)
@@ -311,24 +393,26 @@ class TaskService(persistent.Persistent):
         job = self._job(jobid)
         if job._status == PROCESSING:
             raise InvalidStatusError(
-                'can not delete job %s: it is processing' % job.id)
-        self._forget(job)
+                'can not delete job %s: it is processing (cancel it: it '
+                'ends cancelled when its run returns)' % job.id)
+        retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
         """See ITaskService."""
         if isinstance(status, str):
             status = (status,)
-        status = tuple(status)
-        for s in status:
-            if s not in FINAL_STATUSES:
-                raise InvalidStatusError(
-                    'can not clean jobs that are %r: only final statuses '
-                    '(%s) can be cleaned' % (s, ', '.join(FINAL_STATUSES)))
-        for s in status:
-            for jobid in list(self._index[s]):
-                job = self.jobs[jobid]
-                if before is None or (job.completed or job.created) < before:
-                    self._forget(job)
+        retention.clean(self, tuple(status), before)
+
+    _retention = None       # a retention.RetentionState once set
+
+    @property
+    def retention(self):
+        """See ITaskService."""
+        return retention.Retention(self)
+
+    @retention.setter
+    def retention(self, value):
+        retention.Retention(self).replace(value)
 
     # -- reading -------------------------------------------------------------
 
@@ -362,58 +446,117 @@ class TaskService(persistent.Persistent):
             raise ValueError('unknown status %r' % (status,))
         byStatus = None if status is None else self._index[status]
         if task is None:
-            if byStatus is None:
-                return self.jobs.keys()
-            return IdsView(byStatus) if SENTINEL in byStatus else byStatus
-        byTask = self._byTask.get(task, LOTreeSet())
+            return self.jobs if byStatus is None else byStatus
+        byTask = IdSetView(self._byTask.get((task, n), _NONE)
+                           for n in range(PARTITIONS))
         if byStatus is None:
             return byTask
-        return _intersection(byStatus, byTask)      # ids only: no sentinel
+        return intersect(byStatus, byTask)
 
     def taskNames(self):
         """See ITaskService."""
-        return self._byTask.keys()
+        names = []
+        for name, partition in self._byTask.keys():
+            if not names or names[-1] != name:
+                names.append(name)
+        return names
 
     def queue(self):
         """See ITaskService."""
-        return iter(self._queue)
+        return routing.entries(self)
 
     def oldestWaiting(self):
         """See ITaskService."""
-        return self._queue.oldest()
+        return routing.oldest(self)
 
     def hasJobsWaiting(self, now=None):
         """See ITaskService."""
-        return self._queue.hasDue(_now(now))
+        if now is not None:
+            return scheduling.hasJobsWaiting(self, now)
+        return routing.hasDue(self, _now(now))
+
+    # -- routing and flow control (routing.py) -------------------------------
+
+    def queues(self, now=None):
+        """See ITaskService."""
+        return routing.queues(self, _now(now))
+
+    def pause(self, queue=None, task=None, now=None):
+        """See ITaskService."""
+        return routing.pause(self, queue, task, _now(now))
+
+    def resume(self, queue=None, task=None):
+        """See ITaskService."""
+        return routing.resume(self, queue, task)
+
+    def paused(self):
+        """See ITaskService."""
+        return routing.paused(self)
+
+    def pausedCount(self):
+        """See ITaskService."""
+        return routing.pausedCount(self)
+
+    def retryAll(self, queue=None, task=None, now=None, dry_run=False):
+        """See ITaskService."""
+        return routing.retryAll(self, queue, task, now, dry_run)
+
+    def purge(self, queue=None, task=None, dry_run=False):
+        """See ITaskService."""
+        return routing.purge(self, queue, task, dry_run)
+
+    def deleteJobs(self, status=None, queue=None, task=None, before=None,
+                   dry_run=False):
+        """See ITaskService."""
+        return routing.deleteJobs(self, status, queue, task, before, dry_run)
 
     # -- processing ----------------------------------------------------------
 
     def claim(self, now=None, worker=None, limit=1, lease=None, spread=False,
-              tasks=None):
+              tasks=None, queues=None):
         """See ITaskService."""
         now = _now(now)
-        queue = self._queue
-        start = claimPartition(len(queue._parts)) if spread else None
+        queues = routing.checkQueues(queues)
+        gate = routing.Gate(self, now, tasks)
+        claimed = []
         # What a claim reads and writes, loaded ahead in a few rounds rather
         # than one round trip per object (it matters over ZEO and RelStorage
         # when other workers' commits have invalidated all of it).
         load = prefetcher(self._p_jar)
         if load:
+            _warm(load, self._queue._length, self._routing, self.jobs,
+                  self._index[QUEUED], self._index[PROCESSING],
+                  self._counts[QUEUED], self._counts[PROCESSING])
+        for queue, lane in routing.claimOrder(self, queues, spread, load):
+            self._claimFrom(lane, queue, gate, now, worker, limit, lease,
+                            spread, claimed, load)
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    def _claimFrom(self, queue, name, gate, now, worker, limit, lease,
+                   spread, claimed, load):
+        """Claim due jobs of one lane (``queue``, a JobQueue, of the queue
+        ``name``) until ``claimed`` holds ``limit`` jobs."""
+        start = claimPartition(len(queue._parts)) if spread else None
+        if load:
             first = queue._parts[start or 0]
-            _warm(load, queue._length, first, self.jobs, self._index[QUEUED],
-                  self._index[PROCESSING], self._counts[QUEUED],
-                  self._counts[PROCESSING])
+            _warm(load, first)
             _warm(load, firstLeaf(first))
-        claimed = []
         seen = set()
-        skipped = False
-        for wanted in (limit, limit + SCAN_PAST):
-            due = queue.due(now, wanted, start)
+        took = 0
+        held = gate.held
+        for extra in (0, SCAN_PAST):
+            wanted = limit - len(claimed)
+            due = queue.due(now, wanted + extra, start)
             if load:
-                ids = [jobid for eta, jobid in due[:limit]]
-                _warm(load, *(leaves(self.jobs, ids)
-                              + leaves(self._index[QUEUED], ids)
-                              + leaves(self._index[PROCESSING], ids)))
+                ids = [jobid for eta, jobid in due[:wanted]]
+                trees = (self.jobs, self._index[QUEUED],
+                         self._index[PROCESSING])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, ids)])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, ids)])
                 _warm(load, *[self.jobs.get(jobid) for jobid in ids])
             for eta, jobid in due:
                 if len(claimed) >= limit:
@@ -428,16 +571,19 @@ class TaskService(persistent.Persistent):
                     log.warning('dropping stale queue entry %r', (eta, jobid))
                     queue.remove(jobid, eta)
                     continue
-                if tasks is not None and job.task not in tasks:
-                    skipped = True      # for a worker that has that task
+                if limits.cancelRequested(job):
+                    # A cron job cancelled as its last run ended.
+                    self._endCancelled(job, now)
                     continue
+                if not gate.admit(job, name):
+                    continue        # held back: left in the queue
                 self._begin(job, now, worker, lease)
                 claimed.append(job)
-            if len(claimed) >= limit or not skipped:
+                took += 1
+            if len(claimed) >= limit or gate.held == held:
                 break
-        if spread and claimed:
+        if spread and took:
             keepPartition(queue.partitionOf(claimed[-1].id))
-        return claimed
 
     def _begin(self, job, now, worker, lease):
         self._transition(job, PROCESSING)
@@ -453,17 +599,15 @@ class TaskService(persistent.Persistent):
 
     def claimNextJob(self, now=None):
         """See ITaskService."""
-        claimed = self.claim(now)
-        return claimed[0] if claimed else None
+        return scheduling.claimNext(self, now)
 
     def owns(self, job, token):
         """See ITaskService."""
-        return job._status == PROCESSING and len(job.attempts) == token
+        return job._status == PROCESSING and job.attempt_count == token
 
-    @staticmethod
-    def claimToken(job):
+    def claimToken(self, job):
         """See ITaskService."""
-        return len(job.attempts)
+        return job.attempt_count
 
     def run(self, job, now=None, reporter=None, cancelled=None):
         """See ITaskService."""
@@ -486,6 +630,7 @@ class TaskService(persistent.Persistent):
             # the savepoint below write the job to a temporary file.
             job._v_begun = time.time()
         events.notify(events.JobStarted(job, self))
+        job._v_cancelEvent = cancelled      # for _cancelledRun
         context = TaskContext(self, job, reporter, cancelled)
         savepoint = _savepoint(job._p_jar or self._p_jar)
         started = time.monotonic()
@@ -505,8 +650,11 @@ class TaskService(persistent.Persistent):
             checkPicklable(result, 'result')
             if load:
                 _warm(load, *ends)
-                _warm(load, *(leaves(self._index[PROCESSING], [job.id])
-                              + leaves(self._index[COMPLETED], [job.id])))
+                trees = (self._index[PROCESSING], self._index[COMPLETED])
+                _warm(load, *[root for tree in trees
+                              for root in roots(tree, [job.id])])
+                _warm(load, *[leaf for tree in trees
+                              for leaf in leaves(tree, [job.id])])
         except TransientError:
             raise
         except Retry as e:
@@ -532,6 +680,20 @@ class TaskService(persistent.Persistent):
                                    trace)
             return self._fail(job, _errorText(e), trace, now)
         return self._succeed(job, result, now)
+
+    def _cancelledRun(self, job, now, cancelled):
+        """End the run as ``cancelled`` if that was asked while it ran (a
+        cancel request the clock saw, or one already in this snapshot)."""
+        if not (getattr(cancelled, 'requested', False)
+                or limits.cancelRequested(job)):
+            return None
+        self._settle(job, now, CANCELLED, 'cancelled while running')
+        self._endCancelled(job, now)
+        return CANCELLED
+
+    @staticmethod
+    def _v_cancelled(job):
+        return getattr(job, '_v_cancelEvent', None)
 
     def _checkOwned(self, job, token):
         # After the task: if it aborted or committed the transaction, the
@@ -566,9 +728,11 @@ class TaskService(persistent.Persistent):
         return end
 
     def _succeed(self, job, result, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, COMPLETED)
         job.output = result
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.error = job.traceback = None
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
@@ -578,10 +742,12 @@ class TaskService(persistent.Persistent):
         return job._status
 
     def _fail(self, job, error, trace, now):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         end = self._settle(job, now, ERROR, error)
         job.error = error
         job.traceback = trace
-        if isinstance(job, CronJob):
+        if isinstance(job, CronJob) and scheduling.runsAgain(self, job):
             job.starts = 0
             self._transition(job, CRONJOB, job.timeOfNextCall(end))
         else:
@@ -590,6 +756,8 @@ class TaskService(persistent.Persistent):
         return ERROR
 
     def _retry(self, job, message, delay, now, trace=None):
+        if self._cancelledRun(job, now, self._v_cancelled(job)):
+            return CANCELLED
         task = self._getTask(job.task)
         limit = policy(task, job, 'max_retries')
         if job.retries >= limit:
@@ -690,10 +858,10 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         due = _now(now)
         while True:
-            claimed = self.claim(due)
-            if not claimed:
+            job = scheduling.claimNext(self, now, due)
+            if job is None:
                 break
-            self.run(claimed[0], now)
+            self.run(job, now)
 
     # -- processors (see remotetask.processor) -------------------------------
 
@@ -711,6 +879,17 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         from remotetask import processor
         return processor.isProcessing(self)
+
+
+#: The ids of a task without jobs in a partition (never stored).
+_NONE = IdIndex()
+
+
+def _statusIndex(status):
+    """A new index for ``status``: a waiting status's leaves are rewritten
+    by every add, so they are smaller (see structures.WaitingIndex)."""
+    waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
+    return IdSet(WaitingIndex if waiting else IdIndex)
 
 
 def _warm(load, *objects):

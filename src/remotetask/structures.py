@@ -1,35 +1,57 @@
-"""The persistent structures behind the service: the queue and job ids.
+"""The persistent structures behind the service: job ids, the jobs, the
+status and task indexes, and the queue.
 
-Both are built so that concurrent transactions (several producers, several
-workers, over ZEO or RelStorage) rarely write the same object, and resolve
-the conflicts that remain with BTrees' own conflict resolution, which the
-ZEO server can run without importing remotetask.  docs/design.md explains
-the choices.
+The first constraint: **an add writes only objects that no concurrent add
+writes.**  Every thread that adds jobs holds a *lane* (one of
+``PARTITIONS``, different from the lanes of the other threads and
+processes that add at the same time) and numbers its jobs with ids of its
+lane's stripes (``partitionOf``); the jobs, the indexes and the queue are
+split into one partition per lane.  So concurrent adds write different
+BTrees (besides ``BTrees.Length`` counters, which merge), and workers that
+take jobs out meet producers only in buckets that BTrees merge.  Readers
+see one sorted collection through a lazy k-way merge of the partitions
+(``Partitioned.keys``), which loads a bounded number of buckets per page.
+docs/design.md explains the choices and the measurements behind them.
 """
 import bisect
 import heapq
 import os
 import random
 import threading
+import weakref
 
 import persistent
 import transaction
 from ZODB.utils import z64
 from BTrees.Length import Length
-from BTrees.LOBTree import LOTreeSet
+from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet, multiunion
+from BTrees.LOBTree import intersection as _intersection
 from BTrees.OOBTree import OOTreeSet
 
-#: Number of queue partitions.  A job goes to partition ``id % PARTITIONS``.
+#: Number of partitions (and of producers' lanes) of the jobs, indexes and
+#: queue.  A job goes to partition ``partitionOf(id)``.
 PARTITIONS = 16
-#: Number of lanes: a thread's lane says where its spread claims start.
+#: Ids come in stripes of STRIPE ids; stripe ``s`` belongs to lane
+#: ``s % PARTITIONS``.  (1000: an id's lane shows in its thousands.)
+STRIPE = 1000
+#: The queue has SPREAD partitions per lane (see JobQueue.partitionOf).
+SPREAD = 4
+#: A claiming thread's number, which says its stride through the queue.
 LANES = 64
-#: Ids a process takes from the shared counter at a time.
+#: The most ids a thread takes from its lane's counter at a time.
 BLOCK = 1000
 #: A spread claim takes one of the first WINDOW due entries of a partition
 #: at random, rather than the first (see ``JobQueue.due``).
 WINDOW = 8
 
 _INF = float('inf')
+_max = max           # (methods below have an argument named max)
+
+
+def partitionOf(jobid, partitions=PARTITIONS):
+    """The partition (and lane) of ``jobid``: that of its stripe."""
+    return (jobid // STRIPE) % partitions
+
 #: The first key of every queue partition, never removed (ids start at 1).
 _FIRST = (-_INF, 0)
 
@@ -105,12 +127,34 @@ def _children(tree):
     return state
 
 
+def roots(tree, keys):
+    """The BTrees that hold ``keys`` in ``tree``: its partitions that do
+    if it is ``Partitioned``, else ``[tree]``: to prefetch before
+    ``leaves``."""
+    if isinstance(tree, Merged):
+        found = []
+        for key in keys:
+            part = tree._partFor(key)
+            if all(part is not f for f in found):
+                found.append(part)
+        return found
+    return [tree]
+
+
 def leaves(tree, keys):
     """The children of a loaded BTree (or TreeSet) ``tree`` that hold
     ``keys``, or would: ghosts to prefetch before the keys are read or
     changed.  Only the first level is seen (it is the whole tree up to a
     few thousand keys); a tree that keeps its one bucket inline has
-    none."""
+    none.  For a ``Partitioned`` ``tree``, the children in the partitions
+    that hold ``keys`` (see ``roots``; those are loaded if they are
+    not)."""
+    if isinstance(tree, Merged):
+        found = []
+        for part in roots(tree, keys):
+            found.extend(leaves(part, [k for k in keys
+                                       if tree._partFor(k) is part]))
+        return found
     state = _children(tree)
     if state is None:
         return []
@@ -137,7 +181,8 @@ class JobQueue(persistent.Persistent):
     Each partition is an ``OOTreeSet`` of ``(eta, jobid)`` keys, so the
     earliest due job of a partition is its ``minKey()``, delayed jobs need
     no separate schedule, and removing a cancelled job costs O(log n).
-    Producers spread over the partitions by job id; workers start from
+    A job's entry goes to the partition of its id's lane, so concurrent
+    producers add to partitions of their own; workers start from
     different partitions (``start``), so two workers rarely remove keys from
     the same bucket.  ``__len__`` is a ``BTrees.Length``.
 
@@ -147,7 +192,7 @@ class JobQueue(persistent.Persistent):
     concurrent add to the same bucket.
     """
 
-    def __init__(self, partitions=PARTITIONS):
+    def __init__(self, partitions=PARTITIONS * SPREAD):
         self._parts = tuple(OOTreeSet() for _ in range(partitions))
         for part in self._parts:
             part.insert(_FIRST)
@@ -157,8 +202,16 @@ class JobQueue(persistent.Persistent):
         return part.keys(min=_FIRST, max=upto, excludemin=True)
 
     def partitionOf(self, jobid):
-        """The number of the partition that holds ``jobid``'s entry."""
-        return jobid % len(self._parts)
+        """The number of the partition that holds ``jobid``'s entry: one of
+        the ``SPREAD`` partitions of the id's lane (``structures.
+        partitionOf``), so that a producer adds to partitions of its own,
+        and workers taking the jobs of one producer find them in several
+        partitions, not all in one."""
+        n = len(self._parts)
+        spread = n // PARTITIONS
+        if spread > 1 and n % PARTITIONS == 0:
+            return partitionOf(jobid) * spread + jobid % spread
+        return partitionOf(jobid, n)
 
     def _part(self, jobid):
         return self._parts[self.partitionOf(jobid)]
@@ -239,51 +292,245 @@ class JobQueue(persistent.Persistent):
         return oldest is not None and oldest[0] <= now
 
 
-#: The key a hot status index always holds (job ids start at 1).
+#: The key every partition of an id set holds and never loses (job ids
+#: start at 1): the first key of its first bucket never moves and that
+#: bucket never empties, the two changes BTrees can not merge with a
+#: concurrent change of the bucket.  Readers never see it.
 SENTINEL = 0
 
 
-class IdsView:
-    """The ids in a status index that holds ``SENTINEL``, without it: what
-    ``ITaskService.jobIds()`` returns for the hot statuses.  Supports what
-    readers of a BTrees set use (iteration, ``in``, ``len``, ``keys(min,
-    max)``, ``minKey``/``maxKey``); ``tree`` is the index itself (for
-    ``intersection`` with sets of job ids, which never hold the sentinel).
+class Merged:
+    """BTrees keyed by job id (``_parts``, one per partition), read as one.
+
+    A key lives in the partition of its lane (``partitionOf``).  Reading
+    in key order merges the partitions lazily: ``keys(min, max)`` starts
+    a range search in each partition (one path of nodes and a bucket
+    each) and ``heapq.merge`` takes keys from them as they are consumed,
+    so a page of ``n`` keys loads ``n`` keys' worth of buckets plus about
+    two objects per partition, whatever the size.  ``maxKey``/``minKey``
+    ask every partition.  Lengths are summed (O(n), like a BTree's).
     """
 
-    def __init__(self, tree):
-        self.tree = tree
+    _parts = ()
+
+    @property
+    def partitions(self):
+        return self._parts
+
+    def _partFor(self, key):
+        return self._parts[partitionOf(key, len(self._parts))]
+
+    def _low(self, min, excludemin):
+        return min, excludemin
+
+    def _ranges(self, min, max, excludemin, excludemax, what='keys'):
+        min, excludemin = self._low(min, excludemin)
+        return [getattr(part, what)(min=min, max=max, excludemin=excludemin,
+                                    excludemax=excludemax)
+                for part in self._parts]
 
     def keys(self, min=None, max=None, excludemin=False, excludemax=False):
-        if min is None or min < SENTINEL or (min == SENTINEL
-                                             and not excludemin):
-            min, excludemin = SENTINEL, True
-        return self.tree.keys(min=min, max=max, excludemin=excludemin,
-                              excludemax=excludemax)
+        """The keys from ``min`` to ``max``, ascending (an iterator)."""
+        return heapq.merge(*self._ranges(min, max, excludemin, excludemax))
 
     def __iter__(self):
-        return iter(self.keys())
+        return self.keys()
 
-    def __len__(self):
-        return len(self.tree) - 1
+    def __contains__(self, key):
+        try:
+            return key != SENTINEL and key in self._partFor(key)
+        except TypeError:
+            return False
+
+    has_key = __contains__
 
     def __bool__(self):
-        return len(self) > 0
+        for key in self.keys():
+            return True
+        return False
 
-    def __contains__(self, jobid):
-        return jobid != SENTINEL and jobid in self.tree
+    def __len__(self):
+        return sum(len(part) for part in self._parts) - self._sentinels()
 
-    def minKey(self, min=None):
-        keys = self.keys(min=min)
-        if not keys:
-            raise ValueError('empty')
-        return keys[0]
+    def _sentinels(self):
+        return 0
 
     def maxKey(self, max=None):
-        key = self.tree.maxKey() if max is None else self.tree.maxKey(max)
-        if key == SENTINEL:
+        found = []
+        for part in self._parts:
+            try:
+                key = part.maxKey() if max is None else part.maxKey(max)
+            except ValueError:
+                continue
+            if key != SENTINEL or not isinstance(self, _Ids):
+                found.append(key)
+        if not found:
             raise ValueError('no key satisfies the conditions')
-        return key
+        return _max(found)
+
+    def minKey(self, min=None):
+        for key in self.keys(min=min):
+            return key
+        raise ValueError('no key satisfies the conditions')
+
+
+
+
+class Partitioned(Merged, persistent.Persistent):
+    """``PARTITIONS`` BTrees made by ``factory``, stored with it."""
+
+    def __init__(self, factory, partitions=PARTITIONS):
+        self._parts = tuple(factory() for _ in range(partitions))
+
+
+class _Ids:
+    """What sets of job ids whose partitions may hold ``SENTINEL`` add."""
+
+    def _low(self, min, excludemin):
+        if min is None or min < SENTINEL or (min == SENTINEL
+                                             and not excludemin):
+            return SENTINEL, True
+        return min, excludemin
+
+    def _sentinels(self):
+        return sum(1 for part in self._parts if SENTINEL in part)
+
+    def insert(self, jobid):
+        """Add ``jobid``; return 1 if it was not there, else 0."""
+        if jobid == SENTINEL:
+            raise ValueError('job ids start at 1')
+        return self._partFor(jobid).insert(jobid)
+
+    add = insert
+
+    def remove(self, jobid):
+        """Remove ``jobid``; KeyError if it is not there."""
+        if jobid == SENTINEL:
+            raise KeyError(jobid)
+        self._partFor(jobid).remove(jobid)
+
+
+class IdSetView(_Ids, Merged):
+    """Sets of job ids, one per partition, read as one (not stored: what
+    ``jobIds(task=...)`` returns for a task's partitions)."""
+
+    def __init__(self, parts):
+        self._parts = tuple(parts)
+
+
+class IdSet(_Ids, Partitioned):
+    """A set of job ids (a status or task index), partitioned by lane.
+
+    Each partition is a ``factory()`` (an ``IdIndex`` or ``WaitingIndex``)
+    holding ``SENTINEL``, which readers never see.  Two producers on
+    different lanes write different partitions; a worker taking ids out
+    of a partition a producer adds to changes other keys of the same
+    buckets, which BTrees merge (never the first key: the sentinel).
+    """
+
+    def __init__(self, factory=None, partitions=PARTITIONS):
+        super().__init__(factory or IdIndex, partitions)
+        for part in self._parts:
+            part.insert(SENTINEL)
+
+    def _sentinels(self):
+        return len(self._parts)
+
+
+class JobTree(Partitioned):
+    """Job id -> ``Job``, partitioned by lane: what ``service.jobs`` is.
+
+    A mapping with the reading API of an ``LOBTree`` (``[]``, ``get``,
+    ``in``, ``len``, ``keys``/``values``/``items`` with ``min``/``max``,
+    ``minKey``/``maxKey``), in id order across the partitions.
+    """
+
+    def __init__(self, factory=None, partitions=PARTITIONS):
+        super().__init__(factory or LOBTree, partitions)
+
+    def __getitem__(self, jobid):
+        return self._partFor(jobid)[jobid]
+
+    def get(self, jobid, default=None):
+        try:
+            return self._partFor(jobid).get(jobid, default)
+        except TypeError:
+            return default
+
+    def __setitem__(self, jobid, job):
+        self._partFor(jobid)[jobid] = job
+
+    def __delitem__(self, jobid):
+        del self._partFor(jobid)[jobid]
+
+    def pop(self, jobid, *default):
+        return self._partFor(jobid).pop(jobid, *default)
+
+    def items(self, min=None, max=None, excludemin=False, excludemax=False):
+        return heapq.merge(*self._ranges(min, max, excludemin, excludemax,
+                                         'items'), key=_first)
+
+    def values(self, min=None, max=None, excludemin=False,
+               excludemax=False):
+        for key, value in self.items(min, max, excludemin, excludemax):
+            yield value
+
+
+def _first(item):
+    return item[0]
+
+
+def intersect(ids, other):
+    """The ids in both ``ids`` and ``other`` (each a BTrees set or mapping
+    of job ids, or an ``IdSet`` or ``JobTree``), as a BTrees ``LOSet``.
+
+    Partitioned sets are intersected partition by partition (with the
+    matching partition when both are, else with the whole of the other),
+    in C, and the results merged: the cost of one intersection of the
+    whole sets."""
+    a = ids._parts if isinstance(ids, Merged) else None
+    b = other._parts if isinstance(other, Merged) else None
+    if a is None and b is None:
+        return LOSet(_intersection(ids, other))
+    if a is not None and b is not None and len(a) == len(b):
+        pieces = [_intersection(x, y) for x, y in zip(a, b)]
+    elif a is not None:
+        pieces = [_intersection(x, other) for x in a]
+    else:
+        pieces = [_intersection(ids, y) for y in b]
+    found = multiunion([p for p in pieces if p is not None])
+    if SENTINEL in found:
+        found.remove(SENTINEL)
+    return found
+
+
+def misplaced(tree):
+    """Problems of a partitioned structure (a ``Partitioned`` or a
+    ``JobQueue``), as strings: keys in the wrong partition, a partition
+    of an ``IdSet`` or a queue without its sentinel.  Reads every key:
+    for ``testing.checkConsistency``."""
+    problems = []
+    if isinstance(tree, JobQueue):
+        parts = [(n, part, [k[1] for k in part if k != _FIRST])
+                 for n, part in enumerate(tree._parts)]
+        sentinel = [n for n, part in enumerate(tree._parts)
+                    if _FIRST not in part]
+    elif isinstance(tree, Merged):
+        parts = [(n, part, [k for k in part.keys() if k != SENTINEL])
+                 for n, part in enumerate(tree._parts)]
+        sentinel = [n for n, part in enumerate(tree._parts)
+                    if isinstance(tree, IdSet) and SENTINEL not in part]
+    else:
+        return problems
+    where = tree.partitionOf if isinstance(tree, JobQueue) else \
+        (lambda i: partitionOf(i, len(parts)))
+    for n, part, ids in parts:
+        wrong = [i for i in ids if where(i) != n]
+        if wrong:
+            problems.append('ids %s in partition %d' % (wrong[:10], n))
+    if sentinel:
+        problems.append('partitions %s lost their first key' % sentinel)
+    return problems
 
 
 class _Counter(persistent.Persistent):
@@ -291,84 +538,163 @@ class _Counter(persistent.Persistent):
 
 
 class IdAllocator(persistent.Persistent):
-    """Hands out job ids 1, 2, 3 ... in blocks.
+    """Hands out job ids by lane.
 
-    Each process takes blocks of ids from a shared counter in short
-    transactions of its own (on a connection of its own), and hands them
-    out from memory to all its threads.  So adding a job writes no shared
-    object, concurrent producers never conflict over ids, and the counter
-    is written once per block.  Blocks grow from 1 id to ``BLOCK`` ids
-    (1, 2, 4 ... 1000): a command that adds one job takes one id, a busy
-    producer touches the counter once per thousand jobs.  Ids are unique
-    and increase within a process; they are not contiguous across
-    processes (a process that ends leaves the rest of its block unused, and
-    an aborted transaction leaves a gap).
+    Ids come in stripes of ``STRIPE``; stripe ``s`` belongs to lane
+    ``s % PARTITIONS``, and each lane has a counter of its own (the next
+    free id of the lane).  A thread that adds jobs takes a lane (a ticket
+    from a shared counter, modulo ``PARTITIONS``: threads and processes
+    that start one after the other get different lanes) and blocks of its
+    lane's ids (1, 2, 4 ... ``BLOCK`` ids, never across a stripe), in
+    short transactions of their own, on a connection of their own.  Its
+    adds then write no counter, and its ids fall into partitions no other
+    current producer writes (unless more than ``PARTITIONS`` threads add
+    at once, or ticket numbers wrapped: then two share a lane, and their
+    adds write the same BTrees, which BTrees mostly merge).
+
+    A thread that ends hands its lane and the rest of its block to the
+    next new thread of its process.  Ids are unique and increase within a
+    thread; they are not contiguous (a process that ends leaves the rest
+    of its block unused, an aborted transaction leaves a gap), and ids of
+    different lanes are not in creation order (``job.created`` is).
 
     Until the service is committed to a database (detached, or added in
-    the current transaction) blocks are taken in the current transaction.
+    the current transaction) ids come from lane 0 in the current
+    transaction: 1, 2, 3 ...
     """
 
+    _lanes = None       # an allocator of an older version: see _setup
+
     def __init__(self):
-        self._blocks = _Counter()   # the last id handed out to a block
+        self._setup()
+
+    def _setup(self, start=1):
+        """Lane counters whose ids start at ``start`` or later."""
+        base = start // STRIPE
+        lanes = []
+        for lane in range(PARTITIONS):
+            counter = _Counter()
+            stripe = base + (lane - base) % PARTITIONS
+            counter.value = max(start, stripe * STRIPE)
+            lanes.append(counter)
+        self._tickets = _Counter()
+        self._tickets.value = base     # the first ticket: where ids go on
+        self._lanes = tuple(lanes)
 
     def allocate(self):
         jar = self._p_jar
-        counter = self._blocks
-        counter._p_activate()       # a ghost's serial is not known yet
-        oid = counter._p_oid
-        if jar is None or oid is None or counter._p_serial == z64:
+        self._p_activate()          # a ghost's serial is not known yet
+        oid = self._p_oid
+        if jar is None or oid is None or self._p_serial == z64:
             # Not committed yet (a savepoint gives it an oid, but no other
             # connection can load it before the commit).
             block = getattr(self, '_v_block', None)
-            if block is None or block[0] >= block[1]:
-                size = _nextSize(block)
-                first = self._blocks.value + 1
-                self._blocks.value += size
-                block = self._v_block = [first, first + size, None, size]
-            return _take(block)
-        return _allocateFromBlock(jar.db(), oid)
+            if block is None or block.next >= block.end:
+                block = self._v_block = _reserve(self, 0, block)
+            return block.take()
+        return _allocateFromLane(jar.db(), oid)
+
+
+class _Block:
+    """A thread's lane and the ids it holds: ``next`` up to ``end``."""
+
+    def __init__(self, lane, next, end, size, pid):
+        self.lane = lane
+        self.next = next
+        self.end = end
+        self.size = size
+        self.pid = pid
+        self.pool = None        # where to hand it on when the thread ends
+
+    def take(self):
+        jobid = self.next
+        self.next += 1
+        return jobid
+
+    def __del__(self):
+        pool = self.pool
+        if pool is not None and self.pid == os.getpid():
+            self.pool = None
+            pool.append(_Block(self.lane, self.next, self.end, self.size,
+                               self.pid))
+
+
+def _reserve(allocator, lane, block):
+    """The next block of ``lane``'s ids, from its counter (in the current
+    transaction of ``allocator``'s connection)."""
+    if allocator._lanes is None:
+        # Made by a version that numbered all jobs from one counter.
+        allocator._setup(allocator._blocks.value + 1)
+    size = 1 if block is None else min(BLOCK, block.size * 2)
+    counter = allocator._lanes[lane]
+    first = counter.value
+    stripeEnd = (first // STRIPE + 1) * STRIPE
+    end = min(first + size, stripeEnd)
+    counter.value = end if end < stripeEnd else \
+        end + (len(allocator._lanes) - 1) * STRIPE
+    return _Block(lane, first, end, size, os.getpid())
 
 
 _blockLock = threading.Lock()
 
 
-def _nextSize(block):
-    return 1 if block is None else min(BLOCK, block[3] * 2)
-
-
-def _take(block):
-    jobid = block[0]
-    block[0] += 1
-    return jobid
-
-
-def _allocateFromBlock(db, oid):
+def _pool(db, oid):
+    """The blocks that ended threads of this process left (call with
+    _blockLock held)."""
     pid = os.getpid()
-    with _blockLock:
-        cache = db.__dict__.setdefault('_remotetask_idblocks', {})
-        block = cache.get(oid)
-        if block is not None and block[2] != pid:
-            block = None            # inherited through a fork: not ours
-        if block is None or block[0] >= block[1]:
-            size = _nextSize(block)
-            first = _reserveBlock(db, oid, size)
-            block = cache[oid] = [first, first + size, pid, size]
-        return _take(block)
+    pools = db.__dict__.setdefault('_remotetask_lanes', {})
+    pool = pools.get(oid)
+    if pool is None or pool[0] != pid:
+        pool = pools[oid] = (pid, [])       # new, or forked: start afresh
+    return pool[1]
 
 
-def _reserveBlock(db, oid, size):
-    """Take ``size`` ids from the counter ``oid``, committed at once."""
+def _allocateFromLane(db, oid):
+    blocks = _thread().blocks.setdefault(db, {})
+    block = blocks.get(oid)
+    if block is None:
+        with _blockLock:
+            free = _pool(db, oid)
+            if free:
+                block = blocks[oid] = free.pop()
+                block.pool = free
+    if block is None or block.next >= block.end:
+        fresh = _reserveBlock(db, oid, block)
+        if block is not None:
+            block.pool = None           # used up: nothing to hand on
+        with _blockLock:
+            fresh.pool = _pool(db, oid)
+        block = blocks[oid] = fresh
+    return block.take()
+
+
+def _reserveBlock(db, oid, block):
+    """A block of ids for this thread, committed at once: of its lane, or
+    of a lane taken with a ticket if it has none yet."""
     tm = transaction.TransactionManager()
     conn = db.open(transaction_manager=tm)
     try:
         for attempt in tm.attempts(50):
             with attempt:
-                counter = conn.get(oid)
-                first = counter.value + 1
-                counter.value += size
-        return first
+                allocator = conn.get(oid)
+                lane = None if block is None else block.lane
+                if lane is None:
+                    if allocator._lanes is None:
+                        allocator._setup(allocator._blocks.value + 1)
+                    tickets = allocator._tickets
+                    lane = tickets.value % len(allocator._lanes)
+                    tickets.value += 1
+                fresh = _reserve(allocator, lane, block)
+        return fresh
     finally:
         conn.close()
+
+
+def currentLane(db, allocator):
+    """The lane of this thread's ids from ``allocator`` in ``db``, or None
+    if it has none yet."""
+    block = _thread().blocks.get(db, {}).get(allocator._p_oid)
+    return None if block is None else block.lane
 
 
 _local = threading.local()
@@ -383,6 +709,9 @@ def _thread():
         _local.pid = pid
         _local.lane = _rng.randrange(1 << 30)
         _local.part = None
+        _local.blocks = weakref.WeakKeyDictionary()   # db -> {oid: _Block}
+    elif not hasattr(_local, 'blocks'):
+        _local.blocks = weakref.WeakKeyDictionary()
     return _local
 
 

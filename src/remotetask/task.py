@@ -23,10 +23,30 @@ class TaskBase:
     retry_backoff_max = 600.0
     retry_jitter = True
     retry_on = ()
+    concurrency = None
+    rate_limit = None
+    keep = None
+    grouped = True
 
     def __init__(self, time_limit=None, max_starts=None, max_retries=None,
                  retry_backoff=None, retry_backoff_max=None,
-                 retry_jitter=None, retry_on=None):
+                 retry_jitter=None, retry_on=None, concurrency=None,
+                 rate_limit=None, keep=None, grouped=None):
+        # Flow control (remotetask.routing): checked here, so that a bad
+        # value fails where the task is defined, not in every claim.
+        from remotetask import routing
+        self.concurrency = routing.checkConcurrency(concurrency)
+        if keep is not None:
+            # (remotetask.retention; math.inf keeps its jobs for ever)
+            from remotetask.retention import checkSeconds
+            self.keep = checkSeconds('keep', keep, forever='math.inf')
+        if grouped is not None:
+            if not isinstance(grouped, bool):
+                raise ValueError('grouped must be True or False, not %r'
+                                 % (grouped,))
+            self.grouped = grouped
+        routing.parseRate(rate_limit)
+        self.rate_limit = rate_limit
         if retry_on is not None:
             self.retry_on = tuple(retry_on)
         for name, value in (('time_limit', time_limit),

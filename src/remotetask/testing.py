@@ -147,10 +147,74 @@ def checkConsistency(service):
         if job is not None and job.eta != eta:
             problems.append('job %s: eta %r, queue entry %r'
                             % (jobid, job.eta, eta))
-    if len(service._queue) != len(entries):
+    from remotetask import routing
+    length = sum(len(lane) for key, lane in routing.lanes(service))
+    if length != len(entries):
         problems.append('queue length %d, entries %d'
-                        % (len(service._queue), len(entries)))
+                        % (length, len(entries)))
+    for key, lane in routing.lanes(service):
+        for eta, jobid in lane:
+            job = service.jobs.get(jobid)
+            if job is not None and (job.queue, -job.priority) != key:
+                problems.append('job %s of %r in lane %r' % (
+                    jobid, (job.queue, -job.priority), key))
+    from remotetask.structures import misplaced
+    trees = [('jobs', service.jobs)]
+    trees += [('queue lane %r' % (key,), lane)
+              for key, lane in routing.lanes(service)]
+    trees += [('index of %r' % s, service.jobIds(s)) for s in STATUSES]
+    trees += [('task index of %r' % t, service.jobIds(task=t))
+              for t in service.taskNames()]
+    for name, tree in trees:
+        problems.extend('%s: %s' % (name, p) for p in misplaced(tree))
     return problems
+
+
+def addInLanes(db, lanes, each, task, name=None, per_transaction=1000,
+               input=None):
+    """Add ``each`` jobs of ``task`` from ``lanes`` threads that run at the
+    same time (so each takes a lane of its own), each on a connection of
+    its own, ``per_transaction`` jobs per transaction; ``input(lane, i)``
+    gives a job's input (default ``(lane, i)``).  Returns the ids, a list
+    per thread.  Conflicts are retried."""
+    import threading
+    import transaction
+    from remotetask import db as dbmod
+    name = name or dbmod.DEFAULT_SERVICE
+    barrier = threading.Barrier(lanes)
+    found = [None] * lanes
+    errors = []
+
+    def add(lane):
+        tm = transaction.TransactionManager()
+        conn = db.open(tm)
+        ids = found[lane] = []
+        try:
+            barrier.wait()
+            for first in range(0, each, per_transaction):
+                for attempt in tm.attempts(20):
+                    with attempt:
+                        service = dbmod.getService(conn, name)
+                        batch = [service.add(task, (lane, i) if input is None
+                                             else input(lane, i))
+                                 for i in range(first, min(
+                                     each, first + per_transaction))]
+                ids.extend(batch)
+            barrier.wait()      # alive until all are done: lanes differ
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+            barrier.abort()
+        finally:
+            conn.close()
+    threads = [threading.Thread(target=add, args=(lane,))
+               for lane in range(lanes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return found
 
 
 # -- PostgreSQL ---------------------------------------------------------------

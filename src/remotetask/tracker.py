@@ -27,7 +27,6 @@ import time
 
 import ZODB
 import zope.component
-from BTrees.LOBTree import intersection
 import zope.component.event  # noqa: F401  zope.event -> component handlers
 from transaction.interfaces import TransientError
 
@@ -37,7 +36,7 @@ from remotetask.interfaces import DELAYED, FINAL_STATUSES, QUEUED, TaskError
 from remotetask.job import currentJob
 from remotetask.service import checkPicklable
 from remotetask.task import TaskBase
-from remotetask.trackerdata import _idSet
+from remotetask.structures import intersect
 from remotetask.trackerdata import (  # noqa: F401  re-exported
     ACCEPTED, FAILED, FINISHED, PAUSED, RUNNING, SCHEDULED, STATUS2COLOR,
     STATUS2TEXT, TASK_NAME, TEXT2STATUS, UNDEFINED, DuplicateTask,
@@ -298,8 +297,7 @@ def _dequeueTask(service, data, now, serverID, message):
         # than a walk of the whole queue past other tasks' jobs.
         waiting = []
         for status in (QUEUED, DELAYED):
-            for jobid in intersection(data.records,
-                                      _idSet(service.jobIds(status))):
+            for jobid in intersect(data.records, service.jobIds(status)):
                 job = service.jobs.get(jobid)
                 if job is not None and job.eta is not None \
                         and job.eta <= now:

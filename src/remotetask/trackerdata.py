@@ -37,7 +37,7 @@ import time
 
 import persistent
 import zope.interface
-from BTrees.LOBTree import LOBTree, intersection
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from ZODB.POSException import ConflictError
 
@@ -45,6 +45,7 @@ from remotetask.interfaces import (
     CANCELLED, COMPLETED, DELAYED, ERROR, FINAL_STATUSES, PROCESSING, QUEUED,
     STARTLATER, WAITING_STATUSES, IServiceMaintenance, InvalidStatusError,
     JobNotFoundError, RemoteTaskError)
+from remotetask.structures import intersect
 
 UNDEFINED, ACCEPTED, SCHEDULED, RUNNING, PAUSED, FINISHED, FAILED = range(7)
 STATUS2TEXT = {0: 'UNDEFINED', 1: 'ACCEPTED', 2: 'SCHEDULED', 3: 'RUNNING',
@@ -135,13 +136,6 @@ class Response(persistent.Persistent):
         self.response = response
         self.mimeType = mimeType
 
-
-
-def _idSet(ids):
-    """A BTrees set of job ids from ``service.jobIds()`` (its view of a hot
-    status index is the index itself: tracker records never hold the
-    sentinel key, so an intersection leaves it out)."""
-    return getattr(ids, 'tree', ids)
 
 def resolveLog(old, committed, new):
     """Merge two transactions' appends to one log (pure function of the
@@ -341,8 +335,7 @@ def queueSize(service, data):
     """The number of ACCEPTED tracker tasks (their jobs wait in the queue)."""
     if data is None:
         return 0
-    return sum(len(intersection(data.records,
-                                _idSet(service.jobIds(status))))
+    return sum(len(intersect(data.records, service.jobIds(status)))
                for status in (QUEUED, DELAYED, STARTLATER))
 
 
@@ -472,8 +465,7 @@ def reenqueueZombies(service, data, now, message=''):
     handled = []
     if data is None:
         return handled
-    for jobid in list(intersection(data.records,
-                                   _idSet(service.jobIds(PROCESSING)))):
+    for jobid in list(intersect(data.records, service.jobIds(PROCESSING))):
         job, record = service.jobs[jobid], data.records[jobid]
         ttype = data.types.get(record.type)
         if ttype is None or job.started is None \
@@ -501,8 +493,7 @@ def deleteRetired(service, data, now):
     if data is None:
         return deleted
     for status in FINAL_STATUSES:
-        for jobid in list(intersection(data.records,
-                                       _idSet(service.jobIds(status)))):
+        for jobid in list(intersect(data.records, service.jobIds(status))):
             job, record = service.jobs[jobid], data.records[jobid]
             ttype = data.types.get(record.type)
             if ttype is None or ttype.timeret <= 0:

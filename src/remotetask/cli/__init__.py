@@ -4,6 +4,8 @@
 package, one module per command group:
 
 - ``jobs``: ``add``, ``status``, ``counts``, ``cancel``, ``clean``;
+- ``routing``: ``queues``, ``pause``, ``resume``, ``retry``, ``purge``,
+  ``delete``;
 - ``tasks``: ``tasks``;
 - ``worker``: ``worker`` (``remotetask.worker`` has the signal loop);
 - ``serve``: ``serve`` (the web stack is imported by this command only);
@@ -28,6 +30,12 @@ COMMANDS = {
     'cancel': 'remotetask.cli.jobs:cancel',
     'clean': 'remotetask.cli.jobs:clean',
     'counts': 'remotetask.cli.jobs:counts',
+    'delete': 'remotetask.cli.routing:delete',
+    'pause': 'remotetask.cli.routing:pause',
+    'purge': 'remotetask.cli.routing:purge',
+    'queues': 'remotetask.cli.routing:queues',
+    'resume': 'remotetask.cli.routing:resume',
+    'retry': 'remotetask.cli.routing:retry',
     'serve': 'remotetask.cli.serve:serve',
     'status': 'remotetask.cli.jobs:status',
     'tasks': 'remotetask.cli.tasks:tasks',

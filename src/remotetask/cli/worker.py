@@ -57,12 +57,17 @@ class BatchSize(click.ParamType):
               type=click.FloatRange(min=0, min_open=True), default=5.0,
               show_default=True,
               help='Seconds between reaps of expired leases (maintain()).')
+@click.option('--queue', 'queues', multiple=True, metavar='NAME',
+              help='Take jobs from this queue only (repeatable: the first '
+                   'named is drained before the next) [default: every '
+                   'queue, higher priorities first].')
 @click.option('--worker-id', default=None,
               help='Name recorded on the jobs [default: host:pid].')
 @click.option('--log-level', default='INFO', show_default=True,
               type=click.Choice(['DEBUG', 'INFO', 'WARNING', 'ERROR']))
 def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
-           poll_interval, maintenance_interval, worker_id, log_level):
+           poll_interval, maintenance_interval, queues, worker_id,
+           log_level):
     """Run the service's jobs until SIGTERM or SIGINT.
 
     The service is at the database root under --service (created there if
@@ -85,18 +90,22 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
             database, service, concurrency=concurrency, lease=lease,
             worker_id=worker_id, batch=batch, poll_interval=poll_interval,
             maintenance_interval=maintenance_interval, grace=grace,
-            kind='worker')
+            queues=queues or None, kind='worker')
         names = sorted(taskNames())
         if not names:
             log.warning('no tasks are registered: give --import or --zcml')
         elif names == ['remotetask.tracker'] and not (imports or zcml):
             log.info('only the tracker task is registered (the ATP daemon); '
                      'give --import or --zcml for tasks of your own')
-        log.info('worker %s serving %r of %s; tasks: %s', processor.worker_id,
-                 service, dbmod.normalizeURI(uri), ', '.join(names) or 'none')
+        log.info('worker %s serving %r of %s; tasks: %s; queues: %s',
+                 processor.worker_id, service, dbmod.normalizeURI(uri),
+                 ', '.join(names) or 'none',
+                 ', '.join(queues) if queues else 'all')
         code = serve(processor, grace)
     except RemoteTaskError as e:
         database.close()
+        if 'queue' in str(e):
+            raise click.BadParameter(str(e), param_hint='--queue')
         raise click.ClickException(str(e))
     if processor.running:
         # A task ignored the stop: its thread can not be joined; leave

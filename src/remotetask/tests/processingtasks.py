@@ -49,7 +49,7 @@ class RecordTask(TaskBase):
     """
 
     def __call__(self, service, jobid, input):
-        claim = len(service.jobs[jobid].attempts)
+        claim = service.jobs[jobid].attempt_count
         n = input['n']
         logLine(input['log'], 'start', jobid, os.getpid(), claim, n)
         context = currentJob()

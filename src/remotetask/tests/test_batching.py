@@ -19,6 +19,7 @@ from ZODB.MappingStorage import MappingStorage
 from remotetask import processor as processormod
 from remotetask.processor import Processor
 from remotetask.service import TaskService
+from remotetask.testing import addInLanes
 from remotetask.structures import IdIndex, firstLeaf, leaves, prefetch
 from remotetask.tests.test_processor import env, task  # noqa: F401
 
@@ -48,7 +49,8 @@ def test_status_indexes_have_big_leaves():
     index = IdIndex(range(1, 2001))
     # 2,000 ids fit in a handful of buckets (LOTreeSet: about 60).
     assert 2 <= len(index.__getstate__()[0]) // 2 + 1 <= 8
-    assert isinstance(TaskService()._index['completed'], IdIndex)
+    completed = TaskService()._index['completed']
+    assert all(isinstance(part, IdIndex) for part in completed.partitions)
 
 
 class RecordingStorage(MappingStorage):
@@ -213,7 +215,7 @@ def test_spread_claims_visit_every_partition_in_their_own_stride(monkeypatch):
     from remotetask import structures
     from remotetask.structures import JobQueue, stride
     queue = JobQueue()
-    queue.put(7, 1.0)                     # one entry, in partition 7
+    queue.put(7000, 1.0)                  # one entry, in partition 7
     strides = set()
     for lane in range(64):
         monkeypatch.setattr(structures._local, 'lane', lane, raising=False)
@@ -223,7 +225,7 @@ def test_spread_claims_visit_every_partition_in_their_own_stride(monkeypatch):
         assert step % 2 == 1
         strides.add(step)
         for start in range(16):
-            assert queue.due(2.0, 1, start) == [(1.0, 7)]
+            assert queue.due(2.0, 1, start) == [(1.0, 7000)]
     # Threads go round in different orders, so that workers whose
     # partitions ran dry do not all move on to the same next ones.
     assert len(strides) == 8
@@ -236,15 +238,16 @@ def test_a_claim_stays_where_it_found_jobs_and_moves_on_conflict(recording):
     task('echo', lambda x: x)
     with tm:
         service = conn.root()['tasks'] = TaskService()
-        for i in range(64):
-            service.add('echo', i)
+    addInLanes(conn.db(), 4, 16, 'echo', 'tasks')   # 4 lanes' partitions
+    part = service._queue.partitionOf
+    n = len(service._queue._parts)
     structures.movePartition()
     with tm:
-        first = service.claim(limit=1, worker='w', spread=True)[0].id % 16
+        first = part(service.claim(limit=1, worker='w', spread=True)[0].id)
     for _ in range(2):
-        assert structures.claimPartition(16) == first
+        assert structures.claimPartition(n) == first
         with tm:
-            assert service.claim(limit=1, worker='w',
-                                 spread=True)[0].id % 16 == first
+            assert part(service.claim(limit=1, worker='w',
+                                      spread=True)[0].id) == first
     structures.movePartition()            # what a Processor does on conflict
     assert structures._local.part is None

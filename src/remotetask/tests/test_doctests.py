@@ -11,9 +11,10 @@ import zope.testing.cleanup
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-# The tutorial of the core; processing.txt, tracker.txt and the web
+# The tutorial of the core, workflows and lovely.remotetask's later README
+# sections (lovely.txt); processing.txt, tracker.txt and the web
 # package's documents are run by their own test modules (they need fixtures).
-DOCTESTS = ['README.txt']
+DOCTESTS = ['README.txt', 'workflows.txt', 'lovely.txt']
 
 
 def setUp(test):

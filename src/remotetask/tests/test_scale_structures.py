@@ -22,18 +22,20 @@ from remotetask.tests import scale_agents
 def test_spread_due_takes_only_due_entries_from_a_window(monkeypatch):
     monkeypatch.setattr(structures, '_rng', random.Random(3))
     q = JobQueue(partitions=2)
-    for jobid in range(1, 41):
-        q.put(jobid, float(jobid))
+    # Even numbers in the ids of lane 0, odd ones in lane 1's (1000-1999).
+    ids = [i if i % 2 == 0 else 1000 + i for i in range(1, 41)]
+    for n, jobid in enumerate(ids, 1):
+        q.put(jobid, float(n))
     q.put(100, 1000.0)                        # not due
     seen = set()
     for i in range(50):
         (eta, jobid), = q.due(now=30.0, limit=1, start=0)
-        assert eta <= 30.0 and jobid % 2 == 0  # partition 0: even ids
+        assert eta <= 30.0 and jobid < 1000   # partition 0: lane 0's ids
         # one of the first WINDOW due entries of the partition
         assert jobid <= 2 * structures.WINDOW
         seen.add(jobid)
     assert len(seen) > 1                      # not always the head
-    assert [k[1] for k in q.due(now=30.0, limit=3)] == [1, 2, 3]  # strict
+    assert [k[1] for k in q.due(now=30.0, limit=3)] == [1001, 2, 1003]
     assert q.due(now=0.5, limit=5, start=1) == []
     assert len(q.due(now=30.0, limit=40, start=1)) == 30
 

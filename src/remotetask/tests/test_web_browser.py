@@ -153,8 +153,8 @@ def test_management_page(browser, server, tmp_path):
     # Cron jobs: add, edit the schedule, cancel.
     cron = page.locator('#add-cron')
     cron.locator('select[name=task]').select_option('echo')
-    cron.locator('select[name=mode]').select_option('delay')
-    cron.locator('input[name=delay]').fill('3600')
+    cron.locator('select[name=mode]').select_option('interval')
+    cron.locator('input[name=interval]').fill('3600')
     cron.locator('button[type=submit]').click()
     page.wait_for_selector('#cronjobs tbody tr[data-id]')
     cronid = int(page.locator('#cronjobs tbody tr[data-id]').first
@@ -273,7 +273,7 @@ def test_table_pages_sorts_and_shows_changes_made_elsewhere(browser,
     apiCall(server, 'POST', 'api/jobs/%d/cancel' % ids[0])
     row(page, 'jobs', ids[0]).locator('.status-cancelled').wait_for()
     cron = apiCall(server, 'POST', 'api/cronjobs',
-                   {'task': 'echo', 'delay': 600})['id']
+                   {'task': 'echo', 'interval': 600})['id']
     apiCall(server, 'POST', 'api/jobs/%d/cancel' % cron)
     row(page, 'jobs', cron).locator('.status-cancelled').wait_for()
     row(page, 'jobs', cron).locator('[data-action=reschedule]').click()

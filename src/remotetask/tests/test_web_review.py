@@ -199,6 +199,15 @@ def test_responses_match_the_openapi_document(app, db):
                     201)
     later = check('post', '/api/jobs', '/api/jobs',
                   {'task': 'echo', 'startLater': True}, 201)
+    chain = check('post', '/api/chains', '/api/chains',
+                  {'steps': [['echo', [1]], {'task': 'sum'}]}, 201)
+    check('get', '/api/jobs/{id}', '/api/jobs/%d' % chain['ids'][1])
+    check('post', '/api/chains', '/api/chains', {'steps': []}, 400)
+    check('post', '/api/groups', '/api/groups',
+          {'steps': [['echo', 1]], 'then': ['sum', None],
+           'after': chain['ids'][0]}, 201)
+    check('post', '/api/groups', '/api/groups', {'steps': [['nope', 1]]},
+          400)
     runAll(db)
     for query in ('', '?sort=id&limit=1', '?sort=status&limit=1',
                   '?sort=-task&limit=1&status=completed', '?task=sum'):
@@ -231,9 +240,27 @@ def test_responses_match_the_openapi_document(app, db):
     check('post', '/api/clean', '/api/clean', {'status': ['cancelled']})
     check('post', '/api/clean', '/api/clean', {'status': ['bogus']},
           status=400)
+    check('get', '/api/retention', '/api/retention')
+    check('put', '/api/retention', '/api/retention', {'completed': 60})
+    check('put', '/api/retention', '/api/retention', {'completed': -1},
+          status=400)
     check('get', '/api/processing', '/api/processing')
     check('post', '/api/processing', '/api/processing', {'running': True},
           status=409)  # no processor in this app
+    # Routing (remotetask.web.routing).
+    check('post', '/api/pause', '/api/pause', {'queue': 'q'})
+    check('post', '/api/pause', '/api/pause', {'queue': 7}, status=400)
+    check('get', '/api/queues', '/api/queues')
+    check('post', '/api/resume', '/api/resume', {})
+    check('post', '/api/bulk/retry', '/api/bulk/retry', {'dry_run': True})
+    check('post', '/api/bulk/purge', '/api/bulk/purge', {'queue': 'q'})
+    check('post', '/api/bulk/delete', '/api/bulk/delete',
+          {'status': 'cancelled', 'dry_run': True})
+    check('post', '/api/bulk/delete', '/api/bulk/delete',
+          {'status': 'processing'}, status=409)
+    check('post', '/api/bulk/purge', '/api/bulk/purge', {'x': 1},
+          status=400)
+    check('get', '/api/jobs', '/api/jobs?queue=q&priority=0')
     operations = {(method, path) for path, ops in doc['paths'].items()
                   for method in ops}
     assert operations - seen == set()

@@ -42,10 +42,15 @@ def test_start_later_and_cron_jobs(app):
     assert call(app, 'getStatus', jobid) == 'start later'
     assert call(app, 'startJob', jobid) is True
     assert call(app, 'getStatus', jobid) == 'queued'
-    assert fault(app, 'startJob', jobid)[0] == rpc.INVALID_STATUS
+    assert call(app, 'startJob', jobid) is False     # lovely's answer
+    assert call(app, 'getStatus', jobid) == 'queued'
     cron = call(app, 'addCronJob', 'echo', 'tick', [0, 30], [3])
     assert call(app, 'getStatus', cron) == 'cronjob'
-    every = call(app, 'addCronJob', 'echo', None, [], [], [], [], [], 60)
+    # lovely's delay: a one-off delayed job; interval: again and again.
+    once = call(app, 'addCronJob', 'echo', None, [], [], [], [], [], 60)
+    assert call(app, 'getStatus', once) == 'delayed'
+    every = call(app, 'addCronJob', 'echo', None, [], [], [], [], [], None,
+                 None, None, 60)
     assert call(app, 'getStatus', every) == 'cronjob'
     expr = call(app, 'addCronJob', 'echo', None, [], [], [], [], [], None,
                 '*/5 * * * *', 'Europe/Berlin')
@@ -67,7 +72,10 @@ def test_faults(app, db):
     assert code == rpc.NO_METHOD and 'getAvailableTasks' in message
     jobid = call(app, 'add', 'echo', 1)
     runAll(db)
-    assert fault(app, 'cancel', jobid)[0] == rpc.INVALID_STATUS
+    # Too late to cancel: lovely's clients get False, not a fault.
+    assert call(app, 'cancel', jobid) is False
+    assert call(app, 'getStatus', jobid) == 'completed'
+    assert fault(app, 'cancel', 4242)[0] == rpc.UNKNOWN_JOB
     # A result XML-RPC can not carry is a fault, not a 500.
     from remotetask.db import ServiceRunner
     huge = ServiceRunner(db)(lambda s: s.add('echo', {2 ** 40}))
@@ -84,7 +92,7 @@ def test_faults(app, db):
         assert info.value.faultCode == rpc.PARSE_ERROR, body
     app.get('/RPC2', status=405)
     assert call(app, 'system.listMethods') == sorted(rpc.METHODS)
-    assert 'add(task, input=None, startLater=False)' in call(
+    assert 'add(task, input=None, options=None, after=None)' in call(
         app, 'system.methodHelp', 'add')
 
 

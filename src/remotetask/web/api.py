@@ -28,6 +28,7 @@ from remotetask.job import CronJob
 from remotetask.service import checkPicklable
 from remotetask.web.app import wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
+from remotetask.web import workflows
 from remotetask.web.openapi import document
 
 log = logging.getLogger('remotetask.web')
@@ -36,7 +37,7 @@ MAX_LIMIT = 200
 DEFAULT_LIMIT = 50
 SCAN_LIMIT = 20000
 SCHEDULE_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
-                   'delay', 'expression', 'timezone')
+                   'delay', 'expression', 'timezone', 'interval')
 
 
 def includeme(config):
@@ -86,6 +87,9 @@ def includeme(config):
          renderer='json', permission=MANAGE)
     view(workers, route_name='api_workers', request_method='GET',
          renderer='json', permission=VIEW)
+    config.include(workflows)
+    # Queues, pauses, bulk actions (remotetask.web.routing).
+    config.include('remotetask.web.routing')
     for context in (RemoteTaskError, ValueError, HTTPError, TransientError,
                     Exception):
         config.add_exception_view(apiError, context=context,
@@ -110,8 +114,10 @@ def summary(job):
     return {key: jsonable(value) for key, value in info.items()}
 
 
-def detail(job):
+def detail(job, service=None):
     info = summary(job)
+    if service is not None:
+        info.update(jsonable(workflows.fields(service, job)))
     info.update(
         input=jsonable(job.input), result=jsonable(job.output),
         traceback=job.traceback, attempts=jsonable(list(job.attempts)),
@@ -271,6 +277,7 @@ def counts(request):
     counted = service.counts()
     oldest = service.oldestWaiting()
     return {'counts': counted, 'total': sum(counted.values()),
+            'paused': service.pausedCount(),
             'oldest_due': None if oldest is None else oldest[0],
             'processing': processorState(request)}
 
@@ -321,7 +328,11 @@ def listJobs(request):
         raise bad('sort must be one of %s, not %r' % (', '.join(SORTS),
                                                       sort))
     limit = intParam(request, 'limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
+    from remotetask.web.routing import listFilter
+    routed = listFilter(request)    # ?queue= and ?priority=: job by job
     groups, total = _groups(service, sort, status, task)
+    if routed is not None:
+        total = None
     group, cursor = _cursor(request, sort, groups)
     walk = _descending if sort.startswith('-') else _ascending
     jobs, scanned, last, more = [], 0, None, False
@@ -331,17 +342,22 @@ def listJobs(request):
                 more = True
                 break
             last = jobid if key is None else '%s:%d' % (key, jobid)
-            if check is not None:
+            if check is not None or routed is not None:
                 scanned += 1
-                if jobid not in check:
+                if check is not None and jobid not in check:
                     continue
-            jobs.append(summary(service.jobs[jobid]))
+            job = service.jobs[jobid]
+            if routed is not None and not routed(job):
+                continue
+            jobs.append(summary(job))
         if more:
             break
         cursor = None
     return {'jobs': jobs, 'total': total, 'next': last if more else None,
             'scanned': scanned, 'sort': sort, 'status': status,
-            'task': task, 'limit': limit}
+            'task': task, 'limit': limit,
+            'queue': request.params.get('queue') or None,
+            'priority': request.params.get('priority') or None}
 
 
 def _groups(service, sort, status, task):
@@ -414,7 +430,8 @@ def _sources(service, status, task):
 
 
 JOB_FIELDS = ('task', 'input', 'delay', 'eta', 'startLater', 'time_limit',
-              'max_retries', 'max_starts')
+              'max_retries', 'max_starts', 'after', 'queue', 'priority',
+              'unique_key')
 
 
 def addJob(request):
@@ -426,18 +443,31 @@ def addJob(request):
         raise bad('give either delay or eta, not both')
     max_retries = number(data, 'max_retries', minimum=0, integer=True)
     max_starts = number(data, 'max_starts', minimum=1, integer=True)
+    from remotetask import routing
+    from remotetask.web.routing import jobOptions
+    routed = jobOptions(data)
+    key = routed.get('unique_key')
+    held = None if key is None else routing.existing(request.service, key)
+    if held is not None:
+        # Nothing added: the job holding the key (the service checked
+        # nothing else; an invalid request still fails below).
+        routing.checkUniqueKey(key)
+        info = detail(request.service.jobs[held])
+        info['existing'] = True
+        return info
     jobid = request.service.add(
         task, data.get('input'), startLater=flag(data, 'startLater'),
         delay=delay, eta=eta, time_limit=number(data, 'time_limit', 0),
         max_retries=None if max_retries is None else int(max_retries),
-        max_starts=None if max_starts is None else int(max_starts))
+        max_starts=None if max_starts is None else int(max_starts),
+        after=data.get('after'), **routed)
     wakeAfterCommit(request)
     request.response.status_int = 201
-    return detail(request.service.jobs[jobid])
+    return detail(request.service.jobs[jobid], request.service)
 
 
 def showJob(request):
-    return detail(getJob(request))
+    return detail(getJob(request), request.service)
 
 
 def deleteJob(request):
@@ -456,17 +486,22 @@ def jobAction(request):
     body(request, ())
     if action == 'cancel':
         service.cancel(job.id)
+        if job.status == interfaces.PROCESSING:
+            # Asked: the job ends cancelled when its run returns.
+            request.response.status_int = 202
     elif action == 'retry':
         service.retry(job.id)
     elif action == 'start':
-        service.startJob(job.id)
+        if not service.startJob(job.id):
+            raise InvalidStatusError('can not start job %s: it is %r (only '
+                                     "'start later')" % (job.id, job.status))
     elif action == 'reschedule':
         service.reschedule(job.id)
     else:
         raise bad('unknown action %r; actions: %s'
                   % (action, ', '.join(ACTIONS)))
     wakeAfterCommit(request)
-    return detail(job)
+    return detail(job, service)
 
 
 def schedule(data):
@@ -482,16 +517,19 @@ def schedule(data):
                       % (name, json.dumps(value)))
         kw[name] = tuple(value)
     kw['delay'] = number(data, 'delay')
+    kw['interval'] = number(data, 'interval')
     kw['expression'] = text(data, 'expression') or None
     kw['timezone'] = text(data, 'timezone') or None
     return kw
 
 
 def addCronJob(request):
-    data = body(request, ('task', 'input') + SCHEDULE_FIELDS,
+    from remotetask.web.routing import CRON_FIELDS, jobOptions
+    data = body(request, ('task', 'input') + SCHEDULE_FIELDS + CRON_FIELDS,
                 required=('task',))
     jobid = request.service.addCronJob(text(data, 'task'), data.get('input'),
-                                       **schedule(data))
+                                       **schedule(data),
+                                       **jobOptions(data, CRON_FIELDS))
     wakeAfterCommit(request)
     request.response.status_int = 201
     return detail(request.service.jobs[jobid])

@@ -77,6 +77,7 @@ def make_app(db, service_name=dbmod.DEFAULT_SERVICE, users=None,
     config.include('remotetask.web.xmlrpc')
     config.include('remotetask.web.metrics')
     config.include('remotetask.web.ui')
+    config.include('remotetask.web.uptime')
     return BodyLimit(config.make_wsgi_app(), max_body)
 
 

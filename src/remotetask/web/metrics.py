@@ -4,8 +4,9 @@ Two kinds of numbers:
 
 - read from the database at each scrape, so they hold for the whole
   service, whichever process ran the jobs: ``remotetask_jobs`` by status
-  (the service's O(1) counters) and ``remotetask_queue_oldest_age_seconds``,
-  how long the job due first has been due (0 when none is due);
+  (the service's O(1) counters), ``remotetask_queue_oldest_age_seconds``,
+  how long the job due first has been due (0 when none is due), and
+  ``remotetask_jobs_removed_total`` by reason (retention, clean, delete);
 - counted in this process, like any Prometheus counter (they start at 0
   when the process starts; scrape every process that runs jobs):
   ``remotetask_jobs_processed_total`` and ``remotetask_jobs_failed_total``
@@ -140,6 +141,7 @@ def serviceFamilies(service, processor=None, now=None):
         'remotetask_queue_oldest_age_seconds',
         'Seconds since the job due first became due (0: none is due)',
         value=age)]
+    families.append(removedFamily(service))
     if processor is not None:
         families.append(GaugeMetricFamily(
             'remotetask_processor_running',
@@ -160,6 +162,19 @@ def serviceFamilies(service, processor=None, now=None):
                 events.add_metric([name], value)
         families.append(events)
     return families
+
+
+def removedFamily(service):
+    """Jobs removed from the service since it was made, by reason
+    (retention, clean, delete): read from the database, like the counts."""
+    from remotetask import retention
+    removed = CounterMetricFamily(
+        'remotetask_jobs_removed',
+        'Jobs removed from the service (by retention, clean or delete)',
+        labels=['reason'])
+    for reason, n in sorted(retention.removedCounts(service).items()):
+        removed.add_metric([reason], n)
+    return removed
 
 
 def render(service, processor=None, recorder=RECORDER, now=None):

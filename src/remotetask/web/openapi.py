@@ -36,6 +36,14 @@ def _op(summary, response, *errors, body=None, params=None, tag='jobs',
     return op
 
 
+def _accepted(op):
+    """``op`` that may also answer 202 with the same body (a cancel asked
+    of a processing job)."""
+    op['responses']['202'] = dict(op['responses']['200'], description=(
+        'Accepted: the processing job was asked to stop'))
+    return op
+
+
 def _query(name, schema, description):
     return {'name': name, 'in': 'query', 'required': False,
             'schema': schema, 'description': description}
@@ -49,6 +57,15 @@ _EPOCH = {'type': 'number', 'nullable': True,
 _WHEN = {'oneOf': [{'type': 'number'}, {'type': 'string',
                                          'format': 'date-time'}],
          'description': 'Epoch seconds or ISO 8601 with UTC offset'}
+
+_SECONDS = {'type': 'object', 'additionalProperties': False,
+            'properties': {status: {'type': 'number', 'minimum': 0,
+                                    'nullable': True}
+                           for status in interfaces.FINAL_STATUSES}}
+_RETENTION = {'type': 'object', 'properties': {
+    'retention': _SECONDS, 'defaults': _SECONDS,
+    'removed': {'type': 'object', 'additionalProperties': {
+        'type': 'integer'}}}}
 
 SCHEMAS = {
     'Error': {'type': 'object', 'required': ['error'], 'properties': {
@@ -75,14 +92,51 @@ SCHEMAS = {
         'meta': {'type': 'object'}, 'lease_expires': _EPOCH,
         'time_limit': {'type': 'number', 'nullable': True},
         'max_retries': {'type': 'integer', 'nullable': True},
-        'max_starts': {'type': 'integer', 'nullable': True}}}]},
+        'max_starts': {'type': 'integer', 'nullable': True},
+        'parents': dict(_INTS, description='Ids of the jobs it was added '
+                        'after (the first 100)'),
+        'parents_total': {'type': 'integer'},
+        'children': dict(_INTS, description='Ids of the jobs added after '
+                         'it (the first 100)'),
+        'children_total': {'type': 'integer'},
+        'waiting_for': {'type': 'integer', 'nullable': True, 'description':
+                        'A deferred job: how many parents have not '
+                        'completed yet'},
+        'waiting_on': dict(_INTS, description='A deferred job: up to 10 of '
+                           'the parents that have not completed')}}]},
+    'Step': {'oneOf': [
+        {'type': 'object', 'required': ['task'],
+         'additionalProperties': False, 'properties': {
+             'task': {'type': 'string'}, 'input': {
+                 'description': 'Any JSON value; null in a chain: the '
+                 'previous step\'s result, in a then: the list of the '
+                 'group\'s results'}}},
+        {'type': 'array', 'minItems': 2, 'maxItems': 2,
+         'description': '[task, input]'}]},
+    'After': {'oneOf': [{'type': 'integer'}, _INTS], 'description':
+              'Job ids: the job is deferred until they all completed, and '
+              'cancelled if one fails, is cancelled or deleted'},
+    'NewChain': {'type': 'object', 'required': ['steps'],
+                 'additionalProperties': False, 'properties': {
+                     'steps': {'type': 'array', 'minItems': 1,
+                               'items': _ref('Step')},
+                     'after': _ref('After')}},
+    'NewGroup': {'type': 'object', 'required': ['steps'],
+                 'additionalProperties': False, 'properties': {
+                     'steps': {'type': 'array', 'minItems': 1,
+                               'items': _ref('Step')},
+                     'then': {'allOf': [_ref('Step')], 'nullable': True},
+                     'after': _ref('After')}},
     'Schedule': {'type': 'object', 'description':
-                 'Either the UTC fields (empty: any; dayOfWeek 0 = Monday) '
-                 'and/or delay, or a five-field cron expression in timezone',
+                 'Either the UTC fields (empty: any; dayOfWeek 0 = Monday), '
+                 'or interval (run every so many seconds), or delay (run '
+                 'once, so many seconds later: status "delayed"), or a '
+                 'five-field cron expression in timezone',
                  'properties': {
                      'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS,
                      'month': _INTS, 'dayOfWeek': _INTS,
                      'delay': {'type': 'number', 'nullable': True},
+                     'interval': {'type': 'number', 'nullable': True},
                      'expression': {'type': 'string', 'nullable': True},
                      'timezone': {'type': 'string', 'nullable': True}}},
     'NewJob': {'type': 'object', 'required': ['task'],
@@ -93,10 +147,18 @@ SCHEMAS = {
                    'eta': _WHEN, 'startLater': {'type': 'boolean'},
                    'time_limit': {'type': 'number'},
                    'max_retries': {'type': 'integer'},
-                   'max_starts': {'type': 'integer'}}},
+                   'max_starts': {'type': 'integer'},
+                   'after': _ref('After'),
+                   'queue': {'type': 'string'},
+                   'priority': {'type': 'integer', 'minimum': -1000,
+                                'maximum': 1000},
+                   'unique_key': {'type': 'string'}}},
     'NewCronJob': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'required': ['task'], 'properties': {
-            'task': {'type': 'string'}, 'input': {}}}]},
+            'task': {'type': 'string'}, 'input': {},
+            'queue': {'type': 'string'},
+            'priority': {'type': 'integer', 'minimum': -1000,
+                         'maximum': 1000}}}]},
     'CronEdit': {'allOf': [_ref('Schedule'), {
         'type': 'object', 'description': 'The new schedule; the input is '
         'replaced only if given (the task can not be changed)',
@@ -155,7 +217,10 @@ SCHEMAS = {
 
 def document(server_url):
     """The OpenAPI document, with ``server_url`` as its server."""
+    from remotetask.web import routing
     job = _json(_ref('JobDetail'))
+    schemas = dict(SCHEMAS, **routing.SCHEMAS)
+    paths = routing.openapiPaths(_op, _json, _ref)
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':
@@ -165,7 +230,7 @@ def document(server_url):
                  'may read, managers may also change.'},
         'servers': [{'url': server_url}],
         'components': {
-            'schemas': SCHEMAS,
+            'schemas': schemas,
             'securitySchemes': {
                 'basic': {'type': 'http', 'scheme': 'basic'},
                 'bearer': {'type': 'http', 'scheme': 'bearer'}}},
@@ -204,6 +269,12 @@ def document(server_url):
                                       'task: task by task (by name), each '
                                       'by id; -status, -task: the reverse.  '
                                       'All walk indexes, as cheap as id.'),
+                               _query('queue', {'type': 'string'},
+                                      'Only jobs of this queue (checked '
+                                      'job by job, as a second filter)'),
+                               _query('priority', {'type': 'integer'},
+                                      'Only jobs of this priority (job by '
+                                      'job)'),
                                _query('limit', {'type': 'integer',
                                                 'minimum': 1,
                                                 'maximum': 200},
@@ -223,13 +294,31 @@ def document(server_url):
                 'delete': _op('Delete a job that is not processing',
                               _json({'type': 'object'}), 403, 404, 409,
                               params=[_ID])},
-            '/api/jobs/{id}/{action}': {'post': _op(
-                'cancel a waiting job, retry a failed or cancelled one, '
+            '/api/jobs/{id}/{action}': {'post': _accepted(_op(
+                'cancel a waiting job (200: it is cancelled) or a '
+                'processing one (202: its task is asked to stop, and the '
+                'job ends cancelled when its run returns; a cron job is not '
+                'scheduled again), retry a failed or cancelled one, '
                 'start a "start later" one, reschedule a cron job', job,
                 400, 403, 404, 409, params=[_ID, {
                     'name': 'action', 'in': 'path', 'required': True,
                     'schema': {'type': 'string', 'enum': [
-                        'cancel', 'retry', 'start', 'reschedule']}}])},
+                        'cancel', 'retry', 'start', 'reschedule']}}]))},
+            '/api/chains': {'post': _op(
+                'Add a chain: each step waits for the previous one',
+                _json({'type': 'object', 'properties': {
+                    'ids': _INTS, 'jobs': {'type': 'array',
+                                           'items': _ref('Job')}}},
+                      'Created'), 400, 403, 413, body=_ref('NewChain'),
+                status='201')},
+            '/api/groups': {'post': _op(
+                'Add a group, and a then job that runs once after all of it',
+                _json({'type': 'object', 'properties': {
+                    'ids': _INTS, 'then': {'type': 'integer',
+                                           'nullable': True},
+                    'jobs': {'type': 'array', 'items': _ref('Job')}}},
+                      'Created'), 400, 403, 413, body=_ref('NewGroup'),
+                status='201')},
             '/api/cronjobs': {'post': _op(
                 'Add a cron job', _json(_ref('JobDetail'), 'Created'), 400,
                 403, body=_ref('NewCronJob'), status='201')},
@@ -243,6 +332,16 @@ def document(server_url):
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},
+            '/api/retention': {
+                'get': _op('How long finished jobs are kept (seconds per '
+                           'final status, null: for ever), the defaults, '
+                           'and how many jobs were removed (by retention, '
+                           'clean, delete)', _json(_RETENTION),
+                           tag='service'),
+                'put': _op('Set the retention of some final statuses '
+                           '(seconds >= 0, or null to keep for ever); the '
+                           'others stay', _json(_RETENTION), 400, 403,
+                           body=_SECONDS, tag='service')},
             '/api/processing': {
                 'get': _op('Whether this server processes jobs',
                            _json(_ref('Processing')), tag='service'),
@@ -259,5 +358,6 @@ def document(server_url):
             '/api/me': {'get': _op('Who you are, and a CSRF token',
                                    _json({'type': 'object'}),
                                    tag='service')},
+            **paths,
         },
     }

@@ -34,6 +34,7 @@ from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
 from remotetask import interfaces
+from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 
@@ -105,18 +106,48 @@ def getWorkers(request):
     return request.service.workers()
 
 
-def add(request, task, input=None, startLater=False):
-    """Add a job; return its id."""
-    jobid = request.service.add(_name(task), input,
-                                startLater=bool(startLater))
+def add(request, task, input=None, options=None, after=None):
+    """Add a job; return its id.  ``options``: a struct of startLater,
+    delay, queue, priority, unique_key, after (or lovely's startLater
+    flag); ``after``: job ids (an array) it waits for (it is deferred
+    until they all completed)."""
+    kw = webrouting.addOptions(options)
+    if after is not None:
+        kw['after'] = after
+    jobid = request.service.add(_name(task), input, **kw)
     wakeAfterCommit(request)
     return jobid
 
 
+def chain(request, steps, after=None):
+    """Add a chain of [task, input] steps (or {task, input} structs), each
+    waiting for the previous one (a nil input: the previous result); return
+    their ids."""
+    from remotetask.web.workflows import steps as _steps
+    ids = request.service.chain(_steps(steps, 'chain'), after=after)
+    wakeAfterCommit(request)
+    return ids
+
+
+def group(request, steps, then=None, after=None):
+    """Add a group of [task, input] steps and a then step run once after
+    all of them (a nil input: their results, in order); return [ids,
+    thenId]."""
+    from remotetask.web.workflows import step, steps as _steps
+    if then is not None:
+        then = step(then, 'the then of the group')
+    ids, thenId = request.service.group(_steps(steps, 'group'), then=then,
+                                        after=after)
+    wakeAfterCommit(request)
+    return [ids, thenId]
+
+
 def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                month=(), dayOfWeek=(), delay=None, expression=None,
-               timezone=None):
-    """Add a cron job; return its id."""
+               timezone=None, interval=None, options=None):
+    """Add a cron job; return its id.  ``delay``: lovely's one-off delayed
+    job; ``interval``: run every so many seconds; ``options``: a struct
+    of queue and priority."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
     for name, value in fields.items():
@@ -126,8 +157,9 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
                 % (name, value))
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
-        timezone=timezone or None,
-        **{name: tuple(value) for name, value in fields.items()})
+        timezone=timezone or None, interval=interval,
+        **{name: tuple(value) for name, value in fields.items()},
+        **webrouting.options(options, ('queue', 'priority')))
     wakeAfterCommit(request)
     return jobid
 
@@ -149,15 +181,23 @@ def _id(jobid):
 
 
 def startJob(request, jobid):
-    """Queue a job added with startLater; return True."""
-    request.service.startJob(_id(jobid))
-    wakeAfterCommit(request)
-    return True
+    """Queue a job added with startLater: True; False if it is not
+    waiting to be started (lovely's answers)."""
+    started = request.service.startJob(_id(jobid))
+    if started:
+        wakeAfterCommit(request)
+    return started
 
 
 def cancel(request, jobid):
-    """Cancel a waiting job; return True."""
-    request.service.cancel(_id(jobid))
+    """Cancel a job: True (a running one is asked to stop, see
+    ``ITaskService.cancel``); False if it already ended, so that a client
+    that raced a fast worker gets lovely's answer rather than a fault.  An
+    unknown id is still a fault."""
+    try:
+        request.service.cancel(_id(jobid))
+    except interfaces.InvalidStatusError:
+        return False
     return True
 
 
@@ -232,6 +272,8 @@ METHODS = {
     'getAvailableTasks': (VIEW, getAvailableTasks),
     'getWorkers': (VIEW, getWorkers),
     'add': (MANAGE, add),
+    'chain': (MANAGE, chain),
+    'group': (MANAGE, group),
     'addCronJob': (MANAGE, addCronJob),
     'startJob': (MANAGE, startJob),
     'cancel': (MANAGE, cancel),
@@ -243,6 +285,8 @@ METHODS = {
     'system.listMethods': (VIEW, listMethods),
     'system.methodHelp': (VIEW, methodHelp),
 }
+# Queues, pauses, bulk actions.
+METHODS.update(webrouting.METHODS)
 
 
 def _signature(func):

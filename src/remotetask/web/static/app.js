@@ -2,7 +2,7 @@
 // /api/openapi.json) and polls it every second.  No framework, no build.
 'use strict';
 
-const STATUSES = ['start later', 'queued', 'delayed', 'cronjob', 'processing',
+const STATUSES = ['start later', 'deferred', 'queued', 'delayed', 'cronjob', 'processing',
                   'completed', 'error', 'cancelled'];
 const state = {
   me: null, csrf: '', status: '', task: '', sort: '-id', limit: 50,
@@ -68,9 +68,12 @@ async function act(label, method, path, body) {
 
 // -- formatting -----------------------------------------------------------------
 
+// Any value a job may hold: a time out of Date's range (about 275,760
+// years), a string the API made of NaN or inf, shows as it is.
 function when(t) {
   if (t === null || t === undefined) return '';
   const d = new Date(t * 1000);
+  if (typeof t !== 'number' || isNaN(d.getTime())) return String(t);
   const today = new Date();
   const time = d.toLocaleTimeString([], {hour12: false});
   if (d.toDateString() === today.toDateString()) return time;
@@ -79,6 +82,7 @@ function when(t) {
 
 function relative(t) {
   if (t === null || t === undefined) return '';
+  if (typeof t !== 'number' || !isFinite(t)) return String(t);
   const s = Math.round(t - Date.now() / 1000);
   const abs = Math.abs(s);
   const text = abs < 60 ? abs + 's' : abs < 3600 ? Math.round(abs / 60) + 'm'
@@ -117,7 +121,8 @@ function scheduleText(s) {
   const parts = [];
   for (const name of ['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'])
     if (s[name] && s[name].length) parts.push(name + '=' + s[name].join(','));
-  if (s.delay) parts.push('every ' + s.delay + 's');
+  if (s.interval) parts.push('every ' + s.interval + 's');
+  if (s.delay) parts.push('once, ' + s.delay + 's after scheduling');
   return parts.join(' ') || 'every minute';
 }
 
@@ -130,13 +135,13 @@ function jobActions(job) {
     el('button', {class: 'small ' + (cls || ''), 'data-action': label.toLowerCase(),
                   onclick: (e) => { e.stopPropagation(); handler(); }}, label));
   const path = 'api/jobs/' + job.id;
-  if (['queued', 'delayed', 'cronjob', 'start later'].includes(job.status))
+  if (['deferred', 'queued', 'delayed', 'cronjob', 'start later'].includes(job.status))
     add('Cancel', () => act('Job ' + job.id + ' cancelled', 'POST', path + '/cancel'));
   if (job.status === 'start later')
     add('Start', () => act('Job ' + job.id + ' started', 'POST', path + '/start'));
   if (['error', 'cancelled'].includes(job.status))
     add('Retry', () => act('Job ' + job.id + ' queued again', 'POST', path + '/retry'));
-  if (job.cron && ['cronjob', 'cancelled', 'error'].includes(job.status))
+  if (job.cron && ['cronjob', 'delayed', 'cancelled', 'error', 'completed'].includes(job.status))
     add('Reschedule', () => act('Job ' + job.id + ' rescheduled', 'POST', path + '/reschedule'));
   if (job.status !== 'processing')
     add('Delete', () => {
@@ -237,6 +242,7 @@ function renderDetail(job) {
     ['Schedule', job.cron ? scheduleText(job.schedule) : '']];
   $('#detail-fields').replaceChildren(...fields.filter(([, v]) => v !== '' && v !== null && v !== undefined)
     .flatMap(([k, v]) => [el('dt', {text: k}), el('dd', {text: v})]));
+  renderWorkflow(job);
   $('#detail-progress').replaceChildren(progressBar(job) || '');
   $('#detail-input').textContent = pretty(job.input);
   $('#detail-result').textContent = pretty(job.result);
@@ -256,16 +262,49 @@ function renderDetail(job) {
   }
 }
 
+// A job's parents (the jobs it was added after) and children, as links; what
+// a deferred job still waits for.
+function renderWorkflow(job) {
+  const box = $('#detail-workflow');
+  const links = (ids, total) => {
+    const items = [];
+    (ids || []).forEach((id, i) => {
+      if (i) items.push(', ');
+      items.push(el('a', {href: '#job-' + id, class: 'job-link', 'data-job': id,
+                          onclick: (e) => { e.preventDefault(); selectJob(id); }}, '#' + id));
+    });
+    if (total > (ids || []).length) items.push(' and ' + (total - ids.length) + ' more');
+    return items;
+  };
+  const rows = [];
+  if (job.status === 'deferred' && job.waiting_for !== null && job.waiting_for !== undefined) {
+    const more = job.waiting_for - (job.waiting_on || []).length;
+    rows.push(el('p', {class: 'waiting'}, 'Waiting for ' + job.waiting_for + ' of ' +
+                 job.parents_total + ' parent job' + (job.parents_total === 1 ? '' : 's') + ': ',
+                 ...links(job.waiting_on, job.waiting_on.length),
+                 more > 0 ? ' and ' + more + ' more' : ''));
+  }
+  if (job.parents_total)
+    rows.push(el('p', {class: 'parents'}, 'Runs after: ', ...links(job.parents, job.parents_total)));
+  if (job.children_total)
+    rows.push(el('p', {class: 'children'}, 'Jobs waiting for it: ',
+                 ...links(job.children, job.children_total)));
+  box.replaceChildren(...rows);
+  box.hidden = !rows.length;
+}
+
 // -- schedule forms ---------------------------------------------------------------
 
 function scheduleFields(form) {
   const box = $('.schedule-fields', form);
   box.replaceChildren(
     el('label', {}, 'Schedule ', el('select', {name: 'mode', onchange: () => showMode(form)},
-      el('option', {value: 'delay'}, 'every N seconds'),
+      el('option', {value: 'interval'}, 'every N seconds'),
+      el('option', {value: 'delay'}, 'once, N seconds later'),
       el('option', {value: 'expression'}, 'cron expression'),
       el('option', {value: 'fields'}, 'fields (UTC)'))),
-    el('label', {class: 'mode-delay'}, 'Every (s) ', el('input', {name: 'delay', type: 'number', min: '1', step: 'any', value: '60'})),
+    el('label', {class: 'mode-interval'}, 'Every (s) ', el('input', {name: 'interval', type: 'number', min: '1', step: 'any', value: '60'})),
+    el('label', {class: 'mode-delay'}, 'After (s) ', el('input', {name: 'delay', type: 'number', min: '1', step: 'any', value: '60'})),
     el('div', {class: 'mode-expression row'},
       el('label', {}, 'Expression ', el('input', {name: 'expression', placeholder: '*/5 * * * *'})),
       el('label', {}, 'Time zone ', el('input', {name: 'timezone', placeholder: 'UTC'}))),
@@ -277,14 +316,15 @@ function scheduleFields(form) {
 
 function showMode(form) {
   const mode = $('[name=mode]', form).value;
-  for (const m of ['delay', 'expression', 'fields'])
+  for (const m of ['interval', 'delay', 'expression', 'fields'])
     $$('.mode-' + m, form).forEach((node) => { node.hidden = m !== mode; });
 }
 
 function fillSchedule(form, s) {
-  const mode = s.expression ? 'expression' : s.delay && !['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek']
-    .some((n) => s[n] && s[n].length) ? 'delay' : 'fields';
+  const fields = ['minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek'].some((n) => s[n] && s[n].length);
+  const mode = s.expression ? 'expression' : fields ? 'fields' : s.interval ? 'interval' : s.delay ? 'delay' : 'fields';
   $('[name=mode]', form).value = mode;
+  $('[name=interval]', form).value = s.interval || '';
   $('[name=delay]', form).value = s.delay || '';
   $('[name=expression]', form).value = s.expression || '';
   $('[name=timezone]', form).value = s.timezone || '';
@@ -296,7 +336,8 @@ function fillSchedule(form, s) {
 function readSchedule(form) {
   const mode = $('[name=mode]', form).value;
   const s = {};
-  if (mode === 'delay') s.delay = Number($('[name=delay]', form).value);
+  if (mode === 'interval') s.interval = Number($('[name=interval]', form).value);
+  else if (mode === 'delay') s.delay = Number($('[name=delay]', form).value);
   else if (mode === 'expression') {
     s.expression = $('[name=expression]', form).value.trim();
     const tz = $('[name=timezone]', form).value.trim();
@@ -403,6 +444,14 @@ function wire() {
     try {
       data = {task: form.task.value, input: readInput(form), startLater: form.startLater.checked};
       if (form.delay.value !== '') data.delay = Number(form.delay.value);
+      const after = form.after.value.trim();
+      if (after) {
+        data.after = after.split(/[\s,]+/).filter((v) => v).map((v) => {
+          const id = Number(v.replace(/^#/, ''));
+          if (!Number.isInteger(id)) throw new Error('After: not a list of job ids: ' + after);
+          return id;
+        });
+      }
     } catch (err) { toast(err.message, true); return; }
     act('Job added', 'POST', 'api/jobs', data).then((job) => { if (job) selectJob(job.id); });
   });

@@ -1,0 +1,56 @@
+"""Tasks of the routing tests, also run in worker processes
+(``remotetask worker --import remotetask.tests.routingtasks``).
+
+Each logs ``start|end JOBID PID TIME LABEL`` to the file named in its
+input (``{'log': path, 'label': str, 'sleep': seconds}``), outside the
+database, so a test sees every run, when it started and ended, and where.
+"""
+import os
+import time
+
+import zope.component
+
+from remotetask.task import TaskBase
+
+
+def logLine(path, *fields):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (' '.join(str(f) for f in fields) + '\n').encode())
+    finally:
+        os.close(fd)
+
+
+def readLog(path):
+    """``[(event, jobid, pid, time, label)]`` in the order written."""
+    if not os.path.exists(path):
+        return []
+    found = []
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                event, jobid, pid, when, label = line.split()
+                found.append((event, int(jobid), int(pid), float(when),
+                              label))
+    return found
+
+
+class Logged(TaskBase):
+
+    def __call__(self, service, jobid, input):
+        path = input['log']
+        logLine(path, 'start', jobid, os.getpid(), repr(time.time()),
+                input['label'])
+        time.sleep(input.get('sleep', 0))
+        logLine(path, 'end', jobid, os.getpid(), repr(time.time()),
+                input['label'])
+        return input['label']
+
+
+def register():
+    zope.component.provideUtility(Logged(), name='logged')
+    zope.component.provideUtility(Logged(concurrency=1), name='single')
+    zope.component.provideUtility(Logged(rate_limit='5/s'), name='limited')
+
+
+register()

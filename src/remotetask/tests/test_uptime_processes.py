@@ -1,0 +1,152 @@
+"""Uptime with real processes: ``remotetask worker`` over a real ZEO
+server (cancel of a running cron job, retention while a worker runs)."""
+import subprocess
+import time
+
+import pytest
+import transaction
+
+from remotetask import db as dbmod
+from remotetask.testing import ZEOServer, remotetaskCommand, subprocessEnv
+from remotetask.tests import uptimetasks
+from remotetask.tests.uptimetasks import readLog
+
+pytestmark = [pytest.mark.zeo, pytest.mark.slow]
+
+TASKS = 'remotetask.tests.uptimetasks'
+
+
+@pytest.fixture(scope='module')
+def zeo(tmp_path_factory):
+    path = tmp_path_factory.mktemp('zeo') / 'Data.fs'
+    server = ZEOServer(str(path)).start()
+    yield server
+    server.stop()
+
+
+class Client:
+    def __init__(self, uri, name):
+        self.db = dbmod.openDB(uri)
+        self.name = name
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+
+    @property
+    def service(self):
+        self.tm.begin()
+        return dbmod.getService(self.conn, self.name, create=True)
+
+    def commit(self):
+        self.tm.commit()
+
+    def waitFor(self, predicate, timeout=60.0, what='condition'):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.service):
+                return
+            time.sleep(0.1)
+        raise AssertionError('timed out waiting for %s: %s' % (
+            what, self.service.counts()))
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+
+
+@pytest.fixture
+def client(zeo, request):
+    uptimetasks.register()
+    c = Client(zeo.uri, 'tasks_' + request.node.name[:40])
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def worker(tmp_path, zeo, client):
+    procs = []
+
+    def start(*options):
+        log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
+        proc = subprocess.Popen(
+            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
+                              '--service', client.name,
+                              '--maintenance-interval', '0.5', *options),
+            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def waitLog(path, predicate, timeout=60.0, what='log'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = readLog(path)
+        if predicate(lines):
+            return lines
+        time.sleep(0.05)
+    raise AssertionError('timed out waiting for %s: %s'
+                         % (what, readLog(path)))
+
+
+def test_a_cron_job_cancelled_while_running_is_not_run_again(
+        client, worker, tmp_path):
+    log = str(tmp_path / 'runs.log')
+    jobid = client.service.addCronJob('untilcancelled', {'log': log},
+                                      interval=1)
+    client.commit()
+    proc = worker()
+    waitLog(log, lambda lines: len(lines) >= 1, what='a run to start')
+    assert client.service.jobs[jobid].status == 'processing'
+    client.service.cancel(jobid)
+    client.commit()
+    client.waitFor(lambda s: s.jobs[jobid].status == 'cancelled',
+                   what='the job to end cancelled')
+    job = client.service.jobs[jobid]
+    assert job.eta is None and job.attempts[-1]['outcome'] == 'cancelled'
+    # Its task was told (it logged its end at once), and with a delay of
+    # one second the cron job would have run again by now if rescheduled.
+    time.sleep(3)
+    lines = readLog(log)
+    assert [line[0] for line in lines] == ['start', 'end'], lines
+    assert client.service.jobs[jobid].status == 'cancelled'
+    assert proc.poll() is None
+
+
+def test_retention_removes_completed_jobs_while_a_worker_runs(
+        client, worker, tmp_path):
+    from remotetask import retention
+    service = client.service
+    service.retention['completed'] = 0
+    client.commit()
+    proc = worker('--concurrency', '2')
+    added = 0
+    for burst in range(8):
+        for attempt in client.tm.attempts():
+            with attempt:
+                service = dbmod.getService(client.conn, client.name)
+                for n in range(50):
+                    service.add('noop', n)
+        added += 50
+        time.sleep(0.1)
+    try:
+        client.waitFor(lambda s: retention.removedCounts(s)['retention']
+                       == added, what='every job removed')
+    except AssertionError:
+        print((tmp_path / 'worker0.log').read_text()[-5000:])
+        raise
+    service = client.service
+    assert service.count() == 0
+    assert proc.poll() is None
+    proc.terminate()
+    proc.wait(60)
+    log = (tmp_path / 'worker0.log').read_text()
+    # Nothing surfaced: no job failed, nothing was given up or lost.
+    assert 'Traceback' not in log and 'gave up' not in log, log[-3000:]
+    assert ' lost ' not in log and 'ended error' not in log
