@@ -1003,6 +1003,13 @@ class IProcessor(zope.interface.Interface):
         with ``batch='auto'`` about 0.1 s of work as judged by the recent
         jobs' durations (1 until a job has run)."""
 
+    def taskNames():
+        """The names of the tasks it runs (those registered in its
+        process); recorded in the worker registry."""
+
+    def runningJobs():
+        """The ids of the jobs its threads have claimed and not ended."""
+
 
 # -- Events -----------------------------------------------------------------
 
