@@ -81,7 +81,10 @@ def workers(tmp_path, request):
             remotetaskCommand('worker', '--db', uri or zeo.uri,
                               '--import', TASKS,
                               '--service', name, '--lease', '2',
-                              '--maintenance-interval', '1', *options),
+                              '--maintenance-interval', '1',
+                              # One thread unless a test asks for more (the
+                              # default is 4): these tests follow one.
+                              '--concurrency', '1', *options),
             env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         procs.append(proc)
