@@ -201,6 +201,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument('--jobs', type=int, default=400,
                         help='jobs per producer (default 400)')
+    parser.add_argument('--rel-jobs', type=int, default=150,
+                        help='jobs per producer on RelStorage (default 150)')
     parser.add_argument('--kinds', default='file,zeo,relstorage')
     parser.add_argument('--serve', action='store_true')
     parser.add_argument('--serve-jobs', type=int, default=150)
@@ -218,8 +220,9 @@ def main(argv=None):
                          (8, fileScenario(workdir, 8, args.jobs))]
                 unit = 'threads'
             else:
-                pairs = [(1, processScenario(kind, workdir, 1, args.jobs)),
-                         (4, processScenario(kind, workdir, 4, args.jobs))]
+                n = args.rel_jobs if kind == 'relstorage' else args.jobs
+                pairs = [(1, processScenario(kind, workdir, 1, n)),
+                         (4, processScenario(kind, workdir, 4, n))]
                 unit = 'processes'
             for n, result in pairs:
                 rows.append((kind, '%d %s' % (n, unit), result))
@@ -245,8 +248,9 @@ def report(rows, args, load0, load1):
              'end: %.2f (shared with other sessions: compare the ratios, '
              'measured one right after the other).' % (
                  machine(), load0, load1), '',
-             'Each producer adds %d jobs, one per transaction, while %d '
-             'workers drain.' % (args.jobs, WORKERS), '',
+             'Each producer adds %d jobs (%d on RelStorage), one per '
+             'transaction, while %d workers drain.' % (
+                 args.jobs, args.rel_jobs, WORKERS), '',
              '| storage | producers | adds/s | add transactions | '
              'conflicted | rate | conflicting objects | workers\' '
              'conflicts / commits |', '|---|---|---|---|---|---|---|---|']

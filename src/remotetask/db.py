@@ -18,7 +18,7 @@ import zc.lockfile
 import ZODB
 import zodburi
 
-from remotetask import retry
+from remotetask import health, retry
 from remotetask.interfaces import ConfigurationError  # noqa: F401
 from remotetask.root import DEFAULT_SERVICE, findService
 
@@ -92,6 +92,7 @@ def openDB(uri=None, share=False, **overrides):
     except Exception as e:
         raise ConfigurationError('bad database URI %r: %s' % (uri, e))
     dbkw.update(overrides)
+    factory = _guarded(factory)
     path = fileStoragePath(uri)
     if path is not None:
         from remotetask import embedded
@@ -104,6 +105,18 @@ def openDB(uri=None, share=False, **overrides):
             'FileStorage is opened by one process at a time: run a ZEO '
             'server to share it' % (uri, e))
     return ZODB.DB(storage, **dbkw)
+
+
+def _guarded(factory):
+    """``factory`` whose FileStorage refuses transactions the disk has no
+    room for (``health.guardFileStorage``)."""
+    def make():
+        storage = factory()
+        from ZODB.FileStorage import FileStorage
+        if isinstance(storage, FileStorage):
+            health.guardFileStorage(storage)
+        return storage
+    return make
 
 
 def getService(root, name=DEFAULT_SERVICE, create=False):
@@ -149,10 +162,19 @@ class ServiceRunner:
         tm = transaction.TransactionManager()
         conn = self.db.open(tm)
         try:
-            for attempt in retry.attempts(tm, self.attempts, self.outage):
-                with attempt:
-                    service = getService(conn, self.name, create=True)
-                    result = func(service, *args, **kw)
+            try:
+                for attempt in retry.attempts(tm, self.attempts,
+                                              self.outage):
+                    with attempt:
+                        service = getService(conn, self.name, create=True)
+                        result = func(service, *args, **kw)
+            except OSError as e:
+                # A full disk: a clear error (remotetask.health).
+                full = health.check(e)
+                if full is None:
+                    raise
+                raise full from e
+            health.STATE.noteCommitted()
             return result
         finally:
             conn.close()

@@ -165,7 +165,11 @@ do (``process(0)``, ``process(10 * 60)``).  What a given ``now`` does:
     since it was added keeps its time;
   * a ``queued`` job is due whatever ``now`` is (lovely's queue was not
     time-based); only ``delayed`` and ``cronjob`` jobs wait for their
-    ``eta``.
+    ``eta``.  These calls move the queue entry of a queued job queued
+    after their ``now`` to ``now`` when nothing else is due (up to 100 of
+    them per call among the 1,000 oldest queued jobs, ``scheduling.SCAN``),
+    then claim with ``claim(now)``: queue pauses, priorities and limits
+    apply as for processors.
 
   Without a ``now`` they use the clock and change no schedule: a queued
   job's ``eta`` (the time it was queued) has passed, and cron expressions,
@@ -292,6 +296,14 @@ class ServiceNotStoredError(RemoteTaskError, ValueError):
     """Processing was asked for a service that is not stored in a database
     (no ``_p_jar``), or not committed yet: a processor opens connections of
     its own and must find the service there."""
+
+
+class DiskFullError(RemoteTaskError):
+    """The disk of the database is full (``ENOSPC``): what was being
+    committed was not stored; what was committed before is safe.  Not
+    transient for the caller (retrying at once does not help); processors
+    wait for space and go on by themselves.  See ``remotetask.health``.
+    """
 
 
 class StorageUnavailable(RemoteTaskError,
@@ -728,7 +740,8 @@ class ITaskService(zope.interface.Interface):
     def hasJobsWaiting(now=None):
         """True if a job is due at ``now``.  With an explicit ``now``,
         lovely's rules (see "Time"): provisional cron jobs are scheduled
-        from it first, and any ``queued`` job counts."""
+        from it first, and a ``queued`` job counts whatever its queue time
+        (unless its queue or task is paused)."""
 
     def queue():
         """The waiting ``(eta, jobid)`` entries in due order (an iterator
@@ -823,8 +836,9 @@ class ITaskService(zope.interface.Interface):
         """Claim the next due job and return it, or None (lovely's name for
         ``claim(now)`` of one job, without a worker or a lease).  With an
         explicit ``now``, lovely's rules (see "Time"): provisional cron
-        jobs are scheduled from it first, and when nothing is due by the
-        queue, the oldest ``queued`` job is taken."""
+        jobs are scheduled from it first, and queued jobs queued after
+        ``now`` are made due at ``now``; then ``claim(now)`` takes the
+        job."""
 
     def run(job, now=None, reporter=None, cancelled=None):
         """Run a claimed job's task and record the outcome; return it

@@ -6,7 +6,6 @@ which keeps the queue and the status indexes in step with it.
 import contextlib
 import contextvars
 import datetime
-import math
 import time
 import zoneinfo
 
@@ -16,6 +15,7 @@ from croniter import CroniterBadDateError, croniter
 
 from remotetask import interfaces, limits
 from remotetask.interfaces import InvalidScheduleError
+from remotetask.numbers import checkNumber, shortRepr
 
 
 class _Lease(persistent.Persistent):
@@ -192,20 +192,17 @@ def _expression(minute, hour, dayOfMonth, month, dayOfWeek):
 
 
 def _seconds(name, value, zeroIsNone=False):
+    """A positive finite number of seconds (of any size: checkNumber), or
+    InvalidScheduleError naming ``name``."""
     if value is None or (zeroIsNone and value == 0
                          and not isinstance(value, bool)):
         return None
     try:
-        if isinstance(value, bool):
-            raise TypeError(name)
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidScheduleError('%s must be a number of seconds, not %r'
-                                   % (name, value))
-    if not value > 0 or not math.isfinite(value):
-        raise InvalidScheduleError('%s must be a positive finite number of '
-                                   'seconds, not %r' % (name, value))
-    return value
+        return checkNumber(name, value, 0, allowLow=False)
+    except ValueError:
+        raise InvalidScheduleError(
+            '%s must be a positive finite number of seconds, not %s'
+            % (name, shortRepr(value))) from None
 
 
 @zope.interface.implementer(interfaces.ICronJob)

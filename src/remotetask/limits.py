@@ -19,9 +19,9 @@ docs/uptime.md for the reasons behind each number.
   clock reads it and sets the task's ``cancelled``; the run's end, and the
   next claim of a cron job, honour it.
 """
-import math
 
 from remotetask.interfaces import InvalidInputError, InvalidScheduleError
+from remotetask.numbers import checkNumber
 
 #: Epoch seconds of 9999-12-31T23:59:59Z: the last time a job may be due.
 HORIZON = 253402300799.0
@@ -38,15 +38,7 @@ def checkTime(name, value, now=0.0):
     """``value`` (epoch seconds, or a delay added to ``now``) as a float;
     InvalidInputError when it is not a finite number or lands past
     ``HORIZON``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInputError('%s must be a number, not %r' % (name, value))
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise InvalidInputError('%s must be a finite number of seconds, not '
-                                '%r' % (name, value))
+    number = checkNumber(name, value)      # finite, of any size
     if now + number > HORIZON:
         raise InvalidInputError(
             '%s %r is too far in the future: a job must be due before the '

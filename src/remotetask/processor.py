@@ -32,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import interfaces, registry, routing
+from remotetask import health, interfaces, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -414,6 +414,7 @@ class Processor(Clock):
                     failures = 0
                 except STORAGE_ERRORS as e:
                     abort(tm)
+                    health.check(e)     # a full disk: noted (/metrics)
                     self._count(storage_errors=1)
                     log.warning('%s: database unavailable (%s); waiting',
                                 worker, errorText(e))
@@ -651,6 +652,7 @@ class Processor(Clock):
                 break
             except STORAGE_ERRORS as e:
                 abort(tm)
+                health.check(e)         # a full disk: noted (/metrics)
                 self._count(storage_errors=1)
                 if self._halt.is_set() or item.lost:
                     outcome = 'abandoned (%s)' % e
@@ -747,6 +749,7 @@ class Processor(Clock):
                         outcome, elapsed)
             return
         self._count(processed=1, **{key: 1})
+        health.STATE.noteCommitted()
         if key == 'completed':
             log.info('job %s (%s) ended %s in %.3fs', item.jobid, item.task,
                      outcome, elapsed)
@@ -901,6 +904,7 @@ def taskNames():
 
 def _lengths(service):
     """The oids of the lengths of the service's lanes (routing.py)."""
-    return frozenset(lane._length._p_oid
+    return frozenset(counter._p_oid
                      for key, lane in routing.lanes(service)
-                     if lane._length._p_oid is not None)
+                     for counter in lane.counters()
+                     if counter._p_oid is not None)

@@ -147,6 +147,9 @@ def findService(root, path):
         raise ConfigurationError('remotetask.service = %s: that is a %s, not '
                                  'a task service' % ('/'.join(path),
                                                      type(obj).__name__))
+    upgrade = getattr(obj, 'upgradeLayout', None)
+    if upgrade is not None:
+        upgrade()       # a service stored by an older version
     return obj
 
 

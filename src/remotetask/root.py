@@ -24,6 +24,9 @@ def findService(root, name=DEFAULT_SERVICE):
     if service is not None and not ITaskService.providedBy(service):
         raise ConfigurationError('%r at the database root is a %s, not a '
                                  'TaskService' % (name, type(service).__name__))
+    upgrade = getattr(service, 'upgradeLayout', None)
+    if upgrade is not None:
+        upgrade()       # a service stored by an older version
     return service
 
 

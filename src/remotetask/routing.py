@@ -43,7 +43,7 @@ from BTrees.OOBTree import OOBTree
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
     DEFERRED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
-from remotetask.structures import JobQueue
+from remotetask.structures import PARTITIONS, JobQueue
 
 #: The queue a job goes to when none is named.
 DEFAULT_QUEUE = 'default'
@@ -229,7 +229,11 @@ def lane(service, job, create=False):
     key = (queue, -priority)
     found = None if routing is None else routing.lanes.get(key)
     if found is None and create:
-        found = routing.lanes[key] = JobQueue()
+        # 16 partitions, one per producers' lane (the default lane has 4
+        # per producers' lane, for workers): a lane made for a (queue,
+        # priority) costs 17 objects, and a service with many lanes keeps
+        # fewer of them in a connection's cache.  See docs/routing.md.
+        found = routing.lanes[key] = JobQueue(PARTITIONS)
     if found is None:
         raise KeyError('no lane %r' % (key,))
     return found
@@ -326,7 +330,7 @@ def claimOrder(service, queues, spread, load=None):
     if load is not None and len(routing.lanes) > 1:
         found = list(routing.lanes.values())
         load(found)
-        load([lane_._length for lane_ in found])
+        load([counter for lane_ in found for counter in lane_.counters()])
     if queues is not None:
         order = []
         for queue in queues:

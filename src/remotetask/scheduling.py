@@ -94,34 +94,43 @@ def anchor(service, now):
 def dueQueued(service, now):
     """Make the ``queued`` jobs whose queue time is after ``now`` due at
     ``now`` (their entry moves to ``now`` in their queue, so ``claim(now)``
-    takes them, with the queue's pauses and limits).  Only the ``SCAN``
-    oldest queued jobs (by id) are looked at.  Return how many moved."""
+    takes them, with the queue's pauses and limits).  At most ``SCAN`` jobs
+    move, and at most ``10 * SCAN`` queued jobs (the oldest ids) are looked
+    at (those of a paused queue, moved by an earlier call, are passed
+    over).  Return how many moved."""
     moved = 0
-    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), SCAN))
+    ids = list(itertools.islice(iter(service.jobIds(QUEUED)), 10 * SCAN))
     for jobid in ids:
         job = service.jobs[jobid]
         if job.eta is not None and job.eta > now:
             service._transition(job, QUEUED, now)
             moved += 1
+            if moved >= SCAN:
+                break
     return moved
 
 
 def claimNext(service, now=None, due=None):
     """The next job claimed for lovely's processing calls, or None.
 
-    ``now`` given: lovely's fake clock (``anchor`` and ``dueQueued``, then
-    ``claim(now)``).  Else the clock: what ``claim(due)`` takes (None: the
-    current time)."""
-    if now is not None:
+    ``now`` given: lovely's fake clock (``anchor``, then ``claim(now)``,
+    and if nothing was due, ``dueQueued`` and ``claim(now)`` again: queued
+    jobs are looked at only when the queue has nothing due, so draining a
+    backlog loads each of them about once).  Else the clock: what
+    ``claim(due)`` takes (None: the current time)."""
+    if now is None:
+        claimed = service.claim(due)
+    else:
         anchor(service, now)
-        dueQueued(service, now)
-        due = now
-    claimed = service.claim(due)
+        claimed = service.claim(now)
+        if not claimed and dueQueued(service, now):
+            claimed = service.claim(now)
     return claimed[0] if claimed else None
 
 
 def hasJobsWaiting(service, now):
     """lovely's ``hasJobsWaiting(now)`` for an explicit ``now``."""
     anchor(service, now)
-    dueQueued(service, now)
-    return routing.hasDue(service, now)
+    if routing.hasDue(service, now):
+        return True
+    return bool(dueQueued(service, now)) and routing.hasDue(service, now)

@@ -1,6 +1,5 @@
 """The task service.  See ``interfaces.ITaskService``."""
 import logging
-import math
 import pickle
 import time
 import traceback as tb_module
@@ -9,13 +8,12 @@ import persistent
 import transaction
 import zope.component
 import zope.interface
-from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
 from remotetask import (events, interfaces, limits, registry, retention,
-                        routing, scheduling, workflows)
+                        routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -23,8 +21,9 @@ from remotetask.interfaces import (
     LeaseLost, UnknownTaskError)
 from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
+from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
-    PARTITIONS, SENTINEL, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
+    PARTITIONS, SENTINEL, Counts, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
     JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
     keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
@@ -65,19 +64,6 @@ def checkPicklable(value, what='input'):
                                 % (what, type(e).__name__, e)) from e
 
 
-def _number(name, value, low=None, integer=False, allowLow=True):
-    """``value`` as a float (or int), or InvalidInputError naming ``name``."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or (
-            not integer and math.isnan(value)):
-        raise InvalidInputError('%s must be %s, not %r' % (
-            name, 'an integer' if integer else 'a number', value))
-    if low is not None and (value < low or (value == low and not allowLow)):
-        raise InvalidInputError('%s must be %s %s, not %r' % (
-            name, '>=' if allowLow else '>', low, value))
-    return value if integer else float(value)
-
-
 def _errorText(exc):
     return ''.join(tb_module.format_exception_only(type(exc), exc)).strip()
 
@@ -96,6 +82,9 @@ class TaskService(persistent.Persistent):
     #: Cron jobs scheduled from the clock, for lovely's fake clock (see
     #: ``scheduling``); made when first used by a service older than it.
     _provisional = None
+    #: Statistics of the runs (``stats``); made when first used by a
+    #: service older than them.
+    _stats = None
 
     def __init__(self):
         # All partitioned by the lanes of the ids (structures.partitionOf),
@@ -104,12 +93,13 @@ class TaskService(persistent.Persistent):
         self._queue = JobQueue()
         self._ids = IdAllocator()
         self._index = {status: _statusIndex(status) for status in STATUSES}
-        self._counts = {status: Length() for status in STATUSES}
+        self._counts = Counts()     # per lane: adds change their own
         self._provisional = LOBTree()       # see scheduling
         self._byTask = OOBTree()
         # Queues, priorities, unique keys, limits, pauses (routing.py);
         # self._queue is its lane ('default', 0).
         self._routing = routing.Routing(self._queue)
+        self._stats = stats.Statistics()
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -119,7 +109,13 @@ class TaskService(persistent.Persistent):
         for status in STATUSES:
             if status not in self._index:
                 self._index[status] = _statusIndex(status)
-                self._counts[status] = Length()
+
+    def upgradeLayout(self):
+        """Bring a service stored by an older version to the current layout
+        of its structures (see ``remotetask.layout``); cheap if it is."""
+        if not isinstance(self.jobs, JobTree):
+            from remotetask import layout
+            layout.upgrade(self)
 
     def __repr__(self):
         return '<%s %s>' % (self.__class__.__name__,
@@ -162,7 +158,7 @@ class TaskService(persistent.Persistent):
         if old in WAITING_STATUSES:
             self._lane(job).remove(job.id, job.eta)
         self._index[old].remove(job.id)
-        self._counts[old].change(-1)
+        self._counts.change(job.id, old, -1)
         self._enter(job, status, eta)
         routing.entered(self, job, old, status)
         if job._links is not None:      # jobs wait for this one
@@ -176,7 +172,7 @@ class TaskService(persistent.Persistent):
         else:
             job.eta = None
         self._index[status].insert(job.id)
-        self._counts[status].change(1)
+        self._counts.change(job.id, status, 1)
 
     def _store(self, job):
         self.jobs[job.id] = job
@@ -200,7 +196,7 @@ class TaskService(persistent.Persistent):
         if job._status in WAITING_STATUSES:
             self._lane(job).remove(job.id, job.eta)
         self._index[job._status].remove(job.id)
-        self._counts[job._status].change(-1)
+        self._counts.change(job.id, job._status, -1)
         routing.forgotten(self, job)
         del self.jobs[job.id]
 
@@ -248,7 +244,8 @@ class TaskService(persistent.Persistent):
         elif eta is not None:
             eta = limits.checkTime('eta', eta)
         if time_limit is not None:
-            time_limit = _number('time_limit', time_limit, 0, allowLow=False)
+            time_limit = _number('time_limit', time_limit, 0, allowLow=False,
+                                 infinite=True)     # inf: no limit
         if max_retries is not None:
             max_retries = _number('max_retries', max_retries, 0, True)
         if max_starts is not None:
@@ -395,6 +392,7 @@ class TaskService(persistent.Persistent):
             raise InvalidStatusError(
                 'can not delete job %s: it is processing (cancel it: it '
                 'ends cancelled when its run returns)' % job.id)
+        workflows.deleting(self, job)
         retention.forget(self, job, 'delete')
 
     def clean(self, status=interfaces.CLEANABLE_STATUSES, before=None):
@@ -431,14 +429,15 @@ class TaskService(persistent.Persistent):
     def count(self, status=None):
         """See ITaskService."""
         if status is None:
-            return sum(c() for c in self._counts.values())
-        if status not in self._counts:
+            return sum(self._counts.counts().values())
+        if status not in self._index:
             raise ValueError('unknown status %r' % (status,))
-        return self._counts[status]()
+        return self._counts.count(status)
 
     def counts(self):
         """See ITaskService."""
-        return {status: self._counts[status]() for status in STATUSES}
+        found = self._counts.counts()
+        return {status: found.get(status, 0) for status in STATUSES}
 
     def jobIds(self, status=None, task=None):
         """See ITaskService."""
@@ -524,9 +523,8 @@ class TaskService(persistent.Persistent):
         # when other workers' commits have invalidated all of it).
         load = prefetcher(self._p_jar)
         if load:
-            _warm(load, self._queue._length, self._routing, self.jobs,
-                  self._index[QUEUED], self._index[PROCESSING],
-                  self._counts[QUEUED], self._counts[PROCESSING])
+            _warm(load, self._counts, self._routing, self.jobs,
+                  self._index[QUEUED], self._index[PROCESSING])
         for queue, lane in routing.claimOrder(self, queues, spread, load):
             self._claimFrom(lane, queue, gate, now, worker, limit, lease,
                             spread, claimed, load)
@@ -553,8 +551,9 @@ class TaskService(persistent.Persistent):
                 ids = [jobid for eta, jobid in due[:wanted]]
                 trees = (self.jobs, self._index[QUEUED],
                          self._index[PROCESSING])
-                _warm(load, *[root for tree in trees
-                              for root in roots(tree, ids)])
+                _warm(load, *([root for tree in trees
+                               for root in roots(tree, ids)]
+                              + [self._counts.tallyFor(i) for i in ids]))
                 _warm(load, *[leaf for tree in trees
                               for leaf in leaves(tree, ids)])
                 _warm(load, *[self.jobs.get(jobid) for jobid in ids])
@@ -618,8 +617,8 @@ class TaskService(persistent.Persistent):
         if task is None:
             return self._fail(job, 'unknown task %r' % job.task, None, now)
         # What the end of the run writes: loaded while the task runs.
-        ends = (self._index[PROCESSING], self._counts[PROCESSING],
-                self._index[COMPLETED], self._counts[COMPLETED])
+        ends = (self._index[PROCESSING], self._index[COMPLETED],
+                self._counts.tallyFor(job.id))
         load = prefetcher(self._p_jar)
         if load:
             load(ends)
@@ -725,6 +724,7 @@ class TaskService(persistent.Persistent):
         job.completed = end
         job._lease = None
         job._endAttempt(**record)
+        stats.record(self, job, outcome, end, error)
         return end
 
     def _succeed(self, job, result, now):

@@ -10,7 +10,7 @@ split into one partition per lane.  So concurrent adds write different
 BTrees (besides ``BTrees.Length`` counters, which merge), and workers that
 take jobs out meet producers only in buckets that BTrees merge.  Readers
 see one sorted collection through a lazy k-way merge of the partitions
-(``Partitioned.keys``), which loads a bounded number of buckets per page.
+(``Merged.keys``), which loads a bounded number of buckets per page.
 docs/design.md explains the choices and the measurements behind them.
 """
 import bisect
@@ -196,7 +196,8 @@ class JobQueue(persistent.Persistent):
         self._parts = tuple(OOTreeSet() for _ in range(partitions))
         for part in self._parts:
             part.insert(_FIRST)
-        self._length = Length()
+        # One counter per producers' lane: an add changes its lane's only.
+        self._counters = tuple(Length() for _ in range(PARTITIONS))
 
     def _entries(self, part, upto=None):
         return part.keys(min=_FIRST, max=upto, excludemin=True)
@@ -208,6 +209,8 @@ class JobQueue(persistent.Persistent):
         and workers taking the jobs of one producer find them in several
         partitions, not all in one."""
         n = len(self._parts)
+        if self._counters is None:
+            return jobid % n            # an older layout (see relayout)
         spread = n // PARTITIONS
         if spread > 1 and n % PARTITIONS == 0:
             return partitionOf(jobid) * spread + jobid % spread
@@ -216,9 +219,39 @@ class JobQueue(persistent.Persistent):
     def _part(self, jobid):
         return self._parts[self.partitionOf(jobid)]
 
+    _counters = None    # a queue of an older version: one _length
+
+    def _counter(self, jobid):
+        counters = self._counters
+        if counters is None:
+            return self._length
+        return counters[partitionOf(jobid, len(counters))]
+
+    def relayout(self):
+        """Bring a queue of an older layout (partitions by ``id % n``, one
+        length) to the current one, keeping its entries (see
+        ``remotetask.layout``)."""
+        if self._counters is not None:
+            return
+        entries = list(self)
+        self._parts = tuple(OOTreeSet([_FIRST])
+                            for _ in range(PARTITIONS * SPREAD))
+        self._counters = tuple(Length() for _ in range(PARTITIONS))
+        self.__dict__.pop('_length', None)
+        for eta, jobid in entries:
+            self.put(jobid, eta)
+        self._p_changed = True
+
+    def counters(self):
+        """The ``BTrees.Length`` objects that every put and remove changes
+        (one per producers' lane): what a worker watches for new jobs."""
+        if self._counters is None:
+            return [self._length]
+        return list(self._counters)
+
     def put(self, jobid, eta):
         if self._part(jobid).insert((eta, jobid)):
-            self._length.change(1)
+            self._counter(jobid).change(1)
 
     def remove(self, jobid, eta):
         """Remove an entry; return False if it was not there."""
@@ -226,11 +259,11 @@ class JobQueue(persistent.Persistent):
             self._part(jobid).remove((eta, jobid))
         except KeyError:
             return False
-        self._length.change(-1)
+        self._counter(jobid).change(-1)
         return True
 
     def __len__(self):
-        return self._length()
+        return sum(counter() for counter in self.counters())
 
     def __iter__(self):
         """All ``(eta, jobid)`` entries in due order."""
@@ -533,6 +566,56 @@ def misplaced(tree):
     return problems
 
 
+class Tally(persistent.Persistent):
+    """The number of jobs in each status, of one producers' lane.
+    Concurrent changes merge: each adds its own to the other's."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def change(self, status, delta):
+        counts = dict(self.counts)
+        counts[status] = counts.get(status, 0) + delta
+        self.counts = counts
+
+    def _p_resolveConflict(self, old, committed, new):
+        base = old.get('counts', {})
+        mine = committed.get('counts', {})
+        theirs = new.get('counts', {})
+        merged = {}
+        for status in set(base) | set(mine) | set(theirs):
+            merged[status] = mine.get(status, 0) + theirs.get(status, 0) \
+                - base.get(status, 0)
+        state = dict(new)
+        state['counts'] = merged
+        return state
+
+
+class Counts(persistent.Persistent):
+    """The number of jobs in each status: a ``Tally`` per producers' lane,
+    so that an add changes its lane's only.  ``count(status)`` sums them:
+    O(PARTITIONS)."""
+
+    def __init__(self, partitions=PARTITIONS):
+        self._tallies = tuple(Tally() for _ in range(partitions))
+
+    def tallyFor(self, jobid):
+        return self._tallies[partitionOf(jobid, len(self._tallies))]
+
+    def change(self, jobid, status, delta):
+        self.tallyFor(jobid).change(status, delta)
+
+    def count(self, status):
+        return sum(t.counts.get(status, 0) for t in self._tallies)
+
+    def counts(self):
+        found = {}
+        for tally in self._tallies:
+            for status, n in tally.counts.items():
+                found[status] = found.get(status, 0) + n
+        return found
+
+
 class _Counter(persistent.Persistent):
     value = 0
 
@@ -688,13 +771,6 @@ def _reserveBlock(db, oid, block):
         return fresh
     finally:
         conn.close()
-
-
-def currentLane(db, allocator):
-    """The lane of this thread's ids from ``allocator`` in ``db``, or None
-    if it has none yet."""
-    block = _thread().blocks.get(db, {}).get(allocator._p_oid)
-    return None if block is None else block.lane
 
 
 _local = threading.local()

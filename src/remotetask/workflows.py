@@ -21,9 +21,10 @@ short:
 
 The structures, and why they are exactly-once:
 
-- a parent keeps its children's ids in ``job._links`` (a ``_Links``), made
-  when its first child is added: a job without children has none, and its
-  completion reads and writes nothing more than before;
+- a parent keeps its children's ids in ``job._links``: a tuple on the job
+  itself while there are up to ``INLINE``, a ``_Links`` beyond; a job
+  without children has none, and its completion reads and writes nothing
+  more than before;
 - a deferred job keeps how many parents it still waits for in a
   ``Countdown``, a ``BTrees.Length`` whose conflict resolution adds up
   concurrent changes (so the completions of a large group, committed by
@@ -31,13 +32,14 @@ The structures, and why they are exactly-once:
   would reach zero: then the later commit conflicts, runs again, and sees
   that it completes the last parent.  So exactly one transaction brings it
   to zero, and it is the one that releases the job;
-- adding a child and completing (or failing, or retrying) its parent must
-  not miss each other: the add writes the parent's ``_Links`` (or the
-  parent itself, the first time) and marks the parent "read current";
-  the parent's end marks its ``_Links`` "read current"
-  (``Connection.readCurrent``), so whichever commits second conflicts and
-  runs again, seeing the other.  The same holds between a parent's end
-  and a child being cancelled or revived meanwhile.
+- adding a child and completing (or failing, or retrying, or deleting) its
+  parent must not miss each other: the add writes the parent job (its
+  tuple of children), which the parent's end writes too; beyond
+  ``INLINE`` children it writes the parent's ``_Links`` and marks the
+  parent "read current", and the parent's end marks its ``_Links`` "read
+  current" (``Connection.readCurrent``).  Whichever commits second
+  conflicts and runs again, seeing the other.  The same holds between a
+  parent's end and a child being cancelled or revived meanwhile.
 """
 import collections
 import threading
@@ -188,12 +190,39 @@ def _isCron(job):
 
 
 def _link(parent, childid):
+    """Record a child on its parent: in a tuple on the parent job itself
+    while there are few (adding one writes the parent, which its end writes
+    too: they can not miss each other), in a ``_Links`` beyond (adding one
+    writes that, and marks the parent read-current; the parent's end marks
+    the ``_Links`` read-current)."""
     links = parent._links
-    if links is None:
-        parent._links = links = _Links()     # writes the parent
+    if links is None or isinstance(links, tuple):
+        links = links or ()
+        if childid in links:
+            return
+        if len(links) < INLINE:
+            parent._links = links + (childid,)
+            return
+        parent._links = big = _Links()
+        for known in links:
+            big.add(known)
+        links = big
     else:
         _readCurrent(parent)
     links.add(childid)
+
+
+def _ids_of(links):
+    """The child ids in a job's ``_links`` (None, a tuple or a _Links)."""
+    if links is None:
+        return ()
+    return links if isinstance(links, tuple) else list(links)
+
+
+def _current(links):
+    # A tuple lives in the parent job, which every end of it writes.
+    if not isinstance(links, tuple):
+        _readCurrent(links)
 
 
 def defer(service, job, parentJobs, now):
@@ -311,6 +340,15 @@ def forgotten(service, job):
     _run(service, job, job._status, True)
 
 
+def deleting(service, job):
+    """``job`` (any) is about to be deleted by hand.  A child added to it
+    concurrently writes it (or its ``_Links``, which the deletion of a job
+    with children marks read-current): so that the two conflict, a job
+    that is not final is written by its deletion too."""
+    if job._status not in FINAL_STATUSES:
+        job._p_changed = True
+
+
 def _run(service, job, old, deleted):
     # Cancelling or reviving a child changes its status, which calls back
     # here for its own children: a work list, not a recursion, so that a
@@ -333,18 +371,18 @@ def _settle(service, job, old, deleted):
     new = job._status
     failed = (ERROR, CANCELLED)
     if deleted:
-        _readCurrent(links)
+        _current(links)
         _cancelChildren(service, job, links, 'was deleted')
     elif new == COMPLETED:
-        _readCurrent(links)
+        _current(links)
         when = job.completed if job.completed is not None else time.time()
         for child in _children(service, links):
             _parentDone(service, child, when)
     elif new in failed and old not in failed:
-        _readCurrent(links)
+        _current(links)
         _cancelChildren(service, job, links, None)
     elif old in failed and new not in FINAL_STATUSES:
-        _readCurrent(links)
+        _current(links)
         for child in _children(service, links):
             if child._status == CANCELLED and child._cancelledBy == job.id:
                 _reconsider(service, child, time.time(), revive=True)
@@ -353,7 +391,7 @@ def _settle(service, job, old, deleted):
 
 
 def _children(service, links):
-    for childid in list(links):
+    for childid in list(_ids_of(links)):
         child = service.jobs.get(childid)
         if child is not None:      # deleted children stay listed
             yield child
@@ -400,16 +438,23 @@ def _parentJobs(service, job):
 
 
 def _prefetch(service, ids, chunk=2000):
-    """Load many jobs over ZEO/RelStorage in a few round trips."""
+    """Load many jobs over ZEO/RelStorage in a few round trips (as a
+    claim does: the trees that hold them, their buckets, the jobs)."""
     from remotetask.structures import leaves, prefetcher, roots
     load = prefetcher(service._p_jar)
     if load is None or len(ids) < 16:
         return
+
+    def warm(objects):
+        load(objects)
+        for ob in objects:
+            if ob is not None:
+                ob._p_activate()
     for start in range(0, len(ids), chunk):
         part = ids[start:start + chunk]
-        load(roots(service.jobs, part))
-        load(leaves(service.jobs, part))
-        load([service.jobs.get(jobid) for jobid in part])
+        warm(roots(service.jobs, part))
+        warm(leaves(service.jobs, part))
+        warm([service.jobs.get(jobid) for jobid in part])
 
 
 def _reason(parent, how=None):
@@ -526,9 +571,12 @@ def parentResults(service, job):
 
 
 def childIds(job, limit=None):
+    """The ids of the jobs added after ``job`` (the first ``limit``)."""
     links = job._links
     if links is None:
         return []
+    if isinstance(links, tuple):
+        return list(links if limit is None else links[:limit])
     return list(links) if limit is None else links.first(limit)
 
 

@@ -30,6 +30,7 @@ COMMANDS = {
     'cancel': 'remotetask.cli.jobs:cancel',
     'clean': 'remotetask.cli.jobs:clean',
     'counts': 'remotetask.cli.jobs:counts',
+    'pack': 'remotetask.cli.pack:pack',
     'delete': 'remotetask.cli.routing:delete',
     'pause': 'remotetask.cli.routing:pause',
     'purge': 'remotetask.cli.routing:purge',

@@ -103,8 +103,16 @@ def closeWithContext(database):
     """Close ``database`` when the current click command ends."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
-        ctx.call_on_close(database.close)
+        ctx.call_on_close(lambda: closeDatabase(database))
     return database
+
+
+def closeDatabase(database):
+    """Close ``database``; on a full disk without the FileStorage index
+    write that would fail (``remotetask.health.beforeClose``)."""
+    from remotetask import health
+    health.beforeClose(database)
+    database.close()
 
 
 def openService(uri, service, imports, zcml):

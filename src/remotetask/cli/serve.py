@@ -39,6 +39,34 @@ MAX_BODY = 1024 * 1024
               type=click.IntRange(1), help='HTTP worker threads.')
 @click.option('--max-body', default=MAX_BODY, show_default=True,
               type=click.IntRange(1), help='Largest request body (bytes).')
+@click.option('--connection-limit', default=1000, show_default=True,
+              type=click.IntRange(1),
+              help='Open connections at most; more wait to be accepted.')
+@click.option('--channel-timeout', default=30, show_default=True,
+              type=click.IntRange(1),
+              help='Close a connection idle this long between requests (s).')
+@click.option('--request-timeout', default=15, show_default=True,
+              type=click.IntRange(1),
+              help='Close a connection that has not sent a whole request '
+                   'this long after connecting or after the request\'s '
+                   'first byte (s).')
+@click.option('--trusted-proxy', metavar='ADDRESS',
+              help='Address of a reverse proxy whose X-Forwarded-For, '
+                   '-Proto, -Host and -Port headers are believed.')
+@click.option('--secure-cookies', is_flag=True,
+              help='Send the login cookie over HTTPS only (behind a TLS '
+                   'proxy).')
+@click.option('--session-idle', default=3600, show_default=True,
+              type=click.IntRange(1),
+              help='A login session ends after this long without a '
+                   'request (s).')
+@click.option('--session-max', default=8 * 3600, show_default=True,
+              type=click.IntRange(1),
+              help='A login session ends this long after the login (s).')
+@click.option('--pack-interval', type=click.FloatRange(min=0),
+              default=86400.0, show_default=True, metavar='SECONDS',
+              help='Pack the database this often, in the background, when '
+                   'this process holds its FileStorage (0: never).')
 def serve(**options):
     """Serve XML-RPC, the JSON API, the management page and /metrics, and
     process the jobs, in this process.  With no --import or --zcml, the

@@ -6,8 +6,8 @@ import sys
 import click
 
 from remotetask.cli.common import (
-    DEFAULT_CONCURRENCY, configureLogging, db_options, loadTasks,
-    openDatabase)
+    DEFAULT_CONCURRENCY, closeDatabase, configureLogging, db_options,
+    loadTasks, openDatabase)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -65,9 +65,13 @@ class BatchSize(click.ParamType):
               help='Name recorded on the jobs [default: host:pid].')
 @click.option('--log-level', default='INFO', show_default=True,
               type=click.Choice(['DEBUG', 'INFO', 'WARNING', 'ERROR']))
+@click.option('--pack-interval', type=click.FloatRange(min=0),
+              default=86400.0, show_default=True, metavar='SECONDS',
+              help='Pack the database this often, in the background, when '
+                   'this worker holds its FileStorage (0: never).')
 def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
            poll_interval, maintenance_interval, queues, worker_id,
-           log_level):
+           log_level, pack_interval):
     """Run the service's jobs until SIGTERM or SIGINT.
 
     The service is at the database root under --service (created there if
@@ -101,7 +105,13 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
                  processor.worker_id, service, dbmod.normalizeURI(uri),
                  ', '.join(names) or 'none',
                  ', '.join(queues) if queues else 'all')
-        code = serve(processor, grace)
+        from remotetask.packing import startPacker
+        packer = startPacker(database, pack_interval)
+        try:
+            code = serve(processor, grace)
+        finally:
+            if packer is not None:
+                packer.stop(0)
     except RemoteTaskError as e:
         database.close()
         if 'queue' in str(e):
@@ -112,6 +122,6 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
         # without waiting for it (the job was handed back).
         logging.shutdown()
         os._exit(code)
-    database.close()
+    closeDatabase(database)
     log.info('worker %s exits with status %d', processor.worker_id, code)
     sys.exit(code)

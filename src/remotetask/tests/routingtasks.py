@@ -54,3 +54,53 @@ def register():
 
 
 register()
+
+
+def addUnique(uri, name, key, workdir, index, processes):
+    """One of ``processes`` producers adding a job with unique ``key``:
+    each adds in its transaction, then waits until every producer has
+    added (files ``added-N`` in ``workdir``) before committing, so that
+    all the transactions overlap.  Prints ``jobid conflicts``."""
+    import transaction
+    from transaction.interfaces import TransientError
+
+    from remotetask import db as dbmod
+    database = dbmod.openDB(uri)
+    tm = transaction.TransactionManager()
+    conn = database.open(tm)
+    conflicts = 0
+    try:
+        for attempt in range(20):
+            try:
+                tm.begin()
+                service = dbmod.getService(conn, name, create=False)
+                jobid = service.add('logged', {'log': os.devnull,
+                                               'label': 'u'},
+                                    unique_key=key)
+                if attempt == 0:
+                    open(os.path.join(workdir, 'added-%d' % index),
+                         'w').close()
+                    deadline = time.monotonic() + 60
+                    while not all(os.path.exists(os.path.join(
+                            workdir, 'added-%d' % i))
+                            for i in range(processes)):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError('the others never added')
+                        time.sleep(0.01)
+                tm.commit()
+                break
+            except TransientError:
+                tm.abort()
+                conflicts += 1
+        print(jobid, conflicts)
+    finally:
+        tm.abort()
+        conn.close()
+        database.close()
+
+
+if __name__ == '__main__':
+    import sys
+    if sys.argv[1] == 'add-unique':
+        uri, name, key, workdir, index, processes = sys.argv[2:8]
+        addUnique(uri, name, key, workdir, int(index), int(processes))

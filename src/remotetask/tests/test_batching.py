@@ -123,7 +123,7 @@ def test_a_claim_loads_its_jobs_in_one_round(recording):
         # And first, the indexes and counters a claim writes.
         first = storage.prefetched[0]
         for ob in (service._index['queued'], service._index['processing'],
-                   service._counts['queued'], service._queue._length):
+                   service._counts):
             assert ob._p_oid in first
     finally:
         wtm.abort()

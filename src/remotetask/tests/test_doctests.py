@@ -14,7 +14,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # The tutorial of the core, workflows and lovely.remotetask's later README
 # sections (lovely.txt); processing.txt, tracker.txt and the web
 # package's documents are run by their own test modules (they need fixtures).
-DOCTESTS = ['README.txt', 'workflows.txt', 'lovely.txt']
+DOCTESTS = ['README.txt', 'workflows.txt', 'lovely.txt', 'routing.txt']
 
 
 def setUp(test):

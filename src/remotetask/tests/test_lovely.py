@@ -242,3 +242,15 @@ def test_a_service_made_before_the_provisional_map_gets_one(service):
     assert list(service._provisional) == [jobid]
     assert service.processNext(0) is False
     assert service.jobs[jobid].eta == 300
+
+
+def test_a_paused_backlog_does_not_hide_later_queued_jobs(service, monkeypatch):
+    from remotetask import scheduling
+    monkeypatch.setattr(scheduling, 'SCAN', 3)
+    held = [service.add('echo', i, queue='slow') for i in range(5)]
+    service.pause(queue='slow')
+    later = service.add('echo', 'later')
+    assert service.processNext(0) is False      # moved 3 paused ones
+    assert service.processNext(0) is True       # moved 2 more and 'later'
+    assert service.getStatus(later) == COMPLETED
+    assert all(service.getStatus(jobid) == QUEUED for jobid in held)

@@ -420,3 +420,32 @@ def test_jobs_tell_their_routing(service):
     assert (info['queue'], info['priority'], info['unique_key']) == (
         'q', 1, 'u')
     assert service.jobs[jobid].status == QUEUED
+
+
+def test_start_processing_with_queues(db):
+    import time
+    register('echo')
+    with db.transaction() as conn:
+        service = conn.root()['tasks'] = TaskService()
+        a = service.add('echo', 1, queue='a')
+        b = service.add('echo', 2, queue='b')
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    service = conn.root()['tasks']
+    processor = service.startProcessing(queues=['a'], poll_interval=0.1)
+    try:
+        assert processor.queues == ('a',)
+        deadline = time.monotonic() + 60
+        while True:
+            tm.begin()
+            if service.jobs[a].status == 'completed':
+                break
+            assert time.monotonic() < deadline, 'job of queue a not run'
+            time.sleep(0.05)
+        time.sleep(0.5)
+        tm.begin()
+        assert service.jobs[b].status == QUEUED
+    finally:
+        assert service.stopProcessing(10)
+        tm.abort()
+        conn.close()

@@ -3,6 +3,7 @@ server: priorities, queues, per-task concurrency across workers, rate
 limits, pause and resume (the CLI commands, run as programs)."""
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -218,6 +219,31 @@ def test_pause_holds_jobs_back_and_resume_releases_them(client, workers):
     client.waitFor(lambda s: all(s.jobs[i].status == 'completed'
                                  for i in held), what='queue p done')
     assert client.service.paused() == []
+
+
+def test_producer_processes_adding_one_unique_key_get_one_job(client,
+                                                             tmp_path):
+    client.service      # the service exists before the producers start
+    client.tm.commit()
+    procs = [subprocess.Popen(
+        [sys.executable, '-m', TASKS, 'add-unique', client.uri, client.name,
+         'report-7', str(tmp_path), str(i), '4'],
+        env=subprocessEnv(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(4)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        jobid, conflicts = map(int, out.split())
+        results.append((jobid, conflicts))
+    # All four transactions added the key at once; one committed, the
+    # others conflicted, were retried and found its job.
+    assert len({jobid for jobid, c in results}) == 1
+    assert sorted(c for jobid, c in results)[0] == 0
+    assert sum(c for jobid, c in results) >= 3
+    service = client.service
+    assert service.count() == 1
+    assert list(service.jobs.keys()) == [results[0][0]]
 
 
 def test_bad_queue_option(client):

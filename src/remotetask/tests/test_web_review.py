@@ -240,6 +240,7 @@ def test_responses_match_the_openapi_document(app, db):
     check('post', '/api/clean', '/api/clean', {'status': ['cancelled']})
     check('post', '/api/clean', '/api/clean', {'status': ['bogus']},
           status=400)
+    check('get', '/api/health', '/api/health')
     check('get', '/api/retention', '/api/retention')
     check('put', '/api/retention', '/api/retention', {'completed': 60})
     check('put', '/api/retention', '/api/retention', {'completed': -1},
@@ -390,7 +391,7 @@ def test_xmlrpc_job_ids_of_the_wrong_type(app, method, jobid):
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, method, jobid)
     assert info.value.faultCode == rpc.BAD_ARGUMENTS
-    assert 'a job id is an integer, not %r' % (jobid,) == \
+    assert 'jobid must be an integer (a job id), not %r' % (jobid,) == \
         info.value.faultString
 
 
@@ -400,7 +401,7 @@ def test_xmlrpc_task_names_of_the_wrong_type(app, db, method):
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, method, 1)
     assert (info.value.faultCode, info.value.faultString) == (
-        rpc.BAD_ARGUMENTS, 'a task name is a string, not 1')
+        rpc.BAD_ARGUMENTS, 'task must be a string (a task name), not 1')
     assert ServiceRunner(db)(lambda s: s.count()) == 0
 
 

@@ -471,20 +471,24 @@ def test_concurrent_last_completions_release_once(db, service):
     c2.close()
 
 
-def test_child_added_while_parent_completes(db, service):
+@pytest.mark.parametrize('existing', [1, workflows.INLINE + 5])
+def test_child_added_while_parent_completes(db, service, existing):
     """Adding a child and completing its parent concurrently: the one that
-    commits second conflicts; the child is never left waiting."""
+    commits second conflicts; the child is never left waiting.  (Children
+    on the parent job itself, and in a _Links beyond INLINE.)"""
     conn = db.open()
     conn.root()['tasks'] = service
     a = service.add('echo', 1)
-    service.add('echo', 'first child', after=a)   # a has its links
+    for n in range(existing):
+        service.add('echo', 'child', after=a)
     transaction.commit()
     conn.close()
     for order in ('add first', 'complete first'):
         (t1, c1, s1), (t2, c2, s2) = _open(db), _open(db)
         if order == 'complete first':
             a = s1.add('echo', 2)
-            s1.add('echo', 'links', after=a)
+            for n in range(existing):
+                s1.add('echo', 'child', after=a)
             t1.commit()
             t1.begin()
             t2.begin()
@@ -511,7 +515,6 @@ def test_child_added_while_parent_completes(db, service):
 def test_old_service_gets_the_new_status_index(db, service):
     conn = db.open()
     service._index.pop(DEFERRED)
-    service._counts.pop(DEFERRED)
     conn.root()['tasks'] = service
     transaction.commit()
     conn.close()
@@ -528,3 +531,63 @@ def test_old_service_gets_the_new_status_index(db, service):
     assert s.count(DEFERRED) == 1
     consistent(s)
     conn.close()
+
+
+def test_a_job_without_children_costs_no_workflow_call(service,
+                                                      monkeypatch):
+    calls = []
+    monkeypatch.setattr(workflows, 'transitioned',
+                        lambda *args: calls.append(args))
+    monkeypatch.setattr(workflows, 'forgotten',
+                        lambda *args: calls.append(args))
+    a = service.add('echo', 1)
+    b = service.add('fail', 2)
+    service.process()
+    service.retry(b)
+    service.cancel(b)
+    service.delete(a)
+    assert calls == []
+    assert service.jobs[b]._links is None
+
+
+def test_a_deferred_job_holds_its_unique_key(service):
+    a = service.add('echo', 1)
+    b = service.add('echo', 2, after=a, unique_key='k')
+    assert service.add('echo', 3, unique_key='k') == b
+
+
+def test_releasing_touches_only_the_children(service, monkeypatch):
+    """Completing a parent reads its own children and their countdowns,
+    not the other jobs of the graph."""
+    ids, then = service.group([('echo', n) for n in range(50)],
+                              then=('sum', None))
+    other = service.add('echo', after=ids[0])
+    seen = []
+    original = workflows._parentDone
+    monkeypatch.setattr(workflows, '_parentDone',
+                        lambda s, child, now: (seen.append(child.id),
+                                               original(s, child, now)))
+    service.processNext(jobid=ids[1])
+    assert seen == [then]
+    service.processNext(jobid=ids[0])
+    assert seen == [then, then, other]
+
+
+def test_parent_deleted_while_a_child_is_added(db, service):
+    conn = db.open()
+    conn.root()['tasks'] = service
+    a = service.add('echo', 1)
+    transaction.commit()
+    conn.close()
+    (t1, c1, s1), (t2, c2, s2) = _open(db), _open(db)
+    s1.add('echo', after=a)
+    s2.delete(a)
+    t2.commit()
+    with pytest.raises(ConflictError):
+        t1.commit()
+    t1.abort()
+    t1.begin()
+    with pytest.raises(InvalidInputError, match='no job with id'):
+        s1.add('echo', after=a)
+    c1.close()
+    c2.close()

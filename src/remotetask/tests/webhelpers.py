@@ -67,16 +67,18 @@ def runAll(db):
     ServiceRunner(db)(lambda service: service.process())
 
 
-def runCommand(argv, stdin=''):
+def runCommand(argv, stdin='', stderr=False):
     """Run ``remotetask ARGV`` in this process with ``stdin``; return
-    (exit code, output)."""
+    (exit code, output) (with what went to stderr too if ``stderr``)."""
     out = io.StringIO()
-    old = sys.stdin, sys.stdout
+    old = sys.stdin, sys.stdout, sys.stderr
     sys.stdin, sys.stdout = io.StringIO(stdin), out
+    if stderr:
+        sys.stderr = out
     try:
         code = cli.run(argv)
     finally:
-        sys.stdin, sys.stdout = old
+        sys.stdin, sys.stdout, sys.stderr = old
     return code, out.getvalue()
 
 

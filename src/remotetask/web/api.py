@@ -14,19 +14,20 @@ indexes one after the other, each as above, with a ``GROUP:ID`` cursor.
 import datetime
 import json
 import logging
-import math
 import threading
 
 from pyramid.httpexceptions import (
-    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound)
+    HTTPBadRequest, HTTPConflict, HTTPError, HTTPNotFound,
+    HTTPUnsupportedMediaType)
 from transaction.interfaces import TransientError
 
-from remotetask import interfaces
+from remotetask import health, interfaces
 from remotetask.interfaces import (
     InvalidStatusError, JobNotFoundError, RemoteTaskError)
 from remotetask.job import CronJob
+from remotetask.numbers import checkNumber
 from remotetask.service import checkPicklable
-from remotetask.web.app import wakeAfterCommit
+from remotetask.web.app import httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 from remotetask.web import workflows
 from remotetask.web.openapi import document
@@ -135,9 +136,17 @@ def bad(message):
 
 def body(request, allowed, required=()):
     """The JSON object in the request body, checked against the fields
-    ``allowed`` and ``required``."""
+    ``allowed`` and ``required``: 415 if the body is not
+    ``application/json``, 400 if it is not a JSON object, names a field
+    not ``allowed``, or holds a string that can not be encoded (a lone
+    surrogate such as ``"\\ud800"``: it could be stored but never sent
+    back)."""
     if not request.body:
         data = {}
+    elif request.content_type != 'application/json':
+        raise HTTPUnsupportedMediaType(
+            'the request body must be application/json, not %s'
+            % (request.content_type or 'without a Content-Type'))
     else:
         try:
             data = json.loads(request.body.decode('utf-8'),
@@ -146,6 +155,7 @@ def body(request, allowed, required=()):
             raise bad('the request body is not JSON: %s' % e)
         except RecursionError:
             raise bad('the request body is nested too deeply')
+        checkEncodable(request.body, data)
     if not isinstance(data, dict):
         raise bad('the request body must be a JSON object, not %s'
                   % type(data).__name__)
@@ -163,22 +173,34 @@ def _notJSON(constant):
     raise ValueError('%s is not JSON' % constant)
 
 
+def checkEncodable(raw, data):
+    """400 if the JSON ``data`` (parsed from ``raw``) holds a lone
+    surrogate (only a ``\\uD8xx`` escape can bring one in)."""
+    if b'\\ud' not in raw.lower():
+        return
+    try:
+        json.dumps(data, ensure_ascii=False).encode('utf-8')
+    except UnicodeEncodeError as e:
+        raise bad('the request body holds a string that can not be '
+                  'encoded as UTF-8 (a lone surrogate, %s): %s'
+                  % (repr(e.object[e.start:e.end]), e.reason))
+
+
+#: Integers (counts) must fit 64 bits, for clients in other languages.
+MAX_INT = 2 ** 63 - 1
+
+
 def number(data, name, minimum=None, integer=False):
     """The finite number (an integer if ``integer``) in field ``name``, or
-    None."""
+    None; 400 naming the field if it is anything else (``checkNumber``)."""
     value = data.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad('%s must be a number, not %s' % (name, json.dumps(value)))
-    if not math.isfinite(value):
-        raise bad('%s must be a finite number, not %r (too large)'
-                  % (name, value))
-    if integer and value != int(value):
-        raise bad('%s must be an integer, not %r' % (name, value))
-    if minimum is not None and value < minimum:
-        raise bad('%s must be at least %s, not %s' % (name, minimum, value))
-    return value
+    try:
+        return checkNumber(name, value, minimum, integer=integer,
+                           integral=True, high=MAX_INT if integer else None)
+    except ValueError as e:
+        raise bad(str(e))
 
 
 def timestamp(data, name):
@@ -625,9 +647,12 @@ def apiError(exc, request):
                                 'at /api/openapi.json)' % (request.method,
                                                            request.path))
     elif isinstance(exc, HTTPError):
-        status, message = exc.status_int, exc.detail or exc.explanation
+        status, message = exc.status_int, httpMessage(exc)
     elif isinstance(exc, JobNotFoundError):
         status, message = 404, str(exc)
+    elif health.check(exc) is not None:
+        status, message = 503, health.check(exc).args[0]
+        request.response.headers['Retry-After'] = '30'
     elif isinstance(exc, InvalidStatusError):
         status, message = 409, str(exc)
     elif isinstance(exc, (RemoteTaskError, ValueError)):

@@ -13,17 +13,19 @@ import logging
 import os
 
 from pyramid.config import Configurator
-from pyramid.httpexceptions import HTTPForbidden, HTTPFound
+from pyramid.exceptions import BadCSRFToken
+from pyramid.httpexceptions import HTTPError, HTTPForbidden, HTTPFound
 from pyramid.session import SignedCookieSessionFactory
 from pyramid.tweens import EXCVIEW
 
 from remotetask import db as dbmod
+from remotetask.web import sessions as sessionsmod
 from remotetask.web.auth import SecurityPolicy, Users, needsCSRF
+from remotetask.web.guard import MAX_BODY, Guard
+from remotetask.web.throttle import Throttle
 
 log = logging.getLogger('remotetask.web')
 
-#: Largest request body accepted (bytes); larger ones get 413.
-MAX_BODY = 1024 * 1024
 SAFE_METHODS = ('GET', 'HEAD', 'OPTIONS')
 
 
@@ -31,11 +33,14 @@ class WebService:
     """What the views need: the database, the service name, the users and
     the processor of this process (or None)."""
 
-    def __init__(self, db, service_name, users, processor):
+    def __init__(self, db, service_name, users, processor, sessions=None,
+                 throttle=None):
         self.db = db
         self.service_name = service_name
         self.users = users
         self.processor = processor
+        self.sessions = sessions
+        self.throttle = throttle
 
     @property
     def anonymous(self):
@@ -43,14 +48,21 @@ class WebService:
 
 
 def make_app(db, service_name=dbmod.DEFAULT_SERVICE, users=None,
-             processor=None, max_body=MAX_BODY, secret=None, settings=None):
+             processor=None, max_body=MAX_BODY, secret=None, settings=None,
+             session_idle=sessionsmod.IDLE, session_max=sessionsmod.MAXIMUM,
+             throttle=None, secure_cookies=False):
     """The WSGI application serving the service ``service_name`` of ``db``.
 
     ``users``: a ``Users`` or the path of a users file; None allows
     anonymous use from loopback addresses only (see ``auth``).
     ``processor``: the ``IProcessor`` of this process, started and stopped
     by the API; None if jobs are processed elsewhere.  ``secret`` signs the
-    session cookies (default: random, so sessions end with the process).
+    session cookies (default: random).  Login sessions are kept by this
+    process (``sessions``): they end after ``session_idle`` seconds
+    without a request, ``session_max`` seconds after the login, at logout
+    and when the process ends.  ``throttle``: the ``Throttle`` of failed
+    logins (default: a new one).  ``secure_cookies``: send the session
+    cookie over HTTPS only (behind a TLS proxy).
     """
     if isinstance(users, str):
         users = Users(users)
@@ -58,27 +70,33 @@ def make_app(db, service_name=dbmod.DEFAULT_SERVICE, users=None,
     config = Configurator(settings=dict(
         {'tm.manager_hook': 'pyramid_tm.explicit_manager',
          'retry.attempts': 3}, **(settings or {})))
+    sessions = sessionsmod.Sessions(idle=session_idle, maximum=session_max)
+    throttle = Throttle() if throttle is None else throttle
     config.registry.remotetask = WebService(db, service_name, users,
-                                            processor)
+                                            processor, sessions, throttle)
+    config.registry.remotetask.max_body = max_body
     config.include('pyramid_retry')
     config.include('pyramid_tm')
-    config.set_security_policy(SecurityPolicy(users))
+    config.set_security_policy(SecurityPolicy(users, sessions, throttle))
+    # The cookie holds the session id and the CSRF token; who is logged in
+    # is kept by the server (``sessions``).
     config.set_session_factory(SignedCookieSessionFactory(
         secret or os.urandom(32).hex(), cookie_name='remotetask_session',
-        httponly=True, samesite='Strict', timeout=8 * 3600,
-        reissue_time=600))
+        httponly=True, samesite='Strict', secure=bool(secure_cookies),
+        timeout=session_max, reissue_time=min(600, session_idle / 2)))
     config.set_default_csrf_options(require_csrf=True, token='csrf_token',
                                     header='X-CSRF-Token',
                                     callback=needsCSRF)
     config.add_request_method(openService, 'service', reify=True)
     config.add_tween('remotetask.web.app.crossSiteTween', under=EXCVIEW)
     config.add_forbidden_view(forbidden)
+    config.add_exception_view(httpError, context=HTTPError)
     config.include('remotetask.web.api')
     config.include('remotetask.web.xmlrpc')
     config.include('remotetask.web.metrics')
     config.include('remotetask.web.ui')
     config.include('remotetask.web.uptime')
-    return BodyLimit(config.make_wsgi_app(), max_body)
+    return Guard(config.make_wsgi_app(), max_body)
 
 
 def openService(request):
@@ -125,17 +143,54 @@ def crossSiteTween(handler, registry):
     return tween
 
 
-def wantsJSON(request):
-    return request.path_info.startswith('/api/')
+def errorResponse(request, status, message):
+    """An error as JSON ``{"error": message, "status": status}``: never
+    HTML or text that could echo markup from the URL."""
+    response = request.response
+    response.status_int = status
+    response.content_type = 'application/json'
+    response.json_body = {'error': message, 'status': status}
+    return response
+
+
+def httpMessage(exc):
+    """The message of an HTTP error raised by a view or by Pyramid."""
+    if isinstance(exc, BadCSRFToken):
+        return ('bad or missing CSRF token: send the session\'s token (the '
+                'csrf_token of /api/me) in an X-CSRF-Token header, or the '
+                'login form\'s csrf_token field')
+    return str(exc.detail or exc.explanation)
+
+
+def httpError(exc, request):
+    """Errors outside /api/ and /RPC2 (404 of an unknown URL, 400 of a
+    bad CSRF token...): JSON as well."""
+    if exc.status_int == 404:
+        message = 'no such URL: %s %s' % (request.method, request.path)
+    else:
+        message = httpMessage(exc)
+    response = errorResponse(request, exc.status_int, message)
+    for header in ('Allow', 'Retry-After'):
+        if header in exc.headers:
+            response.headers[header] = exc.headers[header]
+    return response
 
 
 def forbidden(exc, request):
-    """401 when nobody is authenticated, 403 when someone is but may not."""
+    """401 when nobody is authenticated, 403 when someone is but may not,
+    429 while failed logins back off."""
     identity = request.identity
     web = request.registry.remotetask
     denied = getattr(exc, 'result', None)
+    retry = request.environ.get('remotetask.throttled')
     if denied is None and exc.detail:
         status, message = 403, str(exc.detail)
+    elif identity is None and retry:
+        response = errorResponse(
+            request, 429, 'too many failed logins from this address or for '
+            'this user name: try again in %d s' % retry)
+        response.headers['Retry-After'] = str(retry)
+        return response
     elif identity is None:
         if request.method == 'GET' and request.path_info == '/' \
                 and not web.anonymous:
@@ -151,44 +206,8 @@ def forbidden(exc, request):
         status = 403
         message = 'a %s may not do this (only a manager may)' % (
             identity['role'],)
-    response = request.response
-    response.status_int = status
-    if wantsJSON(request):
-        response.content_type = 'application/json'
-        response.json_body = {'error': message, 'status': status}
-    else:
-        response.content_type = 'text/plain'
-        response.text = message + '\n'
+    response = errorResponse(request, status, message)
     if status == 401 and not web.anonymous \
             and request.headers.get('X-Requested-With') != 'remotetask':
         response.headers['WWW-Authenticate'] = 'Basic realm="remotetask"'
     return response
-
-
-class BodyLimit:
-    """WSGI middleware: 413 for bodies over ``limit`` bytes, 400 for a bad
-    Content-Length, before anything reads the body."""
-
-    def __init__(self, app, limit):
-        self.app = app
-        self.limit = limit
-
-    def __call__(self, environ, start_response):
-        try:
-            length = int(environ.get('CONTENT_LENGTH') or 0)
-        except ValueError:
-            return self._refuse(start_response, '400 Bad Request',
-                                'bad Content-Length header')
-        if length > self.limit:
-            return self._refuse(
-                start_response, '413 Request Entity Too Large',
-                'request body of %d bytes is over the limit of %d bytes'
-                % (length, self.limit))
-        return self.app(environ, start_response)
-
-    @staticmethod
-    def _refuse(start_response, status, message):
-        body = (message + '\n').encode('utf-8')
-        start_response(status, [('Content-Type', 'text/plain; charset=utf-8'),
-                                ('Content-Length', str(len(body)))])
-        return [body]

@@ -17,7 +17,14 @@ Roles: a ``viewer`` may read everything (permission ``view``); a
 
 A request is authenticated by, in this order: an ``Authorization: Basic``
 header, an ``Authorization: Bearer <token>`` header, or the session cookie
-set by the login form.  Requests authenticated by the session must carry
+set by the login form (the session itself is kept by the server, see
+``sessions``).  The users file is looked at (a ``stat``) on every request,
+so removing a user, changing its role or password, or revoking a token
+(``remotetask user token revoke``) applies to the very next request, and
+ends the user's sessions.  Failed attempts back off per client address and
+per user name (``throttle``); a user name that does not exist costs the
+same scrypt check as one that does, so the time of the answer does not
+tell which names exist.  Requests authenticated by the session must carry
 the session's CSRF token in an ``X-CSRF-Token`` header (or a
 ``csrf_token`` form field) to change anything.  A browser may also send
 remembered Basic credentials (or none, in anonymous mode) with a request a
@@ -55,6 +62,20 @@ MANAGE = 'manage'
 PERMISSIONS = {VIEWER: {VIEW}, MANAGER: {VIEW, MANAGE}}
 
 _SCRYPT = {'n': 2 ** 14, 'r': 8, 'p': 1}
+#: scrypt checks running at once (each takes 16 MiB and a core for ~50 ms):
+#: a burst of guesses queues here instead of taking every CPU.
+_SCRYPT_SLOTS = threading.BoundedSemaphore(2)
+_dummy = []
+_dummyLock = threading.Lock()
+
+
+def dummyHash():
+    """A hash of a random password with the usual parameters, checked for
+    unknown users so that they cost the time known ones do."""
+    with _dummyLock:
+        if not _dummy:
+            _dummy.append(hashPassword(secrets.token_hex(16)))
+        return _dummy[0]
 
 
 class UsersFileError(ValueError):
@@ -80,9 +101,12 @@ def checkPassword(password, stored):
             return False
         salt = base64.b64decode(salt)
         expected = base64.b64decode(digest)
-        got = hashlib.scrypt(password.encode('utf-8'), salt=salt, n=int(n),
-                             r=int(r), p=int(p), dklen=len(expected))
-    except (ValueError, TypeError, binascii.Error, AttributeError):
+        with _SCRYPT_SLOTS:
+            got = hashlib.scrypt(password.encode('utf-8'), salt=salt,
+                                 n=int(n), r=int(r), p=int(p),
+                                 dklen=len(expected))
+    except (ValueError, TypeError, binascii.Error, AttributeError,
+            UnicodeEncodeError):
         return False
     return hmac.compare_digest(got, expected)
 
@@ -108,6 +132,7 @@ class Users:
         self._tokens = {}
         self._verified = {}
         self._key = os.urandom(32)
+        dummyHash()     # made now, not at the first unknown user name
         self._reload()
 
     # -- the file -------------------------------------------------------------
@@ -185,18 +210,39 @@ class Users:
         entry = self._users.get(name)
         return None if entry is None else entry['role']
 
+    def entry(self, name):
+        """User ``name``'s entry as the file has it now, or None."""
+        self.refresh()
+        return self._users.get(name)
+
     # -- credentials ----------------------------------------------------------
 
-    def authenticate(self, name, password):
+    def _cacheKey(self, name, password, stored):
+        return hmac.new(self._key, ('%s\0%s\0%s' % (
+            name, password, stored)).encode('utf-8', 'surrogatepass'),
+            'sha256').digest()
+
+    def verified(self, name, password):
+        """True if this name and password passed a check already (and
+        nothing changed since): no scrypt, no throttling needed."""
         self.refresh()
         entry = self._users.get(name)
-        if entry is None or not entry.get('password'):
+        stored = entry.get('password') if entry else None
+        return bool(stored) and \
+            self._cacheKey(name, password, stored) in self._verified
+
+    def authenticate(self, name, password):
+        """``(name, role)`` or None.  An unknown name costs a scrypt check
+        too (of a dummy hash)."""
+        self.refresh()
+        entry = self._users.get(name)
+        stored = entry.get('password') if entry else None
+        if not stored:
+            checkPassword(password, dummyHash())
             return None
-        key = hmac.new(self._key, ('%s\0%s\0%s' % (name, password,
-                       entry['password'])).encode('utf-8'),
-                       'sha256').digest()
+        key = self._cacheKey(name, password, stored)
         if key not in self._verified:
-            if not checkPassword(password, entry['password']):
+            if not checkPassword(password, stored):
                 return None
             if len(self._verified) > 1000:
                 self._verified.clear()
@@ -226,6 +272,39 @@ def addUser(path, name, password, role):
     entry.update(role=role, password=hashPassword(password))
     users[name] = entry
     Users.write(path, users)
+
+
+def revokeTokens(path, name, which=()):
+    """Revoke tokens of ``name``: each of ``which`` is a token id (as
+    ``remotetask user token list`` shows) or the token itself; none: all
+    of them.  Returns the ids revoked.
+
+    :raises UsersFileError: no such user, or no such token of that user.
+    """
+    users = Users.read(path)
+    if name not in users:
+        raise UsersFileError('no user %r in %s' % (name, path))
+    entry = dict(users[name])
+    tokens = dict(entry.get('tokens') or {})
+    if not which:
+        gone = sorted(tokens)
+    else:
+        byHash = {digest: tokenid for tokenid, digest in tokens.items()}
+        gone = []
+        for given in which:
+            tokenid = given if given in tokens else byHash.get(
+                tokenHash(given))
+            if tokenid is None:
+                raise UsersFileError('user %r has no token %r (token ids: '
+                                     '%s)' % (name, given, ', '.join(
+                                         sorted(tokens)) or 'none'))
+            gone.append(tokenid)
+    for tokenid in gone:
+        tokens.pop(tokenid, None)
+    entry['tokens'] = tokens
+    users[name] = entry
+    Users.write(path, users)
+    return gone
 
 
 def addToken(path, name):
@@ -278,10 +357,13 @@ class Identity(dict):
 
 class SecurityPolicy:
     """A Pyramid security policy over ``Users`` (None: anonymous on
-    loopback, see the module documentation)."""
+    loopback, see the module documentation), the server's ``Sessions``
+    and a ``Throttle`` of failed attempts."""
 
-    def __init__(self, users):
+    def __init__(self, users, sessions=None, throttle=None):
         self.users = users
+        self.sessions = sessions
+        self.throttle = throttle
 
     def identity(self, request):
         cached = request.environ.get('remotetask.identity', False)
@@ -308,19 +390,64 @@ class SecurityPolicy:
                     credentials.strip()).decode('utf-8').partition(':')
             except (binascii.Error, UnicodeDecodeError):
                 return None
-            found, via = self.users.authenticate(name, password), 'basic'
+            found = self.check(request, name, password)
+            via = 'basic'
         elif scheme == 'bearer':
-            found, via = self.users.byToken(credentials.strip()), 'token'
+            found, via = self.checkToken(request, credentials.strip()), \
+                'token'
         elif header:
             return None
         else:
-            name = request.session.get('user')
-            role = self.users.role(name) if name else None
-            if role is not None:
-                found, via = (name, role), 'session'
+            found, via = self.fromSession(request), 'session'
         if found is None:
             return None
         return Identity(name=found[0], role=found[1], via=via)
+
+    # -- the three ways in (the login form uses ``check`` too) ---------------
+
+    def _shut(self, request, *keys):
+        """True (and the request marked for a 429) if ``keys`` back off."""
+        if self.throttle is None or self.throttle.wait(*keys) <= 0:
+            return False
+        request.environ['remotetask.throttled'] = \
+            self.throttle.retryAfter(*keys)
+        return True
+
+    def check(self, request, name, password):
+        """``(name, role)`` if the password is right, else None (counted
+        as a failure of the client's address and of the user name; None at
+        once while they back off)."""
+        keys = (('address', request.remote_addr), ('user', name))
+        if self.users.verified(name, password):
+            return name, self.users.role(name)
+        if self._shut(request, *keys):
+            return None
+        found = self.users.authenticate(name, password)
+        if self.throttle is not None:
+            if found is None:
+                self.throttle.failed(*keys)
+            else:
+                self.throttle.succeeded(keys[1])
+        return found
+
+    def checkToken(self, request, token):
+        key = ('address', request.remote_addr)
+        if self._shut(request, key):
+            return None
+        found = self.users.byToken(token)
+        if found is None and self.throttle is not None:
+            self.throttle.failed(key)
+        return found
+
+    def fromSession(self, request):
+        sid = request.session.get('sid')
+        if sid is None or self.sessions is None:
+            return None
+        name = self.sessions.user(sid, self.users.entry)
+        if name is None:
+            request.session.invalidate()
+            return None
+        return name, self.users.role(name)
 
     def authenticated_userid(self, request):
         identity = self.identity(request)
@@ -335,10 +462,18 @@ class SecurityPolicy:
         return Denied('a %s may not %s' % (identity['role'], permission))
 
     def remember(self, request, userid, **kw):
-        request.session['user'] = userid
+        """Start a server-side session for ``userid`` in a new cookie
+        session with a new CSRF token."""
+        request.session.invalidate()
+        request.session['sid'] = self.sessions.create(
+            userid, self.users.entry(userid))
+        request.session.new_csrf_token()
         return []
 
     def forget(self, request, **kw):
+        sid = request.session.get('sid')
+        if sid is not None and self.sessions is not None:
+            self.sessions.end(sid)
         request.session.invalidate()
         return []
 

@@ -142,6 +142,12 @@ def serviceFamilies(service, processor=None, now=None):
         'Seconds since the job due first became due (0: none is due)',
         value=age)]
     families.append(removedFamily(service))
+    from remotetask.health import STATE
+    families.append(GaugeMetricFamily(
+        'remotetask_storage_disk_full',
+        '1 from a commit that failed for a full disk (ENOSPC) until a '
+        'commit works again, as this process saw it',
+        value=1 if STATE.full else 0))
     if processor is not None:
         families.append(GaugeMetricFamily(
             'remotetask_processor_running',

@@ -332,6 +332,17 @@ def document(server_url):
                 body={'type': 'object', 'properties': {
                     'status': {'type': 'array', 'items': _ref('Status')},
                     'before': _WHEN}}, tag='service')},
+            '/api/health': {
+                'get': _op('The storage condition this process saw: '
+                           'disk_full (true from a failed commit of a full '
+                           'disk until a commit works again), since, error',
+                           _json({'type': 'object', 'properties': {
+                               'disk_full': {'type': 'boolean'},
+                               'since': _EPOCH,
+                               'error': {'type': 'string',
+                                         'nullable': True},
+                               'seen': {'type': 'integer'}}}),
+                           tag='service')},
             '/api/retention': {
                 'get': _op('How long finished jobs are kept (seconds per '
                            'final status, null: for ever), the defaults, '

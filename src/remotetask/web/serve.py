@@ -32,6 +32,22 @@ def isLoopbackHost(host):
                                for info in infos)
 
 
+def warnAboutUsersFile(path):
+    """Say so when the users file can be read or written by others than
+    its owner (its hashes can be attacked offline; whoever may write it
+    may make themselves a manager)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o022:
+        click.echo('remotetask: WARNING: users file %s can be written by '
+                   'others (mode %o): anyone who can write it can make '
+                   'themselves a manager; chmod 600 %s'
+                   % (path, mode, path), err=True)
+    elif mode & 0o044:
+        click.echo('remotetask: warning: users file %s can be read by '
+                   'others (mode %o): chmod 600 %s' % (path, mode, path),
+                   err=True)
+
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -61,13 +77,15 @@ def _signals(grace, hardExit=os._exit):
 
 
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
-        lease, grace, no_processing, threads, max_body):
+        lease, grace, no_processing, threads, max_body, connection_limit=1000,
+        channel_timeout=30, request_timeout=15, trusted_proxy=None,
+        secure_cookies=False, session_idle=3600, session_max=8 * 3600,
+        pack_interval=0):
     """Run ``remotetask serve`` with its options (see remotetask.cli.serve)
     until SIGTERM or SIGINT."""
-    import waitress.server
-
     from remotetask.processor import Processor
     from remotetask.web.app import make_app
+    from remotetask.web.server import createServer
 
     users = None
     if users_path is not None:
@@ -80,6 +98,7 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                 'no users in %s: add one with "remotetask user add --users '
                 '%s NAME --role manager"' % (users_path, users_path),
                 param_hint='--users')
+        warnAboutUsersFile(users_path)
     elif not isLoopbackHost(host):
         raise click.UsageError(
             'refusing to listen on %s without --users: anonymous use is '
@@ -97,10 +116,14 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                               lease=lease, grace=grace, kind='serve')
         app = make_app(database, service, users=users, processor=processor,
                        max_body=max_body,
-                       secret=os.environ.get('REMOTETASK_SECRET'))
-        server = waitress.server.create_server(
-            app, host=host, port=port, threads=threads,
-            max_request_body_size=max_body, ident='remotetask')
+                       secret=os.environ.get('REMOTETASK_SECRET'),
+                       session_idle=session_idle, session_max=session_max,
+                       secure_cookies=secure_cookies)
+        server = createServer(
+            app, host, port, threads=threads, max_body=max_body,
+            connection_limit=connection_limit,
+            channel_timeout=channel_timeout, request_timeout=request_timeout,
+            trusted_proxy=trusted_proxy)
     except (RemoteTaskError, OSError, ValueError) as e:
         database.close()
         raise click.ClickException(str(e))
@@ -118,19 +141,26 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                    'addresses only')
     else:
         click.echo('  users from %s (%d)' % (users_path, len(users)))
+    from remotetask.packing import startPacker
     previous = _signals(grace)
+    packer = None
     code = 0
     try:
         try:
             if not no_processing:
                 processor.start()
                 click.echo('  processing with %d thread(s)' % concurrency)
+            packer = startPacker(database, pack_interval)
+            if packer is not None:
+                click.echo('  packing the database every %gs' % pack_interval)
             sys.stdout.flush()
             server.run()
         except _Stop:
             click.echo('remotetask: stopping')
         finally:
             server.close()
+            if packer is not None:
+                packer.stop(0)
             if processor.running:
                 handed = processor.stop(grace)
                 if handed:
@@ -139,12 +169,27 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
         if processor.running:
             # A task ignored the stop: its thread can not be joined; leave
             # without waiting for it (its job was handed back).
-            database.close()
+            _closeDatabase(database)
             logging.shutdown()
             os._exit(code)
-        database.close()
+        _closeDatabase(database)
     finally:
         for s, old in previous.items():
             signal.signal(s, old)
     click.echo('remotetask: stopped')
+
+
+def _closeDatabase(database):
+    """Close the database at exit; a failure (a full disk: FileStorage
+    writes its index file when it closes) is one line, not a traceback.
+    What was committed is in the file; the index is rebuilt at the next
+    open."""
+    from remotetask import health
+    try:
+        health.beforeClose(database)
+        database.close()
+    except Exception as e:
+        click.echo('remotetask: the database did not close cleanly (%s: %s);'
+                   ' committed jobs are safe, its index is rebuilt when it '
+                   'is next opened' % (type(e).__name__, e), err=True)
 

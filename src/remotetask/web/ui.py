@@ -10,7 +10,9 @@ import string
 
 from pyramid.csrf import check_csrf_token
 from pyramid.httpexceptions import HTTPFound, HTTPSeeOther
+from pyramid.interfaces import ISecurityPolicy
 from pyramid.response import Response
+from pyramid.security import forget, remember
 
 from remotetask.web.auth import VIEW
 
@@ -69,23 +71,31 @@ def loginForm(request):
 
 
 def login(request):
-    """Check the CSRF token and the credentials; start a new session."""
+    """Check the CSRF token and the credentials (throttled: see
+    ``throttle``); start a new server-side session."""
     web = request.registry.remotetask
     if web.anonymous:
         return HTTPFound(location=request.route_url('index'))
     check_csrf_token(request, token='csrf_token', header=None)
     name = request.POST.get('name', '')
     password = request.POST.get('password', '')
-    found = web.users.authenticate(name, password)
+    policy = request.registry.getUtility(ISecurityPolicy)
+    found = policy.check(request, name, password)
+    retry = request.environ.get('remotetask.throttled')
+    if retry:
+        response = _loginPage(request, 'Too many failed logins: try again '
+                              'in %d seconds.' % retry, 429)
+        response.headers['Retry-After'] = str(retry)
+        return response
     if found is None:
         return _loginPage(request, 'Wrong user name or password.', 401)
-    request.session.invalidate()
-    request.session['user'] = found[0]
-    request.session.new_csrf_token()
-    return HTTPSeeOther(location=request.route_url('index'))
+    headers = remember(request, found[0])
+    return HTTPSeeOther(location=request.route_url('index'), headers=headers)
 
 
 def logout(request):
+    """End the session on the server (its cookie is worth nothing after
+    this, even replayed) and in the browser."""
     check_csrf_token(request, token='csrf_token', header='X-CSRF-Token')
-    request.session.invalidate()
-    return HTTPSeeOther(location=request.route_url('login'))
+    headers = forget(request)
+    return HTTPSeeOther(location=request.route_url('login'), headers=headers)

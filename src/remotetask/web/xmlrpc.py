@@ -12,11 +12,21 @@ fault codes are:
 5       bad cron schedule (``InvalidScheduleError``)
 6       other remotetask errors and bad values
 7       the database was busy (write conflicts) or unavailable: try again
+8       the disk of the database is full: nothing was stored
+        (``DiskFullError``, see ``remotetask.health``)
 -32700  the request is not XML-RPC (malformed XML)
 -32601  no such method
 -32602  wrong arguments for the method
 -32603  internal error (logged)
 ======  ==============================================================
+
+Requests are parsed with defusedxml: a DTD with entity declarations (the
+"billion laughs") or an external entity is refused (-32700) before
+anything is expanded, as is a request whose decoded text is larger than
+the body limit or whose arrays and structs nest deeper than
+``MAX_DEPTH``.  Every argument is checked against what its parameter
+takes (``PARAMETERS``) before the method runs; a fault -32602 names the
+argument (``jobid must be an integer (a job id), not '1'``).
 
 Authentication and permissions are HTTP's: 401 without credentials, 403
 for a viewer calling a method that changes something.  A fault rolls back
@@ -27,13 +37,17 @@ import logging
 import xml.parsers.expat
 import xmlrpc.client
 
+import defusedxml
+import defusedxml.xmlrpc
+
 from pyramid.httpexceptions import HTTPException, HTTPForbidden
 from pyramid.response import Response
 from pyramid_retry import is_last_attempt
 from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
-from remotetask import interfaces
+from remotetask import health, interfaces
+from remotetask.numbers import shortRepr
 from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
@@ -41,7 +55,7 @@ from remotetask.web.auth import MANAGE, VIEW
 log = logging.getLogger('remotetask.web')
 
 UNKNOWN_TASK, UNKNOWN_JOB, INVALID_STATUS, INVALID_INPUT = 1, 2, 3, 4
-INVALID_SCHEDULE, INVALID_VALUE, TRY_AGAIN = 5, 6, 7
+INVALID_SCHEDULE, INVALID_VALUE, TRY_AGAIN, DISK_FULL = 5, 6, 7, 8
 PARSE_ERROR, NO_METHOD, BAD_ARGUMENTS, INTERNAL = (-32700, -32601, -32602,
                                                    -32603)
 
@@ -81,6 +95,9 @@ def failed(exc, request):
         return forbidden(exc, request)  # (a route's view comes first)
     if isinstance(exc, HTTPException):
         return exc
+    full = health.check(exc)
+    if full is not None:
+        return fault(request, DISK_FULL, str(full))
     if isinstance(exc, (TransientError, StorageError)):
         if is_last_attempt(request):
             log.warning('XML-RPC request failed, the client may try '
@@ -150,11 +167,6 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
     of queue and priority."""
     fields = {'minute': minute, 'hour': hour, 'dayOfMonth': dayOfMonth,
               'month': month, 'dayOfWeek': dayOfWeek}
-    for name, value in fields.items():
-        if not isinstance(value, (list, tuple)):
-            raise xmlrpc.client.Fault(
-                BAD_ARGUMENTS, '%s must be an array of integers, not %r'
-                % (name, value))
     jobid = request.service.addCronJob(
         _name(task), input, delay=delay, expression=expression or None,
         timezone=timezone or None, interval=interval,
@@ -166,18 +178,61 @@ def addCronJob(request, task, input=None, minute=(), hour=(), dayOfMonth=(),
 
 def _name(task):
     """``task``, checked to be a task name (a string)."""
-    if not isinstance(task, str):
-        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a task name is a string, '
-                                  'not %r' % (task,))
+    checkArgument('task', task)
     return task
 
 
 def _id(jobid):
     """``jobid``, checked to be a job id (an integer)."""
-    if not isinstance(jobid, int) or isinstance(jobid, bool):
-        raise xmlrpc.client.Fault(BAD_ARGUMENTS, 'a job id is an integer, '
-                                  'not %r' % (jobid,))
+    checkArgument('jobid', jobid)
     return jobid
+
+
+# -- Arguments: what each parameter (by its name) takes -----------------------
+
+def _isInt(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _isNumber(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_INTS = ('an array of integers',
+         lambda v: isinstance(v, (list, tuple)) and all(map(_isInt, v)))
+_TEXT_OR_NIL = ('a string or nil', lambda v: v is None or isinstance(v, str))
+
+#: parameter name -> (what it must be, test).  ``input`` takes anything.
+PARAMETERS = {
+    'jobid': ('an integer (a job id)', _isInt),
+    'task': ('a string (a task name)', lambda v: isinstance(v, str)),
+    'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS, 'month': _INTS,
+    'dayOfWeek': _INTS,
+    'delay': ('a number or nil', lambda v: v is None or _isNumber(v)),
+    'interval': ('a number or nil', lambda v: v is None or _isNumber(v)),
+    'expression': _TEXT_OR_NIL,
+    'timezone': _TEXT_OR_NIL,
+    'type': ('a string (a task type)', lambda v: isinstance(v, str)),
+    'identifier': ('a string (a task identifier)',
+                   lambda v: isinstance(v, str)),
+    'name': ('a string (a method name)', lambda v: isinstance(v, str)),
+}
+
+
+def checkArgument(name, value):
+    """Fault -32602 naming ``name`` if ``value`` is not what the parameter
+    ``name`` takes."""
+    rule = PARAMETERS.get(name)
+    if rule is not None and not rule[1](value):
+        raise xmlrpc.client.Fault(BAD_ARGUMENTS, '%s must be %s, not %s'
+                                  % (name, rule[0], _describe(value)))
+
+
+def _describe(value):
+    """A short repr of a value, with its XML-RPC type for containers."""
+    if isinstance(value, dict):
+        return 'a struct %s' % shortRepr(value)
+    return shortRepr(value)
 
 
 def startJob(request, jobid):
@@ -303,36 +358,94 @@ def _xml(payload):
 
 def fault(request, code, message):
     """A fault response; the transaction is rolled back."""
-    request.tm.doom()
-    return _xml(xmlrpc.client.dumps(xmlrpc.client.Fault(code, message),
-                                    methodresponse=True, allow_none=True))
+    try:
+        request.tm.doom()
+    except ValueError:
+        pass    # (its commit failed already: an exception view's fault)
+    return _xml(xmlrpc.client.dumps(xmlrpc.client.Fault(
+        code, message.encode('utf-8', 'backslashreplace').decode('utf-8')),
+        methodresponse=True, allow_none=True))
+
+
+#: Deepest nesting of arrays and structs in a request.
+MAX_DEPTH = 32
+
+
+class RequestTooLarge(ValueError):
+    """The decoded request is larger than the body limit."""
+
+
+class _Unmarshaller(xmlrpc.client.Unmarshaller):
+    """xmlrpc's unmarshaller, with a limit on the text it collects and on
+    the nesting of arrays and structs."""
+
+    def __init__(self, limit):
+        super().__init__(use_builtin_types=True)
+        self._limit = limit
+        self._size = 0
+
+    def start(self, tag, attrs):
+        super().start(tag, attrs)
+        if len(self._marks) > MAX_DEPTH:
+            raise RequestTooLarge('arrays and structs nest deeper than %d'
+                                  % MAX_DEPTH)
+
+    def data(self, text):
+        self._size += len(text)
+        if self._size > self._limit:
+            raise RequestTooLarge('the decoded request is larger than the '
+                                  'limit of %d characters' % self._limit)
+        super().data(text)
+
+
+def parse(body, limit):
+    """``(params, method name)`` of an XML-RPC request, parsed by
+    defusedxml (see the module documentation)."""
+    unmarshaller = _Unmarshaller(limit)
+    parser = defusedxml.xmlrpc.DefusedExpatParser(unmarshaller)
+    parser.feed(body)
+    parser.close()
+    return unmarshaller.close(), unmarshaller.getmethodname()
 
 
 def endpoint(request):
+    web = request.registry.remotetask
     try:
-        params, name = xmlrpc.client.loads(request.body,
-                                           use_builtin_types=True)
+        params, name = parse(request.body, getattr(web, 'max_body', 1 << 20))
+    except defusedxml.DefusedXmlException as e:
+        return fault(request, PARSE_ERROR, 'refused: %s (DTDs with entity '
+                     'declarations and external references are not '
+                     'accepted)' % e)
+    except RequestTooLarge as e:
+        return fault(request, PARSE_ERROR, 'refused: %s' % e)
     except (xml.parsers.expat.ExpatError, xmlrpc.client.ResponseError,
-            ValueError, TypeError, IndexError) as e:
-        return fault(request, PARSE_ERROR, 'not an XML-RPC request: %s' % e)
+            xmlrpc.client.Fault, ValueError, TypeError, IndexError,
+            OverflowError) as e:
+        return fault(request, PARSE_ERROR, 'not an XML-RPC request: %s'
+                     % shortRepr(str(e), 200))
     if name is None or name not in METHODS:
-        return fault(request, NO_METHOD, 'no method %r; methods: %s'
-                     % (name, ', '.join(sorted(METHODS))))
+        return fault(request, NO_METHOD, 'no method %s; methods: %s'
+                     % (shortRepr(name), ', '.join(sorted(METHODS))))
     permission, func = METHODS[name]
     if not request.has_permission(permission):
         raise HTTPForbidden(result=request.has_permission(permission))
     try:
-        inspect.signature(func).bind(request, *params)
+        bound = inspect.signature(func).bind(request, *params)
     except TypeError as e:
         return fault(request, BAD_ARGUMENTS, 'bad arguments for %s%s: %s'
                      % (name, _signature(func), e))
     try:
+        for argument, value in list(bound.arguments.items())[1:]:
+            checkArgument(argument, value)
         result = func(request, *params)
     except xmlrpc.client.Fault as f:
         return fault(request, f.faultCode, f.faultString)
     except TransientError:
         raise  # pyramid_retry runs the request again
     except Exception as e:
+        full = health.check(e)
+        if full is not None:
+            return fault(request, DISK_FULL, str(full))
         for cls, code in _CODES:
             if isinstance(e, cls):
                 return fault(request, code, str(e))
@@ -343,9 +456,10 @@ def endpoint(request):
         return fault(request, INTERNAL, 'internal error in %s: %s (see the '
                      'server log)' % (name, type(e).__name__))
     try:
-        payload = xmlrpc.client.dumps((result,), methodresponse=True,
-                                      allow_none=True)
-    except (TypeError, OverflowError, ValueError) as e:
+        return _xml(xmlrpc.client.dumps((result,), methodresponse=True,
+                                        allow_none=True))
+    except (TypeError, OverflowError, ValueError, RecursionError) as e:
+        # (UnicodeEncodeError, of a lone surrogate, is a ValueError)
         return fault(request, INVALID_INPUT, 'the result of %s can not be '
-                     'sent over XML-RPC: %s' % (name, e))
-    return _xml(payload)
+                     'sent over XML-RPC: %s: %s' % (
+                         name, type(e).__name__, shortRepr(str(e), 200)))

@@ -6,6 +6,7 @@ const STATUSES = ['start later', 'deferred', 'queued', 'delayed', 'cronjob', 'pr
                   'completed', 'error', 'cancelled'];
 const state = {
   me: null, csrf: '', status: '', task: '', sort: '-id', limit: 50,
+  queue: '', priority: '',   // filters of routing.js
   cursors: [null],   // cursor of each page visited; the last is the current
   next: null, selected: null, cronEditFor: null, busy: false,
 };
@@ -182,7 +183,7 @@ function renderJobs(page) {
   body.replaceChildren(...page.jobs.map((job) => el('tr', {
     'data-id': job.id, class: state.selected === job.id ? 'selected' : '',
     onclick: () => selectJob(job.id)},
-    el('td', {class: 'num', text: job.id}), el('td', {text: job.task}),
+    el('td', {class: 'num', text: job.id}), el('td', {}, job.task, ...routingTags(job)),
     el('td', {}, badge(job.status), job.cron ? el('span', {class: 'tag', text: 'cron'}) : ''),
     el('td', {text: when(job.created)}),
     el('td', {title: when(job.eta || job.started)}, job.eta ? relative(job.eta) : when(job.started)),
@@ -234,7 +235,8 @@ function renderDetail(job) {
   $('#detail').hidden = false;
   $('#detail-title').replaceChildren('Job ' + job.id + ' ', badge(job.status));
   $('#detail-actions').replaceChildren(...jobActions(job));
-  const fields = [['Task', job.task], ['Created', when(job.created)],
+  const fields = [['Task', job.task], ['Queue', job.queue], ['Priority', job.priority],
+    ['Unique key', job.unique_key], ['Created', when(job.created)],
     ['Due', job.eta ? when(job.eta) + ' (' + relative(job.eta) + ')' : ''],
     ['Started', when(job.started)], ['Ended', when(job.completed)],
     ['Worker', job.worker], ['Starts', job.starts], ['Retries', job.retries],
@@ -368,6 +370,8 @@ function jobsQuery() {
   const q = new URLSearchParams({sort: state.sort, limit: state.limit});
   if (state.status) q.set('status', state.status);
   if (state.task) q.set('task', state.task);
+  if (state.queue) q.set('queue', state.queue);
+  if (state.priority !== '') q.set('priority', state.priority);
   const cursor = state.cursors[state.cursors.length - 1];
   if (cursor !== null) q.set('cursor', cursor);
   return 'api/jobs?' + q;
@@ -444,6 +448,7 @@ function wire() {
     try {
       data = {task: form.task.value, input: readInput(form), startLater: form.startLater.checked};
       if (form.delay.value !== '') data.delay = Number(form.delay.value);
+      Object.assign(data, routingFields(form, true));
       const after = form.after.value.trim();
       if (after) {
         data.after = after.split(/[\s,]+/).filter((v) => v).map((v) => {
@@ -453,14 +458,18 @@ function wire() {
         });
       }
     } catch (err) { toast(err.message, true); return; }
-    act('Job added', 'POST', 'api/jobs', data).then((job) => { if (job) selectJob(job.id); });
+    act('Job added', 'POST', 'api/jobs', data).then((job) => {
+      if (job && job.existing) toast('Job ' + job.id + ' holds that unique key: nothing added');
+      if (job) selectJob(job.id);
+    });
   });
   const cronForm = $('#add-cron');
   scheduleFields(cronForm);
   cronForm.addEventListener('submit', (e) => {
     e.preventDefault();
     let data;
-    try { data = Object.assign({task: cronForm.task.value, input: readInput(cronForm)}, readSchedule(cronForm)); }
+    try { data = Object.assign({task: cronForm.task.value, input: readInput(cronForm)}, readSchedule(cronForm),
+                               routingFields(cronForm, false)); }
     catch (err) { toast(err.message, true); return; }
     act('Cron job added', 'POST', 'api/cronjobs', data).then((job) => { if (job) selectJob(job.id); });
   });
@@ -500,6 +509,9 @@ async function start() {
     ...tasks.map((t) => el('option', {value: t.name, text: t.name}))));
   const filter = $('#filter-task');
   tasks.forEach((t) => filter.append(el('option', {value: t.name, text: t.name})));
+  $$('.task-filter').forEach((select) =>
+    tasks.forEach((t) => select.append(el('option', {value: t.name, text: t.name}))));
+  startRouting();
   await refresh();
   setInterval(refresh, 1000);
 }

@@ -41,3 +41,24 @@ function wireRetention() {
 }
 
 document.addEventListener('DOMContentLoaded', wireRetention);
+
+// A banner while this server's database disk is full (GET api/health).
+async function checkHealth() {
+  let data;
+  try { data = await api('GET', 'api/health'); } catch (e) { return; }
+  let banner = document.querySelector('#health-banner');
+  if (!data.disk_full) { if (banner) banner.hidden = true; return; }
+  if (!banner) {
+    banner = el('div', {id: 'health-banner', class: 'toast toast-error', role: 'alert'});
+    banner.style.position = 'static';
+    document.querySelector('header.top').after(banner);
+  }
+  banner.textContent = 'The disk of the database is full: new jobs are refused (503) and ' +
+    'processing waits. Free some space; it goes on by itself. (' + (data.error || '') + ')';
+  banner.hidden = false;
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  checkHealth();
+  setInterval(checkHealth, 5000);
+});
