@@ -26,6 +26,7 @@ does not share it (a plain ``FileStorage`` user, ``runzeo``...).
 ``openFile(path, factory, dbkw, share)`` is called by ``remotetask.db.
 openDB`` for ``file://`` URIs and plain paths.
 """
+import errno
 import hashlib
 import json
 import logging
@@ -53,6 +54,26 @@ WAIT = 5.0
 
 #: Longest Unix socket path (sun_path is 108 bytes with the final NUL).
 _MAX_SOCKET_PATH = 107
+
+
+class _OneLineDiskFull(logging.Filter):
+    """ZEO's server logs the error of a transaction it could not vote with
+    its traceback; a full disk (refused by ``remotetask.health``'s guard
+    before anything is written) is one line: the client gets the error,
+    and processing resumes by itself when there is room again."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC,
+                                                       errno.EDQUOT):
+            record.msg = '%s: %s' % (record.getMessage(), exc)
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, 'WARNING'
+        return True
+
+
+_FILTER = _OneLineDiskFull()
 
 
 class DatabaseBusy(ConfigurationError):
@@ -183,6 +204,9 @@ class EmbeddedServer:
 
     def start(self):
         from ZEO.StorageServer import StorageServer
+        for name in ('ZEO.StorageServer', 'ZEO.asyncio.server'):
+            if _FILTER not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_FILTER)
         # We hold the file's lock: whatever socket or discovery file is
         # there was left by a process that died.
         _remove(infoPath(self.path))
