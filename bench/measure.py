@@ -65,9 +65,9 @@ class Store:
 
     def __init__(self, kind, workdir):
         self.name = dbmod.DEFAULT_SERVICE
-        if kind == 'relstorage':
-            # RelStorage has no invalidation push: idle workers poll.
-            os.environ['REMOTETASK_POLL'] = '0.05'
+        # Idle workers wait for an invalidation (FileStorage, ZEO) or a
+        # NOTIFY (RelStorage: remotetask.pgnotify), polling once a second
+        # besides (the worker's default).
         self.kind = kind
         self.workdir = workdir
         self.server = self.pg = None
@@ -283,6 +283,18 @@ def opCost(store, queued, ops):
 
 # -- peers --------------------------------------------------------------------
 
+def command(name):
+    """The path of the console script ``name`` (huey_consumer, rq, celery,
+    remotetask) installed beside the running Python: a venv's commands are
+    found when its python is run without activating the venv.  Falls back
+    to PATH, then to the bare name (the error then names it)."""
+    import shutil
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.isfile(here) and os.access(here, os.X_OK):
+        return here
+    return shutil.which(name) or name
+
+
 def startRedis():
     """Start the local Redis with the machine page's command if it does
     not answer."""
@@ -355,13 +367,13 @@ class Peer:
 
     def workerCommand(self, i, n):
         if self.name == 'huey':
-            return ['huey_consumer', 'peers.huey', '-w', str(n), '-k',
+            return [command('huey_consumer'), 'peers.huey', '-w', str(n), '-k',
                     'process' if n > 1 else 'thread', '-d', '0.001',
                     '-m', '0.001', '-b', '1.0', '-q']
         if self.name == 'rq':
-            return ['rq', 'worker', '-u', self.peers.REDIS_URL + '/13',
+            return [command('rq'), 'worker', '-u', self.peers.REDIS_URL + '/13',
                     '-w', 'rq.worker.SimpleWorker', '-q', 'bench']
-        return ['celery', '-A', 'peers', 'worker', '-P', 'solo', '-c', '1',
+        return [command('celery'), '-A', 'peers', 'worker', '-P', 'solo', '-c', '1',
                 '-n', 'w%d@%%h' % i, '--without-gossip', '--without-mingle',
                 '--without-heartbeat', '-l', 'WARNING', '-Q', 'celery']
 

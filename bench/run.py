@@ -1,6 +1,7 @@
 """remotetask benchmarks, side by side with huey, RQ and Celery.
 
-    python bench/run.py [--quick] [--skip-peers] [--output bench/RESULTS.md]
+    python bench/run.py [--quick] [--skip-peers] [--skip-cold]
+                        [--output bench/RESULTS.md]
 
 Measures, on FileStorage, ZEO and RelStorage (PostgreSQL on 127.0.0.1:5432):
 enqueue jobs/s (one job per transaction and 1,000 per transaction), drain
@@ -9,8 +10,11 @@ result seen (p50/p95), a 10 ms task with 1 and 4 workers over ZEO, and the
 cost per add and per claim+run with 1,000 and with 100,000 jobs queued;
 then the same enqueue/drain/round trip on huey (SqliteHuey), RQ
 (SimpleWorker) and Celery (solo pool) with the local Redis (started if it is
-not running).  Writes a table to bench/RESULTS.md and prints the targets
-with their ratios.
+not running).  Then the cold start of bench/coldstart.py (a backlog of
+3,000 and 30,000 jobs, --quick: 1,000 and 3,000, then ONE worker, timed
+from its process start, against huey, RQ and Celery started the same way).
+Writes a table to bench/RESULTS.md and prints the targets with their
+ratios.  The peers' commands are the ones installed beside sys.executable.
 """
 import argparse
 import datetime
@@ -23,6 +27,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import coldstart  # noqa: E402
 import measure  # noqa: E402
 
 #: The main rows run workers with their default ``--batch auto`` (claims
@@ -243,7 +248,7 @@ def targets(rows, extra):
     return lines
 
 
-def write(path, rows, extra, args, notes):
+def write(path, rows, extra, args, notes, cold=()):
     out = ['# Benchmark results', '',
            'Written by `python bench/run.py%s` on %s UTC.' % (
                ' --quick' if args.quick else '',
@@ -296,6 +301,8 @@ def write(path, rows, extra, args, notes):
                                              fmt(run, 'us')))
     out += ['', '## Targets', '', '| target | measured | against | |',
             '|---|---|---|---|'] + targets(rows, extra)
+    if cold:
+        out += [''] + list(cold)
     if notes:
         out += ['', '## Notes', ''] + ['- ' + n for n in notes]
     extra_notes = os.path.join(HERE, 'notes.md')
@@ -313,6 +320,8 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true',
                         help='fewer jobs (about a minute)')
     parser.add_argument('--skip-peers', action='store_true')
+    parser.add_argument('--skip-cold', action='store_true',
+                        help='no cold-start scenario (bench/coldstart.py)')
     parser.add_argument('--stores', default='file,zeo,relstorage')
     parser.add_argument('--output', default=os.path.join(HERE,
                                                          'RESULTS.md'))
@@ -349,10 +358,23 @@ def main(argv=None):
                 notes.append('%s failed: %s' % (name, traceback.format_exc(
                 ).strip().splitlines()[-1]))
                 traceback.print_exc()
+    cold = []
+    if not args.skip_cold:
+        sizes = [1000, 3000] if args.quick else [3000, 30000]
+        systems = [s for s in coldstart.SYSTEMS if not args.skip_peers
+                   or s.startswith('remotetask')]
+        try:
+            results, enqueued = coldstart.measure(sizes, 1, systems, workdir)
+            cold = coldstart.section(results, enqueued, sizes, systems, 1,
+                                     args.load)
+        except Exception:
+            notes.append('cold start failed: %s' % (
+                traceback.format_exc().strip().splitlines()[-1]))
+            traceback.print_exc()
     if args.quick:
         notes.append('--quick: %d jobs per drain, cost measured with %d '
                      'queued instead of 100,000.' % (args.n, args.big))
-    write(args.output, rows, extra, args, notes)
+    write(args.output, rows, extra, args, notes, cold)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, registry, routing
+from remotetask import health, interfaces, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -280,6 +280,8 @@ class Processor(Clock):
         self._clockStop.clear()
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
+        # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
+        pgnotify.listen(self.db, self._onNotify)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
                                        % self.worker_id)
@@ -320,6 +322,7 @@ class Processor(Clock):
             self._clock.join(10.0)
         self._unregister()
         hooks.remove(self.db, self._onInvalidate)
+        pgnotify.unlisten(self.db, self._onNotify)
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning('threads still running a task after stop (their '
@@ -381,6 +384,12 @@ class Processor(Clock):
         # Called by the storage's thread: only set a flag.
         watched = self._watched
         if watched and not watched.isdisjoint(oids):
+            self.wake()
+
+    def _onNotify(self, payload):
+        # A NOTIFY of pgnotify (the listener's thread): a job of the
+        # service named ``payload`` waits (None: maybe one was missed).
+        if not payload or payload == self.name:
             self.wake()
 
     def _idleWait(self, generation):

@@ -12,8 +12,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, registry, retention,
-                        routing, scheduling, stats, workflows)
+from remotetask import (events, interfaces, limits, pgnotify, registry,
+                        retention, routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -169,6 +169,8 @@ class TaskService(persistent.Persistent):
         if status in WAITING_STATUSES:
             job.eta = eta
             self._lane(job, create=True).put(job.id, eta)
+            # RelStorage: wake the idle workers once this commits.
+            pgnotify.jobWaiting(self)
         else:
             job.eta = None
         self._index[status].insert(job.id)

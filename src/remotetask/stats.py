@@ -49,11 +49,14 @@ ERROR_LIMIT = 300
 #: Upper bounds (seconds) of the histogram's bins: 1 ms to a day, each
 #: bin at most a third wider than the one before (a percentile read from
 #: the histogram is within that of the true one).  The last bin holds
-#: longer runs.  Prometheus' usual buckets are among them.
+#: longer runs.  Prometheus' usual buckets are among them (``BUCKETS``).
 _MANTISSAS = (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5)
 EDGES = tuple(sorted({round(m * 10.0 ** k, 6) for k in range(-3, 5)
                       for m in _MANTISSAS if m * 10.0 ** k <= 86400}
-                     | {86400.0}))
+                     | {3600.0, 86400.0}))
+#: The buckets of the Prometheus histograms of /metrics (each an edge).
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+           60, 120, 300, 600, 1200, 3600)
 
 
 def binOf(seconds):
@@ -352,6 +355,17 @@ def summary(service, now=None):
         'minutes': series(service, MINUTE, 60, now),
         'hours': series(service, HOUR, 24, now),
     }
+
+
+def cumulative(bins, buckets=BUCKETS):
+    """``[(upper bound, runs <= it)]`` for ``buckets`` (edges of the
+    histogram) and +Inf, from a histogram ``{bin: count}``."""
+    out = []
+    for bound in buckets:
+        last = EDGES.index(float(bound))
+        out.append((bound, sum(n for i, n in bins.items() if i <= last)))
+    out.append((float('inf'), sum(bins.values())))
+    return out
 
 
 def totals(service):

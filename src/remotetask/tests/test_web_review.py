@@ -262,6 +262,8 @@ def test_responses_match_the_openapi_document(app, db):
     check('post', '/api/bulk/purge', '/api/bulk/purge', {'x': 1},
           status=400)
     check('get', '/api/jobs', '/api/jobs?queue=q&priority=0')
+    # Statistics (remotetask.web.stats).
+    check('get', '/api/stats', '/api/stats')
     operations = {(method, path) for path, ops in doc['paths'].items()
                   for method in ops}
     assert operations - seen == set()

@@ -96,6 +96,7 @@ def make_app(db, service_name=dbmod.DEFAULT_SERVICE, users=None,
     config.include('remotetask.web.metrics')
     config.include('remotetask.web.ui')
     config.include('remotetask.web.uptime')
+    config.include('remotetask.web.stats')
     return Guard(config.make_wsgi_app(), max_body)
 
 

@@ -7,6 +7,11 @@ Two kinds of numbers:
   (the service's O(1) counters), ``remotetask_queue_oldest_age_seconds``,
   how long the job due first has been due (0 when none is due), and
   ``remotetask_jobs_removed_total`` by reason (retention, clean, delete);
+  from the statistics kept in the database (``remotetask.stats``), the
+  histogram ``remotetask_task_run_seconds`` and the counter
+  ``remotetask_task_runs_total`` per task, and the waiting jobs per queue
+  and per task, with the oldest waiting age per queue (see
+  ``remotetask.web.stats.metricFamilies``);
 - counted in this process, like any Prometheus counter (they start at 0
   when the process starts; scrape every process that runs jobs):
   ``remotetask_jobs_processed_total`` and ``remotetask_jobs_failed_total``
@@ -142,6 +147,9 @@ def serviceFamilies(service, processor=None, now=None):
         'Seconds since the job due first became due (0: none is due)',
         value=age)]
     families.append(removedFamily(service))
+    # Statistics, waiting jobs per queue and task (remotetask.web.stats).
+    from remotetask.web import stats
+    families.extend(stats.metricFamilies(service, now))
     from remotetask.health import STATE
     families.append(GaugeMetricFamily(
         'remotetask_storage_disk_full',

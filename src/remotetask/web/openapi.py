@@ -217,10 +217,11 @@ SCHEMAS = {
 
 def document(server_url):
     """The OpenAPI document, with ``server_url`` as its server."""
-    from remotetask.web import routing
+    from remotetask.web import routing, stats
     job = _json(_ref('JobDetail'))
-    schemas = dict(SCHEMAS, **routing.SCHEMAS)
-    paths = routing.openapiPaths(_op, _json, _ref)
+    schemas = dict(SCHEMAS, **routing.SCHEMAS, **stats.SCHEMAS)
+    paths = dict(routing.openapiPaths(_op, _json, _ref),
+                 **stats.openapiPaths(_op, _json, _ref))
     return {
         'openapi': '3.0.3',
         'info': {'title': 'remotetask', 'version': VERSION, 'description':

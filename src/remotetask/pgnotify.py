@@ -1,0 +1,238 @@
+"""Waking workers on RelStorage with PostgreSQL's LISTEN/NOTIFY.
+
+RelStorage has no invalidation push: a connection learns of other
+processes' commits only when it polls.  So that idle workers need not poll
+to see new jobs:
+
+- when a transaction makes a job wait (``TaskService._enter`` of a waiting
+  status: an add, a retry, a hand-back, a released workflow step) in a
+  database on RelStorage with PostgreSQL, ``jobWaiting`` registers one
+  after-commit hook for that transaction which sends
+  ``NOTIFY remotetask_jobs, '<service name>'`` (``pg_notify``) once the
+  transaction has committed (never before its jobs can be seen), on one
+  autocommit connection per process;
+- each processor on such a database ``listen``s: one thread per database
+  and process holds a connection that ``LISTEN``s on the channel and
+  blocks on its socket (``select``), and calls the processors' callbacks
+  with the payload when a notification arrives: they wake their idle
+  threads at once.
+
+A lost notification (a producer that died between its commit and the
+NOTIFY, a listener reconnecting) costs at most the processor's
+``poll_interval`` (1 s by default): processors still look for work that
+often.  While a listener reconnects it calls its callbacks once (with
+``None``) so nothing sent meanwhile waits longer.  Other storages are not
+touched: the check is one attribute lookup per add.  The connections use
+psycopg2 (RelStorage's default PostgreSQL driver); without it, processors
+poll as before and one line says so.
+"""
+import logging
+import os
+import select
+import threading
+
+log = logging.getLogger('remotetask.pgnotify')
+
+CHANNEL = 'remotetask_jobs'
+
+_NO = ''        # cached "not PostgreSQL" (the DSN otherwise)
+_KEY = object()     # the transaction's data key of the pending NOTIFY
+
+
+def dsnOf(db):
+    """The libpq DSN of ``db``'s RelStorage on PostgreSQL, or None
+    (cached on the database object)."""
+    dsn = db.__dict__.get('_remotetask_pgdsn')
+    if dsn is None:
+        dsn = _NO
+        adapter = getattr(db.storage, '_adapter', None)
+        if adapter is not None and type(adapter).__module__.startswith(
+                'relstorage.adapters.postgresql'):
+            dsn = getattr(adapter, '_dsn', None) or _NO
+        db._remotetask_pgdsn = dsn
+    return dsn or None
+
+
+# -- sending --------------------------------------------------------------------
+
+class _Sender:
+    """One autocommit connection per process and DSN for the NOTIFYs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._conns = {}
+        self.sent = 0
+        self.failed = 0
+
+    def send(self, dsn, payloads):
+        with self._lock:
+            try:
+                conn = self._conns.get(dsn)
+                if conn is None or conn.closed:
+                    conn = self._conns[dsn] = _connect(dsn)
+                with conn.cursor() as cur:
+                    for payload in payloads:
+                        cur.execute('SELECT pg_notify(%s, %s)',
+                                    (CHANNEL, payload))
+                self.sent += len(payloads)
+            except Exception as e:
+                self.failed += 1
+                log.debug('NOTIFY failed (workers find the jobs at their '
+                          'next poll): %s', e)
+                conn = self._conns.pop(dsn, None)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+
+    def close(self):
+        with self._lock:
+            for conn in self._conns.values():
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+            self._conns.clear()
+
+
+sender = _Sender()
+
+
+def _connect(dsn):
+    import psycopg2
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+def jobWaiting(service):
+    """A job of ``service`` waits from the current transaction on: once
+    it commits, notify the listeners (RelStorage on PostgreSQL only)."""
+    jar = service._p_jar
+    if jar is None:
+        return
+    dsn = dsnOf(jar.db())
+    if dsn is None:
+        return
+    txn = jar.transaction_manager.get()
+    try:
+        names = txn.data(_KEY)
+    except KeyError:
+        names = set()
+        txn.set_data(_KEY, names)
+        txn.addAfterCommitHook(_committed, (dsn, names))
+    names.add(service.__name__ or '')
+
+
+def _committed(ok, dsn, names):
+    if ok:
+        sender.send(dsn, sorted(names))
+
+
+# -- listening ------------------------------------------------------------------
+
+class Listener(threading.Thread):
+    """LISTENs on ``CHANNEL`` and calls the callbacks with each payload."""
+
+    def __init__(self, dsn):
+        super().__init__(daemon=True, name='remotetask LISTEN')
+        self.dsn = dsn
+        self.callbacks = []
+        self.connected = threading.Event()
+        self._halt = threading.Event()
+        self._r, self._w = os.pipe()
+
+    def stop(self):
+        self._halt.set()
+        os.write(self._w, b'x')
+        self.join(10)
+        os.close(self._r)
+        os.close(self._w)
+
+    def _call(self, payload):
+        for callback in list(self.callbacks):
+            try:
+                callback(payload)
+            except Exception:
+                log.exception('LISTEN callback failed')
+
+    def run(self):
+        failures = 0
+        while not self._halt.is_set():
+            conn = None
+            try:
+                conn = _connect(self.dsn)
+                with conn.cursor() as cur:
+                    cur.execute('LISTEN ' + CHANNEL)
+                self.connected.set()
+                if failures:
+                    log.info('LISTEN connection back')
+                    self._call(None)    # whatever was sent meanwhile
+                failures = 0
+                while not self._halt.is_set():
+                    ready, _, _ = select.select([conn, self._r], [], [], 60)
+                    if self._r in ready:
+                        break
+                    conn.poll()
+                    payloads = set()
+                    while conn.notifies:
+                        payloads.add(conn.notifies.pop(0).payload)
+                    for payload in sorted(payloads):
+                        self._call(payload)
+            except Exception as e:
+                self.connected.clear()
+                failures += 1
+                if failures == 1:
+                    log.warning('LISTEN connection lost (%s); workers poll '
+                                'until it is back', e)
+                self._halt.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+
+
+_lock = threading.Lock()
+_listeners = {}     # dsn -> Listener
+
+
+def listen(db, callback):
+    """Call ``callback(payload)`` whenever a job is made to wait in a
+    service of ``db`` (payload: the service's name; None after a lost
+    connection).  Returns the Listener, or None if ``db`` is not on
+    PostgreSQL or psycopg2 is missing."""
+    dsn = dsnOf(db)
+    if dsn is None:
+        return None
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        log.warning('psycopg2 is not installed: idle workers on this '
+                    'database poll instead of LISTENing')
+        return None
+    with _lock:
+        listener = _listeners.get(dsn)
+        if listener is None or not listener.is_alive():
+            listener = _listeners[dsn] = Listener(dsn)
+            listener.start()
+        listener.callbacks.append(callback)
+    return listener
+
+
+def unlisten(db, callback):
+    dsn = dsnOf(db)
+    if dsn is None:
+        return
+    with _lock:
+        listener = _listeners.get(dsn)
+        if listener is None:
+            return
+        if callback in listener.callbacks:
+            listener.callbacks.remove(callback)
+        if listener.callbacks:
+            return
+        del _listeners[dsn]
+    listener.stop()

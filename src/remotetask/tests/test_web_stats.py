@@ -1,0 +1,69 @@
+"""GET /api/stats, the job URLs and the statistics of /metrics, through the
+real app (webtest) on a database whose jobs ran."""
+from prometheus_client.parser import text_string_to_metric_families
+
+from remotetask.tests.webhelpers import call, runAll
+from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
+
+
+def test_stats_table_counts_the_runs(app, db):
+    for i in range(3):
+        call(app, 'add', 'sum', [i, 1])
+    failing = call(app, 'add', 'fail', 'boom')
+    runAll(db)
+    call(app, 'add', 'sum', [5])          # waits: nothing runs it
+    data = app.get('/api/stats').json
+    table = {row['task']: row for row in data['tasks']}
+    assert (table['sum']['runs'], table['sum']['completed'],
+            table['sum']['failed'], table['sum']['waiting']) == (3, 3, 0, 1)
+    assert table['sum']['failure_rate'] == 0
+    assert table['sum']['p50'] is not None
+    fail = table['fail']
+    assert (fail['runs'], fail['failed'], fail['failure_rate']) == (1, 1, 1)
+    assert fail['last_failure']['job'] == failing
+    assert data['waiting'] == 1
+    minutes = data['minutes']
+    assert len(minutes['time']) == 60 and minutes['step'] == 60
+    assert sum(minutes['completed']) == 3 and sum(minutes['failed']) == 1
+    assert len(data['hours']['time']) == 24
+    assert sum(data['hours']['completed']) == 3
+    assert set(minutes['runtime']) == {'sum', 'fail'}
+
+
+def test_stats_is_read_only_for_viewers_too(app):
+    app.post('/api/stats', status=404)
+
+
+def test_a_job_url_opens_the_page_on_its_detail(app):
+    response = app.get('/jobs/42', status=302)
+    assert response.location.endswith('/#/jobs/42')
+    app.get('/jobs/x', status=404)
+
+
+def test_metrics_from_the_statistics(app, db):
+    call(app, 'add', 'sum', [1, 2])
+    call(app, 'add', 'fail', 'x')
+    runAll(db)
+    call(app, 'add', 'sum', [3])
+    families = {f.name: f for f in text_string_to_metric_families(
+        app.get('/metrics').text)}
+    runtime = families['remotetask_task_run_seconds']
+    assert runtime.type == 'histogram'
+    counts = {(s.labels['task'], s.labels.get('le')): s.value
+              for s in runtime.samples if s.name.endswith('_bucket')}
+    assert counts[('sum', '+Inf')] == 1 and counts[('fail', '+Inf')] == 1
+    # cumulative, one bucket per bound
+    sums = [v for (task, le), v in counts.items() if task == 'sum']
+    assert sums == sorted(sums)
+    runs = {(s.labels['task'], s.labels['outcome']): s.value
+            for s in families['remotetask_task_runs'].samples}
+    assert runs[('sum', 'completed')] == 1 and runs[('fail', 'failed')] == 1
+    assert families['remotetask_task_runs'].type == 'counter'
+    waiting = {s.labels['queue']: s.value
+               for s in families['remotetask_queue_jobs_waiting'].samples}
+    assert waiting == {'default': 1}
+    ages = families['remotetask_queue_oldest_waiting_age_seconds'].samples
+    assert ages[0].labels == {'queue': 'default'} and ages[0].value >= 0
+    byTask = {s.labels['task']: s.value
+              for s in families['remotetask_task_jobs_waiting'].samples}
+    assert byTask == {'sum': 1, 'fail': 0}
