@@ -1,7 +1,7 @@
 """Concurrent producers: do adds conflict? (issue 18)
 
     python bench/producers.py [--jobs N] [--kinds file,zeo,relstorage]
-                              [--serve] [--output bench/RESULTS-producers.md]
+                              [--serve] [--output bench/RESULTS.md]
 
 Each producer adds one job per transaction in a tight loop (retried by
 ``remotetask.retry.attempts``, which counts the conflicts and the classes
@@ -190,6 +190,40 @@ def serveScenario(workdir, clients, count):
             'statuses': statuses}
 
 
+#: The heading of this bench's section of bench/RESULTS.md.
+MARK = '## Concurrent producers (issue 18)'
+
+
+def section(path):
+    """This bench's section of the results file at ``path`` ('' if none):
+    from MARK to the next heading of its level."""
+    if not os.path.exists(path):
+        return ''
+    with open(path) as f:
+        text = f.read()
+    start = text.find(MARK + '\n')
+    if start < 0:
+        return ''
+    end = text.find('\n## ', start + len(MARK))
+    return text[start:] if end < 0 else text[start:end + 1]
+
+
+def writeSection(path, text):
+    """Put ``text`` (starting with MARK) in the results file at ``path`` in
+    place of this bench's section, or at its end."""
+    old = ''
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    current = section(path)
+    if current:
+        new = old.replace(current, text)
+    else:
+        new = old + ('\n' if old and not old.endswith('\n\n') else '') + text
+    with open(path, 'w') as f:
+        f.write(new)
+
+
 def loadavg():
     try:
         return os.getloadavg()[0]
@@ -206,7 +240,8 @@ def main(argv=None):
     parser.add_argument('--kinds', default='file,zeo,relstorage')
     parser.add_argument('--serve', action='store_true')
     parser.add_argument('--serve-jobs', type=int, default=150)
-    parser.add_argument('--output')
+    parser.add_argument('--output', help='a results file (such as '
+                        'bench/RESULTS.md) whose section this run replaces')
     args = parser.parse_args(argv)
     import tempfile
     rows = []
@@ -235,13 +270,12 @@ def main(argv=None):
     text = report(rows, args, load0, loadavg())
     print(text)
     if args.output:
-        with open(args.output, 'w') as f:
-            f.write(text)
+        writeSection(args.output, text)
 
 
 def report(rows, args, load0, load1):
     from run import machine
-    lines = ['## Concurrent producers (issue 18)', '',
+    lines = [MARK, '',
              'Written by `python bench/producers.py` on %s.' %
              datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
              'Machine: %s. Load average (1 min) at the start: %.2f, at the '

@@ -4,9 +4,10 @@ plain jobs (every job in the 'default' queue at priority 0), in one run.
     python bench/routing.py [--jobs 2000] [--rounds 3] [--drain 2000]
                             [--output bench/RESULTS-routing.md]
 
-Scenarios, each on a fresh FileStorage service, interleaved round by
-round (the machine is shared: compare the ratios of one round, not
-figures across runs):
+Scenarios, each on a FileStorage service of its own, run operation by
+operation in turn (an add to each, the next add to each...; then a claim
+from each...), so that the load of the shared machine weighs on each
+alike; compare the ratios of one round, not figures across runs:
 
 - ``plain``: every job in the default queue at priority 0 (what every
   job was before routing);
@@ -50,6 +51,7 @@ from remotetask.service import TaskService  # noqa: E402
 
 TASK = 'scale.noop'
 QUEUES = ['q%d' % i for i in range(10)]
+KINDS = ('plain', 'priorities', '10 queues', '10 queues, listed')
 
 
 def routes(kind, n, seed=1):
@@ -62,45 +64,74 @@ def routes(kind, n, seed=1):
             for i in range(n)]
 
 
-def scenario(kind, n, workdir):
-    path = os.path.join(workdir, 'routing-%s.fs' % kind.replace(' ', '-'))
-    for suffix in ('', '.index', '.lock', '.tmp'):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
-    tm = transaction.TransactionManager()
-    conn = db.open(tm)
-    try:
-        with tm:
-            conn.root()['tasks'] = TaskService()
-        service = conn.root()['tasks']
-        adds, addCalls = [], []
-        for kw in routes(kind, n):
-            started = time.perf_counter()
-            with tm:
-                service.add(TASK, None, **kw)
-                addCalls.append(time.perf_counter() - started)
-            adds.append(time.perf_counter() - started)
-        queues = QUEUES if kind == '10 queues, listed' else None
-        claims, calls = [], []
-        while True:
-            started = time.perf_counter()
-            with tm:
-                claimed = service.claim(worker='bench', lease=60,
-                                        spread=True, queues=queues)
-                calls.append(time.perf_counter() - started)
-                for job in claimed:
-                    service.run(job)
-            if not claimed:
-                break
-            claims.append(time.perf_counter() - started)
-        assert len(claims) == n, (kind, len(claims))
+class Scenario:
+    """One FileStorage service whose jobs are routed as ``kind``."""
+
+    def __init__(self, kind, n, workdir):
+        self.kind = kind
+        path = os.path.join(workdir, 'routing-%s.fs' % kind.replace(
+            ' ', '-').replace(',', ''))
+        for suffix in ('', '.index', '.lock', '.tmp'):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        self.db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+        with self.tm:
+            self.conn.root()['tasks'] = TaskService()
+        self.service = self.conn.root()['tasks']
+        self.routes = routes(kind, n)
+        self.queues = QUEUES if kind == '10 queues, listed' else None
+        self.adds, self.addCalls, self.claims, self.calls = [], [], [], []
+
+    def add(self, i):
+        started = time.perf_counter()
+        with self.tm:
+            self.service.add(TASK, None, **self.routes[i])
+            self.addCalls.append(time.perf_counter() - started)
+        self.adds.append(time.perf_counter() - started)
+
+    def claim(self):
+        started = time.perf_counter()
+        with self.tm:
+            claimed = self.service.claim(worker='bench', lease=60,
+                                         spread=True, queues=self.queues)
+            call = time.perf_counter() - started
+            for job in claimed:
+                self.service.run(job)
+        if claimed:
+            self.calls.append(call)
+            self.claims.append(time.perf_counter() - started)
+        return bool(claimed)
+
+    def figures(self):
         return tuple(statistics.median(values) * 1000 for values in
-                     (adds, addCalls, claims, calls))
+                     (self.adds, self.addCalls, self.claims, self.calls))
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()
+
+
+def round_(n, workdir):
+    """The four scenarios, operation by operation in turn (an add to each,
+    then the next add...; then a claim from each...), so that the load of
+    the machine weighs on each alike."""
+    scenarios = [Scenario(kind, n, workdir) for kind in KINDS]
+    try:
+        for i in range(n):
+            for s in scenarios:
+                s.add(i)
+        active = list(scenarios)
+        while active:
+            active = [s for s in active if s.claim()]
+        for s in scenarios:
+            assert len(s.claims) == n, (s.kind, len(s.claims))
+        return {s.kind: s.figures() for s in scenarios}
     finally:
-        tm.abort()
-        conn.close()
-        db.close()
+        for s in scenarios:
+            s.close()
 
 
 def drain(store, n, routed):
@@ -122,9 +153,6 @@ def drain(store, n, routed):
     return rate, conflicts / max(1, stats.get('commits', 0) + conflicts)
 
 
-KINDS = ('plain', 'priorities', '10 queues', '10 queues, listed')
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--jobs', type=int, default=2000)
@@ -137,8 +165,9 @@ def main(argv=None):
     rows = {kind: [] for kind in KINDS}
     workdir = tempfile.mkdtemp(prefix='bench-routing-')
     for r in range(args.rounds):
+        figures = round_(args.jobs, workdir)
         for kind in KINDS:
-            rows[kind].append(scenario(kind, args.jobs, workdir))
+            rows[kind].append(figures[kind])
             print('round %d %-18s add %.3f ms  add() %.3f ms  claim+run '
                   '%.3f ms  claim() %.3f ms' % (r + 1, kind, *rows[kind][-1]),
                   flush=True)

@@ -529,7 +529,10 @@ class ITaskService(zope.interface.Interface):
     "Time" in the module documentation for what a given one does).
     """
 
-    jobs = zope.interface.Attribute('A BTree mapping job ids to jobs')
+    jobs = zope.interface.Attribute(
+        'Job ids to jobs: a mapping with the reading API of an LOBTree, in '
+        'id order (one BTree per producers\' lane, read as one: '
+        'structures.JobTree)')
 
     def getAvailableTasks():
         """Return a dict of the registered task names to tasks."""
@@ -719,8 +722,12 @@ class ITaskService(zope.interface.Interface):
 
     def jobIds(status=None, task=None):
         """The ids of the jobs in ``status`` and of ``task`` (either may be
-        None: any), ascending, from indexes (a BTree set or keys view, so
-        ``keys(min, max)`` ranges page through them without loading jobs).
+        None: any), ascending, from indexes: a set with the reading API of
+        a BTrees set (``in``, ``len``, ``keys(min, max)``, ``minKey``,
+        ``maxKey``), whose ranges page through them without loading jobs
+        (the index's partitions merged lazily: ``structures.IdSet``); both
+        given, a BTrees ``LOSet``.  ``structures.intersect`` intersects
+        them with other sets of ids.
 
         :raises ValueError: for an unknown status.
         """

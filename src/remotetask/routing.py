@@ -312,50 +312,61 @@ def holdKey(service, key, jobid):
 # -- Claims ---------------------------------------------------------------------
 
 def claimOrder(service, queues, spread, load=None):
-    """The lanes a claim visits, in order: ``[(queue, lane)]``.
+    """The lanes a claim visits, in order: an iterator of ``(queue,
+    lane)``, lazily, so that a claim that finds its jobs in the first lanes
+    looks at no other (a lane's emptiness costs a read of its counters).
 
     With ``queues`` (a worker's list): the first queue's lanes from its
     highest priority down, then the next queue's...  Without: every queue,
     by priority from the highest; lanes of one priority in an order drawn
     at random for a spread claim (so workers share the queues), else
-    ordered by their earliest due entry.  ``load``: a
-    ``structures.prefetcher``, to load the lanes' lengths in one round.
+    ordered by their earliest due entry.  Lanes without entries are
+    skipped.  ``load``: a ``structures.prefetcher``, to load the lanes in
+    one round.
     """
     routing = state(service)
     paused = _pausedQueues(routing)
     if paused is True:
-        return []
+        return
     if routing is None:
-        return [(DEFAULT_QUEUE, service._queue)]
+        yield DEFAULT_QUEUE, service._queue
+        return
     if load is not None and len(routing.lanes) > 1:
-        found = list(routing.lanes.values())
-        load(found)
-        load([counter for lane_ in found for counter in lane_.counters()])
+        load(list(routing.lanes.values()))
     if queues is not None:
-        order = []
         for queue in queues:
             if queue in paused:
                 continue
             for (q, negp), found in routing.lanes.items(
                     min=(queue, -MAX_PRIORITY - 1),
                     max=(queue, -MIN_PRIORITY + 1)):
-                if len(found):
-                    order.append((q, found))
-        return order
+                if hasEntries(found):
+                    yield q, found
+        return
     byPriority = {}
     for (q, negp), found in routing.lanes.items():
-        if q not in paused and len(found):
+        if q not in paused:
             byPriority.setdefault(negp, []).append((q, found))
-    order = []
     for negp in sorted(byPriority):
         group = byPriority[negp]
         if len(group) > 1:
             if spread:
                 _rng.shuffle(group)
             else:
+                group = [item for item in group if hasEntries(item[1])]
                 group.sort(key=lambda item: item[1].oldest() or (math.inf,))
-        order.extend(group)
-    return order
+        for q, found in group:
+            if hasEntries(found):
+                yield q, found
+
+
+def hasEntries(lane_):
+    """True if the lane (a JobQueue) has entries: its counters read until
+    one is not zero (rather than all of them summed)."""
+    counters = getattr(lane_, 'counters', None)
+    if counters is None:
+        return len(lane_) > 0
+    return any(counter() for counter in counters())
 
 
 def _pausedQueues(routing):
@@ -579,7 +590,7 @@ def hasDue(service, now):
     paused = _pausedQueues(routing)
     if paused is True:
         return False
-    return any(len(found) and found.hasDue(now)
+    return any(hasEntries(found) and found.hasDue(now)
                for (q, negp), found in routing.lanes.items()
                if q not in paused)
 

@@ -169,6 +169,9 @@ class TaskService(persistent.Persistent):
         self._counts.change(job.id, status, 1)
 
     def _store(self, job):
+        load = prefetcher(self._p_jar)
+        if load:
+            self._preload(load, job.id)
         self.jobs[job.id] = job
         # The task index: a set per (task, partition), so that producers
         # of a new task create different keys (which BTrees merge), not
@@ -178,6 +181,19 @@ class TaskService(persistent.Persistent):
         if ids is None:
             ids = self._byTask[key] = WaitingIndex([SENTINEL])
         ids.insert(job.id)
+
+    def _preload(self, load, jobid):
+        """Load what adding ``jobid`` writes in two rounds, not one round
+        trip per object (over ZEO and RelStorage, the workers' commits
+        keep invalidating the lane's queue and indexes)."""
+        queue = self._queue
+        trees = [self.jobs, self._index[QUEUED], self._index[DELAYED]]
+        _warm(load, self._counts.tallyFor(jobid),
+              queue._part(jobid), queue._counter(jobid),
+              self._byTask, *[root for tree in trees
+                              for root in roots(tree, [jobid])])
+        _warm(load, *[leaf for tree in trees
+                      for leaf in leaves(tree, [jobid])])
 
     def _forget(self, job):
         if isinstance(job, CronJob):

@@ -183,7 +183,7 @@ function renderJobs(page) {
   body.replaceChildren(...page.jobs.map((job) => el('tr', {
     'data-id': job.id, class: state.selected === job.id ? 'selected' : '',
     onclick: () => selectJob(job.id)},
-    el('td', {class: 'num', text: job.id}), el('td', {}, job.task, ...routingTags(job)),
+    el('td', {class: 'num'}, jobLink(job.id, String(job.id))), el('td', {}, job.task, ...routingTags(job)),
     el('td', {}, badge(job.status), job.cron ? el('span', {class: 'tag', text: 'cron'}) : ''),
     el('td', {text: when(job.created)}),
     el('td', {title: when(job.eta || job.started)}, job.eta ? relative(job.eta) : when(job.started)),
@@ -240,7 +240,7 @@ function renderDetail(job) {
   $('#detail-attempts tbody').replaceChildren(...job.attempts.map((a, i) => el('tr', {},
     el('td', {text: i + 1}), el('td', {text: when(a.start)}), el('td', {text: when(a.end)}),
     el('td', {text: a.worker || ''}), el('td', {text: a.outcome || 'running'}),
-    el('td', {class: 'error', text: a.error || ''}))));
+    el('td', {class: 'error wrap', text: a.error || ''}))));
   const form = $('#cron-edit');
   form.hidden = !job.cron || !isManager();
   if (job.cron && state.cronEditFor !== job.id) {
@@ -257,7 +257,7 @@ function renderWorkflow(job) {
     const items = [];
     (ids || []).forEach((id, i) => {
       if (i) items.push(', ');
-      items.push(el('a', {href: '#job-' + id, class: 'job-link', 'data-job': id,
+      items.push(el('a', {href: '#/jobs/' + id, class: 'job-link', 'data-job': id,
                           onclick: (e) => { e.preventDefault(); selectJob(id); }}, '#' + id));
     });
     if (total > (ids || []).length) items.push(' and ' + (total - ids.length) + ' more');
@@ -394,6 +394,7 @@ function setFilter(status) {
 async function selectJob(id) {
   if (state.selected !== id) state.cronEditFor = null;  // keep edits in progress
   state.selected = id;
+  linkJob(id);   // the job's URL (stats.js)
   try { renderDetail(await api('GET', 'api/jobs/' + id)); } catch (e) { toast(e.message, true); }
   $$('#jobs tbody tr').forEach((tr) => tr.classList.toggle('selected', Number(tr.dataset.id) === id));
 }
@@ -402,6 +403,7 @@ function closeDetail() {
   state.selected = null;
   state.cronEditFor = null;
   $('#detail').hidden = true;
+  unlinkJob();   // stats.js
 }
 
 // -- wiring ---------------------------------------------------------------------------
@@ -498,6 +500,7 @@ async function start() {
   startRouting();
   await refresh();
   setInterval(refresh, 1000);
+  startStats();   // charts, per-task table, the jobs' URLs (stats.js)
 }
 
 document.addEventListener('DOMContentLoaded', start);
