@@ -217,6 +217,9 @@ class Processor(Clock):
              'lost', 'handed_back', 'commits', 'conflicts', 'storage_errors',
              'maintenance_runs', 'reaped', 'expired'), 0)
 
+    #: Claim no more than this many jobs in all (None: no limit).
+    max_jobs = None
+
     def __repr__(self):
         return '<Processor %s of %r x%d>' % (self.worker_id,
                                               self.oid or self.name,
@@ -423,8 +426,16 @@ class Processor(Clock):
                 self._duration += 0.2 * (elapsed - self._duration)
 
     def _claim(self, tm, conn, worker):
-        """Claim up to ``claimSize()`` jobs in a short transaction."""
+        """Claim up to ``claimSize()`` jobs in a short transaction (none
+        once ``max_jobs`` were claimed: a supervised child about to be
+        recycled, see remotetask.supervisor)."""
         limit = self.claimSize()
+        if self.max_jobs is not None:
+            with self._lock:
+                left = self.max_jobs - self._stats['claimed']
+            if left <= 0:
+                return []
+            limit = min(limit, left)
         claimed = []
         tries = 0
         try:
