@@ -716,6 +716,12 @@ class ITaskService(zope.interface.Interface):
     def counts():
         """A dict of every status to its number of jobs."""
 
+    def upgradeLayout():
+        """Bring a service stored by an older version to the current layout
+        of its structures (partitioned by producers' lanes), in the current
+        transaction; nothing if it is current (a cheap check, made by
+        ``remotetask.root.findService``)."""
+
     def taskNames():
         """The names of the tasks that jobs were added for, sorted (the
         keys of the task index behind ``jobIds(task=...)``; a name stays

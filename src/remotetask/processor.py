@@ -90,6 +90,24 @@ class _Active:
         self.error = job.error
         return outcome
 
+    def runDeferred(self, service, reporter, around=None):
+        """Run the task (``service.run(defer=True)``); return a callable
+        that records the outcome and returns it (or LOST), for a group
+        that records its jobs' outcomes after all their tasks ran."""
+        job = self.job(service)
+        if job is None:
+            return lambda: LOST
+        with around(service, job) if around else nullcontext():
+            record = service.run(job, reporter=reporter.report,
+                                 cancelled=self.cancelled, defer=True)
+
+        def finish():
+            with around(service, job) if around else nullcontext():
+                outcome = record()
+            self.error = job.error
+            return outcome
+        return finish
+
 
 #: A group of claimed jobs run in one transaction commits after this many
 #: seconds (see Processor._runGroup).
@@ -574,8 +592,9 @@ class Processor(Clock):
         try:
             with tm:
                 service = self._service(conn)
+                ran = []
                 for item in items:
-                    if self._stopping.is_set() or done and (
+                    if self._stopping.is_set() or ran and (
                             time.monotonic() - started > GROUP_SECONDS
                             or not _grouped(item)):
                         break
@@ -590,8 +609,13 @@ class Processor(Clock):
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
-                    outcome = item.run(service, reporter, self.around)
-                    done.append((item, outcome, time.monotonic() - begun))
+                    finish = item.runDeferred(service, reporter, self.around)
+                    ran.append((item, finish, time.monotonic() - begun))
+                # The outcomes after all the tasks (see TaskService.run's
+                # ``defer``): one change of the indexes per group, not a
+                # savepoint of them per job.
+                for item, finish, elapsed in ran:
+                    done.append((item, finish(), elapsed))
         except BaseException as e:
             abort(tm)
             self._unbegin(entered)

@@ -256,7 +256,8 @@ def getJob(request):
 # -- Views --------------------------------------------------------------------
 
 def openapi(request):
-    return document(request.application_url)
+    return document(request.application_url,
+                    tasks=sorted(request.service.getAvailableTasks()))
 
 
 def index(request):
