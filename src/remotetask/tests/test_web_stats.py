@@ -67,3 +67,29 @@ def test_metrics_from_the_statistics(app, db):
     byTask = {s.labels['task']: s.value
               for s in families['remotetask_task_jobs_waiting'].samples}
     assert byTask == {'sum': 1, 'fail': 0}
+
+
+def test_grafana_dashboard_uses_only_metrics_that_exist(db):
+    import json
+    import os
+    import re
+
+    from remotetask.processor import Processor
+    from remotetask.tests.webhelpers import webApp
+    path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'docs',
+                        'grafana-dashboard.json')
+    with open(path) as f:
+        dashboard = json.load(f)
+    exprs = [target['expr'] for panel in dashboard['panels']
+             for target in panel['targets']]
+    exprs.append(dashboard['templating']['list'][0]['definition'])
+    app = webApp(db, processor=Processor(db))
+    call(app, 'add', 'sum', [1, 2])
+    runAll(db)
+    text = app.get('/metrics').text
+    exported = set(re.findall(r'^(remotetask_\w+?)(?:\{| )', text, re.M))
+    used = {name for expr in exprs
+            for name in re.findall(r'remotetask_\w+', expr)}
+    assert used and used <= exported, used - exported
+    # The per-task histogram the dashboard's quantiles read
+    assert 'remotetask_task_run_seconds_bucket' in used
