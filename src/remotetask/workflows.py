@@ -90,6 +90,66 @@ class Countdown(Length):
         return merged
 
 
+    def done(self, parentId):
+        """A parent completed: True if it was the last one."""
+        self.change(-1)
+        return self.value <= 0
+
+
+#: A job waiting for this many parents or more counts them in shards.
+SHARD_FROM = 64
+
+
+class ShardedCountdown(persistent.Persistent):
+    """The parents a deferred job waits for, counted in one ``Countdown``
+    per queue partition of theirs, and a ``Countdown`` of the shards not
+    yet at zero.
+
+    A worker claims from one queue partition at a time (and moves when
+    it meets another there), so concurrent commits of a large group's jobs
+    mostly decrement different shards: no conflict for the storage to
+    resolve at all.  Each shard reaches zero in exactly one transaction
+    (``Countdown``), which decrements ``left``; ``left`` reaches zero in
+    exactly one transaction, which releases the job.  Written only when
+    made: the shards are objects of their own.
+    """
+
+    def __init__(self, parentIds):
+        from remotetask.structures import PARTITIONS, SPREAD, STRIPE
+        # The partition function of the queue (structures), kept with the
+        # counts so that a later change of its constants can not mismatch.
+        self.stripe, self.lanes, self.spread = STRIPE, PARTITIONS, SPREAD
+        counts = {}
+        for jobid in parentIds:
+            key = self.key(jobid)
+            counts[key] = counts.get(key, 0) + 1
+        self.shards = {key: Countdown(n) for key, n in counts.items()}
+        self.left = Countdown(len(self.shards))
+
+    def key(self, jobid):
+        return ((jobid // self.stripe) % self.lanes) * self.spread \
+            + jobid % self.spread
+
+    def done(self, parentId):
+        """A parent completed: True if it was the last one."""
+        shard = self.shards[self.key(parentId)]
+        shard.change(-1)
+        if shard.value > 0:
+            return False
+        self.left.change(-1)
+        return self.left.value <= 0
+
+    def __call__(self):
+        return sum(shard() for shard in self.shards.values())
+
+
+def _countdown(pending):
+    """What counts the ``pending`` parents (jobs) of a deferred job."""
+    if len(pending) >= SHARD_FROM:
+        return ShardedCountdown([p.id for p in pending])
+    return Countdown(len(pending))
+
+
 class _Links(persistent.Persistent):
     """The ids of the jobs added after one job (its children).
 
@@ -240,7 +300,7 @@ def defer(service, job, parentJobs, now):
         service._enter(job, CANCELLED)
         events.notify(events.JobCancelled(job, service))
     elif pending:
-        job._countdown = Countdown(len(pending))
+        job._countdown = _countdown(pending)
         service._enter(job, DEFERRED)
     else:
         service._enter(job, DEFERRED)
@@ -377,7 +437,7 @@ def _settle(service, job, old, deleted):
         _current(links)
         when = job.completed if job.completed is not None else time.time()
         for child in _children(service, links):
-            _parentDone(service, child, when)
+            _parentDone(service, child, job.id, when)
     elif new in failed and old not in failed:
         _current(links)
         _cancelChildren(service, job, links, None)
@@ -397,13 +457,11 @@ def _children(service, links):
             yield child
 
 
-def _parentDone(service, child, now):
+def _parentDone(service, child, parentId, now):
     if child._status != DEFERRED or child._countdown is None:
         _readCurrent(child)        # a concurrent retry would revive it
         return
-    countdown = child._countdown
-    countdown.change(-1)
-    if countdown() <= 0:
+    if child._countdown.done(parentId):
         _release(service, child, now)
 
 
@@ -537,7 +595,7 @@ def _reconsider(service, job, now, revive):
     job.traceback = None
     job._cancelledBy = None
     if pending:
-        job._countdown = Countdown(len(pending))
+        job._countdown = _countdown(pending)
         service._transition(job, DEFERRED)
     else:
         service._transition(job, DEFERRED)
