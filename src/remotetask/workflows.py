@@ -26,7 +26,7 @@ The structures, and why they are exactly-once:
   without children has none, and its completion reads and writes nothing
   more than before;
 - a deferred job keeps how many parents it still waits for in a
-  ``Countdown``, a ``BTrees.Length`` whose conflict resolution adds up
+  ``Countdown`` (in shards for many parents: ``ShardedCountdown``), a ``BTrees.Length`` whose conflict resolution adds up
   concurrent changes (so the completions of a large group, committed by
   several workers at once, do not conflict over it) *except* when the sum
   would reach zero: then the later commit conflicts, runs again, and sees
@@ -42,6 +42,7 @@ The structures, and why they are exactly-once:
   parent's end and a child being cancelled or revived meanwhile.
 """
 import collections
+import logging
 import threading
 import time
 
@@ -55,6 +56,8 @@ from remotetask import events
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DEFERRED, ERROR, FINAL_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, UnknownTaskError)
+
+log = logging.getLogger('remotetask')
 
 #: How many children a ``_Links`` keeps in a tuple before a tree set.
 INLINE = 32
@@ -132,7 +135,11 @@ class ShardedCountdown(persistent.Persistent):
 
     def done(self, parentId):
         """A parent completed: True if it was the last one."""
-        shard = self.shards[self.key(parentId)]
+        shard = self.shards.get(self.key(parentId))
+        if shard is None:       # not one it waited for: never expected
+            log.error('job %s completed, but a countdown does not count it;'
+                      ' ignored', parentId)
+            return False
         shard.change(-1)
         if shard.value > 0:
             return False
