@@ -61,7 +61,7 @@ INLINE = 32
 #: How many ids ``describe()`` lists (it gives the totals too).
 LIST_LIMIT = 100
 #: How many parents ``describe()`` looks at to say which are not done.
-SCAN_LIMIT = 1000
+SCAN_LIMIT = 200
 #: An error text names a failed parent's error up to this many characters.
 REASON_LIMIT = 300
 

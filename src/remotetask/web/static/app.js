@@ -183,7 +183,7 @@ function renderJobs(page) {
   body.replaceChildren(...page.jobs.map((job) => el('tr', {
     'data-id': job.id, class: state.selected === job.id ? 'selected' : '',
     onclick: () => selectJob(job.id)},
-    el('td', {class: 'num', text: job.id}), el('td', {}, job.task, ...routingTags(job)),
+    el('td', {class: 'num'}, jobLink(job.id, String(job.id))), el('td', {}, job.task, ...routingTags(job)),
     el('td', {}, badge(job.status), job.cron ? el('span', {class: 'tag', text: 'cron'}) : ''),
     el('td', {text: when(job.created)}),
     el('td', {title: when(job.eta || job.started)}, job.eta ? relative(job.eta) : when(job.started)),
@@ -201,6 +201,21 @@ function renderJobs(page) {
   $('#page-prev').disabled = $('#page-first').disabled = n <= 1;
   $('#page-next').disabled = page.next === null;
   $('#sort-id').textContent = 'ID' + (state.sort === '-id' ? ' ▼' : state.sort === 'id' ? ' ▲' : '');
+}
+
+function renderWorkers(data) {
+  $('#worker-warnings').replaceChildren(...data.warnings.map((w) => el('li', {class: 'error', text: w})));
+  const body = $('#workers tbody');
+  body.replaceChildren(...data.workers.map((w) => el('tr', {'data-worker': w.id},
+    el('td', {text: w.id, title: w.host + ' pid ' + w.pid + ' (remotetask ' + w.version + ')'}),
+    el('td', {text: w.kind}), el('td', {text: w.tasks.join(', ')}),
+    el('td', {class: 'num', text: w.concurrency}),
+    el('td', {text: w.running.length ? w.running.join(', ') : '-'}),
+    el('td', {class: 'num', text: w.done}), el('td', {class: 'num', text: w.failed}),
+    el('td', {title: when(w.started)}, relative(w.started)),
+    el('td', {title: when(w.heartbeat)}, relative(w.heartbeat)))));
+  if (!data.workers.length)
+    body.append(el('tr', {}, el('td', {colspan: 9, class: 'empty', text: 'No live workers: jobs wait until one runs (remotetask worker, or Start processing).'})));
 }
 
 function renderCron(page) {
@@ -240,7 +255,7 @@ function renderDetail(job) {
   $('#detail-attempts tbody').replaceChildren(...job.attempts.map((a, i) => el('tr', {},
     el('td', {text: i + 1}), el('td', {text: when(a.start)}), el('td', {text: when(a.end)}),
     el('td', {text: a.worker || ''}), el('td', {text: a.outcome || 'running'}),
-    el('td', {class: 'error', text: a.error || ''}))));
+    el('td', {class: 'error wrap', text: a.error || ''}))));
   const form = $('#cron-edit');
   form.hidden = !job.cron || !isManager();
   if (job.cron && state.cronEditFor !== job.id) {
@@ -257,7 +272,7 @@ function renderWorkflow(job) {
     const items = [];
     (ids || []).forEach((id, i) => {
       if (i) items.push(', ');
-      items.push(el('a', {href: '#job-' + id, class: 'job-link', 'data-job': id,
+      items.push(el('a', {href: '#/jobs/' + id, class: 'job-link', 'data-job': id,
                           onclick: (e) => { e.preventDefault(); selectJob(id); }}, '#' + id));
     });
     if (total > (ids || []).length) items.push(' and ' + (total - ids.length) + ' more');
@@ -366,12 +381,13 @@ async function refresh() {
   if (state.busy) return;
   state.busy = true;
   try {
-    const [counts, page, cron] = await Promise.all([
+    const [counts, page, cron, workers] = await Promise.all([
       api('GET', 'api/counts'), api('GET', jobsQuery()),
-      api('GET', 'api/jobs?status=cronjob&sort=id&limit=50')]);
+      api('GET', 'api/jobs?status=cronjob&sort=id&limit=50'), api('GET', 'api/workers')]);
     renderCounts(counts);
     renderJobs(page);
     renderCron(cron);
+    renderWorkers(workers);
     if (state.selected !== null) {
       try { renderDetail(await api('GET', 'api/jobs/' + state.selected)); }
       catch (e) { closeDetail(); }
@@ -394,6 +410,7 @@ function setFilter(status) {
 async function selectJob(id) {
   if (state.selected !== id) state.cronEditFor = null;  // keep edits in progress
   state.selected = id;
+  linkJob(id);   // the job's URL (stats.js)
   try { renderDetail(await api('GET', 'api/jobs/' + id)); } catch (e) { toast(e.message, true); }
   $$('#jobs tbody tr').forEach((tr) => tr.classList.toggle('selected', Number(tr.dataset.id) === id));
 }
@@ -402,6 +419,7 @@ function closeDetail() {
   state.selected = null;
   state.cronEditFor = null;
   $('#detail').hidden = true;
+  unlinkJob();   // stats.js
 }
 
 // -- wiring ---------------------------------------------------------------------------
@@ -498,6 +516,7 @@ async function start() {
   startRouting();
   await refresh();
   setInterval(refresh, 1000);
+  startStats();   // charts, per-task table, the jobs' URLs (stats.js)
 }
 
 document.addEventListener('DOMContentLoaded', start);
