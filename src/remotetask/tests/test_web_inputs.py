@@ -197,11 +197,23 @@ def test_lone_surrogates_are_refused_when_added(app, db):
     assert job['input'] == '\U0001F600'
 
 
+def test_the_service_refuses_lone_surrogates_too(db):
+    with pytest.raises(InvalidInputError, match='UnicodeEncodeError'):
+        ServiceRunner(db)(lambda s: s.add('echo', {'k': ['\ud800']}))
+    with pytest.raises(InvalidInputError, match='meta data'):
+        ServiceRunner(db)(lambda s: s.add('echo', 1, meta={'\udfff': 1}))
+    assert count(db) == 0
+
+
 def test_a_result_xmlrpc_can_not_send_is_a_named_fault(app, db):
-    # Stored through the Python API (which does not look at strings), it
-    # is still never an internal error when read.
-    jobid = ServiceRunner(db)(lambda s: s.add('echo', '\ud800'))
+    # A result set behind the service's back is still never an internal
+    # error when read.
+    jobid = ServiceRunner(db)(lambda s: s.add('echo', 'x'))
     runAll(db)
+
+    def spoil(service):
+        service.jobs[jobid].output = '\ud800'
+    ServiceRunner(db)(spoil)
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, 'getResult', jobid)
     assert info.value.faultCode == rpc.INVALID_INPUT
