@@ -72,6 +72,18 @@ def test_the_service_checks_numbers_of_any_size():
         checkNumber('delay', 10 ** 400, error=InvalidScheduleError)
 
 
+@pytest.mark.parametrize('key', ['true', '1', '[]', '{}', '1.5'])
+def test_a_unique_key_that_is_no_string_is_400(app, db, key):
+    # (found by the fuzz run: it was looked up in a BTree of strings, 500)
+    response = post(app, '/api/jobs', '{"task": "echo", "unique_key": %s}'
+                    % key, status=400)
+    assert response.json['error'].startswith('unique_key must be')
+    post(app, '/api/jobs', '{"task": "echo", "unique_key": "k"}', status=201)
+    post(app, '/api/jobs', '{"task": "echo", "unique_key": %s}' % key,
+         status=400)
+    assert count(db) == 1
+
+
 def test_integers_must_fit_64_bits_in_the_api(app, db):
     response = post(app, '/api/jobs', '{"task": "echo", "max_retries": %d}'
                     % 2 ** 63, status=400)
