@@ -106,7 +106,7 @@ def figures(total):
 
 def fileScenario(workdir, threads, count):
     with measure.Store('file', workdir) as store:
-        with store.workers(WORKERS) as w:
+        with store.workers(WORKERS) if WORKERS else _NoWorkers() as w:
             total = produce(store.db, threads, count)
         drained = w.stats
     result = figures(total)
@@ -117,7 +117,7 @@ def fileScenario(workdir, threads, count):
 
 def processScenario(kind, workdir, processes, count):
     with measure.Store(kind, workdir) as store:
-        with store.workers(WORKERS) as w:
+        with store.workers(WORKERS) if WORKERS else _NoWorkers() as w:
             procs = []
             for i in range(processes):
                 out = os.path.join(workdir, 'producer-%d.json' % i)
@@ -137,6 +137,16 @@ def processScenario(kind, workdir, processes, count):
     result['worker_conflicts'] = drained.get('conflicts', 0)
     result['worker_commits'] = drained.get('commits', 0)
     return result
+
+
+class _NoWorkers:
+    stats = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 def serveScenario(workdir, clients, count):
@@ -232,6 +242,7 @@ def loadavg():
 
 
 def main(argv=None):
+    global WORKERS
     parser = argparse.ArgumentParser()
     parser.add_argument('--jobs', type=int, default=400,
                         help='jobs per producer (default 400)')
@@ -239,10 +250,13 @@ def main(argv=None):
                         help='jobs per producer on RelStorage (default 150)')
     parser.add_argument('--kinds', default='file,zeo,relstorage')
     parser.add_argument('--serve', action='store_true')
+    parser.add_argument('--workers', type=int, default=4,
+                        help='workers draining meanwhile (default 4)')
     parser.add_argument('--serve-jobs', type=int, default=150)
     parser.add_argument('--output', help='a results file (such as '
                         'bench/RESULTS.md) whose section this run replaces')
     args = parser.parse_args(argv)
+    WORKERS = args.workers
     import tempfile
     rows = []
     load0 = loadavg()

@@ -63,10 +63,24 @@ def _normalizePostgres(uri):
                        parts.path, parts.query, ''))
 
 
-def openDB(uri=None, **overrides):
+def fileStoragePath(uri):
+    """The file of a ``file://`` URI (normalized), else None."""
+    if not uri.startswith('file://'):
+        return None
+    path = uri[len('file://'):].split('?', 1)[0]
+    return path if path and os.path.isabs(path) else None
+
+
+def openDB(uri=None, share=False, **overrides):
     """Open the ZODB ``DB`` named by ``uri`` (see the module docstring).
 
-    :raises ConfigurationError: for a URI no resolver understands.
+    A FileStorage (a ``file://`` URI or a path) is opened through the
+    embedded ZEO server of the local process that holds it, if one does;
+    else directly, and with ``share`` this process serves it to the others
+    (``remotetask.embedded``; ``serve`` and ``worker`` do).
+
+    :raises ConfigurationError: for a URI no resolver understands, or a
+        file held by a process that does not share it.
     """
     uri = normalizeURI(uri)
     try:
@@ -79,6 +93,10 @@ def openDB(uri=None, **overrides):
         raise ConfigurationError('bad database URI %r: %s' % (uri, e))
     dbkw.update(overrides)
     factory = _guarded(factory)
+    path = fileStoragePath(uri)
+    if path is not None:
+        from remotetask import embedded
+        return embedded.openFile(path, factory, dbkw, share=share)
     try:
         storage = factory()
     except zc.lockfile.LockError as e:

@@ -67,7 +67,8 @@ class Run:
         try:
             return subprocess.Popen(testing.remotetaskCommand(
                 'worker', '--db', self.uri, '--import',
-                'remotetask.tests.scale_agents', '--lease', 2,
+                'remotetask.tests.scale_agents', '--concurrency', 1,
+                '--lease', 2,
                 '--maintenance-interval', 1, '--grace', 5, '--worker-id',
                 'w%d' % i), env=self.env, stdout=out,
                 stderr=subprocess.STDOUT)

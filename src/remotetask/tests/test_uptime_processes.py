@@ -213,7 +213,7 @@ def test_children_are_recycled_after_max_jobs(client, worker):
     ids = [service.add('noop', n) for n in range(12)]
     client.commit()
     proc = worker('--processes', '1', '--max-jobs-per-child', '5',
-                  '--batch', '1')
+                  '--batch', '1', '--concurrency', '1')
     client.waitFor(lambda s: all(s.jobs[j].status == 'completed'
                                  for j in ids), what='all jobs')
     workers = {client.service.jobs[j].worker.split('/')[0] for j in ids}
