@@ -53,6 +53,7 @@ setup(
         'pyramid_tm >= 2.5',
         'pyramid_retry >= 2.1',
         'waitress >= 2.1',
+        'defusedxml >= 0.7',    # XML-RPC requests: no entity expansion
         'prometheus_client >= 0.17',
     ],
     extras_require={
@@ -68,6 +69,7 @@ setup(
             'WebTest >= 3.0',
             'openapi-spec-validator >= 0.7',
             'openapi-schema-validator >= 0.6',
+            'schemathesis >= 4.0',  # test_web_fuzz: the API fuzzed
             # remotetask.zope and remotetask.pyramid, tested with the real
             # frameworks.  Zope 5.x does not start with ZODB >= 6.4 (Zope
             # issue #1291): with it, pip picks Zope 6.

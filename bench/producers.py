@@ -1,7 +1,7 @@
 """Concurrent producers: do adds conflict? (issue 18)
 
     python bench/producers.py [--jobs N] [--kinds file,zeo,relstorage]
-                              [--serve] [--output bench/RESULTS-producers.md]
+                              [--serve] [--output bench/RESULTS.md]
 
 Each producer adds one job per transaction in a tight loop (retried by
 ``remotetask.retry.attempts``, which counts the conflicts and the classes
@@ -106,7 +106,7 @@ def figures(total):
 
 def fileScenario(workdir, threads, count):
     with measure.Store('file', workdir) as store:
-        with store.workers(WORKERS) as w:
+        with store.workers(WORKERS) if WORKERS else _NoWorkers() as w:
             total = produce(store.db, threads, count)
         drained = w.stats
     result = figures(total)
@@ -117,7 +117,7 @@ def fileScenario(workdir, threads, count):
 
 def processScenario(kind, workdir, processes, count):
     with measure.Store(kind, workdir) as store:
-        with store.workers(WORKERS) as w:
+        with store.workers(WORKERS) if WORKERS else _NoWorkers() as w:
             procs = []
             for i in range(processes):
                 out = os.path.join(workdir, 'producer-%d.json' % i)
@@ -137,6 +137,16 @@ def processScenario(kind, workdir, processes, count):
     result['worker_conflicts'] = drained.get('conflicts', 0)
     result['worker_commits'] = drained.get('commits', 0)
     return result
+
+
+class _NoWorkers:
+    stats = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
 
 
 def serveScenario(workdir, clients, count):
@@ -190,6 +200,40 @@ def serveScenario(workdir, clients, count):
             'statuses': statuses}
 
 
+#: The heading of this bench's section of bench/RESULTS.md.
+MARK = '## Concurrent producers (issue 18)'
+
+
+def section(path):
+    """This bench's section of the results file at ``path`` ('' if none):
+    from MARK to the next heading of its level."""
+    if not os.path.exists(path):
+        return ''
+    with open(path) as f:
+        text = f.read()
+    start = text.find(MARK + '\n')
+    if start < 0:
+        return ''
+    end = text.find('\n## ', start + len(MARK))
+    return text[start:] if end < 0 else text[start:end + 1]
+
+
+def writeSection(path, text):
+    """Put ``text`` (starting with MARK) in the results file at ``path`` in
+    place of this bench's section, or at its end."""
+    old = ''
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    current = section(path)
+    if current:
+        new = old.replace(current, text)
+    else:
+        new = old + ('\n' if old and not old.endswith('\n\n') else '') + text
+    with open(path, 'w') as f:
+        f.write(new)
+
+
 def loadavg():
     try:
         return os.getloadavg()[0]
@@ -198,6 +242,7 @@ def loadavg():
 
 
 def main(argv=None):
+    global WORKERS
     parser = argparse.ArgumentParser()
     parser.add_argument('--jobs', type=int, default=400,
                         help='jobs per producer (default 400)')
@@ -205,9 +250,13 @@ def main(argv=None):
                         help='jobs per producer on RelStorage (default 150)')
     parser.add_argument('--kinds', default='file,zeo,relstorage')
     parser.add_argument('--serve', action='store_true')
+    parser.add_argument('--workers', type=int, default=4,
+                        help='workers draining meanwhile (default 4)')
     parser.add_argument('--serve-jobs', type=int, default=150)
-    parser.add_argument('--output')
+    parser.add_argument('--output', help='a results file (such as '
+                        'bench/RESULTS.md) whose section this run replaces')
     args = parser.parse_args(argv)
+    WORKERS = args.workers
     import tempfile
     rows = []
     load0 = loadavg()
@@ -235,13 +284,12 @@ def main(argv=None):
     text = report(rows, args, load0, loadavg())
     print(text)
     if args.output:
-        with open(args.output, 'w') as f:
-            f.write(text)
+        writeSection(args.output, text)
 
 
 def report(rows, args, load0, load1):
     from run import machine
-    lines = ['## Concurrent producers (issue 18)', '',
+    lines = [MARK, '',
              'Written by `python bench/producers.py` on %s.' %
              datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
              'Machine: %s. Load average (1 min) at the start: %.2f, at the '

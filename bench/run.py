@@ -310,6 +310,11 @@ def write(path, rows, extra, args, notes, cold=()):
         with open(extra_notes) as f:
             out += ['', f.read().strip()]
     text = '\n'.join(out) + '\n'
+    # bench/producers.py keeps its section in the same file: kept.
+    from producers import section
+    kept = section(path)
+    if kept:
+        text += '\n' + kept
     with open(path, 'w') as f:
         f.write(text)
     print(text)

@@ -6,9 +6,13 @@ import sys
 import click
 
 from remotetask.cli.common import (
-    closeDatabase, configureLogging, db_options, loadTasks, openDatabase)
+    DEFAULT_CONCURRENCY, closeDatabase, configureLogging, db_options,
+    loadTasks, openDatabase)
 
 log = logging.getLogger('remotetask.worker')
+
+#: Modules every worker imports (registering their tasks).
+BUILT_IN = ('remotetask.tracker',)
 
 
 class BatchSize(click.ParamType):
@@ -31,15 +35,17 @@ class BatchSize(click.ParamType):
 
 @click.command()
 @db_options
-@click.option('--concurrency', type=click.IntRange(min=1), default=1,
-              show_default=True, help='Jobs run at once (one thread each).')
+@click.option('--concurrency', type=click.IntRange(min=1),
+              default=DEFAULT_CONCURRENCY, show_default=True,
+              help='Jobs run at once (one thread each).')
 @click.option('--lease', type=click.FloatRange(min=0, min_open=True),
               default=30.0, show_default=True,
               help='Seconds a claim lasts unless renewed; a job whose worker '
                    'died goes back to the queue after it.')
 @click.option('--grace', type=click.FloatRange(min=0), default=30.0,
               show_default=True,
-              help='Seconds running jobs get to finish after SIGTERM/SIGINT.')
+              help='Seconds running jobs get to finish after SIGTERM/SIGINT '
+                   '(a second signal exits at once).')
 @click.option('--batch', type=BatchSize(), default='auto', show_default=True,
               help="Jobs claimed per transaction: 'auto' claims about 0.1 s "
                    "of work as judged by the recent jobs (1 to 50), N claims "
@@ -63,19 +69,48 @@ class BatchSize(click.ParamType):
               default=86400.0, show_default=True, metavar='SECONDS',
               help='Pack the database this often, in the background, when '
                    'this worker holds its FileStorage (0: never).')
+@click.option('--processes', type=click.IntRange(min=1), default=None,
+              metavar='N',
+              help='Run jobs in N supervised child processes (each with '
+                   '--concurrency threads) instead of in this one: a child '
+                   'can be killed, a thread can not.')
+@click.option('--kill-after', type=click.FloatRange(min=0), default=5.0,
+              show_default=True, metavar='SECONDS',
+              help='With --processes: kill (SIGKILL) and replace a child '
+                   'whose job still runs this long past its time limit.')
+@click.option('--max-jobs-per-child', type=click.IntRange(min=1),
+              default=None, metavar='N',
+              help='With --processes: replace a child after N jobs (it '
+                   'finishes its running jobs first).')
+@click.option('--max-memory-per-child', type=click.FloatRange(
+              min=0, min_open=True), default=None, metavar='MB',
+              help='With --processes: replace a child whose resident memory '
+                   'passed MB (it finishes its running jobs first).')
+@click.option('--child-status', default=None, hidden=True)
 def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
            poll_interval, maintenance_interval, queues, worker_id,
-           log_level, pack_interval):
+           log_level, pack_interval, processes, kill_after,
+           max_jobs_per_child, max_memory_per_child, child_status):
     """Run the service's jobs until SIGTERM or SIGINT.
 
     The service is at the database root under --service (created there if
     missing).  Several workers may serve one service over ZEO or RelStorage.
     """
     configureLogging(log_level)
-    loadTasks(imports, zcml)
+    # The tracker's task is built into every worker (the ATP daemon).
+    loadTasks(BUILT_IN + tuple(imports), zcml)
+    if processes is not None:
+        ctx = click.get_current_context()
+        return supervise(ctx, uri, service, processes, kill_after, grace,
+                         max_jobs_per_child, max_memory_per_child)
+    for name, value in (('--max-jobs-per-child', max_jobs_per_child),
+                        ('--max-memory-per-child', max_memory_per_child)):
+        if value is not None and child_status is None:
+            raise click.UsageError('%s needs --processes' % name)
     # Each thread has a connection, and one more for its progress reports;
     # the clock, hand-backs and id blocks one each.
-    database = openDatabase(uri, pool_size=2 * concurrency + 3)
+    database = openDatabase(uri, share=True,
+                            pool_size=2 * concurrency + 3)
     from remotetask import db as dbmod
     from remotetask.interfaces import RemoteTaskError
     from remotetask.processor import Processor, taskNames
@@ -86,21 +121,32 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
             database, service, concurrency=concurrency, lease=lease,
             worker_id=worker_id, batch=batch, poll_interval=poll_interval,
             maintenance_interval=maintenance_interval, grace=grace,
-            queues=queues or None)
+            queues=queues or None, kind='worker')
         names = sorted(taskNames())
         if not names:
             log.warning('no tasks are registered: give --import or --zcml')
+        elif names == ['remotetask.tracker'] and not (imports or zcml):
+            log.info('only the tracker task is registered (the ATP daemon); '
+                     'give --import or --zcml for tasks of your own')
         log.info('worker %s serving %r of %s; tasks: %s; queues: %s',
                  processor.worker_id, service, dbmod.normalizeURI(uri),
                  ', '.join(names) or 'none',
                  ', '.join(queues) if queues else 'all')
         from remotetask.packing import startPacker
         packer = startPacker(database, pack_interval)
+        monitor = None
+        if child_status is not None:
+            from remotetask.supervisor import ChildMonitor
+            monitor = ChildMonitor(processor, child_status,
+                                   max_jobs_per_child,
+                                   max_memory_per_child).start()
         try:
             code = serve(processor, grace)
         finally:
             if packer is not None:
                 packer.stop(0)
+            if monitor is not None:
+                monitor.stop()
     except RemoteTaskError as e:
         database.close()
         if 'queue' in str(e):
@@ -113,4 +159,54 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
         os._exit(code)
     closeDatabase(database)
     log.info('worker %s exits with status %d', processor.worker_id, code)
+    sys.exit(code)
+
+
+#: Options of the worker command a supervised child gets as they were given.
+CHILD_OPTIONS = ('service', 'concurrency', 'lease', 'grace', 'batch',
+                 'poll_interval', 'maintenance_interval', 'log_level',
+                 'max_jobs_per_child', 'max_memory_per_child')
+
+
+def supervise(ctx, uri, service, processes, kill_after, grace, max_jobs,
+              max_memory):
+    """``--processes N``: run and supervise N children
+    (``remotetask.supervisor``)."""
+    from remotetask import db as dbmod
+    from remotetask import supervisor
+    from remotetask.packing import holdsFile
+    # A FileStorage: this process serves it to its children (and to the
+    # other local processes: remotetask.embedded).
+    database = openDatabase(uri, share=True, pool_size=2)
+    if holdsFile(database) and getattr(database, 'embedded', None) is None:
+        closeDatabase(database)
+        raise click.BadParameter(
+            '--processes needs a database several processes can open: a '
+            'FileStorage is opened by one process at a time; use ZEO '
+            '(zeo://) or RelStorage (postgres://)', param_hint='--db')
+    dbmod.ensureService(database, service)
+    base = ['worker']
+    if uri is not None:
+        base += ['--db', uri]
+    for name in ctx.params.get('imports') or ():
+        base += ['--import', name]
+    for path in ctx.params.get('zcml') or ():
+        base += ['--zcml', path]
+    for name in ctx.params.get('queues') or ():
+        base += ['--queue', name]
+    for name in CHILD_OPTIONS:
+        value = ctx.params.get(name)
+        if value is not None:
+            base += ['--' + name.replace('_', '-'), str(value)]
+    base += ['--pack-interval', '0']
+    runner = dbmod.ServiceRunner(database, service)
+    boss = supervisor.Supervisor(
+        lambda path: supervisor.childCommand(base, path), processes, runner,
+        kill_after=kill_after, grace=grace)
+    log.info('worker supervisor %d: %d process(es), kill after %gs past a '
+             'time limit', os.getpid(), processes, kill_after)
+    try:
+        code = boss.run()
+    finally:
+        closeDatabase(database)
     sys.exit(code)

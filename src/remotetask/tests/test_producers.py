@@ -18,13 +18,15 @@ from BTrees.LOBTree import LOTreeSet
 
 from remotetask import structures
 from remotetask.db import getService
-from remotetask.interfaces import COMPLETED
+from remotetask.interfaces import COMPLETED, QUEUED
 from remotetask.processor import Processor
+from remotetask.service import TaskService
 from remotetask.retry import attempts
 from remotetask.structures import (IdSet, IdSetView, JobTree, intersect,
                                    partitionOf)
 from remotetask.testing import checkConsistency
 from remotetask.tests import scale_agents
+from remotetask.tests.test_batching import recording  # noqa: F401
 
 THREADS = 8
 EACH = 100
@@ -301,3 +303,30 @@ def test_a_service_of_the_older_layout_is_upgraded_when_found(filedb):
         assert checkConsistency(service) == []
         assert more in service.jobs
     conn.close()
+
+
+def test_an_add_loads_what_it_writes_ahead(recording):
+    """Over ZEO and RelStorage (a storage with ``prefetch``), an add asks
+    for the objects it writes that other connections' commits changed in
+    one round, not one round trip each."""
+    storage, tm, conn = recording
+    scale_agents.register()
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+    # A producer's connection, whose lane's objects a worker then changes.
+    ptm = transaction.TransactionManager()
+    pconn = conn.db().open(ptm)
+    with ptm:
+        first = pconn.root()['tasks'].add('scale.noop', 1)
+    with tm:
+        job, = service.claim(worker='w', lease=30)
+        assert job.id == first
+    del storage.prefetched[:]
+    with ptm:
+        pconn.root()['tasks'].add('scale.noop', 2)
+    pconn.close()
+    asked = set(storage.prefetched[0])
+    lane = service._counts.tallyFor(first)
+    for ob in (lane, service._queue._counter(first),
+               service._index[QUEUED].partitions[partitionOf(first)]):
+        assert ob._p_oid in asked

@@ -150,3 +150,132 @@ def test_retention_removes_completed_jobs_while_a_worker_runs(
     # Nothing surfaced: no job failed, nothing was given up or lost.
     assert 'Traceback' not in log and 'gave up' not in log, log[-3000:]
     assert ' lost ' not in log and 'ended error' not in log
+
+
+# -- supervised worker processes ----------------------------------------------
+
+def childPids(text):
+    import re
+    return re.findall(r'child (\d+) started', text)
+
+
+def test_a_busy_looping_job_gets_its_child_killed_and_replaced(
+        client, worker, tmp_path):
+    log = str(tmp_path / 'spin.log')
+    service = client.service
+    stuck = service.add('spin', {'log': log}, time_limit=1)
+    client.commit()
+    proc = worker('--processes', '1', '--kill-after', '2')
+    waitLog(log, lambda lines: len(lines) >= 1, what='the spin to start')
+    first = readLog(log)[0][2]
+    started = time.monotonic()
+    client.waitFor(lambda s: s.jobs[stuck].status == 'error'
+                   and 'killed' in (s.jobs[stuck].error or ''),
+                   what='the job to end error, killed')
+    assert time.monotonic() - started < 30
+    job = client.service.jobs[stuck]
+    assert 'time limit' in job.error and 'killed' in job.error, job.error
+    # The worker is still up, with a new child that runs jobs.
+    after = client.service.add('noop', 'after')
+    client.commit()
+    client.waitFor(lambda s: s.jobs[after].status == 'completed',
+                   what='a job added after it to complete')
+    assert proc.poll() is None
+    worker_of_after = client.service.jobs[after].worker
+    assert worker_of_after.split(':')[1].split('/')[0] != first
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def test_a_child_that_dies_is_replaced_and_its_jobs_handed_back_at_once(
+        client, worker, tmp_path):
+    import os
+    import signal as signals
+    log = str(tmp_path / 'runs.log')
+    jobid = client.service.add('untilcancelled', {'log': log, 'seconds': 1})
+    client.commit()
+    # A lease of 300 s: only the supervisor can hand the job back soon.
+    proc = worker('--processes', '1', '--lease', '300')
+    lines = waitLog(log, lambda lines: len(lines) >= 1, what='a start')
+    os.kill(int(lines[0][2]), signals.SIGKILL)
+    client.waitFor(lambda s: s.jobs[jobid].status == 'completed',
+                   timeout=60, what='the job to run again and complete')
+    pids = {line[2] for line in readLog(log) if line[0] == 'start'}
+    assert len(pids) == 2 and proc.poll() is None
+    outcomes = [a['outcome'] for a in client.service.jobs[jobid].attempts]
+    assert outcomes == ['handed back', 'completed'], outcomes
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+def test_children_are_recycled_after_max_jobs(client, worker):
+    service = client.service
+    ids = [service.add('noop', n) for n in range(12)]
+    client.commit()
+    proc = worker('--processes', '1', '--max-jobs-per-child', '5',
+                  '--batch', '1', '--concurrency', '1')
+    client.waitFor(lambda s: all(s.jobs[j].status == 'completed'
+                                 for j in ids), what='all jobs')
+    workers = {client.service.jobs[j].worker.split('/')[0] for j in ids}
+    assert len(workers) >= 3, workers      # 12 jobs, 5 per child
+    proc.terminate()
+    assert proc.wait(60) == 0
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--processes', '0'], '--processes'),
+    (['--processes', 'two'], '--processes'),
+    (['--kill-after', '-1', '--processes', '1'], '--kill-after'),
+    (['--max-memory-per-child', '0', '--processes', '1'],
+     '--max-memory-per-child'),
+    (['--max-jobs-per-child', '3'], 'needs --processes'),
+])
+def test_bad_supervision_options_are_clear_errors(argv, message, tmp_path):
+    done = subprocess.run(
+        remotetaskCommand('worker', '--db', str(tmp_path / 'x.fs'), *argv),
+        env=subprocessEnv(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and 'Traceback' not in done.stderr
+
+
+def test_supervised_processes_share_a_filestorage(tmp_path):
+    """The supervisor holds the file and serves it (remotetask.embedded);
+    its children and the other commands connect to it."""
+    path = str(tmp_path / 'Data.fs')
+    log = open(str(tmp_path / 'sup.log'), 'wb')
+    proc = subprocess.Popen(
+        remotetaskCommand('worker', '--db', path, '--processes', '2',
+                          '--import', TASKS, '--concurrency', '1'),
+        env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        def command(*args):
+            return subprocess.run(
+                remotetaskCommand(*args), env=subprocessEnv(),
+                capture_output=True, text=True, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            added = command('add', '--db', path, '--import', TASKS, 'noop',
+                            '"shared"')
+            if added.returncode == 0:
+                break
+            assert time.monotonic() < deadline, added.stderr
+            time.sleep(0.5)
+        jobid = added.stdout.strip()
+        deadline = time.monotonic() + 60
+        while True:
+            status = command('status', '--db', path, jobid)
+            if '"completed"' in status.stdout:
+                break
+            assert time.monotonic() < deadline, (status.stdout,
+                                                 status.stderr)
+            time.sleep(0.5)
+        assert proc.poll() is None
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = (tmp_path / 'sup.log').read_text()
+    assert len(childPids(text)) == 2, text[-2000:]

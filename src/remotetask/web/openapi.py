@@ -20,14 +20,23 @@ def _errors(*codes):
                                              'cross-site request',
              404: 'No such job', 409: 'The job is not in a status that '
                                       'allows this',
-             413: 'Request body too large'}
-    return {str(code): _json(_ref('Error'), texts[code]) for code in codes}
+             413: 'Request body too large',
+             415: 'The request body is not application/json',
+             429: 'Too many failed logins from this address or for this '
+                  'user name: try again after Retry-After seconds'}
+    return {str(code): _json(_ref('Error'), texts[code])
+            for code in sorted(set(codes))}
 
 
 def _op(summary, response, *errors, body=None, params=None, tag='jobs',
         status='200'):
+    """An operation.  Any request may be refused with 400 (a URL that is
+    not UTF-8, a bad value), 401 or 429 (failed logins back off); one with
+    a body with 413 and 415 too."""
+    errors = (400, 401, 429) + errors + ((413, 415) if body is not None
+                                         else ())
     op = {'summary': summary, 'tags': [tag],
-          'responses': dict({status: response}, **_errors(401, *errors))}
+          'responses': dict({status: response}, **_errors(*errors))}
     if body is not None:
         op['requestBody'] = {'required': True, 'content': {
             'application/json': {'schema': body}}}
@@ -41,6 +50,15 @@ def _accepted(op):
     of a processing job)."""
     op['responses']['202'] = dict(op['responses']['200'], description=(
         'Accepted: the processing job was asked to stop'))
+    return op
+
+
+def _existing(op):
+    """``op`` that may also answer 200 with the job that holds the
+    ``unique_key`` asked for (nothing is added; ``"existing": true``)."""
+    op['responses']['200'] = dict(op['responses']['201'], description=(
+        'OK: a job holding this unique_key exists; it is returned and '
+        'nothing is added'))
     return op
 
 
@@ -180,6 +198,34 @@ SCHEMAS = {
                    {'type': 'integer'}},
         'total': {'type': 'integer'}, 'oldest_due': _EPOCH,
         'processing': _ref('Processing')}},
+    'Worker': {'type': 'object', 'required': [
+        'id', 'host', 'pid', 'kind', 'version', 'started', 'heartbeat',
+        'interval', 'expires', 'concurrency', 'tasks', 'running', 'done',
+        'failed'], 'properties': {
+        'id': {'type': 'string', 'description': 'Worker id (host:pid)'},
+        'host': {'type': 'string'}, 'pid': {'type': 'integer'},
+        'kind': {'type': 'string', 'enum': ['serve', 'worker', 'thread'],
+                 'description': 'remotetask serve, remotetask worker, or '
+                 'startProcessing() in an application'},
+        'version': {'type': 'string', 'description': 'remotetask version'},
+        'started': _EPOCH, 'heartbeat': _EPOCH, 'expires': _EPOCH,
+        'interval': {'type': 'number', 'description': 'Seconds between '
+                     'heartbeats'},
+        'concurrency': {'type': 'integer'},
+        'tasks': {'type': 'array', 'items': {'type': 'string'},
+                  'description': 'The tasks it runs'},
+        'running': {'type': 'array', 'items': {'type': 'integer'},
+                    'description': 'Ids of the jobs it has claimed'},
+        'done': {'type': 'integer'}, 'failed': {'type': 'integer'}}},
+    'Workers': {'type': 'object', 'required': [
+        'workers', 'unserved', 'warnings'], 'properties': {
+        'workers': {'type': 'array', 'items': _ref('Worker')},
+        'unserved': {'type': 'array', 'description': 'Tasks with jobs '
+                     'waiting that no live worker runs', 'items': {
+                         'type': 'object', 'properties': {
+                             'task': {'type': 'string'},
+                             'waiting': {'type': 'integer'}}}},
+        'warnings': {'type': 'array', 'items': {'type': 'string'}}}},
     'Processing': {'type': 'object', 'required': [
         'available', 'running', 'stats'], 'properties': {
         'available': {'type': 'boolean'}, 'running': {'type': 'boolean'},
@@ -187,11 +233,29 @@ SCHEMAS = {
 }
 
 
-def document(server_url):
-    """The OpenAPI document, with ``server_url`` as its server."""
+def _withTasks(schemas, tasks):
+    """``schemas`` whose new jobs name one of ``tasks`` (an enum: clients
+    and fuzzers see which tasks the server has)."""
+    schemas = dict(schemas)
+    task = {'type': 'string', 'enum': list(tasks)}
+    new = schemas['NewJob']
+    schemas['NewJob'] = dict(new, properties=dict(new['properties'],
+                                                  task=task))
+    cron = schemas['NewCronJob']
+    schemas['NewCronJob'] = {'allOf': [cron['allOf'][0], dict(
+        cron['allOf'][1], properties=dict(cron['allOf'][1]['properties'],
+                                          task=task))]}
+    return schemas
+
+
+def document(server_url, tasks=None):
+    """The OpenAPI document, with ``server_url`` as its server (and the
+    names of ``tasks`` as the tasks new jobs may name, if given)."""
     from remotetask.web import routing, stats
     job = _json(_ref('JobDetail'))
     schemas = dict(SCHEMAS, **routing.SCHEMAS, **stats.SCHEMAS)
+    if tasks:
+        schemas = _withTasks(schemas, tasks)
     paths = dict(routing.openapiPaths(_op, _json, _ref),
                  **stats.openapiPaths(_op, _json, _ref))
     return {
@@ -209,6 +273,10 @@ def document(server_url):
                 'bearer': {'type': 'http', 'scheme': 'bearer'}}},
         'security': [{'basic': []}, {'bearer': []}],
         'paths': {
+            '/api/': {'get': _op(
+                'An index of the API: its endpoints, and where the OpenAPI '
+                'document, XML-RPC, the page and the metrics are',
+                _json({'type': 'object'}), tag='service')},
             '/api/tasks': {'get': _op(
                 'The registered tasks', _json({'type': 'object'}),
                 tag='tasks')},
@@ -252,10 +320,9 @@ def document(server_url):
                                       '"next" of the previous page (a job '
                                       'id, or GROUP:ID when sorting by '
                                       'status or task)')]),
-                'post': _op('Add a job', _json(_ref('JobDetail'),
-                                               'Created'),
-                            400, 403, 413, body=_ref('NewJob'),
-                            status='201')},
+                'post': _existing(_op(
+                    'Add a job', _json(_ref('JobDetail'), 'Created'),
+                    400, 403, 413, body=_ref('NewJob'), status='201'))},
             '/api/jobs/{id}': {
                 'get': _op('A job with its input, result, error, '
                            'traceback, progress and attempts', job, 404,
@@ -298,9 +365,11 @@ def document(server_url):
             '/api/clean': {'post': _op(
                 'Remove final jobs', _json({'type': 'object'}), 400, 403,
                 409,
-                body={'type': 'object', 'properties': {
-                    'status': {'type': 'array', 'items': _ref('Status')},
-                    'before': _WHEN}}, tag='service')},
+                body={'type': 'object', 'additionalProperties': False,
+                      'properties': {
+                          'status': {'type': 'array',
+                                     'items': _ref('Status')},
+                          'before': _WHEN}}, tag='service')},
             '/api/health': {
                 'get': _op('The storage condition this process saw: '
                            'disk_full (true from a failed commit of a full '
@@ -328,9 +397,14 @@ def document(server_url):
                 'post': _op('Start or stop processing in this server',
                             _json(_ref('Processing')), 403, 409,
                             body={'type': 'object', 'required': ['running'],
+                                  'additionalProperties': False,
                                   'properties': {'running':
                                                  {'type': 'boolean'}}},
                             tag='service')},
+            '/api/workers': {'get': _op(
+                'The live workers (the worker registry), and the tasks '
+                'with waiting jobs that none of them runs',
+                _json(_ref('Workers')), tag='service')},
             '/api/me': {'get': _op('Who you are, and a CSRF token',
                                    _json({'type': 'object'}),
                                    tag='service')},
