@@ -108,6 +108,10 @@ class Run:
         self.n = n
         self.countfile = os.path.join(workdir, 'count')
         self.env = env()
+        # As installed: byte code compiled once, read from then on (this
+        # variable, if the bench's shell sets it, would make every worker
+        # compile remotetask's sources at each start).
+        self.env.pop('PYTHONDONTWRITEBYTECODE', None)
         self.env['BENCH_COLD_COUNT'] = self.countfile
         self.env['BENCH_COLD_HUEY'] = os.path.join(workdir, 'huey.db')
         os.environ.update(BENCH_COLD_COUNT=self.countfile,
@@ -228,6 +232,11 @@ def measure(sizes, runs, systems, workdir, log=print):
     """{(n, system): [(first, last) per run]}, and the enqueue rates."""
     results = {}
     enqueued = {}
+    # pip compiles an installed package's byte code; a checkout (pip
+    # install -e) gets it at its first import: compile it before timing.
+    import compileall
+    for folder in (os.path.join(ROOT, 'src'), HERE):
+        compileall.compile_dir(folder, quiet=1)
     if {'rq', 'celery'} & set(systems):
         log('Redis: %s' % startRedis())
     for n in sizes:

@@ -12,8 +12,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, retention, routing,
-                        pgnotify, scheduling, stats, workflows)
+from remotetask import (events, interfaces, limits, pgnotify, registry,
+                        retention, routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -42,9 +42,15 @@ def _now(now):
 
 
 class _ProbePickler(pickle.Pickler):
-    """Pickles like ZODB does: persistent objects are references."""
+    """Pickles like ZODB does: persistent objects are references.  Strings
+    must be encodable as UTF-8: one with a lone surrogate (``'\\ud800'``)
+    pickles, but no XML-RPC or JSON client could ever read it back."""
 
     def persistent_id(self, obj):
+        if isinstance(obj, str):
+            if not obj.isascii():
+                obj.encode('utf-8')     # UnicodeEncodeError
+            return None
         if isinstance(obj, persistent.Persistent):
             return id(obj)
         return None
@@ -131,11 +137,19 @@ class TaskService(persistent.Persistent):
         return zope.component.queryUtility(interfaces.ITask, name=name)
 
     def _checkTask(self, name):
-        if not isinstance(name, str) or self._getTask(name) is None:
+        # Known here, or run by a live worker of this service (registry).
+        if isinstance(name, str) and self._getTask(name) is not None:
+            return
+        remote = registry.liveTaskNames(self)
+        if not isinstance(name, str) or name not in remote:
             raise UnknownTaskError(
                 'unknown task %r; available tasks: %s' % (
-                    name, ', '.join(sorted(self.getAvailableTasks()))
-                    or 'none'))
+                    name, ', '.join(sorted(set(self.getAvailableTasks())
+                                           | remote)) or 'none'))
+
+    def workers(self, now=None):
+        """See ITaskService."""
+        return registry.workers(self, now)
 
     # -- the one place where a job's status changes ---------------------------
 
@@ -618,14 +632,47 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         return job.attempt_count
 
-    def run(self, job, now=None, reporter=None, cancelled=None):
-        """See ITaskService."""
+    def run(self, job, now=None, reporter=None, cancelled=None,
+            defer=False):
+        """See ITaskService.
+
+        ``defer=True`` (a worker running several claimed jobs in one
+        transaction): run the task, then return a callable that records
+        its outcome (and returns what ``run`` would), to be called after
+        the other jobs' tasks ran.  Each task runs under a savepoint so
+        that a failing one rolls back alone; with the outcomes recorded at
+        the end, that savepoint holds what the previous task wrote, not
+        the status indexes, tallies and statistics every outcome changes
+        (which the savepoint would pickle again for each job).  The job
+        ends when its task did (unless ``now`` is given).
+        """
+        if defer:
+            def finish(record, *args):
+                # The run's volatile attributes, kept here: the job may be
+                # ghosted (its cache trimmed) before the outcome is recorded.
+                begun = getattr(job, '_v_begun', None)
+                ended = time.time()
+
+                def later():
+                    if begun is not None:
+                        job._v_begun = begun
+                    job._v_ended = ended
+                    job._v_cancelEvent = cancelled
+                    try:
+                        return record(*args)
+                    finally:
+                        job.__dict__.pop('_v_ended', None)
+                return later
+        else:
+            def finish(record, *args):
+                return record(*args)
         if job._status != PROCESSING:
             raise InvalidStatusError('job %s is %r, not processing: claim it '
                                      'first' % (job.id, job._status))
         task = self._getTask(job.task)
         if task is None:
-            return self._fail(job, 'unknown task %r' % job.task, None, now)
+            return finish(self._fail, job, 'unknown task %r' % job.task,
+                          None, now)
         # What the end of the run writes: loaded while the task runs.
         ends = (self._index[PROCESSING], self._index[COMPLETED],
                 self._counts.tallyFor(job.id))
@@ -671,24 +718,23 @@ class TaskService(persistent.Persistent):
             delay = e.delay
             if delay is None:
                 delay = retryDelay(task, job.retries + 1)
-            return self._retry(job, e.message or 'retry asked by the task',
-                               delay, now)
+            return finish(self._retry, job,
+                          e.message or 'retry asked by the task', delay, now)
         except (TaskError, InvalidInputError) as e:
             _rollback(savepoint)
             if isinstance(e, tuple(getattr(task, 'retry_on', ()))):
-                return self._retry(job, str(e),
-                                   retryDelay(task, job.retries + 1), now)
-            return self._fail(job, str(e), None, now)
+                return finish(self._retry, job, str(e),
+                              retryDelay(task, job.retries + 1), now)
+            return finish(self._fail, job, str(e), None, now)
         except Exception as e:
             trace = tb_module.format_exc()
             _rollback(savepoint)
             log.error('job %s (task %r) failed:\n%s', job.id, job.task, trace)
             if isinstance(e, tuple(getattr(task, 'retry_on', ()))):
-                return self._retry(job, _errorText(e),
-                                   retryDelay(task, job.retries + 1), now,
-                                   trace)
-            return self._fail(job, _errorText(e), trace, now)
-        return self._succeed(job, result, now)
+                return finish(self._retry, job, _errorText(e),
+                              retryDelay(task, job.retries + 1), now, trace)
+            return finish(self._fail, job, _errorText(e), trace, now)
+        return finish(self._succeed, job, result, now)
 
     def _cancelledRun(self, job, now, cancelled):
         """End the run as ``cancelled`` if that was asked while it ran (a
@@ -725,7 +771,11 @@ class TaskService(persistent.Persistent):
 
     def _settle(self, job, now, outcome, error=None):
         """End the current attempt and go where a job goes after a run."""
-        end = _now(now)
+        # A deferred outcome (``run(defer=True)``): when the task ended.
+        ended = getattr(job, '_v_ended', None)
+        if ended is not None:
+            del job._v_ended
+        end = ended if now is None and ended is not None else _now(now)
         record = dict(end=end, outcome=outcome, error=error)
         begun = getattr(job, '_v_begun', None)
         if begun is not None:
@@ -783,11 +833,18 @@ class TaskService(persistent.Persistent):
         events.notify(events.JobRetried(job, self))
         return 'retry'
 
-    def handBack(self, job, now=None, reason='handed back'):
+    def handBack(self, job, now=None, reason='handed back', ran=False):
         """See ITaskService."""
         self._refuse(job, 'hand back', (PROCESSING,))
+        completed = job.completed
         self._settle(job, now, 'handed back', reason)
-        job.starts = max(0, job.starts - 1)
+        job.completed = completed       # it did not complete now
+        if not ran:
+            # Claimed, never started: it keeps the start of its last run.
+            job.starts = max(0, job.starts - 1)
+            runs = [a for a in job.attempts[:-1]
+                    if a.get('outcome') != 'handed back']
+            job.started = runs[-1].get('start') if runs else None
         self._transition(job, QUEUED, _now(now))
 
     def reap(self, now=None):

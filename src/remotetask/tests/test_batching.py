@@ -251,3 +251,48 @@ def test_a_claim_stays_where_it_found_jobs_and_moves_on_conflict(recording):
                                       spread=True)[0].id) == first
     structures.movePartition()            # what a Processor does on conflict
     assert structures._local.part is None
+
+
+# -- a group records its outcomes after its tasks ----------------------------
+
+def test_deferred_outcomes_roll_back_the_failing_task_alone(env):
+    """``service.run(defer=True)``: the tasks of a group run first, each
+    under its savepoint, and their outcomes are recorded afterwards; a
+    failing task's writes are rolled back, the others' stay, and each job
+    ends when its task did."""
+    from remotetask.tests.test_processor import Recorder
+    import zope.component
+
+    class Failing(Recorder):
+        def __call__(self, service, jobid, input):
+            super().__call__(service, jobid, input)
+            if input == 'bad':
+                raise ValueError('bad input')
+            return input
+    zope.component.provideUtility(Failing(), name='record')
+    ids = [env.add('record', x) for x in ('a', 'bad', 'c')]
+    service = env.service
+    claimed = service.claim(worker='w', lease=60, limit=3)
+    env.tm.commit()
+    assert sorted(job.id for job in claimed) == ids
+    service = env.service
+    finishers = []
+    for jobid in ids:
+        finishers.append(service.run(service.jobs[jobid], defer=True))
+        time.sleep(0.01)
+        # Nothing recorded yet: the job is still processing.
+        assert service.jobs[jobid].status == 'processing'
+    outcomes = [finish() for finish in finishers]
+    env.tm.commit()
+    assert outcomes == ['completed', 'error', 'completed']
+    seen = env.root['seen']
+    assert sorted(seen.keys()) == ['a', 'c']
+    jobs = [env.job(jobid) for jobid in ids]
+    assert 'bad input' in jobs[1].error
+    assert [j.output for j in (jobs[0], jobs[2])] == ['a', 'c']
+    # Each job ended when its task did, before the next one started.
+    for job in jobs:
+        assert job.started <= job.completed
+    assert jobs[0].completed <= jobs[1].started
+    assert jobs[1].completed <= jobs[2].started
+    assert env.service.count('processing') == 0
