@@ -3,6 +3,8 @@
 It has a connection and a transaction manager of its own and, every
 ``tick`` seconds (at most half a second):
 
+- hands back the jobs claimed ahead by a thread busy with a long job
+  (``Processor._releaseHeld``);
 - renews the leases of the jobs the processor's threads claimed (about every
   third of the lease), writing only each job's small lease object, so that
   renewals never conflict with the jobs' completion; a job found no longer
@@ -12,6 +14,8 @@ It has a connection and a transaction manager of its own and, every
   and is ended through ``service.reap()``;
 - calls ``service.maintain()`` every ``maintenance_interval`` seconds, then
   removes expired jobs (``remotetask.retention``) in small transactions;
+- updates the processor's entry in the worker registry every ``heartbeat``
+  seconds (``remotetask.registry``), removing expired entries of others;
 - wakes idle worker threads when a job is due (delayed and cron jobs start
   within a tick of their time, whatever the poll interval).
 """
@@ -21,7 +25,7 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
-from remotetask import retention
+from remotetask import registry, retention
 from remotetask.limits import cancelRequested
 from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
 
@@ -52,6 +56,8 @@ class Clock:
                     now = time.time()
                     self._renew(tm, conn, now)
                     self._checkCancels(tm, conn)
+                    self._releaseHeld()
+                    self._beat(tm, conn, now)
                     self._enforceLimits(tm, conn, now)
                     if now >= nextMaintenance:
                         nextMaintenance = now + self.maintenance_interval
@@ -105,6 +111,27 @@ class Clock:
         for item in lost:
             item.lost = True
             item.cancelled.set()
+
+    def _beat(self, tm, conn, now):
+        """The registry heartbeat: writes only this processor's entry (and,
+        when some expired, the registry's BTree)."""
+        registration = self.registration
+        if not registration.due(now):
+            return
+        try:
+            for attempt in tm.attempts(3):
+                with attempt:
+                    service = self._service(conn)
+                    registration.beat(service, now)
+                    dead = registry.prune(service, now)
+        except STORAGE_ERRORS:
+            raise
+        except TransientError:
+            log.warning('clock: the registry heartbeat conflicted; next tick')
+            return
+        if dead:
+            log.warning('workers %s expired (no heartbeat for %d intervals)',
+                        ', '.join(dead), registry.MISSED)
 
     def _checkCancels(self, tm, conn):
         """Tell the tasks whose jobs were cancelled while running (a flag

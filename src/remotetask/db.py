@@ -11,12 +11,12 @@ resolver would pass them on as the string ``'None'``.  A plain path (no ``://``)
 taken as a FileStorage file.  The service lives at the database root under a
 key (``tasks`` by default) and is created there if missing.
 """
+import functools
 import os
 
 import transaction
 import zc.lockfile
 import ZODB
-import zodburi
 
 from remotetask import health, retry
 from remotetask.interfaces import ConfigurationError  # noqa: F401
@@ -63,12 +63,36 @@ def _normalizePostgres(uri):
                        parts.path, parts.query, ''))
 
 
-def openDB(uri=None, **overrides):
+def fileStoragePath(uri):
+    """The file of a ``file://`` URI (normalized), else None."""
+    if not uri.startswith('file://'):
+        return None
+    path = uri[len('file://'):].split('?', 1)[0]
+    return path if path and os.path.isabs(path) else None
+
+
+def openDB(uri=None, share=False, **overrides):
     """Open the ZODB ``DB`` named by ``uri`` (see the module docstring).
 
-    :raises ConfigurationError: for a URI no resolver understands.
+    A FileStorage (a ``file://`` URI or a path) is opened through the
+    embedded ZEO server of the local process that holds it, if one does;
+    else directly, and with ``share`` this process serves it to the others
+    (``remotetask.embedded``; ``serve`` and ``worker`` do).
+
+    :raises ConfigurationError: for a URI no resolver understands, or a
+        file held by a process that does not share it.
     """
     uri = normalizeURI(uri)
+    path = fileStoragePath(uri)
+    if path is not None and '?' not in uri:
+        # A plain FileStorage, as zodburi's file:// resolver makes it, without
+        # loading every resolver (ZEO's client, its asyncio...): the
+        # commands that open the file directly start faster.
+        factory = _guarded(functools.partial(_fileStorage, path))
+        dbkw = dict(FILE_DB_DEFAULTS, **overrides)
+        from remotetask import embedded
+        return embedded.openFile(path, factory, dbkw, share=share)
+    import zodburi
     try:
         factory, dbkw = zodburi.resolve_uri(uri)
     except KeyError as e:
@@ -79,6 +103,10 @@ def openDB(uri=None, **overrides):
         raise ConfigurationError('bad database URI %r: %s' % (uri, e))
     dbkw.update(overrides)
     factory = _guarded(factory)
+    path = fileStoragePath(uri)
+    if path is not None:
+        from remotetask import embedded
+        return embedded.openFile(path, factory, dbkw, share=share)
     try:
         storage = factory()
     except zc.lockfile.LockError as e:
@@ -87,6 +115,16 @@ def openDB(uri=None, **overrides):
             'FileStorage is opened by one process at a time: run a ZEO '
             'server to share it' % (uri, e))
     return ZODB.DB(storage, **dbkw)
+
+
+#: What zodburi gives ``ZODB.DB`` for a ``file://`` URI without options.
+FILE_DB_DEFAULTS = {'cache_size': 10000, 'pool_size': 7,
+                    'database_name': 'unnamed'}
+
+
+def _fileStorage(path):
+    from ZODB.FileStorage import FileStorage
+    return FileStorage(path)
 
 
 def _guarded(factory):

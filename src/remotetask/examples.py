@@ -1,5 +1,7 @@
-"""Example tasks, registered by ``examples.zcml`` (``remotetask serve``
-loads them when no tasks are given, so there is something to try).
+"""Example tasks, registered when this module is imported (``remotetask
+worker --import remotetask.examples``) or by ``examples.zcml``
+(``remotetask serve`` loads them when no tasks are given, so there is
+something to try).
 
 - ``echo``: returns its input;
 - ``sum``: adds a list of numbers (fails cleanly on anything else);
@@ -47,3 +49,20 @@ def sleep(input):
 def fail(input):
     """Fail, with the input as the error message."""
     raise TaskError(str(input or 'this task always fails'))
+
+
+def registerTasks():
+    """Register the example tasks (as examples.zcml does); done on import,
+    and again by ``--import`` after the component registry was cleaned."""
+    import zope.component
+
+    from remotetask.interfaces import ITask
+    from remotetask.task import SimpleTask
+    for name, func, policy in (('echo', echo, {}), ('sum', sum_, {}),
+                               ('sleep', sleep, {'time_limit': 3700.0}),
+                               ('fail', fail, {})):
+        zope.component.provideUtility(SimpleTask(func, **policy), ITask,
+                                      name=name)
+
+
+registerTasks()

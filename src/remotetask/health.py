@@ -81,9 +81,27 @@ def diskFull(exc):
             return exc
         if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
             return exc
+        remote = _serverOSError(exc)
+        if remote is not None:
+            return remote
         exc = exc.__cause__ or exc.__context__
         seen += 1
     return None
+
+
+def _serverOSError(exc):
+    """The ``OSError`` a ZEO server met (the embedded server of
+    ``remotetask.embedded``, or runzeo), which its clients get as
+    ``ServerException('builtins.OSError', (errno, text))``; or None."""
+    args = getattr(exc, 'args', ())
+    if type(exc).__name__ != 'ServerException' or len(args) != 2:
+        return None
+    name, detail = args
+    if name not in ('builtins.OSError', 'exceptions.OSError') or not (
+            isinstance(detail, tuple) and detail
+            and detail[0] in FULL_ERRNOS):
+        return None
+    return OSError(*detail[:2])
 
 
 def message(exc):
@@ -149,6 +167,9 @@ def beforeClose(db):
     the next open rebuilds the index from the file."""
     from ZODB.FileStorage import FileStorage
     storage = getattr(db, 'storage', None)
+    embedded = getattr(db, 'embedded', None)    # served to other processes
+    if embedded is not None:
+        storage = getattr(embedded, 'storage', None)
     if not isinstance(storage, FileStorage):
         return
     try:

@@ -224,7 +224,8 @@ class RemoteTaskError(Exception):
 
 
 class UnknownTaskError(RemoteTaskError, ValueError):
-    """No ``ITask`` utility is registered under the name asked for.
+    """No ``ITask`` utility is registered under the name asked for, and no
+    live worker of the service (see ``ITaskService.workers``) runs it.
 
     Raised by ``add()`` and ``addCronJob()``; nothing is stored.
     """
@@ -726,6 +727,17 @@ class ITaskService(zope.interface.Interface):
         keys of the task index behind ``jobIds(task=...)``; a name stays
         when its jobs are removed)."""
 
+    def workers(now=None):
+        """The live workers (processors) of this service, from the worker
+        registry (``remotetask.registry``): a list of dicts with ``id``,
+        ``host``, ``pid``, ``kind``, ``version``, ``started``,
+        ``heartbeat``, ``interval``, ``expires``, ``concurrency``, ``tasks``
+        (the names it runs), ``running`` (job ids), ``done`` and
+        ``failed``, sorted by id.  A processor records itself when it
+        starts, beats every few seconds, and removes its entry when it stops;
+        the entry of one that died expires after a few missed heartbeats.
+        ``add()`` also accepts the tasks these workers run."""
+
     def jobIds(status=None, task=None):
         """The ids of the jobs in ``status`` and of ``task`` (either may be
         None: any), ascending, from indexes: a set with the reading API of
@@ -868,10 +880,13 @@ class ITaskService(zope.interface.Interface):
         ``token``: not handed back, reaped, ended or claimed again since.
         A worker checks it in the transaction that records the outcome."""
 
-    def handBack(job, now=None, reason='handed back'):
-        """Put a processing job back in the queue at once, without counting
-        the start (a worker stopping before it could run or finish it).
-        The attempt is recorded with outcome ``'handed back'``.
+    def handBack(job, now=None, reason='handed back', ran=False):
+        """Put a processing job back in the queue at once (a worker stopping
+        before it could run or finish it).  The start counts only if the
+        job ``ran`` (its task was called: a job that keeps stopping its
+        workers reaches ``max_starts``); ``completed`` is left as it was
+        (the job did not complete).  The attempt is recorded with outcome
+        ``'handed back'``.
 
         :raises InvalidStatusError: if the job is not processing.
         """
@@ -1014,6 +1029,13 @@ class IProcessor(zope.interface.Interface):
         """How many jobs the next claim asks for: the fixed ``batch``, or
         with ``batch='auto'`` about 0.1 s of work as judged by the recent
         jobs' durations (1 until a job has run)."""
+
+    def taskNames():
+        """The names of the tasks it runs (those registered in its
+        process); recorded in the worker registry."""
+
+    def runningJobs():
+        """The ids of the jobs its threads have claimed and not ended."""
 
 
 # -- Events -----------------------------------------------------------------

@@ -11,7 +11,6 @@ import zoneinfo
 
 import persistent
 import zope.interface
-from croniter import CroniterBadDateError, croniter
 
 from remotetask import interfaces, limits
 from remotetask.interfaces import InvalidScheduleError
@@ -251,6 +250,7 @@ class CronJob(Job):
                 raise InvalidScheduleError(
                     'give either a cron expression or the tuple fields, '
                     'delay and interval, not both')
+            from croniter import croniter   # (imported when needed)
             if not croniter.is_valid(expression):
                 raise InvalidScheduleError(
                     'not a valid cron expression: %r' % (expression,))
@@ -291,6 +291,8 @@ class CronJob(Job):
             return now + self.delay
         if self.interval is not None:
             return now + self.interval
+        # Imported when needed: commands that only read jobs start faster.
+        from croniter import CroniterBadDateError, croniter
         try:
             if self.expression is not None:
                 tz = zoneinfo.ZoneInfo(self.timezone or 'UTC')

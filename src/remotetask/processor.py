@@ -32,7 +32,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, pgnotify, routing
+from remotetask import health, interfaces, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -47,15 +47,22 @@ log = logging.getLogger('remotetask.worker')
 LOST = 'lost'
 
 
-class _Active:
-    """A job claimed by one of this processor's threads."""
+#: The states of a claimed job in its processor (``_Active.state``).
+CLAIMED, RUNNING, HANDED = 'claimed', 'running', 'handed back'
 
-    def __init__(self, jobid, token, task, deadline, now):
+
+class _Active:
+    """A job claimed by one of this processor's threads (``owner``)."""
+
+    def __init__(self, jobid, token, task, deadline, now, owner=None):
         self.jobid = jobid
         self.token = token
         self.task = task
         self.deadline = deadline    # epoch seconds (time limit) or None
         self.renewed = now
+        self.owner = owner
+        self.state = CLAIMED
+        self.begun = None           # time.monotonic() when its run began
         self.cancelled = threading.Event()
         self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
@@ -112,9 +119,11 @@ GROUP_SECONDS = 0.2
 AUTO_SECONDS = 0.1
 AUTO_MAX = 50
 
-#: ``batch='auto'``: claimed jobs not started this many seconds after their
-#: claim (the estimate was wrong: the jobs are slower than the recent ones)
-#: go back to the queue for other workers.
+#: Claimed jobs not started this many seconds after their claim while their
+#: thread runs a job that has taken longer than that go back to the queue
+#: (for the other threads and workers): a job claimed ahead in a batch
+#: never waits behind a long job.  With ``batch='auto'``, those of a claim
+#: not started this long after it go back too (the estimate was wrong).
 HOLD_SECONDS = 1.0
 
 #: How many times the failure path tries to record a job's end.
@@ -176,14 +185,18 @@ class Processor(Clock):
     job is made in, in the job's transaction (the service is the one of the
     worker's connection): the place for an application's context, e.g.
     ``remotetask.zope`` sets the service's site and a Zope user there.  If
-    entering it fails, the job fails with that error.  A bad option raises
-    ``ValueError`` naming it.
+    entering it fails, the job fails with that error.  ``heartbeat``:
+    seconds between the updates of its entry in the worker registry
+    (``remotetask.registry``; ``kind`` is recorded there: ``thread``,
+    ``worker`` or ``serve``).  A bad option raises ``ValueError`` naming
+    it.
     """
 
     def __init__(self, db, name=DEFAULT_SERVICE, concurrency=1, lease=30.0,
                  worker_id=None, batch='auto', poll_interval=1.0,
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None,
-                 queues=None, around=None):
+                 queues=None, around=None, heartbeat=registry.INTERVAL,
+                 kind='thread'):
         if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
             raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
                              % (batch,))
@@ -193,7 +206,8 @@ class Processor(Clock):
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
         for what, value in (('lease', lease), ('poll_interval', poll_interval),
-                            ('maintenance_interval', maintenance_interval)):
+                            ('maintenance_interval', maintenance_interval),
+                            ('heartbeat', heartbeat)):
             if not _isNumber(value) or not value > 0:
                 raise ValueError('%s must be a positive number of seconds, '
                                  'not %r' % (what, value))
@@ -230,6 +244,8 @@ class Processor(Clock):
         self._clockStop = threading.Event()
         self._watched = None
         self._duration = None   # seconds a job took lately (moving average)
+        self._taskDurations = {}    # the same, task by task
+        self.registration = registry.Registration(self, kind, heartbeat)
         self._stats = dict.fromkeys(
             ('claimed', 'processed', 'completed', 'failed', 'retried',
              'lost', 'handed_back', 'commits', 'conflicts', 'storage_errors',
@@ -259,6 +275,16 @@ class Processor(Clock):
             stats['running'] = len(self._active)
         stats['claim_size'] = self.claimSize()
         return stats
+
+    def taskNames(self):
+        """The names of the tasks this processor runs (those registered in
+        this process)."""
+        return taskNames()
+
+    def runningJobs(self):
+        """The ids of the jobs claimed by this processor's threads."""
+        with self._lock:
+            return list(self._active)
 
     def wake(self):
         """See IProcessor."""
@@ -315,6 +341,7 @@ class Processor(Clock):
         self._clockStop.set()
         if self._clock is not None:
             self._clock.join(10.0)
+        self._unregister()
         hooks.remove(self.db, self._onInvalidate)
         pgnotify.unlisten(self.db, self._onNotify)
         stuck = [t.name for t in self._threads if t.is_alive()]
@@ -348,6 +375,24 @@ class Processor(Clock):
         finally:
             tm.abort()
             conn.close()
+
+    def _unregister(self):
+        """Remove this processor's entry from the registry (a clean stop);
+        if that fails, it expires."""
+        tm = transaction.TransactionManager()
+        conn = None
+        try:
+            conn = self.db.open(tm)
+            for attempt in tm.attempts(5):
+                with attempt:
+                    self.registration.remove(self._service(conn))
+        except Exception as e:
+            log.warning('processor %s: could not remove its registry entry '
+                        '(%s); it expires', self.worker_id, errorText(e))
+        finally:
+            abort(tm)
+            if conn is not None:
+                close(conn)
 
     def _count(self, **counts):
         with self._lock:
@@ -436,12 +481,16 @@ class Processor(Clock):
             return 1
         return max(1, min(AUTO_MAX, int(AUTO_SECONDS / max(duration, 1e-4))))
 
-    def _measured(self, elapsed):
+    def _measured(self, elapsed, task=None):
         with self._lock:
             if self._duration is None:
                 self._duration = elapsed
             else:
                 self._duration += 0.2 * (elapsed - self._duration)
+            if task is not None:
+                last = self._taskDurations.get(task)
+                self._taskDurations[task] = elapsed if last is None else (
+                    last + 0.2 * (elapsed - last))
 
     def _claim(self, tm, conn, worker):
         """Claim up to ``claimSize()`` jobs in a short transaction (none
@@ -474,7 +523,7 @@ class Processor(Clock):
                                              queues=self.queues):
                         claimed.append(_Active(
                             job.id, service.claimToken(job), job.task,
-                            _deadline(service, job), now))
+                            _deadline(service, job), now, worker))
                     if not claimed:
                         # Lanes are made by adds: watch new ones too.
                         self._watched = _lengths(service)
@@ -498,6 +547,9 @@ class Processor(Clock):
         try:
             i = 0
             while i < len(claimed):
+                if claimed[i].state != CLAIMED:     # handed back meanwhile
+                    i += 1
+                    continue
                 if self._stopping.is_set():
                     self._handBack(claimed[i:], 'the worker stopped before '
                                    'it started the job')
@@ -509,7 +561,8 @@ class Processor(Clock):
                                    'workers' % HOLD_SECONDS)
                     return
                 ran = 0
-                if len(claimed) - i > 1 and _grouped(claimed[i]):
+                if len(claimed) - i > 1 and _grouped(claimed[i]) and \
+                        self._groupable(claimed[i].task):
                     ran = self._runGroup(tm, conn, worker, claimed[i:],
                                          reporter)
                     if ran is None:     # it conflicted: once more
@@ -535,6 +588,7 @@ class Processor(Clock):
         the group before it, and runs alone (``_runOne``)."""
         started = time.monotonic()
         done = []
+        entered = []
         try:
             with tm:
                 service = self._service(conn)
@@ -544,6 +598,14 @@ class Processor(Clock):
                             time.monotonic() - started > GROUP_SECONDS
                             or not _grouped(item)):
                         break
+                    if not self._groupable(item.task):
+                        # Not known to be short: it runs (and commits) on
+                        # its own, so that a long job never holds back
+                        # the outcomes of the short ones before it.
+                        break
+                    if not self._begin(item):
+                        break       # handed back: the group ends here
+                    entered.append(item)
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
@@ -556,6 +618,7 @@ class Processor(Clock):
                     done.append((item, finish(), elapsed))
         except BaseException as e:
             abort(tm)
+            self._unbegin(entered)
             if isinstance(e, TransientError):
                 self._count(conflicts=1)
                 log.debug('%s: a group of %d jobs conflicted: %s', worker,
@@ -564,12 +627,66 @@ class Processor(Clock):
             elif not isinstance(e, Exception):
                 raise
             return 0
-        self._count(commits=1)
+        self._count(commits=int(bool(done)))
         for item, outcome, elapsed in done:
             self._record(item, outcome, elapsed)
         return len(done)
 
+    def _begin(self, item):
+        """Mark ``item`` running (by its owner thread), unless it was handed
+        back; True if so."""
+        with self._lock:
+            if item.state == HANDED:
+                return False
+            if item.state == CLAIMED:
+                item.state = RUNNING
+                item.begun = time.monotonic()
+            return True
+
+    def _unbegin(self, items):
+        """The group that ran ``items`` was rolled back: they wait again."""
+        with self._lock:
+            for item in items:
+                if item.state == RUNNING:
+                    item.state = CLAIMED
+                    item.begun = None
+
+    def _releaseHeld(self):
+        """Hand back the jobs claimed ahead by a thread that has been
+        running one job for more than ``HOLD_SECONDS`` (called by the
+        clock): they go to the other threads and workers instead of waiting
+        behind it."""
+        now = time.monotonic()
+        with self._lock:
+            busy = {i.owner for i in self._active.values()
+                    if i.state == RUNNING and now - i.begun > HOLD_SECONDS}
+            held = [i for i in self._active.values()
+                    if i.state == CLAIMED and i.owner in busy]
+            for item in held:
+                item.state = HANDED
+        if not held:
+            return []
+        handed = self._handBack(held, 'claimed ahead, then not started '
+                                'within %gs (its thread runs a long job): '
+                                'left to other threads and workers'
+                                % HOLD_SECONDS)
+        with self._lock:
+            for item in held:
+                if item.jobid not in handed and not item.lost:
+                    item.state = CLAIMED    # not handed back: run it later
+        if handed:
+            self.wake()
+        return handed
+
+    def _groupable(self, task):
+        """True if the recent jobs of ``task`` took well under a group's
+        time (unknown tasks are not)."""
+        duration = self._taskDurations.get(task)
+        return duration is not None and duration < GROUP_SECONDS / 2
+
     def _runOne(self, tm, conn, worker, item, reporter):
+        if item.state != RUNNING and not self._begin(item):
+            return      # handed back (the clock found it waiting too long)
         log.info('job %s (%s) started by %s', item.jobid, item.task, worker)
         started = time.monotonic()
         failures = 0
@@ -652,6 +769,13 @@ class Processor(Clock):
         return 'abandoned'
 
     def _record(self, item, outcome, elapsed):
+        if outcome == LOST and self._halt.is_set() and item.lost:
+            log.warning('job %s (%s) ended %.3fs after it started, once the '
+                        'grace period was over and it was handed back: its '
+                        'outcome is dropped (it runs again)', item.jobid,
+                        item.task, elapsed)
+            self._count(lost=1)
+            return
         if outcome == LOST:
             why = ('time limit' if item.timedOut else
                    'grace period over' if self._halt.is_set() else
@@ -661,7 +785,7 @@ class Processor(Clock):
                         elapsed, why)
             self._count(lost=1)
             return
-        self._measured(elapsed)
+        self._measured(elapsed, item.task)
         key = {'completed': 'completed', 'cronjob': 'completed',
                'error': 'failed', 'retry': 'retried'}.get(outcome)
         if key is None:     # abandoned: left for the reaper
@@ -697,7 +821,8 @@ class Processor(Clock):
                     for item in items:
                         job = item.job(service)
                         if job is not None:
-                            service.handBack(job, reason=reason)
+                            service.handBack(job, reason=reason,
+                                             ran=item.begun is not None)
                             handed.append(item.jobid)
             for item in items:
                 item.lost = True

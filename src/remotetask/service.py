@@ -12,8 +12,8 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, retention, routing,
-                        pgnotify, scheduling, stats, workflows)
+from remotetask import (events, interfaces, limits, pgnotify, registry,
+                        retention, routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
@@ -42,9 +42,15 @@ def _now(now):
 
 
 class _ProbePickler(pickle.Pickler):
-    """Pickles like ZODB does: persistent objects are references."""
+    """Pickles like ZODB does: persistent objects are references.  Strings
+    must be encodable as UTF-8: one with a lone surrogate (``'\\ud800'``)
+    pickles, but no XML-RPC or JSON client could ever read it back."""
 
     def persistent_id(self, obj):
+        if isinstance(obj, str):
+            if not obj.isascii():
+                obj.encode('utf-8')     # UnicodeEncodeError
+            return None
         if isinstance(obj, persistent.Persistent):
             return id(obj)
         return None
@@ -131,11 +137,19 @@ class TaskService(persistent.Persistent):
         return zope.component.queryUtility(interfaces.ITask, name=name)
 
     def _checkTask(self, name):
-        if not isinstance(name, str) or self._getTask(name) is None:
+        # Known here, or run by a live worker of this service (registry).
+        if isinstance(name, str) and self._getTask(name) is not None:
+            return
+        remote = registry.liveTaskNames(self)
+        if not isinstance(name, str) or name not in remote:
             raise UnknownTaskError(
                 'unknown task %r; available tasks: %s' % (
-                    name, ', '.join(sorted(self.getAvailableTasks()))
-                    or 'none'))
+                    name, ', '.join(sorted(set(self.getAvailableTasks())
+                                           | remote)) or 'none'))
+
+    def workers(self, now=None):
+        """See ITaskService."""
+        return registry.workers(self, now)
 
     # -- the one place where a job's status changes ---------------------------
 
@@ -819,11 +833,18 @@ class TaskService(persistent.Persistent):
         events.notify(events.JobRetried(job, self))
         return 'retry'
 
-    def handBack(self, job, now=None, reason='handed back'):
+    def handBack(self, job, now=None, reason='handed back', ran=False):
         """See ITaskService."""
         self._refuse(job, 'hand back', (PROCESSING,))
+        completed = job.completed
         self._settle(job, now, 'handed back', reason)
-        job.starts = max(0, job.starts - 1)
+        job.completed = completed       # it did not complete now
+        if not ran:
+            # Claimed, never started: it keeps the start of its last run.
+            job.starts = max(0, job.starts - 1)
+            runs = [a for a in job.attempts[:-1]
+                    if a.get('outcome') != 'handed back']
+            job.started = runs[-1].get('start') if runs else None
         self._transition(job, QUEUED, _now(now))
 
     def reap(self, now=None):

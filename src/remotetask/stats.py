@@ -44,6 +44,8 @@ OUTCOMES = {COMPLETED: 'completed', ERROR: 'failed', 'retry': 'retried',
 #: The outcomes whose run time goes to the histogram.
 TIMED = ('completed', 'failed', 'retried')
 COUNTED = ('completed', 'failed', 'retried', 'cancelled')
+#: Seconds between two samples of the waiting jobs (per minute slot).
+SAMPLE = 10
 #: The last failure of a task keeps this much of its error text.
 ERROR_LIMIT = 300
 #: Upper bounds (seconds) of the histogram's bins: 1 ms to a day, each
@@ -197,21 +199,68 @@ def state(service, create=False):
 
 def record(service, job, outcome, end, error=None):
     """Count the end of a run of ``job`` (called by the service when a run
-    ends, in the transaction that ends it)."""
+    ends, in the transaction that ends it).
+
+    Counted when that transaction commits (a before-commit hook), once
+    for all the runs it ended: a processor that runs several jobs in one
+    transaction takes a savepoint per job, which would otherwise write the
+    statistics again each time.  A run whose end was rolled back to a
+    savepoint meanwhile is not counted (its attempt is gone from the job).
+    """
     name = OUTCOMES.get(outcome)
     if name is None:            # handed back: the run did not end
         return
-    stats = state(service, create=True)
     start = job.started
     seconds = None
     if name in TIMED and start is not None:
         seconds = max(0.0, end - start)
-    waiting = service.count(QUEUED) + service.count(DELAYED)
-    for ring, size in ((stats.minutes, MINUTE), (stats.hours, HOUR)):
-        stamp = int(end // size)
-        ring[stamp % len(ring)].add(stamp, job.task, name, seconds, end,
-                                    job.id, error, waiting)
-    stats.totals.add(job.task, name, seconds)
+    entry = (job, name, seconds, end, error)
+    jar = getattr(service, '_p_jar', None)
+    if jar is None:             # not stored (yet): counted now
+        _count_runs(service, [entry], check=False)
+        return
+    txn = jar.transaction_manager.get()
+    try:
+        pending = txn.data(service)
+    except KeyError:
+        pending = []
+        txn.set_data(service, pending)
+        txn.addBeforeCommitHook(_count_runs, (service, pending))
+    pending.append(entry)
+
+
+def _ended(job, end, name):
+    """Whether the job's attempts still show the run that ended at ``end``
+    (it may have been rolled back to a savepoint)."""
+    for attempt in reversed(job.attempts[-8:]):
+        if attempt.get('end') == end and OUTCOMES.get(
+                attempt.get('outcome')) == name:
+            return True
+    return False
+
+
+def _count_runs(service, entries, check=True):
+    stats = state(service, create=True)
+    waiting = None
+    for job, name, seconds, end, error in entries:
+        if check and not _ended(job, end, name):
+            continue
+        for ring, size in ((stats.minutes, MINUTE), (stats.hours, HOUR)):
+            stamp = int(end // size)
+            slot = ring[stamp % len(ring)]
+            sample = None
+            if size == MINUTE:
+                # The waiting jobs, at most once per SAMPLE seconds and
+                # once per transaction (it reads every lane's tally).
+                seen = slot.waiting if slot.stamp == stamp else None
+                if seen is None or not 0 <= end - seen[0] < SAMPLE:
+                    if waiting is None:
+                        counts = service.counts()
+                        waiting = counts[QUEUED] + counts[DELAYED]
+                    sample = waiting
+            slot.add(stamp, job.task, name, seconds, end, job.id, error,
+                     sample)
+        stats.totals.add(job.task, name, seconds)
 
 
 # -- reading ----------------------------------------------------------------------

@@ -83,7 +83,9 @@ _clock = time.time
 def configure(db, service=dbmod.DEFAULT_SERVICE, maxQueueSize=None,
               clock=None):
     """Point the facade at the service ``service`` of ``db`` (a ``ZODB.DB``
-    or a zodburi URI string, opened here); return the ``DB``.
+    or a zodburi URI string, opened here; a FileStorage is opened through
+    the local process that serves it, or served by this one to the others:
+    ``remotetask.embedded``); return the ``DB``.
 
     ``maxQueueSize`` sets ``MAX_QUEUE_SIZE``; ``clock`` (a function
     returning epoch seconds, default ``time.time``) is the facade's time.
@@ -91,7 +93,8 @@ def configure(db, service=dbmod.DEFAULT_SERVICE, maxQueueSize=None,
     """
     global _config, _clock, MAX_QUEUE_SIZE
     if isinstance(db, str):
-        database, owned = dbmod.openDB(db), True
+        # A FileStorage is shared with the local workers (embedded ZEO).
+        database, owned = dbmod.openDB(db, share=True), True
     elif isinstance(db, ZODB.DB):
         database, owned = db, False
     else:
@@ -653,6 +656,10 @@ def register():
         registry.unregisterHandler(handler, (iface,))  # never twice
         registry.registerHandler(handler, (iface,))
 
+
+#: Called by ``--import remotetask.tracker`` (the module registers on import,
+#: but an import does nothing the second time).
+registerTasks = register
 
 _HANDLERS = ((trackerdata.onJobStarted, interfaces.IJobStarted),
              (trackerdata.onJobEnded, interfaces.IJobCompleted),

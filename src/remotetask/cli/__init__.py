@@ -10,6 +10,7 @@ package, one module per command group:
 - ``worker``: ``worker`` (``remotetask.worker`` has the signal loop);
 - ``serve``: ``serve`` (the web stack is imported by this command only);
 - ``users``: ``user add|token|list|remove``;
+- ``workers``: ``workers`` (the worker registry);
 - ``common``: the options and helpers they share.
 
 A command's module is imported only when that command runs or ``--help``
@@ -41,6 +42,7 @@ COMMANDS = {
     'tasks': 'remotetask.cli.tasks:tasks',
     'user': 'remotetask.cli.users:user',
     'worker': 'remotetask.cli.worker:worker',
+    'workers': 'remotetask.cli.workers:workers',
 }
 
 

@@ -14,6 +14,13 @@ import click
 #: the ZODB; a test checks they agree).
 DEFAULT_SERVICE = 'tasks'
 
+#: Jobs ``serve`` and ``worker`` run at once by default, one thread each:
+#: a fixed number rather than Celery's one per core, because remotetask's
+#: jobs are threads of one process (a job that computes holds the GIL, one
+#: that waits on I/O does not) and each thread holds a ZODB connection.
+#: Raise it for I/O-bound jobs; run more worker processes for CPU-bound ones.
+DEFAULT_CONCURRENCY = 4
+
 
 def errorText(exc):
     """``Type: message`` of an exception (just the message for an
@@ -26,10 +33,18 @@ def errorText(exc):
 
 
 def loadTasks(imports=(), zcml=()):
-    """Import the modules and load the ZCML files that register tasks."""
+    """Import the modules and load the ZCML files that register tasks.
+
+    A module registers its tasks when imported; if it has a
+    ``registerTasks()`` function, that is called too (so that a module
+    imported before, e.g. by another command of the same process, registers
+    again)."""
     for name in imports:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            register = getattr(module, 'registerTasks', None)
+            if callable(register):
+                register()
         except Exception as e:      # ImportError, or the module's own error
             raise click.BadParameter(
                 'can not import %r: %s' % (name, errorText(e)),
@@ -67,9 +82,16 @@ def openDatabase(uri, **options):
     a usage error (exit status 2), a database that can not be opened an
     error (exit status 1): one line each, never a traceback."""
     from remotetask import db as dbmod
+    from remotetask.embedded import DatabaseBusy
     from remotetask.interfaces import RemoteTaskError
     try:
         return dbmod.openDB(uri, **options)
+    except DatabaseBusy as e:
+        # Not a usage error (no usage text), but the --db given can not be
+        # used: the exit status of one.
+        error = click.ClickException(str(e))
+        error.exit_code = 2
+        raise error
     except RemoteTaskError as e:
         raise click.BadParameter(str(e), param_hint='--db')
     except Exception as e:      # unreadable file, server refusing...
@@ -117,3 +139,6 @@ def configureLogging(level='INFO'):
             format='%(asctime)s %(levelname)s [%(name)s] %(message)s')
     else:
         root.setLevel(level)
+    # ZEO (the embedded server, the clients) logs every connection at INFO.
+    logging.getLogger('ZEO').setLevel(max(logging.WARNING,
+                                          logging.getLevelName(level)))

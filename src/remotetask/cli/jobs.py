@@ -81,11 +81,18 @@ def _jsonable(value):
 def counts(uri, service, imports, zcml):
     """Print the number of jobs in each status."""
     runner = openService(uri, service, imports, zcml)
-    counted, paused = runner(lambda s: (s.counts(), s.pausedCount()))
+    from remotetask import registry
+
+    def read(s):
+        return (s.counts(), s.pausedCount(),
+                registry.describeUnserved(registry.unserved(s)))
+    counted, paused, warnings = runner(read)
     for name, n in counted.items():
         click.echo('%-12s %d' % (name, n))
     # Waiting jobs that pauses hold back (they are counted above too).
     click.echo('%-12s %d' % ('paused', paused))
+    for line in warnings:
+        click.echo('warning: %s' % line, err=True)
 
 
 @click.command()

@@ -5,7 +5,7 @@ when the command runs: it loads Pyramid and waitress) does the work.
 """
 import click
 
-from remotetask.cli.common import db_options
+from remotetask.cli.common import DEFAULT_CONCURRENCY, db_options
 
 #: ``remotetask.web.app.MAX_BODY`` (not imported here: a test checks they
 #: agree).
@@ -23,10 +23,15 @@ MAX_BODY = 1024 * 1024
               type=click.Path(dir_okay=False),
               help='Users file (remotetask user add); without it, anonymous '
                    'use from loopback only.')
-@click.option('--concurrency', default=1, show_default=True,
-              type=click.IntRange(1), help='Jobs run at the same time.')
+@click.option('--concurrency', default=DEFAULT_CONCURRENCY, show_default=True,
+              type=click.IntRange(1),
+              help='Jobs run at the same time (one thread each).')
 @click.option('--lease', default=30.0, show_default=True,
               type=click.FloatRange(0.1), help='Lease of a running job (s).')
+@click.option('--grace', type=click.FloatRange(min=0), default=30.0,
+              show_default=True,
+              help='Seconds running jobs get to finish after SIGTERM/SIGINT '
+                   '(a second signal exits at once).')
 @click.option('--no-processing', is_flag=True,
               help='Serve only; start processing later from the page or '
                    'the API.')

@@ -6,9 +6,13 @@ import sys
 import click
 
 from remotetask.cli.common import (
-    closeDatabase, configureLogging, db_options, loadTasks, openDatabase)
+    DEFAULT_CONCURRENCY, closeDatabase, configureLogging, db_options,
+    loadTasks, openDatabase)
 
 log = logging.getLogger('remotetask.worker')
+
+#: Modules every worker imports (registering their tasks).
+BUILT_IN = ('remotetask.tracker',)
 
 
 class BatchSize(click.ParamType):
@@ -31,15 +35,17 @@ class BatchSize(click.ParamType):
 
 @click.command()
 @db_options
-@click.option('--concurrency', type=click.IntRange(min=1), default=1,
-              show_default=True, help='Jobs run at once (one thread each).')
+@click.option('--concurrency', type=click.IntRange(min=1),
+              default=DEFAULT_CONCURRENCY, show_default=True,
+              help='Jobs run at once (one thread each).')
 @click.option('--lease', type=click.FloatRange(min=0, min_open=True),
               default=30.0, show_default=True,
               help='Seconds a claim lasts unless renewed; a job whose worker '
                    'died goes back to the queue after it.')
 @click.option('--grace', type=click.FloatRange(min=0), default=30.0,
               show_default=True,
-              help='Seconds running jobs get to finish after SIGTERM/SIGINT.')
+              help='Seconds running jobs get to finish after SIGTERM/SIGINT '
+                   '(a second signal exits at once).')
 @click.option('--batch', type=BatchSize(), default='auto', show_default=True,
               help="Jobs claimed per transaction: 'auto' claims about 0.1 s "
                    "of work as judged by the recent jobs (1 to 50), N claims "
@@ -91,7 +97,8 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
     missing).  Several workers may serve one service over ZEO or RelStorage.
     """
     configureLogging(log_level)
-    loadTasks(imports, zcml)
+    # The tracker's task is built into every worker (the ATP daemon).
+    loadTasks(BUILT_IN + tuple(imports), zcml)
     if processes is not None:
         ctx = click.get_current_context()
         return supervise(ctx, uri, service, processes, kill_after, grace,
@@ -102,7 +109,8 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
             raise click.UsageError('%s needs --processes' % name)
     # Each thread has a connection, and one more for its progress reports;
     # the clock, hand-backs and id blocks one each.
-    database = openDatabase(uri, pool_size=2 * concurrency + 3)
+    database = openDatabase(uri, share=True,
+                            pool_size=2 * concurrency + 3)
     from remotetask import db as dbmod
     from remotetask.interfaces import RemoteTaskError
     from remotetask.processor import Processor, taskNames
@@ -113,10 +121,13 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
             database, service, concurrency=concurrency, lease=lease,
             worker_id=worker_id, batch=batch, poll_interval=poll_interval,
             maintenance_interval=maintenance_interval, grace=grace,
-            queues=queues or None)
+            queues=queues or None, kind='worker')
         names = sorted(taskNames())
         if not names:
             log.warning('no tasks are registered: give --import or --zcml')
+        elif names == ['remotetask.tracker'] and not (imports or zcml):
+            log.info('only the tracker task is registered (the ATP daemon); '
+                     'give --import or --zcml for tasks of your own')
         log.info('worker %s serving %r of %s; tasks: %s; queues: %s',
                  processor.worker_id, service, dbmod.normalizeURI(uri),
                  ', '.join(names) or 'none',
@@ -164,7 +175,9 @@ def supervise(ctx, uri, service, processes, kill_after, grace, max_jobs,
     from remotetask import db as dbmod
     from remotetask import supervisor
     from remotetask.packing import holdsFile
-    database = openDatabase(uri, pool_size=2)
+    # A FileStorage: this process serves it to its children (and to the
+    # other local processes: remotetask.embedded).
+    database = openDatabase(uri, share=True, pool_size=2)
     if holdsFile(database) and getattr(database, 'embedded', None) is None:
         closeDatabase(database)
         raise click.BadParameter(

@@ -41,7 +41,7 @@ def test_errors_are_clear(tmp_path, capsys):
 
 def test_command_runs_as_a_program(tmp_path):
     out = subprocess.run(
-        remotetaskCommand('tasks', '--zcml', _examples()),
+        remotetaskCommand('tasks', '--zcml', _examples()), cwd=str(tmp_path),
         env=subprocessEnv(), capture_output=True, text=True, check=True)
     assert out.stdout.split() == ['echo', 'fail', 'sleep', 'sum']
 

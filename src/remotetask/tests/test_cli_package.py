@@ -122,3 +122,19 @@ def test_a_processor_is_handed_its_service(tmp_path):
             Processor(database, TaskService())
     finally:
         database.close()
+
+
+def test_a_job_command_on_a_file_loads_no_zeo_client_and_no_web(tmp_path):
+    # `remotetask status` on a file nobody serves: it opens the file
+    # itself, without zodburi's resolvers (which load ZEO's client and
+    # asyncio), croniter or the web stack.
+    path = str(tmp_path / 'Data.fs')
+    modules = _imported(
+        'from remotetask.cli import run\n'
+        'import contextlib, io\n'
+        'with contextlib.redirect_stdout(io.StringIO()):\n'
+        '    assert run(["counts", "--db", %r]) == 0\n' % path)
+    for name in ('zodburi', 'ZEO.ClientStorage', 'croniter', 'pyramid',
+                 'waitress', 'remotetask.web'):
+        assert name not in modules, name
+    assert 'ZODB.FileStorage' in modules

@@ -80,9 +80,10 @@ def test_series_per_minute_and_per_hour(service):
     runAt(service, 'echo', 1, T0 + 5, 1)
     runAt(service, 'echo', 2, T0 + 65, 1)
     runAt(service, 'echo', 3, T0 + 70, 3)
-    runAt(service, 'fail', 4, T0 + 3700, 1)
-    service.add('echo', 'waits', now=T0 + 3700, delay=10 ** 6)
-    runAt(service, 'fail', 5, T0 + 3710, 1)   # sees one job waiting
+    runAt(service, 'fail', 4, T0 + 3660, 1)
+    service.add('echo', 'waits', now=T0 + 3660, delay=10 ** 6)
+    # sees one job waiting (the last sample is more than SAMPLE s old)
+    runAt(service, 'fail', 5, T0 + 3660 + stats.SAMPLE + 5, 1)
     minutes = stats.series(service, stats.MINUTE, 60, T0 + 3720)
     assert len(minutes['time']) == 60
     assert minutes['time'][-1] == T0 + 3720
@@ -206,17 +207,19 @@ def db(tmp_path):
 
 def _twoWriters(db, now, outcomes):
     """Two connections each end a run at ``now`` concurrently (the jobs
-    are added first: only the statistics are written concurrently)."""
+    are added and claimed first; each connection ends its job's attempt
+    (``_settle``, which calls ``stats.record``), not the status indexes:
+    only the job and the statistics are written concurrently)."""
     with db.transaction() as conn:
         svc = conn.root()['service']
         ids = [svc.add(task, None, now=now - 1) for task, outcome in outcomes]
+        claimed = svc.claim(now=now - 1, limit=len(ids))
+        assert sorted(job.id for job in claimed) == sorted(ids)
     managers = [transaction.TransactionManager() for _ in outcomes]
     conns = [db.open(tm) for tm in managers]
     for conn, jobid, (task, outcome) in zip(conns, ids, outcomes):
         svc = conn.root()['service']
-        job = svc.jobs[jobid]
-        job.started = now - 1
-        stats.record(svc, job, outcome, now, 'boom')
+        svc._settle(svc.jobs[jobid], now, outcome, 'boom')
     for tm in managers:
         tm.commit()         # the second commit resolves the conflicts
     for conn in conns:
@@ -246,3 +249,39 @@ def test_concurrent_ends_do_not_conflict(service, db):
         assert minute['completed'][-1] == 2
         hour = stats.series(svc, stats.HOUR, 24, T0 + 30)
         assert (hour['completed'][-1], hour['failed'][-1]) == (2, 2)
+
+
+def test_counted_when_the_transaction_commits(service, db):
+    with db.transaction() as conn:
+        conn.root()['service'] = TaskService()
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    svc = conn.root()['service']
+    for i in range(3):
+        svc.add('echo', i, now=T0)
+    tm.commit()
+    # Three runs in one transaction (as a processor's group): counted once
+    # each, at the commit; nothing before.
+    for job in svc.claim(now=T0, limit=3):
+        svc.run(job, now=T0 + 1)
+    assert stats.totals(svc) == {}
+    tm.commit()
+    assert stats.totals(svc)['echo']['completed'] == 3
+    # An aborted transaction counts nothing; an end rolled back to a
+    # savepoint neither.
+    svc.add('echo', 9, now=T0)
+    svc.add('echo', 10, now=T0)
+    tm.commit()
+    [job] = svc.claim(now=T0)
+    svc.run(job, now=T0 + 1)
+    tm.abort()
+    [job] = svc.claim(now=T0)
+    savepoint = tm.savepoint()
+    svc.run(job, now=T0 + 1)
+    savepoint.rollback()
+    [other] = svc.claim(now=T0)
+    assert other.id != job.id
+    svc.run(other, now=T0 + 2)
+    tm.commit()
+    assert stats.totals(svc)['echo']['completed'] == 4
+    conn.close()

@@ -86,3 +86,23 @@ def test_removed_jobs_are_in_metrics(app, db):
     assert 'remotetask_jobs_removed_total{reason="delete"} 1.0' in text
     assert 'remotetask_jobs_removed_total{reason="clean"} 2.0' in text
     assert 'remotetask_jobs_removed_total{reason="retention"} 0.0' in text
+
+
+def test_the_page_has_the_retention_card_and_its_script(app):
+    page = app.get('/').text
+    assert 'id="retention"' in page and 'uptime.js' in page
+    script = app.get('/static/uptime.js').text
+    assert "'api/retention'" in script and "'api/health'" in script
+
+
+def test_health_says_whether_the_disk_is_full(app):
+    from remotetask import health
+    assert app.get('/api/health').json['disk_full'] is False
+    health.STATE.noteFull(OSError(28, 'No space left on device'))
+    try:
+        shown = app.get('/api/health').json
+        assert shown['disk_full'] is True
+        assert 'No space left on device' in shown['error']
+        assert 'remotetask_storage_disk_full 1.0' in app.get('/metrics').text
+    finally:
+        health.STATE.noteCommitted()

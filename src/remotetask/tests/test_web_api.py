@@ -5,7 +5,7 @@ import pytest
 
 from remotetask.db import ServiceRunner
 from remotetask.processor import Processor
-from remotetask.tests.webhelpers import exampleDB, runAll, webApp
+from remotetask.tests.webhelpers import call, exampleDB, runAll, webApp
 from remotetask.tests.webhelpers import db, app  # noqa: F401  fixtures
 from remotetask.web import api
 
@@ -317,3 +317,32 @@ def test_conflicting_writes_are_retried(app, db):
         module.jobAction = original
     assert len(calls) == 2
     assert ServiceRunner(db)(lambda s: s.getStatus(job['id'])) == 'cancelled'
+
+
+def test_api_index_and_workers(db, app):
+    index = app.get('/api/').json
+    assert index['openapi'].endswith('/api/openapi.json')
+    paths = {(e['method'], e['path']) for e in index['endpoints']}
+    assert {('GET', '/api/jobs'), ('POST', '/api/jobs'),
+            ('GET', '/api/workers'), ('GET', '/api/')} <= paths
+    assert app.get('/api/workers').json == {
+        'workers': [], 'unserved': [], 'warnings': []}
+    add(app, task='echo', input=1)
+    data = app.get('/api/workers').json
+    assert data['unserved'] == [{'task': 'echo', 'waiting': 1}]
+    assert data['warnings'] == ["1 job of 'echo' waiting; no worker runs it"]
+    p = Processor(db, concurrency=1, poll_interval=0.2, heartbeat=0.2,
+                  worker_id='panel:1')
+    p.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not app.get('/api/workers').json['workers']:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (worker,) = app.get('/api/workers').json['workers']
+        assert (worker['id'], worker['kind']) == ('panel:1', 'thread')
+        assert 'echo' in worker['tasks']
+        assert [w['id'] for w in call(app, 'getWorkers')] == ['panel:1']
+    finally:
+        p.stop()
+    assert app.get('/api/workers').json['workers'] == []

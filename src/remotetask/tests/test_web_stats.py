@@ -1,5 +1,7 @@
 """GET /api/stats, the job URLs and the statistics of /metrics, through the
 real app (webtest) on a database whose jobs ran."""
+import time
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from remotetask.tests.webhelpers import call, runAll
@@ -67,3 +69,59 @@ def test_metrics_from_the_statistics(app, db):
     byTask = {s.labels['task']: s.value
               for s in families['remotetask_task_jobs_waiting'].samples}
     assert byTask == {'sum': 1, 'fail': 0}
+    # no processor has registered in this database
+    assert families['remotetask_workers_live'].samples[0].value == 0
+
+
+def test_metrics_count_the_live_workers(db):
+    from remotetask.processor import Processor
+    from remotetask.tests.webhelpers import webApp
+    app = webApp(db)
+    call(app, 'add', 'sum', [1])        # makes the service
+    processor = Processor(db, concurrency=1, heartbeat=0.5)
+    processor.start()
+    try:
+        app = webApp(db, processor=processor)
+        families = {}
+        for _ in range(100):
+            families = {f.name: f for f in text_string_to_metric_families(
+                app.get('/metrics').text)}
+            if families['remotetask_workers_live'].samples[0].value == 1:
+                break
+            time.sleep(0.1)
+        assert families['remotetask_workers_live'].samples[0].value == 1
+        [running] = families['remotetask_worker_jobs_running'].samples
+        assert running.value == 0 and running.labels['worker']
+        [age] = families['remotetask_worker_heartbeat_age_seconds'].samples
+        assert age.value >= 0
+    finally:
+        processor.stop(timeout=30)
+
+
+def test_grafana_dashboard_uses_only_metrics_that_exist(db):
+    import json
+    import os
+    import re
+
+    from remotetask.processor import Processor
+    from remotetask.tests.webhelpers import webApp
+    path = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'docs',
+                        'grafana-dashboard.json')
+    with open(path) as f:
+        dashboard = json.load(f)
+    exprs = [target['expr'] for panel in dashboard['panels']
+             for target in panel['targets']]
+    exprs.append(dashboard['templating']['list'][0]['definition'])
+    app = webApp(db, processor=Processor(db))
+    call(app, 'add', 'sum', [1, 2])
+    runAll(db)
+    text = app.get('/metrics').text
+    # the samples' names, and the families' (one without samples: no
+    # worker is live)
+    exported = set(re.findall(r'^(remotetask_\w+?)(?:\{| )', text, re.M)) \
+        | set(re.findall(r'^# TYPE (remotetask_\w+) ', text, re.M))
+    used = {name for expr in exprs
+            for name in re.findall(r'remotetask_\w+', expr)}
+    assert used and used <= exported, used - exported
+    # The per-task histogram the dashboard's quantiles read
+    assert 'remotetask_task_run_seconds_bucket' in used

@@ -43,6 +43,7 @@ SCHEDULE_FIELDS = ('minute', 'hour', 'dayOfMonth', 'month', 'dayOfWeek',
 
 def includeme(config):
     routes = [
+        ('api_index', '/api/'),
         ('api_openapi', '/api/openapi.json'),
         ('api_me', '/api/me'),
         ('api_tasks', '/api/tasks'),
@@ -54,10 +55,13 @@ def includeme(config):
         ('api_cronjob', '/api/cronjobs/{id:\\d{1,18}}'),
         ('api_clean', '/api/clean'),
         ('api_processing', '/api/processing'),
+        ('api_workers', '/api/workers'),
     ]
     for name, pattern in routes:
         config.add_route(name, pattern)
     view = config.add_view
+    view(index, route_name='api_index', request_method='GET',
+         renderer='json', permission=VIEW)
     view(openapi, route_name='api_openapi', renderer='json', permission=VIEW)
     view(me, route_name='api_me', renderer='json', permission=VIEW)
     view(tasks, route_name='api_tasks', renderer='json', permission=VIEW)
@@ -82,6 +86,8 @@ def includeme(config):
          renderer='json', permission=VIEW)
     view(setProcessing, route_name='api_processing', request_method='POST',
          renderer='json', permission=MANAGE)
+    view(workers, route_name='api_workers', request_method='GET',
+         renderer='json', permission=VIEW)
     config.include(workflows)
     # Queues, pauses, bulk actions (remotetask.web.routing).
     config.include('remotetask.web.routing')
@@ -254,6 +260,20 @@ def openapi(request):
                     tasks=sorted(request.service.getAvailableTasks()))
 
 
+def index(request):
+    """GET /api/: what the API offers (from the OpenAPI document)."""
+    doc = document(request.application_url)
+    base = request.application_url.rstrip('/')
+    endpoints = [{'method': method.upper(), 'path': path,
+                  'summary': op['summary']}
+                 for path, ops in sorted(doc['paths'].items())
+                 for method, op in sorted(ops.items())]
+    return {'name': 'remotetask', 'version': doc['info']['version'],
+            'openapi': base + '/api/openapi.json',
+            'xmlrpc': base + '/RPC2', 'page': base + '/',
+            'metrics': base + '/metrics', 'endpoints': endpoints}
+
+
 def me(request):
     identity = request.identity
     return {'name': identity['name'], 'role': identity['role'],
@@ -283,6 +303,20 @@ def counts(request):
             'paused': service.pausedCount(),
             'oldest_due': None if oldest is None else oldest[0],
             'processing': processorState(request)}
+
+
+def workers(request):
+    """The live workers (the registry) and the waiting jobs no live
+    worker runs."""
+    from remotetask import registry
+    service = request.service
+    local = request.registry.remotetask.processor
+    names = local.taskNames() if local is not None and local.running else ()
+    unserved = registry.unserved(service, names)
+    return {'workers': jsonable(service.workers()),
+            'unserved': [{'task': task, 'waiting': n}
+                         for task, n in sorted(unserved.items())],
+            'warnings': registry.describeUnserved(unserved)}
 
 
 def _ascending(tree, cursor):
@@ -436,11 +470,13 @@ def addJob(request):
     from remotetask.web.routing import jobOptions
     routed = jobOptions(data)
     key = routed.get('unique_key')
-    held = None if key is None else routing.existing(request.service, key)
+    # (The key is checked first: a key that is no string, looked up in
+    # the keys' BTree, would be a TypeError, a 500.)
+    held = None if key is None else routing.existing(
+        request.service, routing.checkUniqueKey(key))
     if held is not None:
         # Nothing added: the job holding the key (the service checked
-        # nothing else; an invalid request still fails below).
-        routing.checkUniqueKey(key)
+        # nothing else).
         info = detail(request.service.jobs[held])
         info['existing'] = True
         return info

@@ -198,6 +198,34 @@ SCHEMAS = {
                    {'type': 'integer'}},
         'total': {'type': 'integer'}, 'oldest_due': _EPOCH,
         'processing': _ref('Processing')}},
+    'Worker': {'type': 'object', 'required': [
+        'id', 'host', 'pid', 'kind', 'version', 'started', 'heartbeat',
+        'interval', 'expires', 'concurrency', 'tasks', 'running', 'done',
+        'failed'], 'properties': {
+        'id': {'type': 'string', 'description': 'Worker id (host:pid)'},
+        'host': {'type': 'string'}, 'pid': {'type': 'integer'},
+        'kind': {'type': 'string', 'enum': ['serve', 'worker', 'thread'],
+                 'description': 'remotetask serve, remotetask worker, or '
+                 'startProcessing() in an application'},
+        'version': {'type': 'string', 'description': 'remotetask version'},
+        'started': _EPOCH, 'heartbeat': _EPOCH, 'expires': _EPOCH,
+        'interval': {'type': 'number', 'description': 'Seconds between '
+                     'heartbeats'},
+        'concurrency': {'type': 'integer'},
+        'tasks': {'type': 'array', 'items': {'type': 'string'},
+                  'description': 'The tasks it runs'},
+        'running': {'type': 'array', 'items': {'type': 'integer'},
+                    'description': 'Ids of the jobs it has claimed'},
+        'done': {'type': 'integer'}, 'failed': {'type': 'integer'}}},
+    'Workers': {'type': 'object', 'required': [
+        'workers', 'unserved', 'warnings'], 'properties': {
+        'workers': {'type': 'array', 'items': _ref('Worker')},
+        'unserved': {'type': 'array', 'description': 'Tasks with jobs '
+                     'waiting that no live worker runs', 'items': {
+                         'type': 'object', 'properties': {
+                             'task': {'type': 'string'},
+                             'waiting': {'type': 'integer'}}}},
+        'warnings': {'type': 'array', 'items': {'type': 'string'}}}},
     'Processing': {'type': 'object', 'required': [
         'available', 'running', 'stats'], 'properties': {
         'available': {'type': 'boolean'}, 'running': {'type': 'boolean'},
@@ -245,6 +273,10 @@ def document(server_url, tasks=None):
                 'bearer': {'type': 'http', 'scheme': 'bearer'}}},
         'security': [{'basic': []}, {'bearer': []}],
         'paths': {
+            '/api/': {'get': _op(
+                'An index of the API: its endpoints, and where the OpenAPI '
+                'document, XML-RPC, the page and the metrics are',
+                _json({'type': 'object'}), tag='service')},
             '/api/tasks': {'get': _op(
                 'The registered tasks', _json({'type': 'object'}),
                 tag='tasks')},
@@ -369,6 +401,10 @@ def document(server_url, tasks=None):
                                   'properties': {'running':
                                                  {'type': 'boolean'}}},
                             tag='service')},
+            '/api/workers': {'get': _op(
+                'The live workers (the worker registry), and the tasks '
+                'with waiting jobs that none of them runs',
+                _json(_ref('Workers')), tag='service')},
             '/api/me': {'get': _op('Who you are, and a CSRF token',
                                    _json({'type': 'object'}),
                                    tag='service')},

@@ -10,9 +10,12 @@ import sys
 import click
 
 from remotetask import db as dbmod
-from remotetask.cli.common import loadTasks, openDatabase
+from remotetask.cli.common import configureLogging, loadTasks, openDatabase
+from remotetask.cli.worker import BUILT_IN
 from remotetask.interfaces import RemoteTaskError
 from remotetask.web.auth import Users, UsersFileError, isLoopback
+
+log = logging.getLogger('remotetask.serve')
 
 EXAMPLES_ZCML = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -45,16 +48,36 @@ def warnAboutUsersFile(path):
                    err=True)
 
 
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 class _Stop(Exception):
-    """Raised by the SIGTERM handler to leave the server loop."""
+    """Raised by the first SIGTERM or SIGINT to leave the server loop."""
 
 
-def _raiseStop(signum, frame):
-    raise _Stop()
+def _signals(grace, hardExit=os._exit):
+    """Install the handlers of ``serve``'s signals; return the previous
+    ones.  The first signal leaves the server loop (``_Stop``); the next
+    one exits at once with status 128 + its number (no clean-up: the jobs
+    still running are handed back when their leases expire)."""
+    received = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) > 1:
+            log.warning('second signal (%s): exiting at once', name)
+            hardExit(128 + signum)
+            return
+        log.warning('%s received: the server stops; running jobs get %gs to '
+                    'finish (send it again to exit at once)', name, grace)
+        raise _Stop()
+
+    return {s: signal.signal(s, handler) for s in SIGNALS}
 
 
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
-        lease, no_processing, threads, max_body, connection_limit=1000,
+        lease, grace, no_processing, threads, max_body, connection_limit=1000,
         channel_timeout=30, request_timeout=15, trusted_proxy=None,
         secure_cookies=False, session_idle=3600, session_max=8 * 3600,
         pack_interval=0):
@@ -82,15 +105,15 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
             'allowed on loopback (127.0.0.1) only' % host)
     if not imports and not zcml:
         zcml = (EXAMPLES_ZCML,)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s'
-                        ' %(name)s: %(message)s')
-    loadTasks(imports, zcml)
+    configureLogging('INFO')
+    loadTasks(BUILT_IN + tuple(imports), zcml)
     # A connection per HTTP thread and per processor thread, and spare.
-    database = openDatabase(uri, pool_size=threads + concurrency + 4)
+    database = openDatabase(uri, share=True,
+                            pool_size=threads + concurrency + 4)
     try:
         dbmod.ensureService(database, service)
         processor = Processor(database, service, concurrency=concurrency,
-                              lease=lease)
+                              lease=lease, grace=grace, kind='serve')
         app = make_app(database, service, users=users, processor=processor,
                        max_body=max_body,
                        secret=os.environ.get('REMOTETASK_SECRET'),
@@ -119,27 +142,41 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
     else:
         click.echo('  users from %s (%d)' % (users_path, len(users)))
     from remotetask.packing import startPacker
-    previous = signal.signal(signal.SIGTERM, _raiseStop)
+    previous = _signals(grace)
     packer = None
+    code = 0
     try:
-        if not no_processing:
-            processor.start()
-            click.echo('  processing with %d thread(s)' % concurrency)
-        packer = startPacker(database, pack_interval)
-        if packer is not None:
-            click.echo('  packing the database every %gs' % pack_interval)
-        sys.stdout.flush()
-        server.run()
-    except (KeyboardInterrupt, _Stop):
-        click.echo('remotetask: stopping')
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.close()
-        if packer is not None:
-            packer.stop(0)
+        try:
+            if not no_processing:
+                processor.start()
+                click.echo('  processing with %d thread(s)' % concurrency)
+            packer = startPacker(database, pack_interval)
+            if packer is not None:
+                click.echo('  packing the database every %gs' % pack_interval)
+            sys.stdout.flush()
+            server.run()
+        except _Stop:
+            click.echo('remotetask: stopping')
+        finally:
+            server.close()
+            if packer is not None:
+                packer.stop(0)
+            if processor.running:
+                handed = processor.stop(grace)
+                if handed:
+                    log.warning('handed back jobs %s',
+                                ', '.join(map(str, handed)))
         if processor.running:
-            processor.stop()
+            # A task ignored the stop: its thread can not be joined; leave
+            # without waiting for it (its job was handed back).
+            _closeDatabase(database)
+            logging.shutdown()
+            os._exit(code)
         _closeDatabase(database)
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+    click.echo('remotetask: stopped')
 
 
 def _closeDatabase(database):

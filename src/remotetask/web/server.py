@@ -23,6 +23,9 @@ import time
 
 import waitress.server
 from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from remotetask.web.guard import HEADERS
 
 log = logging.getLogger('remotetask.web')
 
@@ -39,6 +42,15 @@ PROXY_HEADERS = {'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto',
                  'x-forwarded-port'}
 
 
+class _ErrorTask(ErrorTask):
+    """Waitress's own error responses (a malformed request line, a header
+    too large...) carry the headers every response of ours has."""
+
+    def execute(self):
+        self.response_headers.extend(HEADERS)
+        super().execute()
+
+
 class Channel(HTTPChannel):
     """Waitress's channel with a deadline for a whole request.
 
@@ -51,6 +63,7 @@ class Channel(HTTPChannel):
     """
 
     began = None
+    error_task_class = _ErrorTask
 
     def received(self, data):
         if data and self.request is None and not self.will_close:

@@ -44,7 +44,11 @@ def metricFamilies(service, now=None):
     - ``remotetask_queue_oldest_waiting_age_seconds{queue}``: how long the
       job of the queue due first has been due (0: none is due);
     - ``remotetask_task_jobs_waiting{task}``: jobs queued or delayed per
-      task.
+      task;
+    - ``remotetask_workers_live``: the live workers of the worker registry
+      (``remotetask.registry``), and per live worker
+      ``remotetask_worker_jobs_running{worker}`` and
+      ``remotetask_worker_heartbeat_age_seconds{worker}``.
     """
     now = time.time() if now is None else now
     runtime = HistogramMetricFamily(
@@ -80,7 +84,28 @@ def metricFamilies(service, now=None):
     names = service.taskNames()
     for task, n in sorted(stats.waitingByTask(service, names).items()):
         byTask.add_metric([task], n)
-    return [runtime, runs, waiting, oldest, byTask]
+    return [runtime, runs, waiting, oldest, byTask] + workerFamilies(
+        service, now)
+
+
+def workerFamilies(service, now):
+    from remotetask import registry
+    found = registry.entries(service, now)
+    live = GaugeMetricFamily(
+        'remotetask_workers_live',
+        'Live workers (processors whose heartbeat in the worker registry '
+        'has not expired)', value=len(found))
+    running = GaugeMetricFamily(
+        'remotetask_worker_jobs_running', 'Jobs a live worker runs now',
+        labels=['worker'])
+    age = GaugeMetricFamily(
+        'remotetask_worker_heartbeat_age_seconds',
+        'Seconds since the last heartbeat of a live worker',
+        labels=['worker'])
+    for entry in found:
+        running.add_metric([entry.id], len(entry.running))
+        age.add_metric([entry.id], max(0.0, now - entry.heartbeat))
+    return [live, running, age]
 
 
 def _le(bound):

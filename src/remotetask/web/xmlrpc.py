@@ -117,6 +117,12 @@ def getAvailableTasks(request):
     return sorted(request.service.getAvailableTasks())
 
 
+def getWorkers(request):
+    """The live workers of the service (id, host, pid, kind, version,
+    started, heartbeat, concurrency, tasks, running, done, failed...)."""
+    return request.service.workers()
+
+
 def add(request, task, input=None, options=None, after=None):
     """Add a job; return its id.  ``options``: a struct of startLater,
     delay, queue, priority, unique_key, after (or lovely's startLater
@@ -319,6 +325,7 @@ def methodHelp(request, name):
 
 METHODS = {
     'getAvailableTasks': (VIEW, getAvailableTasks),
+    'getWorkers': (VIEW, getWorkers),
     'add': (MANAGE, add),
     'chain': (MANAGE, chain),
     'group': (MANAGE, group),

@@ -203,6 +203,21 @@ function renderJobs(page) {
   $('#sort-id').textContent = 'ID' + (state.sort === '-id' ? ' ▼' : state.sort === 'id' ? ' ▲' : '');
 }
 
+function renderWorkers(data) {
+  $('#worker-warnings').replaceChildren(...data.warnings.map((w) => el('li', {class: 'error', text: w})));
+  const body = $('#workers tbody');
+  body.replaceChildren(...data.workers.map((w) => el('tr', {'data-worker': w.id},
+    el('td', {text: w.id, title: w.host + ' pid ' + w.pid + ' (remotetask ' + w.version + ')'}),
+    el('td', {text: w.kind}), el('td', {text: w.tasks.join(', ')}),
+    el('td', {class: 'num', text: w.concurrency}),
+    el('td', {text: w.running.length ? w.running.join(', ') : '-'}),
+    el('td', {class: 'num', text: w.done}), el('td', {class: 'num', text: w.failed}),
+    el('td', {title: when(w.started)}, relative(w.started)),
+    el('td', {title: when(w.heartbeat)}, relative(w.heartbeat)))));
+  if (!data.workers.length)
+    body.append(el('tr', {}, el('td', {colspan: 9, class: 'empty', text: 'No live workers: jobs wait until one runs (remotetask worker, or Start processing).'})));
+}
+
 function renderCron(page) {
   const body = $('#cronjobs tbody');
   body.replaceChildren(...page.jobs.map((job) => el('tr', {
@@ -366,12 +381,13 @@ async function refresh() {
   if (state.busy) return;
   state.busy = true;
   try {
-    const [counts, page, cron] = await Promise.all([
+    const [counts, page, cron, workers] = await Promise.all([
       api('GET', 'api/counts'), api('GET', jobsQuery()),
-      api('GET', 'api/jobs?status=cronjob&sort=id&limit=50')]);
+      api('GET', 'api/jobs?status=cronjob&sort=id&limit=50'), api('GET', 'api/workers')]);
     renderCounts(counts);
     renderJobs(page);
     renderCron(cron);
+    renderWorkers(workers);
     if (state.selected !== null) {
       try { renderDetail(await api('GET', 'api/jobs/' + state.selected)); }
       catch (e) { closeDetail(); }

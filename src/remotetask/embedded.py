@@ -1,0 +1,312 @@
+"""The embedded ZEO server: one FileStorage shared by every local process.
+
+A FileStorage can be opened by one process at a time.  So the long-running
+commands (``remotetask serve``, ``remotetask worker``) that open a
+FileStorage serve it to the other processes of the machine with ZEO's own
+server (``ZEO.StorageServer.StorageServer``, run in a thread of the process)
+on a Unix socket next to the file, and connect to it themselves as ZEO
+clients like everybody else (so that every process sees every other's
+commits at once, through ZEO's invalidations).  Beside ``Data.fs``:
+
+- ``Data.fs.sock``: the socket (when the path is too long for a Unix
+  socket, ``$TMPDIR/remotetask-UID/HASH.sock``);
+- ``Data.fs.zeo``: the discovery file, JSON: ``pid``, ``host``,
+  ``address`` (the socket), ``version`` (remotetask's), ``started``,
+  ``storage`` (the file).
+
+Any command given the same database (``--db``, the default included) reads
+the discovery file and connects through the socket; with no live server
+there, it opens the file itself (and, for ``serve`` and ``worker``, starts
+serving it).  Stale files left by a process that was killed (its pid gone,
+its socket refusing) are removed by the next process that holds the file's
+lock: they never stop it from starting.  A process of another remotetask
+version is refused with a clear error, as is a file held by a process that
+does not share it (a plain ``FileStorage`` user, ``runzeo``...).
+
+``openFile(path, factory, dbkw, share)`` is called by ``remotetask.db.
+openDB`` for ``file://`` URIs and plain paths.
+"""
+import errno
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+
+import ZODB
+import zc.lockfile
+
+from remotetask.interfaces import ConfigurationError
+from remotetask.version import VERSION
+
+log = logging.getLogger('remotetask.embedded')
+
+INFO_SUFFIX = '.zeo'
+SOCKET_SUFFIX = '.sock'
+
+#: Seconds a command waits for a file held by another process to become
+#: available (a short command holds it for a moment) or to be served (the
+#: holder writes its discovery file right after opening the file).
+WAIT = 5.0
+
+#: Longest Unix socket path (sun_path is 108 bytes with the final NUL).
+_MAX_SOCKET_PATH = 107
+
+
+class _OneLineDiskFull(logging.Filter):
+    """ZEO's server logs the error of a transaction it could not vote with
+    its traceback; a full disk (refused by ``remotetask.health``'s guard
+    before anything is written) is one line: the client gets the error,
+    and processing resumes by itself when there is room again."""
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC,
+                                                       errno.EDQUOT):
+            record.msg = '%s: %s' % (record.getMessage(), exc)
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, 'WARNING'
+        return True
+
+
+_FILTER = _OneLineDiskFull()
+
+
+class DatabaseBusy(ConfigurationError):
+    """The file is held by a process that does not share it, or by one of
+    another remotetask version."""
+
+
+def infoPath(path):
+    return path + INFO_SUFFIX
+
+
+def socketPath(path):
+    """The socket of ``path``'s server: next to the file if the path fits
+    in a Unix socket address, else in a private directory of $TMPDIR."""
+    candidate = path + SOCKET_SUFFIX
+    if len(os.fsencode(candidate)) <= _MAX_SOCKET_PATH:
+        return candidate
+    directory = os.path.join(tempfile.gettempdir(),
+                             'remotetask-%d' % os.getuid())
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
+    return os.path.join(directory, digest + SOCKET_SUFFIX)
+
+
+def readInfo(path):
+    """The discovery file of ``path`` as a dict, or None (missing, or not
+    one we can read: treated as stale)."""
+    try:
+        with open(infoPath(path), encoding='utf-8') as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get('address'), str):
+        return None
+    return info
+
+
+def _pidAlive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _accepts(address, timeout=2.0):
+    """True if something listens on the Unix socket ``address``."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(address)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def liveServer(path):
+    """The discovery info of a live server of ``path``, or None.
+
+    :raises DatabaseBusy: if it is run by another remotetask version.
+    """
+    info = readInfo(path)
+    if info is None:
+        return None
+    if info.get('host') not in (None, socket.gethostname()):
+        return None
+    if not _pidAlive(info.get('pid')) or not _accepts(info['address']):
+        return None
+    if info.get('version') != VERSION:
+        raise DatabaseBusy(
+            'the database %s is served by remotetask %s (pid %s); this is '
+            'remotetask %s: run one version on a database (stop that '
+            'process, or use its version)' % (
+                path, info.get('version'), info.get('pid'), VERSION))
+    return info
+
+
+def _lockHolder(path):
+    """The pid written in ``path``'s lock file (zc.lockfile), or None."""
+    try:
+        with open(path + '.lock', encoding='ascii', errors='replace') as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _remove(filename):
+    try:
+        os.remove(filename)
+    except FileNotFoundError:
+        pass
+
+
+def clientDB(info, dbkw, cls=ZODB.DB, wait_timeout=30.0):
+    """A ``cls`` (``ZODB.DB``) on a ZEO client of the server ``info``
+    describes."""
+    from ZEO.ClientStorage import ClientStorage
+    options = {}
+    if info.get('blob_dir'):
+        options.update(blob_dir=info['blob_dir'], shared_blob_dir=True)
+    storage = ClientStorage(info['address'], wait_timeout=wait_timeout,
+                            **options)
+    try:
+        return cls(storage, **dbkw)
+    except Exception:
+        storage.close()
+        raise
+
+
+class EmbeddedServer:
+    """ZEO's ``StorageServer`` serving ``storage`` (the opened FileStorage
+    at ``path``) on a Unix socket, in a thread of this process."""
+
+    def __init__(self, storage, path):
+        self.storage = storage
+        self.path = path
+        self.address = socketPath(path)
+        self.server = None
+        self.info = None
+        self._lock = threading.Lock()
+
+    def start(self):
+        from ZEO.StorageServer import StorageServer
+        for name in ('ZEO.StorageServer', 'ZEO.asyncio.server'):
+            if _FILTER not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_FILTER)
+        # We hold the file's lock: whatever socket or discovery file is
+        # there was left by a process that died.
+        _remove(infoPath(self.path))
+        _remove(self.address)
+        old = os.umask(0o077)      # the socket: this user only
+        try:
+            self.server = StorageServer(self.address, {'1': self.storage})
+        finally:
+            os.umask(old)
+        self.server.start_thread()
+        blob_dir = getattr(getattr(self.storage, 'fshelper', None),
+                           'base_dir', None)
+        self.info = {'pid': os.getpid(), 'host': socket.gethostname(),
+                     'address': self.address, 'version': VERSION,
+                     'started': time.time(), 'storage': self.path,
+                     'blob_dir': blob_dir}
+        tmp = infoPath(self.path) + '.%d.tmp' % os.getpid()
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(self.info, f, indent=1)
+        os.replace(tmp, infoPath(self.path))
+        log.info('serving %s to local processes on %s', self.path,
+                 self.address)
+        return self
+
+    def stop(self):
+        with self._lock:
+            server, self.server = self.server, None
+        if server is None:
+            return
+        # The discovery file first: from now on nobody tries to connect.
+        current = readInfo(self.path)
+        if current is not None and current.get('pid') == os.getpid():
+            _remove(infoPath(self.path))
+        try:
+            server.close()      # closes the clients' connections, the file
+        finally:
+            _remove(self.address)
+        log.info('stopped serving %s', self.path)
+
+
+class SharedDB(ZODB.DB):
+    """A ``ZODB.DB`` on a ZEO client of this process's embedded server;
+    closing it stops the server (which closes the file)."""
+
+    embedded = None
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            if self.embedded is not None:
+                self.embedded.stop()
+
+
+def openFile(path, factory, dbkw, share=False, wait=WAIT):
+    """Open the FileStorage ``path`` (``factory()`` opens it) as a
+    ``ZODB.DB`` with ``dbkw``:
+
+    - through the live embedded server of another process if there is one;
+    - else directly, and with ``share`` also serving it to the other local
+      processes (the returned DB is a ZEO client of our own server).
+
+    :raises DatabaseBusy: if the file is held by a process that does not
+        share it (after waiting ``wait`` seconds for it), or served by
+        another remotetask version.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        info = liveServer(path)
+        if info is not None:
+            return clientDB(info, dbkw)
+        try:
+            storage = factory()
+            break
+        except zc.lockfile.LockError as e:
+            if time.monotonic() > deadline:
+                holder = _lockHolder(path)
+                raise DatabaseBusy(
+                    'the database file://%s is in use by another process '
+                    '(%s) that does not share it; a FileStorage is opened by '
+                    'one process at a time: stop it, or run a ZEO server to '
+                    'share it (remotetask serve and remotetask worker share '
+                    'the file they open with the commands of this machine)'
+                    % (path, 'pid %s' % holder if holder else e))
+            time.sleep(0.1)
+    if not share:
+        _remove(infoPath(path))     # we hold the lock: it is stale
+        try:
+            return ZODB.DB(storage, **dbkw)
+        except Exception:
+            storage.close()
+            raise
+    embedded = EmbeddedServer(storage, path)
+    try:
+        embedded.start()
+        database = clientDB(embedded.info, dbkw, SharedDB)
+        database.embedded = embedded
+    except Exception:
+        embedded.stop()
+        storage.close()
+        raise
+    return database
+
