@@ -814,7 +814,9 @@ class Processor(Clock):
                           [i.jobid for i in items])
             return handed
         try:
-            for attempt in tm.attempts(5):
+            # Other workers' claims and groups conflict with it most under
+            # load; jobs not handed back wait for their leases to expire.
+            for attempt in tm.attempts(GIVE_UP_ATTEMPTS):
                 with attempt:
                     handed = []
                     service = self._service(conn)
