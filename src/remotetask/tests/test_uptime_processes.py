@@ -279,3 +279,31 @@ def test_supervised_processes_share_a_filestorage(tmp_path):
             proc.wait()
     text = (tmp_path / 'sup.log').read_text()
     assert len(childPids(text)) == 2, text[-2000:]
+
+
+def _running(pid):
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_children_stop_when_their_supervisor_is_killed(
+        client, worker, tmp_path):
+    import os
+    import signal as signals
+    proc = worker('--processes', '2')
+    log = tmp_path / 'worker0.log'
+    deadline = time.monotonic() + 60
+    while len(childPids(log.read_text())) < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    children = [int(pid) for pid in childPids(log.read_text())]
+    os.kill(proc.pid, signals.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 90
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, 'children still running'
+        time.sleep(0.2)
