@@ -104,10 +104,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--output-dir', default=HERE)
     args = parser.parse_args(argv)
-    from playwright.sync_api import sync_playwright
+    os.makedirs(args.output_dir, exist_ok=True)
+    started = time.time()
     with tempfile.TemporaryDirectory() as workdir:
         path = os.path.join(workdir, 'Data.fs')
         history(path, time.time())
+        print('history written in %.0f s' % (time.time() - started))
         users = os.path.join(workdir, 'users.json')
         addUser(users, 'mia', 'mia-pw', 'manager')
         port = testing.freePort()
