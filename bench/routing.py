@@ -208,7 +208,7 @@ def report(rows, drains, args):
              'claim+run+commit ms | / plain | claim() ms | / plain |',
              '|---|---|---|---|---|---|---|---|---|']
     plain = rows['plain']
-    for kind in KINDS:
+    for kind in KINDS if plain else ():
         cells = [kind]
         for i in range(4):
             values = [row[i] for row in rows[kind]]

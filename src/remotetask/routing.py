@@ -11,7 +11,7 @@ The service delegates here (``service.py`` keeps the job life cycle).
   ``('default', 0)``: a service that never uses routing works exactly as
   before, and an old database needs no migration.  An add or a claim
   touches one lane's partitions, as before; a claim visits lanes in order
-  and skips an empty one by its ``Length`` (one small object).
+  and skips an empty one by its counters (small objects).
 - **Unique keys** are an ``OOBTree`` ``key -> job id``.  Two transactions
   that add a job with the same key both write that key: BTrees can not
   merge that, one of them gets a ``ConflictError``, is retried, and finds
@@ -37,13 +37,12 @@ import random
 import re
 
 import persistent
-from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree
 
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
     DEFERRED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
-from remotetask.structures import PARTITIONS, JobQueue
+from remotetask.structures import JobQueue
 
 #: The queue a job goes to when none is named.
 DEFAULT_QUEUE = 'default'
@@ -197,9 +196,6 @@ class Routing(persistent.Persistent):
         self.pauses = OOBTree()     # (queue or '', task or '') -> time
         self.slots = OOBTree()      # task -> _Slots
         self.rates = OOBTree()      # task -> _Rate
-        # Jobs processing per queue other than the default one (it has the
-        # rest): counters that merge concurrent changes.
-        self.processing = OOBTree()  # queue -> Length
 
 
 def state(service, create=False):
@@ -229,11 +225,11 @@ def lane(service, job, create=False):
     key = (queue, -priority)
     found = None if routing is None else routing.lanes.get(key)
     if found is None and create:
-        # 16 partitions, one per producers' lane (the default lane has 4
-        # per producers' lane, for workers): a lane made for a (queue,
-        # priority) costs 17 objects, and a service with many lanes keeps
-        # fewer of them in a connection's cache.  See docs/routing.md.
-        found = routing.lanes[key] = JobQueue(PARTITIONS)
+        # Laid out as the default lane: the jobs of one producer spread
+        # over several partitions, where concurrent workers take them
+        # without meeting (with one partition per producer's lane, the
+        # workers' retries went from about 20 % to 23-39 % in the bench).
+        found = routing.lanes[key] = JobQueue()
     if found is None:
         raise KeyError('no lane %r' % (key,))
     return found
@@ -251,28 +247,16 @@ def lanes(service):
 # -- Job life cycle hooks (called by the service) -------------------------------
 
 def entered(service, job, old, new):
-    """A job went from status ``old`` to ``new``: release what a processing
-    job held; count processing jobs per queue."""
-    if old == new:
-        return
-    queue = jobQueue(job)
-    if old == PROCESSING:
+    """A job went from status ``old`` to ``new``: a processing job's end
+    frees its concurrency slot.  (Nothing else is written: a count per
+    queue of processing jobs would be one object every claim and every
+    end in that queue writes; ``queues()`` counts them from the
+    processing index instead.)"""
+    if old == PROCESSING and old != new:
         slot = getattr(job, '_slot', None)
         if slot is not None:
             job._slot = None
             _release(service, job, slot)
-        if queue != DEFAULT_QUEUE:
-            _processingCounter(service, queue).change(-1)
-    elif new == PROCESSING and queue != DEFAULT_QUEUE:
-        _processingCounter(service, queue).change(1)
-
-
-def _processingCounter(service, queue):
-    routing = state(service, create=True)
-    counter = routing.processing.get(queue)
-    if counter is None:
-        counter = routing.processing[queue] = Length()
-    return counter
 
 
 def forgotten(service, job):
@@ -337,9 +321,11 @@ def claimOrder(service, queues, spread, load=None):
         for queue in queues:
             if queue in paused:
                 continue
-            for (q, negp), found in routing.lanes.items(
-                    min=(queue, -MAX_PRIORITY - 1),
-                    max=(queue, -MIN_PRIORITY + 1)):
+            group = list(routing.lanes.items(
+                min=(queue, -MAX_PRIORITY - 1),
+                max=(queue, -MIN_PRIORITY + 1)))
+            _loadCounters(load, group)
+            for (q, negp), found in group:
                 if hasEntries(found):
                     yield q, found
         return
@@ -349,6 +335,7 @@ def claimOrder(service, queues, spread, load=None):
             byPriority.setdefault(negp, []).append((q, found))
     for negp in sorted(byPriority):
         group = byPriority[negp]
+        _loadCounters(load, group)
         if len(group) > 1:
             if spread:
                 _rng.shuffle(group)
@@ -358,6 +345,14 @@ def claimOrder(service, queues, spread, load=None):
         for q, found in group:
             if hasEntries(found):
                 yield q, found
+
+
+def _loadCounters(load, group):
+    """Load the counters of a group of lanes (``[(key, lane)]``) in one
+    round (over ZEO or RelStorage; ``load`` None: nothing to gain)."""
+    if load is not None and len(group) > 1:
+        load([counter for key, lane_ in group
+              for counter in getattr(lane_, 'counters', lambda: ())()])
 
 
 def hasEntries(lane_):
@@ -602,7 +597,7 @@ def queueNames(service):
     return sorted(names)
 
 
-def queues(service, now):
+def queues(service, now, limit=10000):
     """Per queue: waiting (queued, delayed and cron jobs), processing,
     paused, the age of its oldest due job, its priorities in use."""
     routing = state(service)
@@ -619,19 +614,27 @@ def queues(service, now):
             if first is not None and (info['oldest_due'] is None
                                       or first[0] < info['oldest_due']):
                 info['oldest_due'] = first[0]
-    others = 0
-    if routing is not None:
-        for q, counter in routing.processing.items():
-            n = max(0, counter())
-            others += n
-            found.setdefault(q, {'queue': q, 'waiting': 0, 'processing': 0,
-                                 'priorities': [], 'oldest_due': None})
-            found[q]['processing'] = n
     found.setdefault(DEFAULT_QUEUE, {
         'queue': DEFAULT_QUEUE, 'waiting': 0, 'processing': 0,
         'priorities': [], 'oldest_due': None})
-    found[DEFAULT_QUEUE]['processing'] = max(
-        0, service.count(PROCESSING) - others)
+    # Processing jobs by queue, from the processing index (as many as
+    # there are claimed jobs: workers x threads x claim size); beyond
+    # ``limit`` of them, the rest count for 'default'.
+    processing = service.count(PROCESSING)
+    counted = 0
+    if routing is not None and len(routing.lanes) > 1:
+        for jobid in service.jobIds(PROCESSING):
+            if counted >= limit:
+                break
+            job = service.jobs.get(jobid)
+            q = DEFAULT_QUEUE if job is None else jobQueue(job)
+            if q != DEFAULT_QUEUE:
+                found.setdefault(q, {'queue': q, 'waiting': 0,
+                                     'processing': 0, 'priorities': [],
+                                     'oldest_due': None})
+                found[q]['processing'] += 1
+                counted += 1
+    found[DEFAULT_QUEUE]['processing'] = max(0, processing - counted)
     pausedQueues = _pausedQueues(routing)
     result = []
     for q in sorted(found):

@@ -42,9 +42,15 @@ def _now(now):
 
 
 class _ProbePickler(pickle.Pickler):
-    """Pickles like ZODB does: persistent objects are references."""
+    """Pickles like ZODB does: persistent objects are references.  Strings
+    must be encodable as UTF-8: one with a lone surrogate (``'\\ud800'``)
+    pickles, but no XML-RPC or JSON client could ever read it back."""
 
     def persistent_id(self, obj):
+        if isinstance(obj, str):
+            if not obj.isascii():
+                obj.encode('utf-8')     # UnicodeEncodeError
+            return None
         if isinstance(obj, persistent.Persistent):
             return id(obj)
         return None

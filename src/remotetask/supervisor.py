@@ -43,6 +43,9 @@ import time
 
 log = logging.getLogger('remotetask.supervisor')
 
+#: The environment variable that gives a child its supervisor's pid.
+SUPERVISOR_ENV = 'REMOTETASK_SUPERVISOR'
+
 #: Seconds between the supervisor's looks at its children.
 TICK = 0.25
 
@@ -103,7 +106,16 @@ class ChildMonitor:
         self._stop.set()
 
     def _loop(self):
+        # (Given by the supervisor: it may be gone before we get here.)
+        parent = int(os.environ.get(SUPERVISOR_ENV) or os.getppid())
         while not self._stop.wait(self.tick):
+            if os.getppid() != parent:
+                # The supervisor is gone (killed outright): stop too
+                # rather than run on unsupervised.
+                log.error('child %d: its supervisor (pid %d) is gone; '
+                          'stopping', os.getpid(), parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             try:
                 status = childStatus(self.processor)
                 status['recycling'] = self.recycling
@@ -185,7 +197,9 @@ class Supervisor:
     def _spawn(self):
         path = os.path.join(self._dir, 'child-%d.json' % self.started)
         self.started += 1
-        proc = subprocess.Popen(self.command(path), env=self.env)
+        env = dict(os.environ if self.env is None else self.env)
+        env[SUPERVISOR_ENV] = str(os.getpid())
+        proc = subprocess.Popen(self.command(path), env=env)
         child = Child(proc, path)
         self.children.append(child)
         log.info('child %d started', proc.pid)

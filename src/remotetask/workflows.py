@@ -26,7 +26,8 @@ The structures, and why they are exactly-once:
   without children has none, and its completion reads and writes nothing
   more than before;
 - a deferred job keeps how many parents it still waits for in a
-  ``Countdown``, a ``BTrees.Length`` whose conflict resolution adds up
+  ``Countdown`` (in shards for many parents: ``ShardedCountdown``), a
+  ``BTrees.Length`` whose conflict resolution adds up
   concurrent changes (so the completions of a large group, committed by
   several workers at once, do not conflict over it) *except* when the sum
   would reach zero: then the later commit conflicts, runs again, and sees
@@ -42,6 +43,7 @@ The structures, and why they are exactly-once:
   parent's end and a child being cancelled or revived meanwhile.
 """
 import collections
+import logging
 import threading
 import time
 
@@ -55,6 +57,8 @@ from remotetask import events
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DEFERRED, ERROR, FINAL_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, UnknownTaskError)
+
+log = logging.getLogger('remotetask')
 
 #: How many children a ``_Links`` keeps in a tuple before a tree set.
 INLINE = 32
@@ -88,6 +92,70 @@ class Countdown(Length):
             raise ConflictError('two transactions complete the last parents '
                                 'of a deferred job')
         return merged
+
+
+    def done(self, parentId):
+        """A parent completed: True if it was the last one."""
+        self.change(-1)
+        return self.value <= 0
+
+
+#: A job waiting for this many parents or more counts them in shards.
+SHARD_FROM = 64
+
+
+class ShardedCountdown(persistent.Persistent):
+    """The parents a deferred job waits for, counted in one ``Countdown``
+    per queue partition of theirs, and a ``Countdown`` of the shards not
+    yet at zero.
+
+    A worker claims from one queue partition at a time (and moves when
+    it meets another there), so concurrent commits of a large group's jobs
+    mostly decrement different shards: no conflict for the storage to
+    resolve at all.  Each shard reaches zero in exactly one transaction
+    (``Countdown``), which decrements ``left``; ``left`` reaches zero in
+    exactly one transaction, which releases the job.  Written only when
+    made: the shards are objects of their own.
+    """
+
+    def __init__(self, parentIds):
+        from remotetask.structures import PARTITIONS, SPREAD, STRIPE
+        # The partition function of the queue (structures), kept with the
+        # counts so that a later change of its constants can not mismatch.
+        self.stripe, self.lanes, self.spread = STRIPE, PARTITIONS, SPREAD
+        counts = {}
+        for jobid in parentIds:
+            key = self.key(jobid)
+            counts[key] = counts.get(key, 0) + 1
+        self.shards = {key: Countdown(n) for key, n in counts.items()}
+        self.left = Countdown(len(self.shards))
+
+    def key(self, jobid):
+        return ((jobid // self.stripe) % self.lanes) * self.spread \
+            + jobid % self.spread
+
+    def done(self, parentId):
+        """A parent completed: True if it was the last one."""
+        shard = self.shards.get(self.key(parentId))
+        if shard is None:       # not one it waited for: never expected
+            log.error('job %s completed, but a countdown does not count it;'
+                      ' ignored', parentId)
+            return False
+        shard.change(-1)
+        if shard.value > 0:
+            return False
+        self.left.change(-1)
+        return self.left.value <= 0
+
+    def __call__(self):
+        return sum(shard() for shard in self.shards.values())
+
+
+def _countdown(pending):
+    """What counts the ``pending`` parents (jobs) of a deferred job."""
+    if len(pending) >= SHARD_FROM:
+        return ShardedCountdown([p.id for p in pending])
+    return Countdown(len(pending))
 
 
 class _Links(persistent.Persistent):
@@ -240,7 +308,7 @@ def defer(service, job, parentJobs, now):
         service._enter(job, CANCELLED)
         events.notify(events.JobCancelled(job, service))
     elif pending:
-        job._countdown = Countdown(len(pending))
+        job._countdown = _countdown(pending)
         service._enter(job, DEFERRED)
     else:
         service._enter(job, DEFERRED)
@@ -324,7 +392,7 @@ def _feedFrom(service, job, mode):
         _feed(service, job)      # released at once: its parents are done
 
 
-# -- Parents' ends ----------------------------------------------------------------
+# -- Parents' ends ------------------------------------------------------------
 
 _state = threading.local()
 
@@ -377,7 +445,7 @@ def _settle(service, job, old, deleted):
         _current(links)
         when = job.completed if job.completed is not None else time.time()
         for child in _children(service, links):
-            _parentDone(service, child, when)
+            _parentDone(service, child, job.id, when)
     elif new in failed and old not in failed:
         _current(links)
         _cancelChildren(service, job, links, None)
@@ -397,13 +465,11 @@ def _children(service, links):
             yield child
 
 
-def _parentDone(service, child, now):
+def _parentDone(service, child, parentId, now):
     if child._status != DEFERRED or child._countdown is None:
         _readCurrent(child)        # a concurrent retry would revive it
         return
-    countdown = child._countdown
-    countdown.change(-1)
-    if countdown() <= 0:
+    if child._countdown.done(parentId):
         _release(service, child, now)
 
 
@@ -537,7 +603,7 @@ def _reconsider(service, job, now, revive):
     job.traceback = None
     job._cancelledBy = None
     if pending:
-        job._countdown = Countdown(len(pending))
+        job._countdown = _countdown(pending)
         service._transition(job, DEFERRED)
     else:
         service._transition(job, DEFERRED)
@@ -550,7 +616,7 @@ def retry(service, job, now):
     _reconsider(service, job, now, revive=False)
 
 
-# -- Reading ------------------------------------------------------------------------
+# -- Reading ------------------------------------------------------------------
 
 def awaited(service, job):
     """True if a job that is not final yet was added after ``job``: its

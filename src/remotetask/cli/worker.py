@@ -175,7 +175,9 @@ def supervise(ctx, uri, service, processes, kill_after, grace, max_jobs,
     from remotetask import db as dbmod
     from remotetask import supervisor
     from remotetask.packing import holdsFile
-    database = openDatabase(uri, pool_size=2)
+    # A FileStorage: this process serves it to its children (and to the
+    # other local processes: remotetask.embedded).
+    database = openDatabase(uri, share=True, pool_size=2)
     if holdsFile(database) and getattr(database, 'embedded', None) is None:
         closeDatabase(database)
         raise click.BadParameter(

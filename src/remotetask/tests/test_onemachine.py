@@ -309,3 +309,40 @@ def test_a_worker_of_another_version(machine):
                       'is served by remotetask 0.9.0 (pid %d); this is '
                       'remotetask %s' % (old.pid, embedded.VERSION))
     assert stopProcess(old) == 0
+
+
+def test_serve_grace_hands_back_a_long_job_consistently(machine):
+    serve = machine.start('serve', 'serve', '--port', testing.freePort(),
+                          '--grace', '1')
+    machine.served(serve)
+    jobid = int(machine.run('add', 'sleep', '120').stdout)
+    machine.waitFor(jobid, 'processing')
+    started = time.monotonic()
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(DEADLINE) == 0
+    # The grace period (1 s), not the job's 120 s nor a default of 30.
+    assert time.monotonic() - started < 20
+    job = machine.status(jobid)
+    assert job['status'] == 'queued'
+    assert job['completed'] is None     # it did not complete
+    assert job['starts'] == 1           # it ran: the start counts
+    log = machine.log('serve')
+    assert 'handed back' in log
+    assert 'result dropped' not in log
+
+
+def test_a_second_signal_stops_serve_at_once(machine):
+    serve = machine.start('serve', 'serve', '--port', testing.freePort(),
+                          '--grace', '600')
+    machine.served(serve)
+    jobid = int(machine.run('add', 'sleep', '120').stdout)
+    machine.waitFor(jobid, 'processing')
+    serve.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + DEADLINE
+    while 'SIGTERM received' not in machine.log('serve'):
+        assert time.monotonic() < deadline, machine.log('serve')
+        time.sleep(0.1)
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(DEADLINE) == 128 + signal.SIGTERM
+    # What it left behind does not stop the next command.
+    assert machine.status(jobid)['status'] == 'processing'

@@ -152,8 +152,12 @@ def snapshot(uri):
         try:
             service = dbmod.getService(conn)
             jobs = {jobid: (job.status, job.input,
+                            # Runs that counted: a retried conflict or a
+                            # claimed-ahead job handed back unstarted is not
+                            # a second claim of the job.
                             sum(1 for attempt in job.attempts
-                                if attempt.get('outcome') != 'retry'))
+                                if attempt.get('outcome') not in
+                                ('retry', 'handed back')))
                     for jobid, job in service.jobs.items()}
             errors.clear()
             errors.update({jobid: job.error for jobid, job in

@@ -159,3 +159,38 @@ def test_a_worker_holding_a_filestorage_packs_it(tmp_path):
             proc.kill()
             proc.wait()
     assert os.path.getsize(path) < size / 5
+
+
+def test_remotetask_pack_through_the_process_serving_the_file(tmp_path):
+    """A worker holds the FileStorage and serves it (remotetask.embedded):
+    ``remotetask pack --db PATH`` packs it through that process."""
+    import time
+    path = str(tmp_path / 'Data.fs')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
+    fill(db, 100)
+    db.close()
+    size = os.path.getsize(path)
+    log = open(tmp_path / 'worker.log', 'wb')
+    proc = subprocess.Popen(
+        remotetaskCommand('worker', '--db', path, '--pack-interval', '0',
+                          '--import', 'remotetask.tests.uptimetasks'),
+        env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(remotetaskCommand('pack', '--db', path),
+                                  env=subprocessEnv(), capture_output=True,
+                                  text=True, timeout=120)
+            if done.returncode == 0 and os.path.getsize(path) < size / 5:
+                break
+            assert proc.poll() is None
+            assert time.monotonic() < deadline, done.stderr
+            time.sleep(0.5)
+        assert done.stdout.startswith('packed: ')
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

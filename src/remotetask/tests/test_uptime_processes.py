@@ -238,10 +238,72 @@ def test_bad_supervision_options_are_clear_errors(argv, message, tmp_path):
     assert message in done.stderr and 'Traceback' not in done.stderr
 
 
-def test_processes_refuse_a_filestorage_this_process_would_hold(tmp_path):
-    done = subprocess.run(
-        remotetaskCommand('worker', '--db', str(tmp_path / 'x.fs'),
-                          '--processes', '2'),
-        env=subprocessEnv(), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert 'several processes' in done.stderr, done.stderr
+def test_supervised_processes_share_a_filestorage(tmp_path):
+    """The supervisor holds the file and serves it (remotetask.embedded);
+    its children and the other commands connect to it."""
+    path = str(tmp_path / 'Data.fs')
+    log = open(str(tmp_path / 'sup.log'), 'wb')
+    proc = subprocess.Popen(
+        remotetaskCommand('worker', '--db', path, '--processes', '2',
+                          '--import', TASKS, '--concurrency', '1'),
+        env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        def command(*args):
+            return subprocess.run(
+                remotetaskCommand(*args), env=subprocessEnv(),
+                capture_output=True, text=True, timeout=120)
+        deadline = time.monotonic() + 60
+        while True:
+            added = command('add', '--db', path, '--import', TASKS, 'noop',
+                            '"shared"')
+            if added.returncode == 0:
+                break
+            assert time.monotonic() < deadline, added.stderr
+            time.sleep(0.5)
+        jobid = added.stdout.strip()
+        deadline = time.monotonic() + 60
+        while True:
+            status = command('status', '--db', path, jobid)
+            if '"completed"' in status.stdout:
+                break
+            assert time.monotonic() < deadline, (status.stdout,
+                                                 status.stderr)
+            time.sleep(0.5)
+        assert proc.poll() is None
+        proc.terminate()
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = (tmp_path / 'sup.log').read_text()
+    assert len(childPids(text)) == 2, text[-2000:]
+
+
+def _running(pid):
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_children_stop_when_their_supervisor_is_killed(
+        client, worker, tmp_path):
+    import os
+    import signal as signals
+    proc = worker('--processes', '2')
+    log = tmp_path / 'worker0.log'
+    deadline = time.monotonic() + 60
+    while len(childPids(log.read_text())) < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    children = [int(pid) for pid in childPids(log.read_text())]
+    os.kill(proc.pid, signals.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 90
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, 'children still running'
+        time.sleep(0.2)

@@ -107,6 +107,12 @@ def test_management_page(browser, server, tmp_path):
     # (the first refresh may still be on its way after the login)
     page.wait_for_selector('#processing-state:text-is("processing")')
 
+    # The workers panel lists serve's own processor (the registry).
+    worker = page.locator('#workers tr[data-worker]').first
+    worker.wait_for()
+    assert 'serve' in worker.text_content()
+    assert 'sum' in worker.text_content()
+
     # A job added through the form runs; its detail shows the result.
     done = addJob(page, 'sum', '[1, 2, 3]')
     page.wait_for_selector('#detail-title .status-completed')

@@ -72,6 +72,18 @@ def test_the_service_checks_numbers_of_any_size():
         checkNumber('delay', 10 ** 400, error=InvalidScheduleError)
 
 
+@pytest.mark.parametrize('key', ['true', '1', '[]', '{}', '1.5'])
+def test_a_unique_key_that_is_no_string_is_400(app, db, key):
+    # (found by the fuzz run: it was looked up in a BTree of strings, 500)
+    response = post(app, '/api/jobs', '{"task": "echo", "unique_key": %s}'
+                    % key, status=400)
+    assert response.json['error'].startswith('unique_key must be')
+    post(app, '/api/jobs', '{"task": "echo", "unique_key": "k"}', status=201)
+    post(app, '/api/jobs', '{"task": "echo", "unique_key": %s}' % key,
+         status=400)
+    assert count(db) == 1
+
+
 def test_integers_must_fit_64_bits_in_the_api(app, db):
     response = post(app, '/api/jobs', '{"task": "echo", "max_retries": %d}'
                     % 2 ** 63, status=400)
@@ -98,8 +110,9 @@ def test_undecodable_urls_are_400(db, tmp_path, url):
 # -- XML-RPC ------------------------------------------------------------------
 
 def bomb(levels=6, width=10):
-    """The table's billion laughs: 6 levels of 10 entities, 565 bytes."""
-    entities = ['<!ENTITY e0 "xxxxx">'] + [
+    """The table's billion laughs: 6 levels of 10 entities, some 600
+    bytes that expand to 3,000,000 characters."""
+    entities = ['<!ENTITY e0 "%s">' % ('x' * 30)] + [
         '<!ENTITY e%d "%s">' % (i, '&e%d;' % (i - 1) * width)
         for i in range(1, levels)]
     return ('<?xml version="1.0"?><!DOCTYPE m [%s]><methodCall><methodName>'
@@ -117,6 +130,7 @@ def fault(app, body):
 
 
 def test_xml_entities_are_refused_before_they_expand(app, db):
+    assert len(bomb()) < 700
     code, message = fault(app, bomb())
     assert code == rpc.PARSE_ERROR
     assert 'EntitiesForbidden' in message or 'entit' in message.lower()
@@ -197,11 +211,23 @@ def test_lone_surrogates_are_refused_when_added(app, db):
     assert job['input'] == '\U0001F600'
 
 
+def test_the_service_refuses_lone_surrogates_too(db):
+    with pytest.raises(InvalidInputError, match='UnicodeEncodeError'):
+        ServiceRunner(db)(lambda s: s.add('echo', {'k': ['\ud800']}))
+    with pytest.raises(InvalidInputError, match='meta data'):
+        ServiceRunner(db)(lambda s: s.add('echo', 1, meta={'\udfff': 1}))
+    assert count(db) == 0
+
+
 def test_a_result_xmlrpc_can_not_send_is_a_named_fault(app, db):
-    # Stored through the Python API (which does not look at strings), it
-    # is still never an internal error when read.
-    jobid = ServiceRunner(db)(lambda s: s.add('echo', '\ud800'))
+    # A result set behind the service's back is still never an internal
+    # error when read.
+    jobid = ServiceRunner(db)(lambda s: s.add('echo', 'x'))
     runAll(db)
+
+    def spoil(service):
+        service.jobs[jobid].output = '\ud800'
+    ServiceRunner(db)(spoil)
     with pytest.raises(xmlrpc.client.Fault) as info:
         call(app, 'getResult', jobid)
     assert info.value.faultCode == rpc.INVALID_INPUT

@@ -118,3 +118,23 @@ def test_unfinished_requests_are_closed_after_the_request_timeout(tmp_path):
         testing.stopProcess(proc)
         log.close()
     assert b'Traceback' not in (tmp_path / 'serve.log').read_bytes()
+
+
+def test_waitress_own_errors_say_nosniff_too(tmp_path):
+    proc, port, log = startServe(tmp_path)
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=30) as s:
+            s.sendall(b'GET /api/me HTTP/1.1\r\nHost: localhost\r\n'
+                      b'Bad Header\r\n\r\n')
+            answer = b''
+            while b'\r\n\r\n' not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        head = answer.split(b'\r\n\r\n')[0].lower()
+        assert head.split(b' ')[1] == b'400'
+        assert b'x-content-type-options: nosniff' in head
+    finally:
+        testing.stopProcess(proc)
+        log.close()

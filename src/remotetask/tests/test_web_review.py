@@ -189,6 +189,8 @@ def test_responses_match_the_openapi_document(app, db):
 
     check('get', '/api/tasks', '/api/tasks')
     check('get', '/api/me', '/api/me')
+    check('get', '/api/', '/api/')
+    check('get', '/api/workers', '/api/workers')
     check('get', '/api/counts', '/api/counts')
     job = check('post', '/api/jobs', '/api/jobs',
                 {'task': 'sum', 'input': [1, 2]}, 201)

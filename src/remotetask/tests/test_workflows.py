@@ -12,7 +12,7 @@ from ZODB.POSException import ConflictError
 from remotetask import workflows
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DEFERRED, ERROR, QUEUED, STATUSES,
-    InvalidInputError, InvalidStatusError, JobNotFoundError, TaskError,
+    InvalidInputError, InvalidStatusError, TaskError,
     UnknownTaskError)
 from remotetask.job import currentJob
 from remotetask.service import TaskService
@@ -320,7 +320,7 @@ def test_long_chain_cancels_without_recursion(service):
         "first cause: parent job %s ended in error: no good: 0" % ids[0])
 
 
-# -- bad input ------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------
 
 def test_after_an_unknown_job(service):
     with pytest.raises(InvalidInputError,
@@ -401,7 +401,7 @@ def test_parent_results_of_a_deleted_parent(service):
     assert 'was deleted' in service.getError(b)
 
 
-# -- in a database: conflicts and their resolution --------------------------------
+# -- in a database: conflicts and their resolution ----------------------------
 
 @pytest.fixture
 def db(tmp_path):
@@ -565,8 +565,9 @@ def test_releasing_touches_only_the_children(service, monkeypatch):
     seen = []
     original = workflows._parentDone
     monkeypatch.setattr(workflows, '_parentDone',
-                        lambda s, child, now: (seen.append(child.id),
-                                               original(s, child, now)))
+                        lambda s, child, pid, now: (
+                            seen.append(child.id),
+                            original(s, child, pid, now)))
     service.processNext(jobid=ids[1])
     assert seen == [then]
     service.processNext(jobid=ids[0])
@@ -589,5 +590,66 @@ def test_parent_deleted_while_a_child_is_added(db, service):
     t1.begin()
     with pytest.raises(InvalidInputError, match='no job with id'):
         s1.add('echo', after=a)
+    c1.close()
+    c2.close()
+
+
+@pytest.mark.parametrize('order', ['forward', 'reverse', 'shuffled'])
+def test_sharded_countdown_releases_once(service, order):
+    import random
+    n = 3 * workflows.SHARD_FROM
+    ids, then = service.group([('echo', i) for i in range(n)],
+                              then=('echo', None))
+    countdown = service.jobs[then]._countdown
+    assert isinstance(countdown, workflows.ShardedCountdown)
+    assert countdown() == n and countdown.left() == len(countdown.shards)
+    todo = list(ids)
+    if order == 'reverse':
+        todo.reverse()
+    elif order == 'shuffled':
+        random.Random(4).shuffle(todo)
+    for jobid in todo[:-1]:
+        service.processNext(jobid=jobid)
+        assert service.getStatus(then) == DEFERRED
+    assert workflows.describe(service, service.jobs[then])[
+        'waiting_for'] == 1
+    consistent(service)
+    service.processNext(jobid=todo[-1])
+    assert service.getStatus(then) == QUEUED
+    assert service.jobs[then].input == list(range(n))
+
+
+def test_sharded_last_completions_in_two_shards_release_once(db, service):
+    """The last parents of two shards complete at the same time: both
+    shards reach zero, and the two decrements of ``left`` (2 -> 0) can not
+    be merged: one commit conflicts, and once retried releases the job."""
+    conn = db.open()
+    conn.root()['tasks'] = service
+    ids, then = service.group([('echo', i) for i in range(100)],
+                              then=('echo', None))
+    countdown = service.jobs[then]._countdown
+    key = countdown.key
+    first, second = ids[0], next(i for i in ids if key(i) != key(ids[0]))
+    for jobid in ids:
+        if jobid not in (first, second):
+            service.processNext(jobid=jobid)
+    assert countdown.left() == 2
+    transaction.commit()
+    conn.close()
+    (t1, c1, s1), (t2, c2, s2) = _open(db), _open(db)
+    s1.processNext(jobid=first)
+    s2.processNext(jobid=second)
+    assert s1.getStatus(then) == s2.getStatus(then) == DEFERRED
+    t1.commit()
+    with pytest.raises(ConflictError):
+        t2.commit()
+    t2.abort()
+    t2.begin()
+    s2.processNext(jobid=second)
+    assert s2.getStatus(then) == QUEUED
+    t2.commit()
+    t1.begin()
+    assert s1.jobs[then].input == list(range(100))
+    consistent(s1)
     c1.close()
     c2.close()

@@ -470,11 +470,13 @@ def addJob(request):
     from remotetask.web.routing import jobOptions
     routed = jobOptions(data)
     key = routed.get('unique_key')
-    held = None if key is None else routing.existing(request.service, key)
+    # (The key is checked first: a key that is no string, looked up in
+    # the keys' BTree, would be a TypeError, a 500.)
+    held = None if key is None else routing.existing(
+        request.service, routing.checkUniqueKey(key))
     if held is not None:
         # Nothing added: the job holding the key (the service checked
-        # nothing else; an invalid request still fails below).
-        routing.checkUniqueKey(key)
+        # nothing else).
         info = detail(request.service.jobs[held])
         info['existing'] = True
         return info

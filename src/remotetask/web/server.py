@@ -23,6 +23,9 @@ import time
 
 import waitress.server
 from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from remotetask.web.guard import HEADERS
 
 log = logging.getLogger('remotetask.web')
 
@@ -39,6 +42,15 @@ PROXY_HEADERS = {'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto',
                  'x-forwarded-port'}
 
 
+class _ErrorTask(ErrorTask):
+    """Waitress's own error responses (a malformed request line, a header
+    too large...) carry the headers every response of ours has."""
+
+    def execute(self):
+        self.response_headers.extend(HEADERS)
+        super().execute()
+
+
 class Channel(HTTPChannel):
     """Waitress's channel with a deadline for a whole request.
 
@@ -51,6 +63,7 @@ class Channel(HTTPChannel):
     """
 
     began = None
+    error_task_class = _ErrorTask
 
     def received(self, data):
         if data and self.request is None and not self.will_close:
@@ -125,4 +138,27 @@ def createServer(app, host, port, threads=8, max_body=None,
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = Channel
             dispatcher.request_timeout = request_timeout
+            dispatcher.handle_accept = _acceptMany(dispatcher)
     return server
+
+
+#: Connections accepted per turn of the loop when many wait.
+ACCEPT_BATCH = 64
+
+
+def _acceptMany(dispatcher):
+    """Waitress's ``handle_accept`` accepts one connection per turn of its
+    loop, and a turn asks every open connection whether it is readable: a
+    burst of hundreds of connections then keeps the next client waiting
+    for hundreds of turns.  This accepts up to ``ACCEPT_BATCH`` a turn
+    (until none waits, or the connection limit is reached)."""
+    accept = dispatcher.handle_accept
+
+    def handle_accept():
+        for i in range(ACCEPT_BATCH):
+            before = len(dispatcher._map)
+            accept()
+            if len(dispatcher._map) == before or \
+                    len(dispatcher._map) >= dispatcher.adj.connection_limit:
+                return
+    return handle_accept
