@@ -236,3 +236,12 @@ def test_unknown_users_cost_a_scrypt_check_too(app, monkeypatch):
     del calls[:]
     app.get('/api/me', headers=basic('nobody', 'wrong'), status=401)
     assert calls == known == [(2 ** 14, 8, 1)]
+
+
+def test_the_throttle_keeps_user_names_short(db, users):
+    """A user name may be as long as a header: the throttle, which keeps
+    up to 100,000 keys, keeps a 16-byte digest of it."""
+    app = webApp(db, users=users[0])
+    app.get('/api/me', headers=basic('x' * 100000, 'guess'), status=401)
+    keys = list(registry(app).throttle._keys)
+    assert len(keys) == 2 and all(len(repr(key)) < 120 for key in keys)
