@@ -117,6 +117,13 @@ def test_session_records_are_bounded_and_made_only_by_logins(db, users):
     assert len(sessions) == 3
     assert sessions.user(sids[0], {'mia': entry}.get) is None
     assert sessions.user(sids[4], {'mia': entry}.get) == 'mia'
+    entries = {'mia': entry, 'vic': entry}.get
+    sessions = Sessions(limit=10, perUser=2, clock=Clock())
+    vic = sessions.create('vic', entry)
+    mias = [sessions.create('mia', entry) for i in range(5)]
+    assert len(sessions) == 3 and sessions.user(vic, entries) == 'vic'
+    assert [sessions.user(sid, entries) for sid in mias] == [
+        None, None, None, 'mia', 'mia']
     app = webApp(db, users=users[0])
     for i in range(20):                 # anonymous visitors cost nothing
         app.get('/login')
