@@ -50,7 +50,6 @@ import os
 import secrets
 import threading
 
-from pyramid.security import Allowed, Denied
 
 log = logging.getLogger('remotetask.web')
 
@@ -457,6 +456,9 @@ class SecurityPolicy:
         return None if identity is None else identity['name']
 
     def permits(self, request, context, permission):
+        # (Imported here: `remotetask user` uses this module's users file
+        # functions without loading Pyramid.)
+        from pyramid.security import Allowed, Denied
         identity = self.identity(request)
         if identity is None:
             return Denied('not authenticated')
