@@ -1,5 +1,6 @@
 """remotetask: a task queue that lives inside the ZODB."""
 import os
+import re
 
 from setuptools import find_packages, setup
 
@@ -11,9 +12,15 @@ def read(*parts):
         return f.read()
 
 
+# One place: src/remotetask/version.py (also recorded by workers and the
+# embedded server, which refuse to share a database across versions).
+VERSION = re.search(r"^VERSION = '([^']+)'$",
+                    read('src', 'remotetask', 'version.py'), re.M).group(1)
+
+
 setup(
     name='remotetask',
-    version='1.0.0.dev0',
+    version=VERSION,
     description='A task queue service for Python that lives inside the ZODB',
     long_description=read('README.md'),
     long_description_content_type='text/markdown',

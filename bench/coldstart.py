@@ -3,6 +3,7 @@ process's start to its last job done.
 
     python bench/coldstart.py [--quick] [--sizes 3000,30000] [--runs N]
                               [--systems ...] [--output bench/RESULTS.md]
+                              [--before SRC]
 
 N no-op jobs are enqueued one per transaction (remotetask: into a
 FileStorage, which is then copied for each remotetask row, so every row
@@ -24,6 +25,11 @@ Rows:
   --concurrency 1`` processes over a ZEO server (started before, as Redis
   is for RQ and Celery) serving a copy of the same file;
 - ``huey``, ``rq``, ``celery``.
+
+``--before SRC`` adds the row ``remotetask before``: the same worker run
+from another checkout's ``src`` (e.g. ``git worktree add /tmp/before
+COMMIT``, then ``--before /tmp/before/src``), for before/after ratios of
+the same run.
 
 Every figure is also given as a ratio to huey's in the same run; with
 ``--runs N`` the table shows the range over the runs.  With ``--output``
@@ -168,7 +174,14 @@ class Run:
                 '--concurrency', str(concurrency), '--import',
                 'cold_remotetask']
 
-    def remotetask(self, source, concurrency=1, zeo=0):
+    def remotetask(self, source, concurrency=1, zeo=0, src=None):
+        if src:
+            saved = self.env['PYTHONPATH']
+            self.env['PYTHONPATH'] = os.pathsep.join([src, HERE])
+            try:
+                return self.remotetask(source, concurrency, zeo)
+            finally:
+                self.env['PYTHONPATH'] = saved
         path = os.path.join(self.workdir, 'run.fs')
         remove(path)
         shutil.copy(source, path)
@@ -228,14 +241,17 @@ class Run:
                 redis.Redis.from_url(REDIS_URL + '/%d' % db).flushdb()
 
 
-def measure(sizes, runs, systems, workdir, log=print):
+def measure(sizes, runs, systems, workdir, log=print, before=None):
     """{(n, system): [(first, last) per run]}, and the enqueue rates."""
     results = {}
     enqueued = {}
     # pip compiles an installed package's byte code; a checkout (pip
     # install -e) gets it at its first import: compile it before timing.
     import compileall
-    for folder in (os.path.join(ROOT, 'src'), HERE):
+    if before:
+        systems = ['remotetask before'] + list(systems)
+    for folder in (os.path.join(ROOT, 'src'), HERE) + ((before,) if before
+                                                        else ()):
         compileall.compile_dir(folder, quiet=1)
     if {'rq', 'celery'} & set(systems):
         log('Redis: %s' % startRedis())
@@ -250,6 +266,8 @@ def measure(sizes, runs, systems, workdir, log=print):
             for system in systems:
                 if system == 'remotetask':
                     timed = run.remotetask(source)
+                elif system == 'remotetask before':
+                    timed = run.remotetask(source, src=before)
                 elif system == 'remotetask 4 threads':
                     timed = run.remotetask(source, concurrency=4)
                 elif system.startswith('remotetask zeo '):
@@ -290,8 +308,11 @@ def table(results, sizes, systems, runs):
                 span([n / t[1] for t in timed], '%.0f'),
                 span([t[0] for t in timed], '%.2f'), ratio))
         one = results.get((n, 'remotetask'))
-        for other in ('remotetask 4 threads', 'remotetask zeo 4'):
-            base = 'remotetask zeo 1' if 'zeo' in other else 'remotetask'
+        for other in ('remotetask 4 threads', 'remotetask zeo 4',
+                      'remotetask'):
+            base = {'remotetask 4 threads': 'remotetask',
+                    'remotetask zeo 4': 'remotetask zeo 1',
+                    'remotetask': 'remotetask before'}[other]
             one = results.get((n, base))
             many = results.get((n, other))
             if one and many:
@@ -338,6 +359,9 @@ def main(argv=None):
                         help='comma-separated N (default 3000,30000)')
     parser.add_argument('--runs', type=int, default=1)
     parser.add_argument('--systems', default=','.join(SYSTEMS))
+    parser.add_argument('--before', default=None, metavar='SRC',
+                        help="another checkout's src directory: adds the "
+                             "row 'remotetask before'")
     parser.add_argument('--output', default=None,
                         help='replace the "## Cold start" section of this '
                              'file (e.g. bench/RESULTS.md)')
@@ -352,7 +376,10 @@ def main(argv=None):
     load = '%.2f' % os.getloadavg()[0]
     workdir = tempfile.mkdtemp(prefix='remotetask-cold-')
     try:
-        results, enqueued = measure(sizes, args.runs, systems, workdir)
+        results, enqueued = measure(sizes, args.runs, systems, workdir,
+                                    before=args.before)
+        if args.before:
+            systems = ['remotetask before'] + systems
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     lines = section(results, enqueued, sizes, systems, args.runs, load)

@@ -204,9 +204,11 @@ def report(rows, drains, args):
                  args.jobs, args.rounds, args.drain, measure_machine(),
                  ' '.join('%.1f' % x for x in os.getloadavg()), args.jobs,
                  args.rounds), '',
-             '| jobs | add+commit ms | / plain | add() ms | / plain | '
-             'claim+run+commit ms | / plain | claim() ms | / plain |',
-             '|---|---|---|---|---|---|---|---|---|']
+             ]
+    if rows['plain']:
+        lines += ['| jobs | add+commit ms | / plain | add() ms | / plain | '
+                  'claim+run+commit ms | / plain | claim() ms | / plain |',
+                  '|---|---|---|---|---|---|---|---|---|']
     plain = rows['plain']
     for kind in KINDS if plain else ():
         cells = [kind]

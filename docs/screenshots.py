@@ -74,9 +74,10 @@ def history(path, now, seed=14):
     # the hours of the day (fewer runs per hour, but every hour)
     hour = int(now // 3600) * 3600
     for h in range(23, 1, -1):
-        runner(period, hour - h * 3600, 3600, 6)
-    # each minute of the last hour
-    minute = int(now // 60) * 60
+        runner(period, hour - h * 3600, 3600, 3)
+    # each minute of the last hour (from the clock now: writing the day
+    # takes a while on a loaded machine)
+    minute = int(time.time() // 60) * 60
     for m in range(60, 0, -1):
         runner(period, minute - m * 60, 60, 1)
     db.close()
@@ -104,10 +105,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--output-dir', default=HERE)
     args = parser.parse_args(argv)
-    from playwright.sync_api import sync_playwright
+    os.makedirs(args.output_dir, exist_ok=True)
+    started = time.time()
     with tempfile.TemporaryDirectory() as workdir:
         path = os.path.join(workdir, 'Data.fs')
         history(path, time.time())
+        print('history written in %.0f s' % (time.time() - started))
         users = os.path.join(workdir, 'users.json')
         addUser(users, 'mia', 'mia-pw', 'manager')
         port = testing.freePort()

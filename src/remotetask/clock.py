@@ -123,7 +123,8 @@ class Clock:
                 with attempt:
                     service = self._service(conn)
                     registration.beat(service, now)
-                    dead = registry.prune(service, now)
+                    dead = (registry.prune(service, now)
+                            if registration.pruneDue(now) else [])
         except STORAGE_ERRORS:
             raise
         except TransientError:

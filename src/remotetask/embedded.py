@@ -223,13 +223,18 @@ class EmbeddedServer:
                      'address': self.address, 'version': VERSION,
                      'started': time.time(), 'storage': self.path,
                      'blob_dir': blob_dir}
+        log.info('serving %s to local processes on %s', self.path,
+                 self.address)
+        return self
+
+    def publish(self):
+        """Write the discovery file: from now on other processes connect.
+        (After the holder's own client made the root object of a new
+        file: two first clients would both try, and one would conflict.)"""
         tmp = infoPath(self.path) + '.%d.tmp' % os.getpid()
         with open(tmp, 'w', encoding='utf-8') as f:
             json.dump(self.info, f, indent=1)
         os.replace(tmp, infoPath(self.path))
-        log.info('serving %s to local processes on %s', self.path,
-                 self.address)
-        return self
 
     def stop(self):
         with self._lock:
@@ -304,6 +309,7 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
         embedded.start()
         database = clientDB(embedded.info, dbkw, SharedDB)
         database.embedded = embedded
+        embedded.publish()
     except Exception:
         embedded.stop()
         storage.close()

@@ -153,6 +153,7 @@ class Registration:
         self.interval = float(interval)
         self.key = '%s %s' % (processor.worker_id, uuid.uuid4().hex[:12])
         self.nextBeat = 0.0
+        self.nextPrune = 0.0
 
     def _entry(self, service, now):
         workers = _container(service, create=True)
@@ -168,6 +169,14 @@ class Registration:
 
     def due(self, now):
         return now >= self.nextBeat
+
+    def pruneDue(self, now):
+        """True once per ``MISSED`` intervals: reading every entry at each
+        heartbeat would make N workers load N entries every few seconds."""
+        if now < self.nextPrune:
+            return False
+        self.nextPrune = now + MISSED * self.interval
+        return True
 
     def beat(self, service, now):
         """Register or update the entry (in the caller's transaction)."""

@@ -563,6 +563,11 @@ class TaskService(persistent.Persistent):
         start = claimPartition(len(queue._parts)) if spread else None
         if load:
             first = queue._parts[start or 0]
+            if queue is not self._queue:
+                # A claim may go through several lanes, each looked through
+                # partition by partition: load a lane's partitions that
+                # other transactions changed in one round, not one by one.
+                load(queue._parts)
             _warm(load, first)
             _warm(load, firstLeaf(first))
         seen = set()

@@ -131,20 +131,23 @@ class Slot(persistent.Persistent):
     def __init__(self):
         self.__dict__.update(_empty())
 
-    def add(self, stamp, task, outcome, seconds, end, jobid, error, waiting):
-        """Count a run in the period ``stamp``; False if the slot already
-        holds a later period (the run is too old for this ring)."""
+    def merge(self, stamp, counts, failures, waiting=None):
+        """Add ``counts`` (as in ``counts``) and ``failures`` to the period
+        ``stamp``, and note ``waiting`` (``(time, jobs)``) if given; False
+        if the slot already holds a later period (too old for the ring)."""
         if self.stamp != stamp:
             if self.stamp is not None and stamp < self.stamp:
                 return False
             self.__dict__.update(_empty(stamp))
-        _count(self.counts, task, outcome, seconds)
-        if outcome == 'failed':
+        mine = self.counts
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
+        for task, failure in failures.items():
             last = self.failures.get(task)
-            if last is None or end >= last[0]:
-                self.failures[task] = (end, jobid, (error or '')[:ERROR_LIMIT])
+            if last is None or failure[0] >= last[0]:
+                self.failures[task] = failure
         if waiting is not None:
-            self.waiting = (end, waiting)
+            self.waiting = waiting
         self._p_changed = True
         return True
 
@@ -159,8 +162,10 @@ class Totals(persistent.Persistent):
         self.counts = {}
         self.since = time.time() if now is None else now
 
-    def add(self, task, outcome, seconds):
-        _count(self.counts, task, outcome, seconds)
+    def merge(self, counts):
+        mine = self.counts
+        for key, value in counts.items():
+            mine[key] = mine.get(key, 0) + value
         self._p_changed = True
 
     def _p_resolveConflict(self, old, committed, new):
@@ -240,27 +245,46 @@ def _ended(job, end, name):
 
 
 def _count_runs(service, entries, check=True):
+    """Count the runs of a transaction: summed by minute first, so that
+    each slot is changed once per transaction, whatever its runs."""
     stats = state(service, create=True)
-    waiting = None
+    minutes = {}
     for job, name, seconds, end, error in entries:
         if check and not _ended(job, end, name):
             continue
-        for ring, size in ((stats.minutes, MINUTE), (stats.hours, HOUR)):
-            stamp = int(end // size)
-            slot = ring[stamp % len(ring)]
-            sample = None
-            if size == MINUTE:
-                # The waiting jobs, at most once per SAMPLE seconds and
-                # once per transaction (it reads every lane's tally).
-                seen = slot.waiting if slot.stamp == stamp else None
-                if seen is None or not 0 <= end - seen[0] < SAMPLE:
-                    if waiting is None:
-                        counts = service.counts()
-                        waiting = counts[QUEUED] + counts[DELAYED]
-                    sample = waiting
-            slot.add(stamp, job.task, name, seconds, end, job.id, error,
-                     sample)
-        stats.totals.add(job.task, name, seconds)
+        counts, failures, last = minutes.setdefault(
+            int(end // MINUTE), ({}, {}, [end]))
+        _count(counts, job.task, name, seconds)
+        if name == 'failed':
+            failures[job.task] = (end, job.id, (error or '')[:ERROR_LIMIT])
+        last[0] = max(last[0], end)
+    if not minutes:
+        return
+    hours, totals = {}, {}
+    for stamp, (counts, failures, [end]) in sorted(minutes.items()):
+        slot = stats.minutes[stamp % len(stats.minutes)]
+        # The waiting jobs, at most once per SAMPLE seconds per minute
+        # (counting them reads every lane's tally).
+        seen = slot.waiting if slot.stamp == stamp else None
+        waiting = None
+        if seen is None or not 0 <= end - seen[0] < SAMPLE:
+            found = service.counts()
+            waiting = (end, found[QUEUED] + found[DELAYED])
+        slot.merge(stamp, counts, failures, waiting)
+        hour = hours.setdefault(int(end // HOUR), [{}, {}, None])
+        _add(hour[0], counts)
+        hour[1].update(failures)
+        hour[2] = waiting or hour[2]
+        _add(totals, counts)
+    for stamp, (counts, failures, waiting) in hours.items():
+        stats.hours[stamp % len(stats.hours)].merge(stamp, counts, failures,
+                                                    waiting)
+    stats.totals.merge(totals)
+
+
+def _add(into, counts):
+    for key, value in counts.items():
+        into[key] = into.get(key, 0) + value
 
 
 # -- reading ----------------------------------------------------------------------

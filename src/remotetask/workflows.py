@@ -26,7 +26,8 @@ The structures, and why they are exactly-once:
   without children has none, and its completion reads and writes nothing
   more than before;
 - a deferred job keeps how many parents it still waits for in a
-  ``Countdown`` (in shards for many parents: ``ShardedCountdown``), a ``BTrees.Length`` whose conflict resolution adds up
+  ``Countdown`` (in shards for many parents: ``ShardedCountdown``), a
+  ``BTrees.Length`` whose conflict resolution adds up
   concurrent changes (so the completions of a large group, committed by
   several workers at once, do not conflict over it) *except* when the sum
   would reach zero: then the later commit conflicts, runs again, and sees
@@ -391,7 +392,7 @@ def _feedFrom(service, job, mode):
         _feed(service, job)      # released at once: its parents are done
 
 
-# -- Parents' ends ----------------------------------------------------------------
+# -- Parents' ends ------------------------------------------------------------
 
 _state = threading.local()
 
@@ -615,7 +616,7 @@ def retry(service, job, now):
     _reconsider(service, job, now, revive=False)
 
 
-# -- Reading ------------------------------------------------------------------------
+# -- Reading ------------------------------------------------------------------
 
 def awaited(service, job):
     """True if a job that is not final yet was added after ``job``: its

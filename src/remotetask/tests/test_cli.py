@@ -51,3 +51,24 @@ def _examples():
 
     import remotetask
     return os.path.join(os.path.dirname(remotetask.__file__), 'examples.zcml')
+
+
+def test_tasks_explains_where_names_come_from(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)         # no ./var/Data.fs here
+    assert run(['tasks']) == 1
+    err = capsys.readouterr().err
+    assert 'no tasks' in err and '--import remotetask.examples' in err
+    # Batteries included: the examples register when imported (and again
+    # after the component registry was cleaned, as between these tests).
+    assert run(['tasks', '--import', 'remotetask.examples']) == 0
+    assert capsys.readouterr().out.split() == ['echo', 'fail', 'sleep', 'sum']
+
+
+def test_add_with_the_examples_imported(tmp_path, capsys):
+    db = ['--db', str(tmp_path / 'Data.fs')]
+    assert run(['add'] + db + ['echo', '"x"']) == 1
+    assert "unknown task 'echo'; available tasks: none" in \
+        capsys.readouterr().err
+    assert run(['add'] + db + ['--import', 'remotetask.examples', 'echo',
+                               '"x"']) == 0
+    assert capsys.readouterr().out.strip() == '1'

@@ -138,3 +138,18 @@ def test_a_job_command_on_a_file_loads_no_zeo_client_and_no_web(tmp_path):
                  'waitress', 'remotetask.web'):
         assert name not in modules, name
     assert 'ZODB.FileStorage' in modules
+
+
+def test_the_users_command_loads_no_web_stack(tmp_path):
+    users = str(tmp_path / 'users.json')
+    modules = _imported(
+        'from remotetask.cli import run\n'
+        'import contextlib, io, sys\n'
+        'sys.stdin = io.StringIO("pw-12345678\\n")\n'
+        'with contextlib.redirect_stdout(io.StringIO()):\n'
+        '    assert run(["user", "add", "--users", %r, "ann", "--role",'
+        ' "viewer"]) == 0\n'
+        '    assert run(["user", "list", "--users", %r]) == 0\n'
+        % (users, users))
+    assert not [m for m in modules if m.startswith(('pyramid', 'waitress'))]
+    assert 'remotetask.web.auth' in modules

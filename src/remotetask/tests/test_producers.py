@@ -266,6 +266,8 @@ def test_a_service_of_the_older_layout_is_upgraded_when_found(filedb):
         service.cancel(ids[1])
         claimed = service.claim(limit=2, worker='w', lease=30)
         service.run(claimed[0])
+    with tm:
+        service = getService(conn)
         counts = service.counts()
         entries = list(service.queue())
         # What an older version stored:

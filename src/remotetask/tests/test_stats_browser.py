@@ -89,7 +89,7 @@ def test_charts_table_and_job_urls(browser, server):
     last.click()
     page.wait_for_selector('#detail-title:has-text("Job %d ")' % failed[-1])
     assert page.url.endswith('#/jobs/%d' % failed[-1])
-    page.wait_for_selector('#detail-attempts tbody tr td.error')
+    page.wait_for_selector('#detail-attempts tbody tr .attempt-error')
     assert page.evaluate(WIDE), page.evaluate(
         "[document.documentElement.scrollWidth, window.innerWidth]")
     # Back returns to the list: the detail closes, the URL has no job.

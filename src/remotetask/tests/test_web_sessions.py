@@ -117,6 +117,13 @@ def test_session_records_are_bounded_and_made_only_by_logins(db, users):
     assert len(sessions) == 3
     assert sessions.user(sids[0], {'mia': entry}.get) is None
     assert sessions.user(sids[4], {'mia': entry}.get) == 'mia'
+    entries = {'mia': entry, 'vic': entry}.get
+    sessions = Sessions(limit=10, perUser=2, clock=Clock())
+    vic = sessions.create('vic', entry)
+    mias = [sessions.create('mia', entry) for i in range(5)]
+    assert len(sessions) == 3 and sessions.user(vic, entries) == 'vic'
+    assert [sessions.user(sid, entries) for sid in mias] == [
+        None, None, None, 'mia', 'mia']
     app = webApp(db, users=users[0])
     for i in range(20):                 # anonymous visitors cost nothing
         app.get('/login')
@@ -236,3 +243,12 @@ def test_unknown_users_cost_a_scrypt_check_too(app, monkeypatch):
     del calls[:]
     app.get('/api/me', headers=basic('nobody', 'wrong'), status=401)
     assert calls == known == [(2 ** 14, 8, 1)]
+
+
+def test_the_throttle_keeps_user_names_short(db, users):
+    """A user name may be as long as a header: the throttle, which keeps
+    up to 100,000 keys, keeps a 16-byte digest of it."""
+    app = webApp(db, users=users[0])
+    app.get('/api/me', headers=basic('x' * 100000, 'guess'), status=401)
+    keys = list(registry(app).throttle._keys)
+    assert len(keys) == 2 and all(len(repr(key)) < 120 for key in keys)

@@ -12,7 +12,7 @@ from ZODB.POSException import ConflictError
 from remotetask import workflows
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, DEFERRED, ERROR, QUEUED, STATUSES,
-    InvalidInputError, InvalidStatusError, JobNotFoundError, TaskError,
+    InvalidInputError, InvalidStatusError, TaskError,
     UnknownTaskError)
 from remotetask.job import currentJob
 from remotetask.service import TaskService
@@ -320,7 +320,7 @@ def test_long_chain_cancels_without_recursion(service):
         "first cause: parent job %s ended in error: no good: 0" % ids[0])
 
 
-# -- bad input ------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------
 
 def test_after_an_unknown_job(service):
     with pytest.raises(InvalidInputError,
@@ -401,7 +401,7 @@ def test_parent_results_of_a_deleted_parent(service):
     assert 'was deleted' in service.getError(b)
 
 
-# -- in a database: conflicts and their resolution --------------------------------
+# -- in a database: conflicts and their resolution ----------------------------
 
 @pytest.fixture
 def db(tmp_path):

@@ -15,7 +15,8 @@ from remotetask.web import xmlrpc as rpc
 def test_add_after_and_detail(app, db):
     first = app.post_json('/api/jobs', {'task': 'echo', 'input': 1},
                           status=201).json
-    child = app.post_json('/api/jobs', {'task': 'echo', 'after': [first['id']]},
+    child = app.post_json('/api/jobs',
+                          {'task': 'echo', 'after': [first['id']]},
                           status=201).json
     assert child['status'] == 'deferred'
     assert child['parents'] == [first['id']]
@@ -115,7 +116,7 @@ def test_xmlrpc(app, db):
     assert 'not a (task, input) pair' in message
 
 
-# -- the command line -----------------------------------------------------------
+# -- the command line ---------------------------------------------------------
 
 def test_cli_add_after(tmp_path, capsys):
     # (ZCML registers the tasks again in every test; an --import of a
@@ -137,7 +138,7 @@ def test_cli_add_after(tmp_path, capsys):
     assert 'deferred     1' in capsys.readouterr().out
 
 
-# -- the page -------------------------------------------------------------------
+# -- the page -----------------------------------------------------------------
 
 def test_page_knows_the_deferred_status_and_links(app):
     script = app.get('/static/app.js').text

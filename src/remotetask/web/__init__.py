@@ -6,4 +6,12 @@ by /api/openapi.json), a management page (/) and Prometheus metrics
 application; ``remotetask serve`` runs it with waitress together with a
 processor.  See README.txt in this package.
 """
-from remotetask.web.app import make_app  # noqa: F401
+
+
+def __getattr__(name):
+    # make_app is imported on first use: importing a module of this package
+    # (e.g. web.auth for `remotetask user`) does not load Pyramid.
+    if name == 'make_app':
+        from remotetask.web.app import make_app
+        return make_app
+    raise AttributeError('module %r has no attribute %r' % (__name__, name))

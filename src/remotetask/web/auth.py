@@ -50,7 +50,6 @@ import os
 import secrets
 import threading
 
-from pyramid.security import Allowed, Denied
 
 log = logging.getLogger('remotetask.web')
 
@@ -417,7 +416,10 @@ class SecurityPolicy:
         """``(name, role)`` if the password is right, else None (counted
         as a failure of the client's address and of the user name; None at
         once while they back off)."""
-        keys = (('address', request.remote_addr), ('user', name))
+        # (The name by a digest: a name may be as long as a header, and
+        # the throttle remembers up to 100,000 of them.)
+        keys = (('address', request.remote_addr), ('user', hashlib.sha256(
+            name.encode('utf-8', 'surrogatepass')).digest()[:16]))
         if self.users.verified(name, password):
             return name, self.users.role(name)
         if self._shut(request, *keys):
@@ -454,6 +456,9 @@ class SecurityPolicy:
         return None if identity is None else identity['name']
 
     def permits(self, request, context, permission):
+        # (Imported here: `remotetask user` uses this module's users file
+        # functions without loading Pyramid.)
+        from pyramid.security import Allowed, Denied
         identity = self.identity(request)
         if identity is None:
             return Denied('not authenticated')

@@ -138,4 +138,27 @@ def createServer(app, host, port, threads=8, max_body=None,
         if isinstance(dispatcher, waitress.server.BaseWSGIServer):
             dispatcher.channel_class = Channel
             dispatcher.request_timeout = request_timeout
+            dispatcher.handle_accept = _acceptMany(dispatcher)
     return server
+
+
+#: Connections accepted per turn of the loop when many wait.
+ACCEPT_BATCH = 64
+
+
+def _acceptMany(dispatcher):
+    """Waitress's ``handle_accept`` accepts one connection per turn of its
+    loop, and a turn asks every open connection whether it is readable: a
+    burst of hundreds of connections then keeps the next client waiting
+    for hundreds of turns.  This accepts up to ``ACCEPT_BATCH`` a turn
+    (until none waits, or the connection limit is reached)."""
+    accept = dispatcher.handle_accept
+
+    def handle_accept():
+        for i in range(ACCEPT_BATCH):
+            before = len(dispatcher._map)
+            accept()
+            if len(dispatcher._map) == before or \
+                    len(dispatcher._map) >= dispatcher.adj.connection_limit:
+                return
+    return handle_accept

@@ -16,7 +16,8 @@ memory of the serving process.  A session ends:
 
 Only a successful login makes a record, so requests without credentials
 cost no memory here; the number of records is bounded (``limit``: the
-least recently used goes first).
+least recently used goes first; ``perUser`` for one user, so that one
+account logging in again and again can not push out everybody else's).
 """
 import collections
 import secrets
@@ -27,6 +28,7 @@ import time
 IDLE = 3600
 MAXIMUM = 8 * 3600
 LIMIT = 10000
+PER_USER = 100
 
 
 def fingerprint(entry):
@@ -47,13 +49,14 @@ class Sessions:
     """The live sessions of this process (thread-safe)."""
 
     def __init__(self, idle=IDLE, maximum=MAXIMUM, limit=LIMIT,
-                 clock=time.monotonic):
+                 perUser=PER_USER, clock=time.monotonic):
         if not idle > 0 or not maximum > 0:
             raise ValueError('session lifetimes must be positive, not '
                              'idle=%r maximum=%r' % (idle, maximum))
         self.idle = idle
         self.maximum = maximum
         self.limit = limit
+        self.perUser = perUser
         self.clock = clock
         self._lock = threading.Lock()
         self._live = collections.OrderedDict()   # least recently seen first
@@ -68,6 +71,10 @@ class Sessions:
         now = self.clock()
         with self._lock:
             self._prune(now)
+            mine = [key for key, session in self._live.items()
+                    if session.name == name]
+            for key in mine[:max(0, len(mine) - self.perUser + 1)]:
+                del self._live[key]     # the user's least recently used
             while len(self._live) >= self.limit:
                 self._live.popitem(last=False)
             self._live[sid] = Session(name, fingerprint(entry), now)

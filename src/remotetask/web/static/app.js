@@ -252,10 +252,12 @@ function renderDetail(job) {
   $('#detail-error').textContent = job.error || '';
   $('#detail-traceback-box').hidden = !job.traceback;
   $('#detail-traceback').textContent = job.traceback || '';
+  // An attempt's error under its outcome, wrapped (long errors stay inside).
   $('#detail-attempts tbody').replaceChildren(...job.attempts.map((a, i) => el('tr', {},
     el('td', {text: i + 1}), el('td', {text: when(a.start)}), el('td', {text: when(a.end)}),
-    el('td', {text: a.worker || ''}), el('td', {text: a.outcome || 'running'}),
-    el('td', {class: 'error wrap', text: a.error || ''}))));
+    el('td', {class: 'wrap', text: a.worker || ''}),
+    el('td', {}, a.outcome || 'running',
+       a.error ? el('div', {class: 'error wrap attempt-error', text: a.error}) : ''))));
   const form = $('#cron-edit');
   form.hidden = !job.cron || !isManager();
   if (job.cron && state.cronEditFor !== job.id) {

@@ -19,8 +19,10 @@ window.remotetaskCharts = stats.charts;
 
 function seconds(s) {
   if (s === null || s === undefined) return '—';
-  if (s < 1) return (s * 1000).toPrecision(2).replace(/\.0+$/, '') + ' ms';
-  if (s < 60) return s.toPrecision(3).replace(/\.?0+$/, '') + ' s';
+  if (s < 0.01) return (s * 1000).toFixed(1) + ' ms';
+  if (s < 1) return Math.round(s * 1000) + ' ms';
+  if (s < 10) return s.toFixed(2) + ' s';
+  if (s < 60) return s.toFixed(1) + ' s';
   if (s < 3600) return (s / 60).toFixed(1) + ' min';
   return (s / 3600).toFixed(1) + ' h';
 }
