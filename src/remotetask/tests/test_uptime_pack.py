@@ -106,6 +106,7 @@ def test_the_packer_packs_in_the_background_while_jobs_run(tmp_path):
     path = str(tmp_path / 'Data.fs')
     db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
     fill(db, 100)
+    unpacked = os.path.getsize(path)
     packer = packing.startPacker(db, 0.2)
     assert packer is not None
     try:
@@ -118,7 +119,8 @@ def test_the_packer_packs_in_the_background_while_jobs_run(tmp_path):
         packer.stop()
     assert packer.packs >= 2 and packer.failures == 0
     before, after = packer.last
-    assert after < before
+    # (The last pack may find nothing left to give back.)
+    assert after <= before and os.path.getsize(path) < unpacked
     db.close()
     assert packing.startPacker(db, 0) is None
 
