@@ -180,6 +180,13 @@ def test_remotetask_pack_through_the_process_serving_the_file(tmp_path):
     log.close()
     try:
         deadline = time.monotonic() + 60
+        # Once it serves the file (its discovery file and a running
+        # processor), the pack can only go through it.
+        while not (os.path.exists(path + '.zeo') and 'started' in
+                   (tmp_path / 'worker.log').read_text()):
+            assert proc.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         while True:
             done = subprocess.run(remotetaskCommand('pack', '--db', path),
                                   env=subprocessEnv(), capture_output=True,
