@@ -360,7 +360,7 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
 
     - through the live embedded server of another process if there is one;
     - else directly, and with ``share`` also serving it to the other local
-      processes (the returned DB is a ZEO client of our own server).
+      processes (the returned DB uses the file directly; ``Bridge``).
 
     :raises DatabaseBusy: if the file is held by a process that does not
         share it (after waiting ``wait`` seconds for it), or served by
