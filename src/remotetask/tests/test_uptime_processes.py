@@ -170,11 +170,10 @@ def test_a_busy_looping_job_gets_its_child_killed_and_replaced(
     proc = worker('--processes', '1', '--kill-after', '2')
     waitLog(log, lambda lines: len(lines) >= 1, what='the spin to start')
     first = readLog(log)[0][2]
-    started = time.monotonic()
+    # (Within waitFor's minute: it takes 1 s + 2 s and a tick.)
     client.waitFor(lambda s: s.jobs[stuck].status == 'error'
                    and 'killed' in (s.jobs[stuck].error or ''),
                    what='the job to end error, killed')
-    assert time.monotonic() - started < 30
     job = client.service.jobs[stuck]
     assert 'time limit' in job.error and 'killed' in job.error, job.error
     # The worker is still up, with a new child that runs jobs.
