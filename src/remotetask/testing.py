@@ -391,3 +391,41 @@ class ThrowawayPostgres:
 
     def __exit__(self, *exc):
         self.destroy()
+
+
+class ServiceClient:
+    """A test's own connection to a database its worker processes use:
+    ``service`` begins a new transaction (to see what they committed)."""
+
+    def __init__(self, uri, name):
+        from remotetask import db as dbmod
+        import transaction
+        self._dbmod = dbmod
+        self.uri = uri
+        self.db = dbmod.openDB(uri)
+        self.name = name
+        self.tm = transaction.TransactionManager()
+        self.conn = self.db.open(self.tm)
+
+    @property
+    def service(self):
+        self.tm.begin()   # see what the workers committed
+        return self._dbmod.getService(self.conn, self.name, create=True)
+
+    def commit(self):
+        self.tm.commit()
+
+    def waitFor(self, predicate, timeout=60.0, what='condition',
+                pause=0.1):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.service):
+                return
+            time.sleep(pause)
+        raise AssertionError('timed out waiting for %s: %s' % (
+            what, self.service.counts()))
+
+    def close(self):
+        self.tm.abort()
+        self.conn.close()
+        self.db.close()

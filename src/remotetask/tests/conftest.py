@@ -20,3 +20,14 @@ def postgres():
         pytest.skip(reason)
     with testing.PostgresDatabase() as database:
         yield database
+
+
+@pytest.fixture(scope='module')
+def zeo(tmp_path_factory):
+    """A ZEO server (runzeo on a free loopback port) shared by the tests of
+    one module; a module may define its own ``zeo`` instead."""
+    from remotetask.testing import ZEOServer
+    path = tmp_path_factory.mktemp('zeo') / 'Data.fs'
+    server = ZEOServer(str(path)).start()
+    yield server
+    server.stop()

@@ -7,11 +7,9 @@ import sys
 import time
 
 import pytest
-import transaction
 
-from remotetask import db as dbmod
 from remotetask.testing import (
-    ZEOServer, remotetaskCommand, stopProcess, subprocessEnv)
+    ServiceClient, remotetaskCommand, stopProcess, subprocessEnv)
 from remotetask.tests import routingtasks
 from remotetask.tests.routingtasks import readLog
 
@@ -20,29 +18,13 @@ pytestmark = [pytest.mark.zeo, pytest.mark.slow]
 TASKS = 'remotetask.tests.routingtasks'
 
 
-@pytest.fixture(scope='module')
-def zeo(tmp_path_factory):
-    path = tmp_path_factory.mktemp('zeo') / 'Data.fs'
-    server = ZEOServer(str(path)).start()
-    yield server
-    server.stop()
-
-
-class Client:
-    """The test's own connection to the ZEO server."""
+class Client(ServiceClient):
+    """The test's own connection to the ZEO server, with the log file its
+    tasks write to."""
 
     def __init__(self, uri, name, logpath):
-        self.uri = uri
-        self.db = dbmod.openDB(uri)
-        self.name = name
+        super().__init__(uri, name)
         self.log = str(logpath)
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(self.tm)
-
-    @property
-    def service(self):
-        self.tm.begin()   # see what the workers committed
-        return dbmod.getService(self.conn, self.name, create=True)
 
     def add(self, task, labels, sleep=0.0, **kw):
         service = self.service
@@ -57,24 +39,13 @@ class Client:
         return [service.jobs[i].status for i in ids]
 
     def waitFor(self, predicate, timeout=90.0, what='condition'):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.service):
-                return
-            time.sleep(0.05)
-        raise AssertionError('timed out waiting for %s: %s' % (
-            what, self.service.counts()))
+        super().waitFor(predicate, timeout, what, pause=0.05)
 
     def command(self, *args):
         return subprocess.run(
             remotetaskCommand(*args, '--db', self.uri, '--service',
                               self.name),
             env=subprocessEnv(), capture_output=True, text=True, timeout=120)
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import subprocess
 import time
 
 import pytest
-import transaction
 
 from remotetask import db as dbmod
+from remotetask.testing import ServiceClient as Client
 from remotetask.testing import ZEOServer, remotetaskCommand, subprocessEnv
 from remotetask.tests import processingtasks
 from remotetask.tests.processingtasks import readLog, records
@@ -21,46 +21,6 @@ from remotetask.tests.processingtasks import readLog, records
 pytestmark = [pytest.mark.zeo, pytest.mark.slow]
 
 TASKS = 'remotetask.tests.processingtasks'
-
-
-@pytest.fixture(scope='module')
-def zeo(tmp_path_factory):
-    path = tmp_path_factory.mktemp('zeo') / 'Data.fs'
-    server = ZEOServer(str(path)).start()
-    yield server
-    server.stop()
-
-
-class Client:
-    """The test's own connection to the ZEO server."""
-
-    def __init__(self, uri, name):
-        self.db = dbmod.openDB(uri)
-        self.name = name
-        self.tm = transaction.TransactionManager()
-        self.conn = self.db.open(self.tm)
-
-    @property
-    def service(self):
-        self.tm.begin()   # see what the workers committed
-        return dbmod.getService(self.conn, self.name, create=True)
-
-    def commit(self):
-        self.tm.commit()
-
-    def waitFor(self, predicate, timeout=60.0, what='condition'):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self.service):
-                return
-            time.sleep(0.1)
-        raise AssertionError('timed out waiting for %s: %s' % (
-            what, self.service.counts()))
-
-    def close(self):
-        self.tm.abort()
-        self.conn.close()
-        self.db.close()
 
 
 @pytest.fixture

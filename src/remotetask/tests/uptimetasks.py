@@ -14,15 +14,8 @@ import time
 import zope.component
 
 from remotetask.job import currentJob
+from remotetask.tests.processingtasks import logLine  # noqa: F401
 from remotetask.task import SimpleTask, TaskBase
-
-
-def logLine(path, *fields):
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (' '.join(str(f) for f in fields) + '\n').encode())
-    finally:
-        os.close(fd)
 
 
 def readLog(path):
