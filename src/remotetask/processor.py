@@ -126,6 +126,22 @@ AUTO_MAX = 50
 #: not started this long after it go back too (the estimate was wrong).
 HOLD_SECONDS = 1.0
 
+#: Waking idle workers for new work (see ``Processor._onInvalidate``): a
+#: commit that changed k lanes' queues wakes k idle threads of a process,
+#: not all of them; a thread whose claim took a full batch wakes one more.
+#: Across processes, a worker waits a random part of its *stagger* before
+#: it claims; the stagger starts at 0, doubles (from STAGGER_MIN, up to
+#: STAGGER_MAX seconds) whenever a claim conflicted (another process took
+#: the same job), and halves whenever one took a job at once, so a lone
+#: worker never waits; while it is not 0, a claim takes at most twice what
+#: the thread's last one found (see docs/design.md, "herd").
+STAGGER_MIN = 0.002
+STAGGER_MAX = 0.05
+
+#: The thread committing a claim (a claim only takes jobs away: the
+#: invalidation of its own commit wakes nobody).
+_claiming = threading.local()
+
 #: How many times the failure path tries to record a job's end.
 GIVE_UP_ATTEMPTS = 20
 
@@ -236,6 +252,8 @@ class Processor(Clock):
         self._claimLock = threading.Lock()
         self._wakeup = threading.Condition()
         self._generation = 0
+        self._tickets = 0       # wake-ups for single threads (_wakeSome)
+        self._stagger = 0.0     # seconds (STAGGER_MIN/MAX)
         self._idle = 0
         self._active = {}
         self._threads = []
@@ -243,6 +261,7 @@ class Processor(Clock):
         self._stopping = threading.Event()   # no more claims
         self._halt = threading.Event()       # grace is over
         self._clockStop = threading.Event()
+        self._local = threading.local()     # tries of the thread's claim
         self._watched = None
         self._duration = None   # seconds a job took lately (moving average)
         self._taskDurations = {}    # the same, task by task
@@ -403,10 +422,21 @@ class Processor(Clock):
     # -- waking up -----------------------------------------------------------
 
     def _onInvalidate(self, oids):
-        # Called by the storage's thread: only set a flag.
+        # Called by the storage's thread (or the committing one): only set
+        # a flag.  As many idle threads as lanes changed: one add wakes one
+        # thread, not the herd (a full claim wakes the next, _claim).
         watched = self._watched
-        if watched and not watched.isdisjoint(oids):
-            self.wake()
+        if not watched or getattr(_claiming, 'active', False):
+            return
+        changed = len(watched.intersection(oids))
+        if changed:
+            self._wakeSome(changed)
+
+    def _wakeSome(self, n):
+        """Wake ``n`` idle threads (or the next ``n`` that go idle)."""
+        with self._wakeup:
+            self._tickets = min(self.concurrency, self._tickets + n)
+            self._wakeup.notify(n)
 
     def _onNotify(self, payload):
         # A NOTIFY of pgnotify (the listener's thread): a job of the
@@ -415,15 +445,35 @@ class Processor(Clock):
             self.wake()
 
     def _idleWait(self, generation):
+        """Wait for a wake-up; True if it was one of ``_wakeSome``'s."""
         with self._wakeup:
             self._idle += 1
             try:
                 self._wakeup.wait_for(
                     lambda: (self._generation != generation
+                             or self._tickets
                              or self._stopping.is_set()),
                     timeout=self.poll_interval)
+                if self._tickets and self._generation == generation:
+                    self._tickets -= 1
+                    return True
+                return False
             finally:
                 self._idle -= 1
+
+    def _staggered(self, claimed, tries):
+        """Adapt the stagger to how a claim went (``tries`` > 1: it
+        conflicted)."""
+        with self._lock:
+            if tries <= 1:
+                # Took a job at once; nothing found says little (our own
+                # claim's commit, seen over ZEO, wakes a thread too).
+                if claimed:
+                    self._stagger = 0.0 if self._stagger <= STAGGER_MIN \
+                        else self._stagger / 2
+            else:
+                self._stagger = min(STAGGER_MAX,
+                                    max(STAGGER_MIN, self._stagger * 2))
 
     # -- worker threads ------------------------------------------------------
 
@@ -438,6 +488,10 @@ class Processor(Clock):
         try:
             while not self._stopping.is_set():
                 generation = self._generation
+                if self._stagger:
+                    # Claims of other worker processes took the same jobs
+                    # lately: let one of them be first.
+                    self._stopping.wait(random.uniform(0, self._stagger))
                 try:
                     if conn is None:
                         conn = self.db.open(tm)
@@ -458,6 +512,7 @@ class Processor(Clock):
                     failures += 1
                     pause(failures, self._stopping)
                     continue
+                self._staggered(claimed, getattr(self._local, 'tries', 0))
                 if not claimed:
                     self._idleWait(generation)
                     continue
@@ -498,6 +553,12 @@ class Processor(Clock):
         once ``max_jobs`` were claimed: a supervised child about to be
         recycled, see remotetask.supervisor)."""
         limit = self.claimSize()
+        # While other processes' claims collide with ours (a stagger) and
+        # the queue is thin, take what a claim found last time, doubled:
+        # a claim of 50 in a queue of a few jobs takes everybody's.
+        cap = getattr(self._local, 'cap', None)
+        if cap is not None and self._stagger:
+            limit = min(limit, cap)
         if self.max_jobs is not None:
             with self._lock:
                 left = self.max_jobs - self._stats['claimed']
@@ -506,6 +567,7 @@ class Processor(Clock):
             limit = min(limit, left)
         claimed = []
         tries = 0
+        self._local.tries = 0
         try:
             # One claim at a time per process: the threads of a processor
             # would otherwise conflict with each other on the partition and
@@ -520,10 +582,16 @@ class Processor(Clock):
             # Claims kept conflicting with other workers': let them go on.
             movePartition()
             tries = getattr(e, 'remotetask_tries', self.attempts)
+            self._local.tries = tries
             self._count(conflicts=tries)
             time.sleep(random.uniform(0, 0.05))
             return []
+        self._local.tries = tries
+        self._local.cap = max(1, 2 * len(claimed)) if len(claimed) < limit \
+            else 2 * limit
         self._count(conflicts=tries - 1, commits=int(bool(claimed)))
+        if claimed and len(claimed) >= limit:
+            self._wakeSome(1)   # maybe more: the next idle thread claims
         with self._lock:
             for item in claimed:
                 self._active[item.jobid] = item
@@ -540,8 +608,12 @@ class Processor(Clock):
                 tries += 1
                 if tries > 1:
                     # It conflicted, most likely with another worker's
-                    # claim from the same partition: go elsewhere.
+                    # claim from the same partition: go elsewhere, a
+                    # moment later (it may be committing still).
                     movePartition()
+                    self._staggered((), tries)
+                    time.sleep(random.uniform(0, self._stagger))
+                _claiming.active = True     # until the commit is done
                 with attempt:
                     service = self._service(conn)
                     now = time.time()
@@ -560,6 +632,8 @@ class Processor(Clock):
         except TransientError as e:
             e.remotetask_tries = tries
             raise
+        finally:
+            _claiming.active = False
         return claimed, tries
 
     def _runClaimed(self, tm, conn, worker, claimed, reporter):
