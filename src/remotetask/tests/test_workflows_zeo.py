@@ -12,8 +12,9 @@ from remotetask.interfaces import CANCELLED, COMPLETED, ERROR
 from remotetask.testing import checkConsistency
 from remotetask.tests import workflowtasks
 from remotetask.tests.processingtasks import readLog, records
+from remotetask.testing import ServiceClient as Client
 from remotetask.tests.test_worker import (  # noqa: F401  (fixtures)
-    Client, freezeInTask, waitExit, workers, zeo)
+    freezeInTask, waitExit, workers)
 from remotetask.tests.workflowtasks import thens
 
 pytestmark = [pytest.mark.zeo, pytest.mark.slow]
