@@ -393,6 +393,38 @@ class ThrowawayPostgres:
         self.destroy()
 
 
+class WorkerProcesses:
+    """``remotetask worker`` processes a test starts, each with its output
+    in ``logdir``/worker<n>.log.  ``close(graceful)`` ends those still
+    running: with ``stopProcess`` (SIGTERM first) or, by default, SIGKILL.
+    """
+
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.procs = []
+
+    def start(self, uri, tasks, name, *options):
+        """Start a worker of service ``name`` in the database at ``uri``,
+        importing the module ``tasks``; return its ``Popen``."""
+        path = os.path.join(str(self.logdir), 'worker%d.log'
+                            % len(self.procs))
+        with open(path, 'wb') as log:
+            proc = subprocess.Popen(
+                remotetaskCommand('worker', '--db', uri, '--import', tasks,
+                                  '--service', name, *options),
+                env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def close(self, graceful=False):
+        for proc in self.procs:
+            if graceful:
+                stopProcess(proc)
+            elif proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 class ServiceClient:
     """A test's own connection to a database its worker processes use:
     ``service`` begins a new transaction (to see what they committed)."""

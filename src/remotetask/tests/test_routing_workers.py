@@ -9,7 +9,8 @@ import time
 import pytest
 
 from remotetask.testing import (
-    ServiceClient, remotetaskCommand, stopProcess, subprocessEnv)
+    ServiceClient, WorkerProcesses, remotetaskCommand, stopProcess,
+    subprocessEnv)
 from remotetask.tests import routingtasks
 from remotetask.tests.routingtasks import readLog
 
@@ -58,22 +59,14 @@ def client(zeo, request, tmp_path):
 
 @pytest.fixture
 def workers(zeo, client, tmp_path):
-    procs = []
+    procs = WorkerProcesses(tmp_path)
 
     def start(*options):
-        log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
-        proc = subprocess.Popen(
-            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
-                              '--service', client.name, '--lease', '10',
-                              '--poll-interval', '0.2', *options),
-            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        procs.append(proc)
-        return proc
+        return procs.start(zeo.uri, TASKS, client.name, '--lease', '10',
+                           '--poll-interval', '0.2', *options)
 
     yield start
-    for proc in procs:
-        stopProcess(proc)
+    procs.close(graceful=True)
 
 
 def starts(client, task=None):

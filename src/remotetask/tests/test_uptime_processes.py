@@ -7,7 +7,8 @@ import pytest
 
 from remotetask import db as dbmod
 from remotetask.testing import ServiceClient as Client
-from remotetask.testing import remotetaskCommand, subprocessEnv
+from remotetask.testing import (
+    WorkerProcesses, remotetaskCommand, subprocessEnv)
 from remotetask.tests import uptimetasks
 from remotetask.tests.uptimetasks import readLog
 
@@ -26,24 +27,14 @@ def client(zeo, request):
 
 @pytest.fixture
 def worker(tmp_path, zeo, client):
-    procs = []
+    procs = WorkerProcesses(tmp_path)
 
     def start(*options):
-        log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
-        proc = subprocess.Popen(
-            remotetaskCommand('worker', '--db', zeo.uri, '--import', TASKS,
-                              '--service', client.name,
-                              '--maintenance-interval', '0.5', *options),
-            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        procs.append(proc)
-        return proc
+        return procs.start(zeo.uri, TASKS, client.name,
+                           '--maintenance-interval', '0.5', *options)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    procs.close()
 
 
 def waitLog(path, predicate, timeout=60.0, what='log'):

@@ -14,7 +14,8 @@ import pytest
 
 from remotetask import db as dbmod
 from remotetask.testing import ServiceClient as Client
-from remotetask.testing import ZEOServer, remotetaskCommand, subprocessEnv
+from remotetask.testing import (
+    WorkerProcesses, ZEOServer, remotetaskCommand, subprocessEnv)
 from remotetask.tests import processingtasks
 from remotetask.tests.processingtasks import readLog, records
 
@@ -33,28 +34,17 @@ def client(zeo, request):
 
 @pytest.fixture
 def workers(tmp_path, request):
-    procs = []
+    procs = WorkerProcesses(tmp_path)
 
     def start(zeo, name, *options, uri=None):
-        log = open(tmp_path / ('worker%d.log' % len(procs)), 'wb')
-        proc = subprocess.Popen(
-            remotetaskCommand('worker', '--db', uri or zeo.uri,
-                              '--import', TASKS,
-                              '--service', name, '--lease', '2',
-                              '--maintenance-interval', '1',
-                              # One thread unless a test asks for more (the
-                              # default is 4): these tests follow one.
-                              '--concurrency', '1', *options),
-            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        procs.append(proc)
-        return proc
+        return procs.start(uri or zeo.uri, TASKS, name, '--lease', '2',
+                           '--maintenance-interval', '1',
+                           # One thread unless a test asks for more (the
+                           # default is 4): these tests follow one.
+                           '--concurrency', '1', *options)
 
     yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    procs.close()
 
 
 def addJobs(client, logpath, count, sleep=0.0):
