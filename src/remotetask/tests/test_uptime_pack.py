@@ -131,19 +131,27 @@ def test_the_packer_refuses_a_bad_interval():
             packing.Packer(None, bad)
 
 
-def test_a_worker_holding_a_filestorage_packs_it(tmp_path):
-    import time
+def startPackingWorker(tmp_path, interval):
+    """A FileStorage in ``tmp_path`` filled with 100 jobs and a worker
+    holding it with ``--pack-interval interval`` (its output in
+    worker.log): ``(path, size before, Popen)``."""
     path = str(tmp_path / 'Data.fs')
     db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
     fill(db, 100)
     db.close()
     size = os.path.getsize(path)
-    log = open(tmp_path / 'worker.log', 'wb')
-    proc = subprocess.Popen(
-        remotetaskCommand('worker', '--db', path, '--pack-interval', '0.5',
-                          '--import', 'remotetask.tests.uptimetasks'),
-        env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    with open(tmp_path / 'worker.log', 'wb') as log:
+        proc = subprocess.Popen(
+            remotetaskCommand('worker', '--db', path,
+                              '--pack-interval', interval,
+                              '--import', 'remotetask.tests.uptimetasks'),
+            env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+    return path, size, proc
+
+
+def test_a_worker_holding_a_filestorage_packs_it(tmp_path):
+    import time
+    path, size, proc = startPackingWorker(tmp_path, '0.5')
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -167,17 +175,7 @@ def test_remotetask_pack_through_the_process_serving_the_file(tmp_path):
     """A worker holds the FileStorage and serves it (remotetask.embedded):
     ``remotetask pack --db PATH`` packs it through that process."""
     import time
-    path = str(tmp_path / 'Data.fs')
-    db = ZODB.DB(ZODB.FileStorage.FileStorage(path))
-    fill(db, 100)
-    db.close()
-    size = os.path.getsize(path)
-    log = open(tmp_path / 'worker.log', 'wb')
-    proc = subprocess.Popen(
-        remotetaskCommand('worker', '--db', path, '--pack-interval', '0',
-                          '--import', 'remotetask.tests.uptimetasks'),
-        env=subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    path, size, proc = startPackingWorker(tmp_path, '0')
     try:
         deadline = time.monotonic() + 60
         # Once it serves the file (its discovery file and a running
