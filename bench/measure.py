@@ -159,6 +159,11 @@ class Workers:
         self.processor = None
         self.stats = {}
 
+    def argv(self, statsfile):
+        """The command line of one worker process, writing ``statsfile``."""
+        return [sys.executable, '-m', 'remotetask.tests.scale_agents',
+                'process', self.store.uri, statsfile, '60', str(self.batch)]
+
     def __enter__(self):
         if self.store.kind == 'file':
             from remotetask.processor import Processor
@@ -173,10 +178,7 @@ class Workers:
                 if os.path.exists(old):
                     os.remove(old)
             self.procs.append((subprocess.Popen(
-                [sys.executable, '-m', 'remotetask.tests.scale_agents',
-                 'process', self.store.uri, statsfile, '60',
-                 str(self.batch)],
-                env=env(), stdout=subprocess.DEVNULL,
+                self.argv(statsfile), env=env(), stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL), statsfile))
         # Wait until each has started its Processor (imports, connections).
         deadline = time.monotonic() + 60

@@ -27,7 +27,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -123,23 +122,9 @@ class ZEOWorkers(measure.Workers):
         super().__init__(store, n)
         self.on = on
 
-    def __enter__(self):
-        for i in range(self.n):
-            statsfile = os.path.join(self.store.workdir, 'w%d.json' % i)
-            for old in (statsfile, statsfile + '.ready'):
-                if os.path.exists(old):
-                    os.remove(old)
-            self.procs.append((subprocess.Popen(
-                [sys.executable, os.path.abspath(__file__), 'worker',
-                 'on' if self.on else 'off', self.store.uri, statsfile],
-                env=measure.env(), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL), statsfile))
-        deadline = time.monotonic() + 60
-        while not all(os.path.exists(f + '.ready') for p, f in self.procs):
-            if time.monotonic() > deadline:
-                raise TimeoutError('worker processes did not start')
-            time.sleep(0.05)
-        return self
+    def argv(self, statsfile):
+        return [sys.executable, os.path.abspath(__file__), 'worker',
+                'on' if self.on else 'off', self.store.uri, statsfile]
 
 
 def zeoDrain(store, n, on):
