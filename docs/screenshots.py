@@ -18,8 +18,6 @@ database, a burst of live jobs is added through the JSON API, and a
 headless Chromium (the one the browser tests drive) takes the pictures.
 """
 import argparse
-import base64
-import json
 import math
 import os
 import random
@@ -27,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'src'))
@@ -92,13 +89,7 @@ def claimOne(service, jobid, now):
 
 
 def api(base, method, path, data=None):
-    request = urllib.request.Request(
-        base + path, method=method,
-        data=None if data is None else json.dumps(data).encode(),
-        headers={'Content-Type': 'application/json', 'Authorization':
-                 'Basic ' + base64.b64encode(b'mia:mia-pw').decode()})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+    return testing.apiCall(base, method, path, data, ('mia', 'mia-pw'))
 
 
 def main(argv=None):

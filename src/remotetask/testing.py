@@ -393,6 +393,22 @@ class ThrowawayPostgres:
         self.destroy()
 
 
+def apiCall(base, method, path, data, user):
+    """A JSON API call to the server at ``base`` (HTTP Basic as ``user``,
+    a (name, password) pair); the decoded JSON answer."""
+    import base64
+    import json
+    import urllib.request
+    credentials = ('%s:%s' % user).encode('utf-8')
+    request = urllib.request.Request(
+        base + path, method=method,
+        data=None if data is None else json.dumps(data).encode(),
+        headers={'Content-Type': 'application/json', 'Authorization':
+                 'Basic ' + base64.b64encode(credentials).decode()})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 class WorkerProcesses:
     """``remotetask worker`` processes a test starts, each with its output
     in ``logdir``/worker<n>.log.  ``close(graceful)`` ends those still

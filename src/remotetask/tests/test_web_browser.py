@@ -224,16 +224,7 @@ def test_wrong_password_stays_on_login(browser, server):
 
 def apiCall(server, method, path, data=None):
     """A JSON API call as manager "mia" from another client (HTTP Basic)."""
-    import base64
-    import json
-    import urllib.request
-    request = urllib.request.Request(
-        server + path, method=method,
-        data=None if data is None else json.dumps(data).encode(),
-        headers={'Content-Type': 'application/json', 'Authorization':
-                 'Basic ' + base64.b64encode(b'mia:mia-pw').decode()})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
+    return testing.apiCall(server, method, path, data, ('mia', 'mia-pw'))
 
 
 def shownTasks(page):
