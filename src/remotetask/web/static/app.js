@@ -8,7 +8,7 @@ const state = {
   me: null, csrf: '', status: '', task: '', sort: '-id', limit: 50,
   queue: '', priority: '',   // filters of routing.js
   cursors: [null],   // cursor of each page visited; the last is the current
-  next: null, selected: null, cronEditFor: null, busy: false,
+  next: null, selected: null, cronEditFor: null, busy: false, again: false,
 };
 const $ = (sel, root) => (root || document).querySelector(sel);
 const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
@@ -380,8 +380,11 @@ function jobsQuery() {
 }
 
 async function refresh() {
-  if (state.busy) return;
+  // A change made while a refresh is under way (a new sort, page size or
+  // filter) is not dropped: the running refresh starts one more when done.
+  if (state.busy) { state.again = true; return; }
   state.busy = true;
+  state.again = false;
   try {
     const [counts, page, cron, workers] = await Promise.all([
       api('GET', 'api/counts'), api('GET', jobsQuery()),
@@ -399,6 +402,7 @@ async function refresh() {
     $('#live').classList.add('stale');
   } finally {
     state.busy = false;
+    if (state.again) refresh();
   }
 }
 
