@@ -256,9 +256,12 @@ def test_table_pages_sorts_and_shows_changes_made_elsewhere(browser,
     # Sorted by task, and the reverse.
     page.select_option('#limit', '50')
     page.select_option('#sort', 'task')
+    # (Wait for the page of all 13 in task order: the page of 50 in the
+    # old order may be drawn first, and may start with an echo too.)
     page.wait_for_function(
-        "document.querySelector('#jobs tbody tr[data-id] td:nth-child(2)')"
-        ".textContent === 'echo'")
+        "(() => { const t = [...document.querySelectorAll("
+        "'#jobs tbody tr[data-id] td:nth-child(2)')].map(c => c.textContent);"
+        " return t.length === 13 && t[0] === 'echo' && t[12] === 'sum'; })()")
     assert shownTasks(page) == ['echo'] * 9 + ['sum'] * 4
     page.select_option('#sort', '-task')
     page.wait_for_function(
