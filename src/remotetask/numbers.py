@@ -11,6 +11,17 @@ import reprlib
 from remotetask.interfaces import InvalidInputError
 
 
+def isInt(value):
+    """True for an integer that is not a bool (JSON and XML-RPC both send
+    booleans that Python counts as integers)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def isNumber(value):
+    """True for an int or a float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def checkNumber(name, value, low=None, integer=False, allowLow=True,
                 high=None, integral=False, infinite=False,
                 error=InvalidInputError):
@@ -22,7 +33,7 @@ def checkNumber(name, value, low=None, integer=False, allowLow=True,
     integer, as JSON clients send them; ``infinite`` lets +/-infinity pass
     (never NaN).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not isNumber(value):
         raise error('%s must be %s, not %s' % (
             name, 'an integer' if integer else 'a number',
             shortRepr(value)))
@@ -51,8 +62,7 @@ def checkNumber(name, value, low=None, integer=False, allowLow=True,
 def shortRepr(value, limit=60):
     """A repr of ``value`` no longer than ``limit`` characters (a huge
     integer or a deeply nested list is not repeated back whole)."""
-    if isinstance(value, int) and not isinstance(value, bool) \
-            and abs(value) > 10 ** 30:
+    if isInt(value) and abs(value) > 10 ** 30:
         # (str() of an integer of more than 4300 digits raises)
         return 'an integer of about %d digits' % (
             value.bit_length() * 0.30103 + 1)

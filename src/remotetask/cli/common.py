@@ -22,6 +22,22 @@ DEFAULT_SERVICE = 'tasks'
 DEFAULT_CONCURRENCY = 4
 
 
+class _SameTidInvalidation(logging.Filter):
+    """Drop ZEO's "Ignoring invalidation with same tid as current"
+    warning. A client of the embedded server that commits (``add``,
+    ``cancel``...) receives the invalidation of its own transaction for
+    objects its cache already holds at that tid; ZEO ignores it, as it
+    should, but warns each time, and with no logging configured the short
+    commands printed it on stderr once per object, after their output."""
+
+    def filter(self, record):
+        return record.getMessage() != (
+            'Ignoring invalidation with same tid as current')
+
+
+logging.getLogger('ZEO.cache').addFilter(_SameTidInvalidation())
+
+
 def errorText(exc):
     """``Type: message`` of an exception (just the message for an
     ImportError, whose message names the module)."""

@@ -36,3 +36,27 @@ def test_a_root_key_that_is_not_a_service(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "'other' at the database root is a OOBTree, not a " \
             "TaskService" in err
+
+
+def test_zeo_same_tid_invalidation_warning_is_not_printed():
+    # A short command against a served database used to end with a
+    # stream of "Ignoring invalidation with same tid as current" lines on
+    # stderr (ZEO's harmless warning); the CLI drops that one message and
+    # only that one.
+    import logging
+    import remotetask.cli.common  # noqa: F401 (installs the filter)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger('ZEO.cache')
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        logger.warning('Ignoring invalidation with same tid as current')
+        logger.warning('some other cache trouble')
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ['some other cache trouble']

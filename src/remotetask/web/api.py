@@ -25,7 +25,7 @@ from remotetask import health, interfaces
 from remotetask.interfaces import (
     InvalidStatusError, JobNotFoundError, RemoteTaskError)
 from remotetask.job import CronJob
-from remotetask.numbers import checkNumber
+from remotetask.numbers import checkNumber, isInt
 from remotetask.service import checkPicklable
 from remotetask.web.app import httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
@@ -535,9 +535,7 @@ def schedule(data):
         value = data.get(name)
         if value is None:
             value = []
-        if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool)
-                for v in value):
+        if not isinstance(value, list) or not all(map(isInt, value)):
             raise bad('%s must be a list of integers, not %s'
                       % (name, json.dumps(value)))
         kw[name] = tuple(value)

@@ -47,7 +47,7 @@ from transaction.interfaces import TransientError
 from ZODB.POSException import StorageError
 
 from remotetask import health, interfaces
-from remotetask.numbers import shortRepr
+from remotetask.numbers import isInt, isNumber, shortRepr
 from remotetask.web import routing as webrouting
 from remotetask.web.app import forbidden, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
@@ -190,26 +190,18 @@ def _id(jobid):
 
 # -- Arguments: what each parameter (by its name) takes -----------------------
 
-def _isInt(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _isNumber(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 _INTS = ('an array of integers',
-         lambda v: isinstance(v, (list, tuple)) and all(map(_isInt, v)))
+         lambda v: isinstance(v, (list, tuple)) and all(map(isInt, v)))
 _TEXT_OR_NIL = ('a string or nil', lambda v: v is None or isinstance(v, str))
 
 #: parameter name -> (what it must be, test).  ``input`` takes anything.
 PARAMETERS = {
-    'jobid': ('an integer (a job id)', _isInt),
+    'jobid': ('an integer (a job id)', isInt),
     'task': ('a string (a task name)', lambda v: isinstance(v, str)),
     'minute': _INTS, 'hour': _INTS, 'dayOfMonth': _INTS, 'month': _INTS,
     'dayOfWeek': _INTS,
-    'delay': ('a number or nil', lambda v: v is None or _isNumber(v)),
-    'interval': ('a number or nil', lambda v: v is None or _isNumber(v)),
+    'delay': ('a number or nil', lambda v: v is None or isNumber(v)),
+    'interval': ('a number or nil', lambda v: v is None or isNumber(v)),
     'expression': _TEXT_OR_NIL,
     'timezone': _TEXT_OR_NIL,
     'type': ('a string (a task type)', lambda v: isinstance(v, str)),
