@@ -52,6 +52,27 @@ def stopOnSigterm():
     return True
 
 
+def twoStageSignals(signals, first, hardExit, logger=log):
+    """Install one handler for each of ``signals``; return the previous
+    handlers.  The first signal calls ``first(name)`` (which may raise to
+    leave a loop); any later one calls ``hardExit(128 + signum)`` at once
+    (no clean-up: the jobs still running are handed back when their leases
+    expire); ``logger`` says so.  Shared by ``remotetask worker`` and
+    ``remotetask serve``."""
+    received = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        name = signal.Signals(signum).name
+        if len(received) > 1:
+            logger.warning('second signal (%s): exiting at once', name)
+            hardExit(128 + signum)
+            return
+        first(name)
+
+    return {s: signal.signal(s, handler) for s in signals}
+
+
 def atExit(func):
     """Register ``func`` with ``atexit`` once."""
     with _lock:

@@ -17,6 +17,8 @@ import os
 import threading
 import time
 
+from remotetask.numbers import checkNumber, shortRepr
+
 log = logging.getLogger('remotetask.packing')
 
 #: Default seconds between automatic packs.
@@ -61,12 +63,14 @@ class Packer:
     (the first time ``interval`` after ``start()``)."""
 
     def __init__(self, db, interval=DAY, days=0.0):
-        if isinstance(interval, bool) or not isinstance(
-                interval, (int, float)) or not interval > 0:
+        try:
+            self.interval = checkNumber('interval', interval, 0,
+                                        allowLow=False, infinite=True,
+                                        error=ValueError)
+        except ValueError:
             raise ValueError('the pack interval must be a positive number of '
-                             'seconds, not %r' % (interval,))
+                             'seconds, not %s' % shortRepr(interval)) from None
         self.db = db
-        self.interval = float(interval)
         self.days = days
         self.packs = 0
         self.failures = 0

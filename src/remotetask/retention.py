@@ -45,6 +45,7 @@ from remotetask import workflows
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, ERROR, FINAL_STATUSES, InvalidInputError,
     InvalidStatusError)
+from remotetask.numbers import checkNumber, shortRepr
 from remotetask.structures import SENTINEL
 
 DAY = 86400.0
@@ -64,13 +65,12 @@ def checkSeconds(what, value, forever='None'):
     ``what`` otherwise."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or math.isnan(value) or value < 0 or (
-                math.isinf(value) and forever == 'None'):
+    try:
+        return checkNumber(what, value, 0, infinite=forever != 'None')
+    except InvalidInputError:
         raise InvalidInputError(
             '%s must be a number of seconds >= 0 or %s (keep for ever), '
-            'not %r' % (what, forever, value))
-    return float(value)
+            'not %s' % (what, forever, shortRepr(value))) from None
 
 
 class RetentionState(persistent.Persistent):

@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 
+from remotetask.lifecycle import twoStageSignals
+
 log = logging.getLogger('remotetask.worker')
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -29,22 +31,15 @@ def serve(processor, grace=None, signals=SIGNALS, hardExit=os._exit,
     once the handlers are installed and the processor runs.  Must be called
     from the main thread (Python delivers signals there only).
     """
-    received = []
     stop = threading.Event()
 
-    def handler(signum, frame):
-        received.append(signum)
-        name = signal.Signals(signum).name
-        if len(received) > 1:
-            log.warning('second signal (%s): exiting at once', name)
-            hardExit(128 + signum)
-            return
+    def first(name):
         log.warning('%s received: no more jobs are claimed; running jobs '
                     'get %gs to finish (send it again to exit at once)', name,
                     processor.grace if grace is None else grace)
         stop.set()
 
-    previous = {s: signal.signal(s, handler) for s in signals}
+    previous = twoStageSignals(signals, first, hardExit)
     try:
         processor.start()
         if ready is not None:

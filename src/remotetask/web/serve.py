@@ -13,7 +13,9 @@ from remotetask import db as dbmod
 from remotetask.cli.common import configureLogging, loadTasks, openDatabase
 from remotetask.cli.worker import BUILT_IN
 from remotetask.interfaces import RemoteTaskError
+from remotetask.lifecycle import twoStageSignals
 from remotetask.web.auth import Users, UsersFileError, isLoopback
+from remotetask.worker import SIGNALS
 
 log = logging.getLogger('remotetask.serve')
 
@@ -48,7 +50,6 @@ def warnAboutUsersFile(path):
                    err=True)
 
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _Stop(Exception):
@@ -60,20 +61,12 @@ def _signals(grace, hardExit=os._exit):
     ones.  The first signal leaves the server loop (``_Stop``); the next
     one exits at once with status 128 + its number (no clean-up: the jobs
     still running are handed back when their leases expire)."""
-    received = []
-
-    def handler(signum, frame):
-        received.append(signum)
-        name = signal.Signals(signum).name
-        if len(received) > 1:
-            log.warning('second signal (%s): exiting at once', name)
-            hardExit(128 + signum)
-            return
+    def first(name):
         log.warning('%s received: the server stops; running jobs get %gs to '
                     'finish (send it again to exit at once)', name, grace)
         raise _Stop()
 
-    return {s: signal.signal(s, handler) for s in SIGNALS}
+    return twoStageSignals(SIGNALS, first, hardExit, log)
 
 
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
