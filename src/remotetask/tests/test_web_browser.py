@@ -233,6 +233,16 @@ def shownTasks(page):
         'cells => cells.map(c => c.textContent)')
 
 
+def waitForTasks(page, expected):
+    """Wait until the table shows the tasks ``expected`` in that order (a
+    page of the previous sort or size may be drawn first; a later poll
+    draws the new one)."""
+    page.wait_for_function(
+        "(expected) => JSON.stringify([...document.querySelectorAll("
+        "'#jobs tbody tr[data-id] td:nth-child(2)')].map(c => c.textContent))"
+        " === JSON.stringify(expected)", arg=expected)
+
+
 def test_table_pages_sorts_and_shows_changes_made_elsewhere(browser,
                                                             server):
     page, errors = login(browser, server, 'mia', 'mia-pw')
@@ -258,15 +268,10 @@ def test_table_pages_sorts_and_shows_changes_made_elsewhere(browser,
     page.select_option('#sort', 'task')
     # (Wait for the page of all 13 in task order: the page of 50 in the
     # old order may be drawn first, and may start with an echo too.)
-    page.wait_for_function(
-        "(() => { const t = [...document.querySelectorAll("
-        "'#jobs tbody tr[data-id] td:nth-child(2)')].map(c => c.textContent);"
-        " return t.length === 13 && t[0] === 'echo' && t[12] === 'sum'; })()")
+    waitForTasks(page, ['echo'] * 9 + ['sum'] * 4)
     assert shownTasks(page) == ['echo'] * 9 + ['sum'] * 4
     page.select_option('#sort', '-task')
-    page.wait_for_function(
-        "document.querySelector('#jobs tbody tr[data-id] td:nth-child(2)')"
-        ".textContent === 'sum'")
+    waitForTasks(page, ['sum'] * 4 + ['echo'] * 9)
     assert shownTasks(page) == ['sum'] * 4 + ['echo'] * 9
     # A cancel from elsewhere shows; a cancelled cron job is rescheduled
     # from the table.
