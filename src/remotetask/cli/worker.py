@@ -134,6 +134,14 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
                  ', '.join(queues) if queues else 'all')
         from remotetask.packing import startPacker
         packer = startPacker(database, pack_interval)
+        if os.environ.get('REMOTETASK_TRACEMALLOC'):
+            # Memory snapshots on SIGUSR1 (remotetask.memtrace), for
+            # bench/soak.py; nothing is imported unless asked.
+            from remotetask import memtrace
+            try:
+                memtrace.installFromEnvironment(database)
+            except ValueError as e:
+                raise click.UsageError(str(e))
         monitor = None
         if child_status is not None:
             from remotetask.supervisor import ChildMonitor
