@@ -150,3 +150,79 @@ def test_memtrace_counts_only_with_zero_frames(env, tmp_path, sigusr1):
     assert not (tmp_path / 'snapshot-2.tracemalloc').exists()
     assert memtrace.compare(str(tmp_path / 'snapshot-1'),
                             str(tmp_path / 'snapshot-2')) == []
+
+
+# -- a worker's connection caches ------------------------------------------------
+
+def test_the_worker_cache_default_is_the_same_in_both_modules():
+    from remotetask import db
+    from remotetask.cli import worker
+    assert worker.WORKER_CACHE_SIZE == db.WORKER_CACHE_SIZE
+
+
+def test_the_cache_size_of_a_uri():
+    from remotetask import db
+    assert db.uriCacheSize('zeo://h:1?connection_cache_size=300') == '300'
+    assert db.uriCacheSize('zeo://h:1?cache_size=4MB') is None
+    assert db.uriCacheSize('/some/Data.fs') is None
+    assert db.uriCacheSize(None) is None
+
+
+def waitForFile(path, proc, timeout=60.0):
+    import os
+    import time
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, 'the worker exited'
+        assert time.monotonic() < deadline, 'no %s' % path
+        time.sleep(0.1)
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize('options, uriQuery, expected', [
+    ((), '', 2000),
+    (('--cache-size', '500'), '', 500),
+    ((), '?connection_cache_size=300', 300),
+    (('--cache-size', '700'), '?connection_cache_size=300', 700),
+])
+def test_a_worker_bounds_its_connection_caches(tmp_path, options, uriQuery,
+                                               expected):
+    import subprocess
+    from remotetask import testing
+    path = tmp_path / 'Data.fs'
+    snaps = tmp_path / 'snaps'
+    uri = 'file://%s%s' % (path, uriQuery)
+    with open(tmp_path / 'worker.log', 'wb') as log:
+        proc = subprocess.Popen(
+            testing.remotetaskCommand('worker', '--db', uri, '--concurrency',
+                                      '2', '--pack-interval', '0', *options),
+            env=testing.subprocessEnv(**{memtrace.ENV: str(snaps),
+                                         memtrace.ENV_FRAMES: '0'}),
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        waitForFile(str(path) + '.zeo', proc)    # it serves the file: ready
+        proc.send_signal(signal.SIGUSR1)
+        waitForFile(str(snaps / 'snapshot-1.json'), proc)
+        with open(snaps / 'snapshot-1.json') as f:
+            caches = json.load(f)['connection_caches']
+        assert caches['cache_size'] == expected
+        # Its threads' connections are open, each under that bound.
+        assert len(caches['connections']) >= 3
+        assert all(c['non_ghosts'] <= expected
+                   for c in caches['connections'])
+    finally:
+        testing.stopProcess(proc)
+
+
+def test_a_bad_cache_size_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+    from remotetask.cli import main
+    result = CliRunner().invoke(main, ['worker', '--db', str(
+        tmp_path / 'Data.fs'), '--cache-size', '0'])
+    assert result.exit_code == 2
+    assert '--cache-size' in result.output
+    result = CliRunner().invoke(main, ['worker', '--db', 'file://%s?'
+                                       'connection_cache_size=many' % (
+                                           tmp_path / 'Data.fs')])
+    assert result.exit_code == 2
+    assert 'connection_cache_size' in result.output
