@@ -36,7 +36,7 @@ from remotetask import health, interfaces, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
-from remotetask.structures import movePartition
+from remotetask.structures import movePartition, setHome
 from remotetask.task import policy
 from remotetask.threads import (
     STORAGE_ERRORS, abort, close, errorText, hooks, pause)
@@ -137,6 +137,13 @@ HOLD_SECONDS = 1.0
 #: the thread's last one found (see docs/design.md, "herd").
 STAGGER_MIN = 0.002
 STAGGER_MAX = 0.05
+
+#: Seconds between two readings of the worker registry for the claim slots
+#: (``Processor._home``; a change of the registry's BTree, a processor
+#: that came or went, makes the next claim read it at once).  Until a
+#: processor has its slots (its first heartbeat), its claims start at a
+#: partition drawn at random.
+SLOTS_REFRESH = 10.0
 
 #: The thread committing a claim (a claim only takes jobs away: the
 #: invalidation of its own commit wakes nobody).
@@ -263,6 +270,8 @@ class Processor(Clock):
         self._clockStop = threading.Event()
         self._local = threading.local()     # tries of the thread's claim
         self._watched = None
+        self._slots = None      # (offset, total, registry oid): _home
+        self._slotsDue = 0.0
         self._duration = None   # seconds a job took lately (moving average)
         self._taskDurations = {}    # the same, task by task
         self.registration = registry.Registration(self, kind, heartbeat)
@@ -425,6 +434,9 @@ class Processor(Clock):
         # Called by the storage's thread (or the committing one): only set
         # a flag.  As many idle threads as lanes changed: one add wakes one
         # thread, not the herd (a full claim wakes the next, _claim).
+        slots = self._slots
+        if slots is not None and slots[2] in oids:
+            self._slotsDue = 0.0    # a processor came or went: re-read
         watched = self._watched
         if not watched or getattr(_claiming, 'active', False):
             return
@@ -479,6 +491,7 @@ class Processor(Clock):
 
     def _workLoop(self, index):
         worker = '%s/%d' % (self.worker_id, index)
+        self._local.index = index
         # The thread's own manager: what transaction.commit(), .savepoint()
         # and .abort() in a task (and in service.run) act on.
         tm = transaction.manager.manager
@@ -616,6 +629,7 @@ class Processor(Clock):
                 _claiming.active = True     # until the commit is done
                 with attempt:
                     service = self._service(conn)
+                    setHome(self._home(service))
                     now = time.time()
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
@@ -635,6 +649,25 @@ class Processor(Clock):
         finally:
             _claiming.active = False
         return claimed, tries
+
+    def _home(self, service):
+        """This thread's claim slot ``(slot, total)`` among the threads of
+        the live processors of the service (``registry.slots``), or None
+        before this processor's first heartbeat: its claims take from
+        partitions of their own first (``structures.setHome``), so that
+        workers draining one backlog do not take the same entries."""
+        now = time.monotonic()
+        if now >= self._slotsDue:
+            # A stale reading costs overlapping claims, never a job.
+            found = registry.slots(service, self.registration.key)
+            self._slots = found
+            self._slotsDue = now + (SLOTS_REFRESH if found else 0.5)
+        slots = self._slots
+        index = getattr(self._local, 'index', None)
+        if slots is None or index is None:
+            return None
+        offset, total, oid = slots
+        return offset + index - 1, total
 
     def _runClaimed(self, tm, conn, worker, claimed, reporter):
         since = time.monotonic()

@@ -24,7 +24,7 @@ from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
 from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
     PARTITIONS, SENTINEL, Counts, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
-    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
+    JobTree, WaitingIndex, claimPartition, firstLeaf, home, intersect,
     keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
@@ -575,7 +575,8 @@ class TaskService(persistent.Persistent):
         held = gate.held
         for extra in (0, SCAN_PAST):
             wanted = limit - len(claimed)
-            due = queue.due(now, wanted + extra, start)
+            due = queue.due(now, wanted + extra, start,
+                            home() if spread else None)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
                 trees = (self.jobs, self._index[QUEUED],

@@ -269,16 +269,21 @@ class JobQueue(persistent.Persistent):
         """All ``(eta, jobid)`` entries in due order."""
         return heapq.merge(*[self._entries(p) for p in self._parts])
 
-    def due(self, now, limit=1, start=None):
+    def due(self, now, limit=1, start=None, home=None):
         """Up to ``limit`` entries due at ``now``, without removing them.
 
         ``start`` None: strictly in due order across partitions.  Else start
         at partition ``start`` and go round, taking due entries from each in
-        turn (what concurrent workers do), each one picked at random among
-        the first ``WINDOW`` due entries of its partition: BTrees can not
-        merge a concurrent change of a bucket with the removal of the
-        bucket's first key, so workers that all took the head of a
-        partition would conflict with each other and with producers.
+        turn (what concurrent workers do).  With ``home`` (a claiming
+        thread's ``(slot, total)``, see ``setHome``) the partitions of that
+        slot come first, their entries in due order: no other worker takes
+        from them while it has its own.  Then (or without ``home``) the
+        other partitions, in a stride of the thread's own, each entry
+        picked at random among the first ``WINDOW`` due entries of its
+        partition: BTrees can not merge a concurrent change of a bucket
+        with the removal of the bucket's first key, so workers that all
+        took the head of a partition would conflict with each other and
+        with producers.
         """
         upto = (now, _INF)
         if start is None:
@@ -294,21 +299,31 @@ class JobQueue(persistent.Persistent):
         # is visited), so that workers whose partitions run dry do not all
         # move on to the same next ones.
         step = stride(n)
+        order = [(start + i * step) % n for i in range(n)]
+        if home is not None:
+            own = [p for p in order if owner(p, home, n)]
+            order = own + [p for p in order if not owner(p, home, n)]
+        else:
+            own = ()
         found = []
-        for i in range(n):
-            part = self._parts[(start + i * step) % n]
+        for i, p in enumerate(order):
             window = []
-            for key in self._entries(part, upto):
+            mine = i < len(own)
+            for key in self._entries(self._parts[p], upto):
                 window.append(key)
-                if len(window) >= limit + WINDOW - 1:
+                if len(window) >= limit - len(found) + (
+                        0 if mine else WINDOW - 1):
                     break
+            if mine:
+                found.extend(window)
+                window = []
             while window and len(found) < limit:
                 # Not always the first: removing a bucket's first key
                 # conflicts with any concurrent change of that bucket.
                 found.append(window.pop(_rng.randrange(
                     min(len(window), WINDOW))))
             if len(found) >= limit:
-                return found
+                return found[:limit]
         return found
 
     def oldest(self):
@@ -785,6 +800,7 @@ def _thread():
         _local.pid = pid
         _local.lane = _rng.randrange(1 << 30)
         _local.part = None
+        _local.home = None
         _local.blocks = weakref.WeakKeyDictionary()   # db -> {oid: _Block}
     elif not hasattr(_local, 'blocks'):
         _local.blocks = weakref.WeakKeyDictionary()
@@ -810,6 +826,33 @@ def stride(partitions=PARTITIONS):
     return (laneNumber() % (partitions // 2)) * 2 + 1
 
 
+def owner(part, home, partitions):
+    """True if partition ``part`` (of ``partitions``) belongs to the claim
+    slot ``home``, a ``(slot, total)``: slot ``s`` of ``t`` owns the
+    partitions ``p`` with ``p % t == s`` (with more slots than partitions,
+    partition ``s % partitions``, shared)."""
+    slot, total = home
+    if total >= partitions:
+        return part == slot % partitions
+    return part % total == slot
+
+
+def setHome(home):
+    """This thread's claim slot, ``(slot, total)`` (slot ``slot`` of
+    ``total`` worker threads of the service, numbered by the processors'
+    order in the worker registry), or None (no slot: spread claims start
+    at a partition drawn at random).  A thread with a slot claims from its
+    own partitions (``owner``) first, in due order, and takes from the
+    others' only when its own have no due entries: workers draining one
+    backlog then remove entries from different partitions."""
+    _thread().home = home
+
+
+def home():
+    """This thread's claim slot (see ``setHome``), or None."""
+    return getattr(_thread(), 'home', None)
+
+
 def claimPartition(partitions=PARTITIONS):
     """Where this thread's next spread claim starts: the partition where its
     last claim found jobs, or one drawn at random at first and after a
@@ -819,7 +862,12 @@ def claimPartition(partitions=PARTITIONS):
     move when they collide, end up apart."""
     state = _thread()
     part = getattr(state, 'part', None)
-    if part is None or part >= partitions:
+    slot = getattr(state, 'home', None)
+    if slot is not None and (part is None or part >= partitions
+                             or not owner(part, slot, partitions)):
+        own = [p for p in range(partitions) if owner(p, slot, partitions)]
+        part = state.part = own[_rng.randrange(len(own))]
+    elif part is None or part >= partitions:
         part = state.part = randomPartition(partitions)
     return part
 
