@@ -223,10 +223,10 @@ def measure(args, log=print):
                                            []).append(got)
                         log('run %d %-9s %-6s %d: %6.0f jobs/s, %5.1f %% '
                             'retried, CPU workers %.2f + server %.2f cores, '
-                            'load %.1f' % (
+                            'load %.1f, %d commits' % (
                                 run + 1, scenario, name, workers, got['rate'],
                                 100 * got['retried'], got['workers_cpu'],
-                                got['server_cpu'], got['load']))
+                                got['server_cpu'], got['load'], got['commits']))
                         for key, count in sorted(got['trace'].items(),
                                                  key=lambda kv: -kv[1]):
                             log('    %5d %s' % (count, key))
