@@ -242,20 +242,27 @@ LABELS = {
 }
 
 
+def perJob(result):
+    """CPU milliseconds (workers and server) per job: steadier than the
+    rates on a shared machine."""
+    return 1000 * (result['workers_cpu'] + result['server_cpu']) / \
+        result['rate']
+
+
 def section(results, sources, args):
     loads = [r['load'] for runs in results.values() for r in runs]
     lines = ['', '## Scaling: 4 workers against 1 (`bench/scaling.py`, %s)'
              % datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
-             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs %d%s`'
-             % (args.runs, args.jobs, args.sleep_jobs,
-                ' --before SRC' if args.before else ''),
-             '; %d cores, load average (1 min) %s at the drains\' start. '
+             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs %d%s`;'
+             ' %d cores, load average (1 min) %s at the drains\' start. '
              'Ranges over the runs; a ratio pairs the drains of one run.'
-             % (os.cpu_count(), span(loads, '%.1f')), '',
+             % (args.runs, args.jobs, args.sleep_jobs,
+                ' --before SRC' if args.before else '', os.cpu_count(),
+                span(loads, '%.1f')), '',
              '| scenario | code | 1 worker jobs/s | 4 workers jobs/s | '
              '4 vs 1 | retried, 1 / 4 | CPU cores used, 1: workers + '
-             'server | 4: workers + server |',
-             '|---|---|---|---|---|---|---|---|']
+             'server | 4: workers + server | CPU ms per job, 1 / 4 |',
+             '|---|---|---|---|---|---|---|---|---|']
     for scenario in args.scenarios:
         for name, src in sources:
             one = results.get((scenario, name, 1))
@@ -265,7 +272,7 @@ def section(results, sources, args):
             ratios = [b['rate'] / a['rate'] for a, b in zip(one, four)]
             lines.append(
                 '| %s | %s | %s | %s | %sx | %s %% / %s %% | %s + %s | '
-                '%s + %s |' % (
+                '%s + %s | %s / %s |' % (
                     LABELS[scenario], name,
                     span([r['rate'] for r in one], '%.0f'),
                     span([r['rate'] for r in four], '%.0f'),
@@ -275,7 +282,9 @@ def section(results, sources, args):
                     span([r['workers_cpu'] for r in one]),
                     span([r['server_cpu'] for r in one]),
                     span([r['workers_cpu'] for r in four]),
-                    span([r['server_cpu'] for r in four])))
+                    span([r['server_cpu'] for r in four]),
+                    span([perJob(r) for r in one]),
+                    span([perJob(r) for r in four])))
     return '\n'.join(lines) + '\n'
 
 

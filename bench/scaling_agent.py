@@ -86,8 +86,11 @@ def traceConflicts():
                 'run' if '_attempts' in stack else 'other'
             text = str(e)
             klass = re.search(r'class ([\w.]+)', text)
-            found['%s %s %s' % (where, type(e).__name__,
-                                klass.group(1) if klass else text[:80])] += 1
+            oid = re.search(r'oid (0x[0-9a-f]+)', text)
+            found['%s %s %s %s' % (
+                where, type(e).__name__,
+                klass.group(1) if klass else 'read conflict',
+                oid.group(1) if oid else '?')] += 1
             raise
     Transaction.commit = traced
     return found
@@ -99,12 +102,7 @@ def cpu():
 
 
 def work(uri, concurrency, gofile, statsfile, n=None):
-    from remotetask import processor as processormod
     from remotetask.processor import Processor
-    if os.environ.get('SCALING_STAGGER'):       # experiments
-        processormod.STAGGER_MAX = float(os.environ['SCALING_STAGGER'])
-        processormod.STAGGER_MIN = min(processormod.STAGGER_MIN,
-                                       processormod.STAGGER_MAX)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     database = dbmod.openDB(uri)
