@@ -572,9 +572,22 @@ class Processor(Clock):
                     or duration >= GROUP_SECONDS / 2:
                 self._runner = None
                 return True
-            if self._runner is None:
+            if self._runner is None or self._runnerStuck():
+                # A runner busy with one job for longer than short jobs
+                # take (the averages say short, this one is not) passes
+                # the role on: its claimed-ahead jobs go back to the queue
+                # after HOLD_SECONDS (_releaseHeld), for this thread.
                 self._runner = index
             return self._runner == index
+
+    def _runnerStuck(self):
+        """True if the runner thread has been running one job for more
+        than ``GROUP_SECONDS / 2`` (call with ``_lock`` held)."""
+        owner = '%s/%d' % (self.worker_id, self._runner)
+        now = time.monotonic()
+        return any(item.owner == owner and item.state == RUNNING
+                   and now - item.begun > GROUP_SECONDS / 2
+                   for item in self._active.values())
 
     def _leave(self, index):
         """Thread ``index`` found nothing to claim: it is not the runner
