@@ -17,7 +17,7 @@ def pack(uri, days):
     process serving it), a ZEO server's storage and RelStorage; jobs keep
     running meanwhile."""
     from remotetask import packing
-    database = closeWithContext(openDatabase(uri))
+    database = closeWithContext(openDatabase(uri, create=False))
     try:
         before, after = packing.pack(database, days)
     except Exception as e:

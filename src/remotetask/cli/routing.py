@@ -64,11 +64,23 @@ def queues(uri, service, imports, zcml):
 def pause(uri, service, imports, zcml, queue, task):
     """Stop claiming jobs of a queue, a task, or (neither) everything.
     Running jobs finish."""
-    runner = openService(uri, service, imports, zcml)
-    if _run(runner, lambda s: s.pause(queue=queue, task=task)):
+    # Pausing ahead of any job (before a deployment, say) is a use: pause
+    # creates the database as add does.
+    from remotetask import routing
+    runner = openService(uri, service, imports, zcml, create=True)
+    paused, known = _run(runner, lambda s: (
+        s.pause(queue=queue, task=task),
+        queue is None or queue in routing.queueNames(s)))
+    if paused:
         click.echo('paused %s' % _what(queue, task))
     else:
         click.echo('%s was paused already' % _what(queue, task))
+    if not known:
+        # Most often a typing mistake; the pause holds the queue's jobs
+        # when some come, so it is kept.
+        click.echo('note: no job has used queue %r yet (see "remotetask '
+                   'queues"); its jobs will be held when they come' % queue,
+                   err=True)
 
 
 @click.command()

@@ -75,6 +75,37 @@ def test_pause_resume(db, capsys):
     assert out(capsys).strip() == 'removed 2 pauses'
 
 
+def test_pause_of_a_queue_no_job_used_says_so(db, capsys):
+    assert run(['add'] + db + ['echo', '1', '--queue', 'a']) == 0
+    out(capsys)
+    assert run(['pause'] + db + ['--queue', 'a']) == 0
+    assert capsys.readouterr().err == ''
+    assert run(['pause'] + db + ['--queue', 'aa']) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "paused queue 'aa'"
+    assert "no job has used queue 'aa' yet" in captured.err
+
+
+def test_commands_refuse_a_database_file_that_is_missing(db, tmp_path, capsys):
+    # (db: the fixture registers the task echo)
+    missing = str(tmp_path / 'typo' / 'Data.fs')
+    for command in (['status', '1'], ['counts'], ['cancel', '1'], ['clean'],
+                    ['workers'], ['queues'], ['resume'], ['purge'],
+                    ['pack']):
+        assert run(command + ['--db', missing]) == 2, command
+        err = capsys.readouterr().err
+        assert 'no database at %s' % missing in err, (command, err)
+        assert 'Traceback' not in err
+    assert not (tmp_path / 'typo' / 'Data.fs').exists()
+    # file:// URIs too; add creates it.
+    uri = 'file://' + missing
+    assert run(['counts', '--db', uri]) == 2
+    capsys.readouterr()
+    assert run(['add', '--db', uri, 'echo', '1']) == 0
+    assert (tmp_path / 'typo' / 'Data.fs').exists()
+    assert run(['counts', '--db', uri]) == 0
+
+
 def test_retry_purge_delete(db, capsys, tmp_path):
     import ZODB.FileStorage
     import ZODB
