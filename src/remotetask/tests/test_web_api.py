@@ -322,6 +322,10 @@ def test_conflicting_writes_are_retried(app, db):
 def test_api_index_and_workers(db, app):
     index = app.get('/api/').json
     assert index['openapi'].endswith('/api/openapi.json')
+    from remotetask.version import VERSION
+    from remotetask.web.openapi import VERSION as API_VERSION
+    assert index['version'] == VERSION
+    assert index['api_version'] == API_VERSION
     paths = {(e['method'], e['path']) for e in index['endpoints']}
     assert {('GET', '/api/jobs'), ('POST', '/api/jobs'),
             ('GET', '/api/workers'), ('GET', '/api/')} <= paths
@@ -346,3 +350,15 @@ def test_api_index_and_workers(db, app):
     finally:
         p.stop()
     assert app.get('/api/workers').json['workers'] == []
+
+
+def test_a_known_url_with_a_method_it_does_not_serve_is_405(db, app):
+    response = app.post_json('/api/retention', {'completed': 60}, status=405)
+    assert response.headers['Allow'] == 'GET, HEAD, PUT'
+    assert response.json['error'] == (
+        'POST is not allowed on /api/retention (allowed: GET, HEAD, PUT)')
+    response = app.delete('/api/jobs', status=405)
+    assert 'POST' in response.headers['Allow'].split(', ')
+    # An unknown URL is still 404, and so is an unknown job.
+    app.post_json('/api/nothing-here', {}, status=404)
+    app.get('/api/jobs/999999', status=404)

@@ -27,7 +27,7 @@ from remotetask.interfaces import (
 from remotetask.job import CronJob
 from remotetask.numbers import checkNumber, isInt
 from remotetask.service import checkPicklable
-from remotetask.web.app import httpMessage, wakeAfterCommit
+from remotetask.web.app import allowedMethods, httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 from remotetask.web import workflows
 from remotetask.web.openapi import document
@@ -268,7 +268,9 @@ def index(request):
                   'summary': op['summary']}
                  for path, ops in sorted(doc['paths'].items())
                  for method, op in sorted(ops.items())]
-    return {'name': 'remotetask', 'version': doc['info']['version'],
+    from remotetask.version import VERSION
+    return {'name': 'remotetask', 'version': VERSION,
+            'api_version': doc['info']['version'],
             'openapi': base + '/api/openapi.json',
             'xmlrpc': base + '/RPC2', 'page': base + '/',
             'metrics': base + '/metrics', 'endpoints': endpoints}
@@ -643,7 +645,13 @@ def setProcessing(request):
 
 def apiError(exc, request):
     """Every error under /api/ is a JSON object ``{"error": message}``."""
-    if isinstance(exc, HTTPNotFound):
+    allowed = allowedMethods(exc, request)
+    if allowed:
+        # A known URL, a method it does not serve.
+        status, message = 405, '%s is not allowed on %s (allowed: %s)' % (
+            request.method, request.path, ', '.join(allowed))
+        request.response.headers['Allow'] = ', '.join(allowed)
+    elif isinstance(exc, HTTPNotFound):
         status, message = 404, ('no such URL: %s %s (the API is described '
                                 'at /api/openapi.json)' % (request.method,
                                                            request.path))
