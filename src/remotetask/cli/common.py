@@ -92,6 +92,7 @@ def db_options(func):
                         show_default=True,
                         help='Key of the service at the database root.')(func)
     func = click.option('--db', 'uri', default=None, metavar='URI',
+                        envvar='REMOTETASK_DB', show_envvar=True,
                         help='zodburi URI (file://, memory://, zeo://host:port,'
                              ' postgres://...) or a FileStorage path '
                              '[default: ./var/Data.fs].')(func)
