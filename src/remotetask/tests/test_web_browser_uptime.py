@@ -120,7 +120,24 @@ def test_retention_card_shows_and_sets_the_service_retention(browser,
         "() => document.querySelector('#retention [name=completed]')"
         ".dataset.shown === ''", timeout=LONG)
     assert storedRetention(server)['completed'] is None
-    assert errors == [] and console == []
+    # What the server refuses shows on the card too (a request altered on
+    # its way: the real server's 400).
+    page.route('**/api/retention', lambda route: route.continue_(
+        post_data=json.dumps({'cancelled': 'a week'}))
+        if route.request.method == 'PUT' else route.continue_())
+    saveRetention(page, 'cancelled', '60')
+    page.wait_for_selector('#retention-error:has-text("the retention of '
+                           '\'cancelled\' jobs must be a number of '
+                           'seconds")', timeout=LONG)
+    assert 'Nothing was saved' in page.locator(
+        '#retention-error').text_content()
+    assert page.locator('#retention [name=cancelled]').get_attribute(
+        'aria-invalid') == 'true'
+    assert storedRetention(server)['cancelled'] is None
+    page.unroute('**/api/retention')
+    # (the browser logs the 400 it got)
+    assert errors == [] and [
+        text for text in console if '400' not in text] == [], console
     page.close()
 
 

@@ -71,7 +71,7 @@ function startRetention() {
       renderRetention(result, true);
       toast('Retention saved');
     } catch (err) {
-      const status = RETENTION.find((s) => err.message.startsWith(s));
+      const status = RETENTION.find((s) => err.message.includes("'" + s + "'"));
       retentionError(err.message + ' Nothing was saved.', status);
     }
   });
