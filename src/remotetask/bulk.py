@@ -248,13 +248,13 @@ def deleteJobs(service, status=None, queue=None, task=None, before=None,
 
 # -- Steps in transactions of their own -----------------------------------------
 
-def run(runner, stepFunc, limit=None, batch=BATCH, committed=None, **kw):
+def run(runner, stepFunc, limit=None, batch=None, committed=None, **kw):
     """Run ``stepFunc(service, limit=..., cursor=..., **kw)`` in steps of
-    at most ``batch`` jobs, each in a transaction of its own (``runner``:
+    at most ``batch`` (None: ``BATCH``) jobs, each in a transaction of its own (``runner``:
     a ``db.ServiceRunner``; a conflict retries that step only), until the
     walk ends or ``limit`` jobs (None: no limit) were acted on; return
     how many.  ``committed(step)`` is called after each step's commit."""
-    checkLimit(batch)
+    batch = checkLimit(BATCH if batch is None else batch)
     if limit is not None:
         checkLimit(limit, maximum=math.inf)
     total, cursor = 0, None
