@@ -52,6 +52,18 @@ def partitionOf(jobid, partitions=PARTITIONS):
     """The partition (and lane) of ``jobid``: that of its stripe."""
     return (jobid // STRIPE) % partitions
 
+
+def spreadPartitionOf(jobid, partitions):
+    """The partition of ``jobid`` in a structure of ``partitions``
+    partitions: with ``SPREAD`` (or k) per lane (``PARTITIONS * k``), the
+    queue's (``lane * k + id % k``, see ``JobQueue.partitionOf``), so that
+    the waiting and processing indexes split like the queue and a claim
+    slot's ids lie in index partitions of its own too; else the lane's."""
+    if partitions > PARTITIONS and partitions % PARTITIONS == 0:
+        spread = partitions // PARTITIONS
+        return partitionOf(jobid) * spread + jobid % spread
+    return partitionOf(jobid, partitions)
+
 #: The first key of every queue partition, never removed (ids start at 1).
 _FIRST = (-_INF, 0)
 
@@ -366,7 +378,7 @@ class Merged:
         return self._parts
 
     def _partFor(self, key):
-        return self._parts[partitionOf(key, len(self._parts))]
+        return self._parts[spreadPartitionOf(key, len(self._parts))]
 
     def _low(self, min, excludemin):
         return min, excludemin
@@ -542,6 +554,14 @@ def intersect(ids, other):
         return LOSet(_intersection(ids, other))
     if a is not None and b is not None and len(a) == len(b):
         pieces = [_intersection(x, y) for x, y in zip(a, b)]
+    elif a is not None and b is not None and _laneMajor(a, b):
+        # k partitions per lane against one per lane: each of the k with
+        # its lane's (partition i of k * 16 is of lane i // k).
+        k = len(a) // len(b)
+        pieces = [_intersection(x, b[i // k]) for i, x in enumerate(a)]
+    elif a is not None and b is not None and _laneMajor(b, a):
+        k = len(b) // len(a)
+        pieces = [_intersection(a[i // k], y) for i, y in enumerate(b)]
     elif a is not None:
         pieces = [_intersection(x, other) for x in a]
     else:
@@ -550,6 +570,13 @@ def intersect(ids, other):
     if SENTINEL in found:
         found.remove(SENTINEL)
     return found
+
+
+def _laneMajor(many, few):
+    """True if ``many`` partitions split each of ``few`` lane partitions
+    (``spreadPartitionOf``)."""
+    return len(few) == PARTITIONS and len(many) > len(few) and \
+        len(many) % len(few) == 0
 
 
 def misplaced(tree):
@@ -571,7 +598,7 @@ def misplaced(tree):
     else:
         return problems
     where = tree.partitionOf if isinstance(tree, JobQueue) else \
-        (lambda i: partitionOf(i, len(parts)))
+        (lambda i: spreadPartitionOf(i, len(parts)))
     for n, part, ids in parts:
         wrong = [i for i in ids if where(i) != n]
         if wrong:

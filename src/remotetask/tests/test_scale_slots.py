@@ -158,3 +158,58 @@ def test_threads_drain_every_job_once(env, concurrency):
     time.sleep(0.2)
     assert set(seen) == set(range(300))   # (a conflict may run one again)
     assert p.stats['completed'] == 300
+
+
+def test_claimed_indexes_split_like_the_queue():
+    from BTrees.LOBTree import LOTreeSet
+    from remotetask.interfaces import PROCESSING, QUEUED
+    from remotetask.service import TaskService
+    from remotetask.structures import IdSet, IdSetView, intersect
+    service = TaskService()
+    queue = JobQueue()
+    for status in (QUEUED, PROCESSING):
+        index = service._index[status]
+        assert len(index.partitions) == len(queue._parts)
+        for jobid in (1, 2, 3, 4, 1001, 5003, 15999, 16000, 123457):
+            assert index._partFor(jobid) is index.partitions[
+                queue.partitionOf(jobid)]
+    assert len(service._index['completed'].partitions) == 16
+    # Intersections with the task index (one set per lane) still work.
+    ids = IdSet(partitions=64)
+    wanted = [1, 2, 3, 7, 1001, 1002, 2500, 40001, 40002]
+    for jobid in wanted:
+        ids.insert(jobid)
+    lanes = IdSetView([LOTreeSet([0]) for _ in range(16)])
+    for jobid in (2, 3, 1002, 1003, 40002, 99):
+        lanes._partFor(jobid).insert(jobid)
+    assert list(intersect(ids, lanes)) == [2, 3, 1002, 40002]
+    assert list(intersect(lanes, ids)) == [2, 3, 1002, 40002]
+    assert list(ids) == wanted
+    assert structures.misplaced(ids) == []
+
+
+def test_a_slots_claims_change_its_own_index_partitions(env):
+    from remotetask.interfaces import PROCESSING, QUEUED
+    task('echo', lambda x: x)
+    for attempt in env.tm.attempts(5):
+        with attempt:
+            for i in range(40):
+                env.root['tasks'].add('echo', i)
+    service = env.root['tasks']
+    mine = service._queue.partitionOf(next(iter(service.jobIds(QUEUED))))
+    structures.setHome((mine % 4, 4))
+    try:
+        structures.movePartition()
+        with env.tm:
+            claimed = service.claim(limit=5, worker='w', spread=True)
+    finally:
+        structures.setHome(None)
+        structures.movePartition()
+    assert len(claimed) == 5
+    parts = {service._queue.partitionOf(job.id) for job in claimed}
+    assert len(parts) == 1 and parts.pop() % 4 == mine % 4
+    processing = service._index[PROCESSING]
+    for job in claimed:
+        assert job.id in processing._partFor(job.id)
+        assert job.id not in service._index[QUEUED]
+    assert service.count(QUEUED) == 35
