@@ -61,8 +61,15 @@ class _Sink:
         pass
 
 
+#: Inputs that always pickle (strings are checked for UTF-8 apart).
+_PLAIN = frozenset((int, float, bool, type(None), bytes))
+
+
 def checkPicklable(value, what='input'):
     """Raise InvalidInputError if ``value`` can not be stored in the ZODB."""
+    kind = type(value)
+    if kind in _PLAIN or kind is str and value.isascii():
+        return      # nothing to find: no pickling for the common inputs
     try:
         _ProbePickler(_Sink(), 3).dump(value)
     except Exception as e:

@@ -537,6 +537,7 @@ async function start() {
   $$('.task-filter').forEach((select) =>
     tasks.forEach((t) => select.append(el('option', {value: t.name, text: t.name}))));
   startRouting();
+  startUptime();   // the retention card, the disk-full banner (uptime.js)
   await refresh();
   setInterval(refresh, 1000);
   startStats();   // charts, per-task table, the jobs' URLs (stats.js)
