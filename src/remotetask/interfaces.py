@@ -688,8 +688,10 @@ class ITaskService(zope.interface.Interface):
         """Remove the jobs in the given final statuses (ended before the
         epoch time ``before``, if given), except those that jobs not final
         yet were added after (``remotetask.workflows.awaited()``).  One
-        transaction: for many jobs use
-        ``remotetask.retention.clean`` in steps (``remotetask clean`` does).
+        transaction, however many jobs: for many jobs use
+        ``remotetask.retention.clean`` in bounded steps (``limit``,
+        ``scan`` and ``cursors``), one transaction each, as
+        ``remotetask clean`` and ``POST /api/clean`` do.
 
         :raises InvalidStatusError: if a status is not final.
         """
@@ -826,22 +828,37 @@ class ITaskService(zope.interface.Interface):
     def pausedCount():
         """How many waiting jobs pauses hold back."""
 
-    def retryAll(queue=None, task=None, now=None, dry_run=False):
+    def retryAll(queue=None, task=None, now=None, dry_run=False,
+                 limit=None):
         """Queue again every job that ended ``error`` (of ``queue`` and
         ``task``, None: any); return how many (with ``dry_run``: how many
-        it would, changing nothing)."""
+        it would, changing nothing).
 
-    def purge(queue=None, task=None, dry_run=False):
+        The bulk actions (``retryAll``, ``purge``, ``deleteJobs``) act in
+        the caller's one transaction: on many jobs that is one large
+        transaction that conflicts with the workers for its whole length.
+        ``limit`` (an integer >= 1) acts on at most that many jobs.  For
+        big queues run ``remotetask.bulk``'s steps (``retryStep``,
+        ``purgeStep``, ``deleteStep``: bounded, with a cursor) one
+        transaction each, as the command line, XML-RPC and the page do
+        (``remotetask.bulk.run``).
+
+        :raises InvalidInputError: for a bad filter or ``limit``.
+        """
+
+    def purge(queue=None, task=None, dry_run=False, limit=None):
         """Cancel every queued, delayed, start-later and deferred job of
         ``queue`` and ``task`` (cron jobs are schedules: cancel them by
-        id); return how many (``dry_run``: how many it would)."""
+        id); return how many (``dry_run``: how many it would).  One
+        transaction; ``limit``: see ``retryAll``."""
 
     def deleteJobs(status=None, queue=None, task=None, before=None,
-                   dry_run=False):
+                   dry_run=False, limit=None):
         """Delete the jobs in ``status`` (a status or a list; None: every
         status but processing) of ``queue`` and ``task``, created or ended
         before the epoch time ``before`` if given; return how many
-        (``dry_run``: how many it would).
+        (``dry_run``: how many it would).  One transaction; ``limit``:
+        see ``retryAll``.
 
         :raises InvalidStatusError: for ``processing`` or an unknown
             status.

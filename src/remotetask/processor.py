@@ -18,6 +18,7 @@ section of ``interfaces``.  A processor has
 Each job is logged on the ``remotetask.worker`` logger.
 """
 import logging
+import math
 import os
 import random
 import socket
@@ -32,7 +33,7 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, pgnotify, registry, routing
+from remotetask import health, interfaces, numbers, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -164,10 +165,6 @@ def _deadline(service, job):
         return None
 
 
-def _isNumber(value, kind=(int, float)):
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
 def defaultWorkerId():
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
@@ -213,21 +210,21 @@ class Processor(Clock):
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None,
                  queues=None, around=None, heartbeat=registry.INTERVAL,
                  kind='thread'):
-        if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
+        if batch != 'auto' and (not numbers.isInt(batch) or batch < 1):
             raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
                              % (batch,))
         for what, value, low in (('concurrency', concurrency, 1),
                                  ('attempts', attempts, 1)):
-            if not _isNumber(value, int) or value < low:
+            if not numbers.isInt(value) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
         for what, value in (('lease', lease), ('poll_interval', poll_interval),
                             ('maintenance_interval', maintenance_interval),
                             ('heartbeat', heartbeat)):
-            if not _isNumber(value) or not value > 0:
+            if not numbers.isNumber(value) or not 0 < value < math.inf:
                 raise ValueError('%s must be a positive number of seconds, '
                                  'not %r' % (what, value))
-        if not _isNumber(grace) or grace < 0:
+        if not numbers.isNumber(grace) or not 0 <= grace < math.inf:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
         if around is not None and not callable(around):
             raise ValueError('around must be callable, not %r' % (around,))

@@ -87,6 +87,7 @@ def test_constants_kept_in_the_light_modules_agree():
     from remotetask.cli import common, jobs, serve, users
     from remotetask.web import app, auth
     assert common.DEFAULT_SERVICE == db.DEFAULT_SERVICE
+    assert common.DEFAULT_DB == db.DEFAULT_DB
     assert jobs.CLEANABLE == interfaces.CLEANABLE_STATUSES
     assert serve.MAX_BODY == app.MAX_BODY
     assert users.ROLES == auth.ROLES
@@ -129,6 +130,8 @@ def test_a_job_command_on_a_file_loads_no_zeo_client_and_no_web(tmp_path):
     # itself, without zodburi's resolvers (which load ZEO's client and
     # asyncio), croniter or the web stack.
     path = str(tmp_path / 'Data.fs')
+    from ZODB.FileStorage import FileStorage
+    FileStorage(path).close()       # counts refuses a file that is missing
     modules = _imported(
         'from remotetask.cli import run\n'
         'import contextlib, io\n'

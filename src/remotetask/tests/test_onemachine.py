@@ -266,6 +266,8 @@ def test_a_file_held_by_a_process_that_does_not_share_it(machine):
 
 def test_stale_socket_and_discovery_file_are_cleared(machine):
     os.makedirs(os.path.dirname(machine.db))
+    from ZODB.FileStorage import FileStorage
+    FileStorage(machine.db).close()     # as a killed serve leaves it
     # A socket nobody listens on, and a discovery file naming a dead pid.
     s = socket.socket(socket.AF_UNIX)
     s.bind(machine.db + '.sock')

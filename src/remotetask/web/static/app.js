@@ -67,6 +67,23 @@ async function act(label, method, path, body) {
   }
 }
 
+// A bulk action or clean is one bounded step per request (one transaction
+// on the server): repeat it with the answer's cursor until "more" is
+// false, adding up the field "counted" (count or removed) and calling
+// progress(total) after each step.  Each answer's cursor is past the jobs
+// it looked at, so the loop ends.
+async function steps(path, body, counted, progress) {
+  let total = 0;
+  let cursor = null;
+  for (;;) {
+    const result = await api('POST', path, Object.assign({}, body, cursor ? {cursor} : {}));
+    total += result[counted];
+    if (progress) progress(total, result.more);
+    if (!result.more) return total;
+    cursor = result.cursor;
+  }
+}
+
 // -- formatting -----------------------------------------------------------------
 
 // Any value a job may hold: a time out of Date's range (about 275,760
@@ -496,8 +513,8 @@ function wire() {
     const status = $$('[name=status]:checked', e.target).map((c) => c.value);
     if (!status.length) { toast('Choose at least one status', true); return; }
     if (!confirm('Remove all ' + status.join(', ') + ' jobs?')) return;
-    api('POST', 'api/clean', {status}).then((r) => { toast('Removed ' + r.removed + ' jobs'); refresh(); },
-                                            (err) => toast(err.message, true));
+    steps('api/clean', {status}, 'removed', (n, more) => toast('Removed ' + n + ' jobs' + (more ? '…' : '')))
+      .then(() => refresh(), (err) => { toast(err.message, true); refresh(); });
   });
 }
 
@@ -520,6 +537,7 @@ async function start() {
   $$('.task-filter').forEach((select) =>
     tasks.forEach((t) => select.append(el('option', {value: t.name, text: t.name}))));
   startRouting();
+  startUptime();   // the retention card, the disk-full banner (uptime.js)
   await refresh();
   setInterval(refresh, 1000);
   startStats();   // charts, per-task table, the jobs' URLs (stats.js)
