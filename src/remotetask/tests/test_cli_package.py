@@ -236,12 +236,14 @@ def test_the_program_sets_the_collector_and_run_does_not(tmp_path):
         'import gc, sys\n'
         'from remotetask import startup\n'
         'from remotetask.cli import common, run\n'
+        'assert run(["add", "--db", %r, "--import", "remotetask.tracker",'
+        ' "remotetask.tracker", "null", "--start-later"]) == 0\n'
         'assert run(["counts", "--db", %r]) == 0\n'
         'assert gc.isenabled() and gc.get_freeze_count() == 0\n'
         'startup.begin()\n'
         'assert not gc.isenabled()\n'
         'database = common.openDatabase(%r)\n'
         'assert gc.isenabled() and gc.get_freeze_count() > 1000\n'
-        'database.close()\n' % (path, path))
+        'database.close()\n' % (path, path, path))
     subprocess.run([sys.executable, '-c', code], env=subprocessEnv(),
                    check=True, capture_output=True)
