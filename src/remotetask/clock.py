@@ -29,7 +29,8 @@ from transaction.interfaces import TransientError
 
 from remotetask import pgnotify, registry, retention, routing
 from remotetask.limits import cancelRequested
-from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
+from remotetask.threads import (
+    abort, close, errorText, pause, storageErrors)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -74,7 +75,7 @@ class Clock:
                     if self._idle and not self._stopping.is_set():
                         self._checkDue(tm, conn, now)
                     failures = 0
-                except STORAGE_ERRORS as e:
+                except storageErrors() as e:
                     abort(tm)
                     self._count(storage_errors=1)
                     log.warning('clock: database unavailable (%s)',
@@ -110,7 +111,7 @@ class Clock:
                         elif job._lease is not None:
                             # Writes the small lease object only.
                             job._lease.expires = now + self.lease
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: renewing leases conflicted; next tick')
@@ -134,7 +135,7 @@ class Clock:
                     registration.beat(service, now)
                     dead = (registry.prune(service, now)
                             if registration.pruneDue(now) else [])
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: the registry heartbeat conflicted; next tick')
@@ -198,7 +199,7 @@ class Clock:
                     with attempt:
                         removed, after, more = retention.expire(
                             self._service(conn), now, cursors)
-            except STORAGE_ERRORS:
+            except storageErrors():
                 raise
             except TransientError:
                 log.warning('clock: removing expired jobs conflicted; next '
@@ -219,7 +220,7 @@ class Clock:
                     service = self._service(conn)
                     reaped = (service.maintain(now) if maintain
                               else service.reap(now))
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: %s conflicted; next time',

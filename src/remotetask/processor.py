@@ -40,7 +40,7 @@ from remotetask.root import DEFAULT_SERVICE, getService
 from remotetask.structures import movePartition
 from remotetask.task import policy
 from remotetask.threads import (
-    STORAGE_ERRORS, abort, close, errorText, hooks, pause)
+    abort, close, errorText, hooks, pause, storageErrors)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -504,7 +504,7 @@ class Processor(Clock):
                         conn = self.db.open(tm)
                     claimed = self._claim(tm, conn, worker)
                     failures = 0
-                except STORAGE_ERRORS as e:
+                except storageErrors() as e:
                     abort(tm)
                     health.check(e)     # a full disk: noted (/metrics)
                     self._count(storage_errors=1)
@@ -583,7 +583,7 @@ class Processor(Clock):
             # after the previous one committed.
             with self._claimLock:
                 claimed, tries = self._claimIn(tm, conn, worker, limit)
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError as e:
             # Claims kept conflicting with other workers': let them go on.
@@ -795,7 +795,7 @@ class Processor(Clock):
             try:
                 outcome = self._attempts(tm, conn, item, reporter)
                 break
-            except STORAGE_ERRORS as e:
+            except storageErrors() as e:
                 abort(tm)
                 health.check(e)         # a full disk: noted (/metrics)
                 self._count(storage_errors=1)
