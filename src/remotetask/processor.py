@@ -319,7 +319,7 @@ class Processor(Clock):
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
         # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
-        pgnotify.listen(self.db, self._onNotify)
+        self._listener = pgnotify.listen(self.db, self._onNotify)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
                                        % self.worker_id)
@@ -361,6 +361,7 @@ class Processor(Clock):
         self._unregister()
         hooks.remove(self.db, self._onInvalidate)
         pgnotify.unlisten(self.db, self._onNotify)
+        self._listener = None
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning('threads still running a task after stop (their '
@@ -441,6 +442,15 @@ class Processor(Clock):
         if not payload or payload == self.name:
             self.wake()
 
+    def _idleTimeout(self):
+        """The longest idle wait: ``poll_interval``, or at least
+        ``pgnotify.QUIET_POLL`` while a LISTEN connection stands (NOTIFY
+        wakes the threads for new jobs, the clock when a waiting job's time
+        comes: ``Clock._checkDue``)."""
+        if pgnotify.quiet(self._listener):
+            return max(self.poll_interval, pgnotify.QUIET_POLL)
+        return self.poll_interval
+
     def _idleWait(self, generation):
         """Wait for a wake-up; True if it was one of ``_wakeSome``'s."""
         with self._wakeup:
@@ -450,7 +460,7 @@ class Processor(Clock):
                     lambda: (self._generation != generation
                              or self._tickets
                              or self._stopping.is_set()),
-                    timeout=self.poll_interval)
+                    timeout=self._idleTimeout())
                 if self._tickets and self._generation == generation:
                     self._tickets -= 1
                     return True
