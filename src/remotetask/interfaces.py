@@ -191,7 +191,6 @@ write one counter.  ``docs/design.md`` explains the trade-offs.
 """
 import transaction.interfaces
 import zope.interface
-import zope.schema
 from zope.interface.common.mapping import IEnumerableMapping
 
 # -- Statuses --------------------------------------------------------------
@@ -381,17 +380,20 @@ class IJob(zope.interface.Interface):
     conflicts with the transaction that ends the job.
     """
 
-    id = zope.schema.Int(title='Job id', readonly=True)
-    task = zope.schema.TextLine(title='Name of the task to run')
+    # Plain attributes, not zope.schema fields: zope.schema would be
+    # imported by every command and worker for these three declarations
+    # alone (about 20 ms of their start-up); nothing validates through them.
+    id = zope.interface.Attribute('Job id (an int; read-only)')
+    task = zope.interface.Attribute('Name of the task to run (a str)')
     input = zope.interface.Attribute('The input given to the task')
     output = zope.interface.Attribute('The result of the last run, or None')
     error = zope.interface.Attribute(
         'Text saying why the job failed (last run), or None')
     traceback = zope.interface.Attribute(
         'The text of the traceback of the last unexpected exception, or None')
-    status = zope.schema.Choice(
-        title='Status', values=STATUSES, readonly=True,
-        description='Changed only by the service, never set directly')
+    status = zope.interface.Attribute(
+        'Status, one of STATUSES; changed only by the service, never set '
+        'directly (read-only)')
     created = zope.interface.Attribute('Epoch seconds when added')
     started = zope.interface.Attribute(
         'Epoch seconds of the last start: its claim while it waits to run '

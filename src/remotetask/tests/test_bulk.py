@@ -194,6 +194,28 @@ def test_bad_statuses_and_before(service):
 
 # -- steps in transactions of their own, while a processor runs ------------------
 
+def test_a_conflict_retries_only_its_step(tmp_path):
+    from ZODB.POSException import ConflictError
+    zope.component.provideUtility(SimpleTask(lambda x: 1 / 0), name='boom')
+    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
+    runner = dbmod.ServiceRunner(db, 'tasks')
+    ids = runner(lambda s: failed(s, 25))
+    calls = []
+
+    def flaky(service, cursor=None, **kw):
+        calls.append(cursor)
+        result = bulk.retryStep(service, cursor=cursor, **kw)
+        if len(calls) == 2:         # the second step, after its changes
+            raise ConflictError()
+        return result
+    assert bulk.run(runner, flaky, batch=10) == 25
+    # The second step ran twice from the same cursor; the first once.
+    assert calls == [None, {ERROR: ids[9]}, {ERROR: ids[9]},
+                     {ERROR: ids[19]}]
+    assert runner(lambda s: s.count(QUEUED)) == 25
+    db.close()
+
+
 def test_steps_while_a_processor_runs_jobs(tmp_path):
     """Completed jobs are deleted, and failed ones retried, in steps of
     20 while a processor completes a stream of new jobs and fails the
