@@ -278,6 +278,7 @@ class Processor(Clock):
         self._watched = None
         self._slots = None      # (offset, total, registry oid): _home
         self._slotsDue = 0.0
+        self._slotsVersion = 0  # invalidations of the registry seen
         self._duration = None   # seconds a job took lately (moving average)
         self._cpuShare = None   # their CPU time / wall time (the same)
         self._runner = None     # the thread that claims alone (_mayClaim)
@@ -445,7 +446,10 @@ class Processor(Clock):
         # thread, not the herd (a full claim wakes the next, _claim).
         slots = self._slots
         if slots is not None and slots[2] in oids:
-            self._slotsDue = 0.0    # a processor came or went: re-read
+            # A processor came or went: re-read (a reading from a snapshot
+            # taken before this invalidation does not count, _home).
+            self._slotsVersion += 1
+            self._slotsDue = 0.0
         watched = self._watched
         if not watched or getattr(_claiming, 'active', False):
             return
@@ -699,9 +703,10 @@ class Processor(Clock):
                     self._staggered((), tries)
                     time.sleep(random.uniform(0, self._stagger))
                 _claiming.active = True     # until the commit is done
+                version = self._slotsVersion    # before the snapshot
                 with attempt:
                     service = self._service(conn)
-                    setHome(self._home(service))
+                    setHome(self._home(service, version))
                     now = time.time()
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
@@ -722,18 +727,22 @@ class Processor(Clock):
             _claiming.active = False
         return claimed, tries
 
-    def _home(self, service):
+    def _home(self, service, version=None):
         """This thread's claim slot ``(slot, total)`` among the threads of
         the live processors of the service (``registry.slots``), or None
         before this processor's first heartbeat: its claims take from
         partitions of their own first (``structures.setHome``), so that
-        workers draining one backlog do not take the same entries."""
+        workers draining one backlog do not take the same entries.
+        ``version``: ``_slotsVersion`` before ``service``'s transaction
+        began (a registry change seen since then is read again)."""
         now = time.monotonic()
         if now >= self._slotsDue:
             # A stale reading costs overlapping claims, never a job.
             found = registry.slots(service, self.registration.key)
             self._slots = found
             self._slotsDue = now + (SLOTS_REFRESH if found else 0.5)
+            if version is not None and version != self._slotsVersion:
+                self._slotsDue = 0.0
         slots = self._slots
         index = getattr(self._local, 'index', None)
         if slots is None or index is None:

@@ -77,10 +77,13 @@ def test_registry_numbers_the_threads_of_the_live_processors(env):
     offsets = sorted((found[p][0], p.concurrency) for p in (a, b))
     # The slots of one processor's threads follow each other, no overlap.
     assert offsets[0][0] + offsets[0][1] == offsets[1][0]
-    # The processors' claims use them: thread 1 has the first slot.
+    # The processors' claims use them: thread 1 has the first slot (a
+    # reading of a's made before b registered is read again: b's
+    # registration invalidated the registry's BTree).
     for p in (a, b):
         p._local.index = 1
-        assert p._home(env.service) == (found[p][0], 3)
+        env.wait(lambda: p._home(env.service) == (found[p][0], 3),
+                 timeout=5, what='the slots of %r' % p)
     assert registry.slots(env.service, 'not registered') is None
     b.stop()
     env.tm.begin()
