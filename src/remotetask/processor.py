@@ -573,14 +573,17 @@ class Processor(Clock):
         one at a time, so a second thread would not add throughput, only
         the switching between them and the reloading of the objects the
         other's commits change (measured: 4 threads of one process drained
-        no-op jobs at 0.78-0.89x of one).  Jobs that wait (I/O, sleep) or
-        take long are claimed by every thread."""
+        no-op jobs at 0.67-0.89x of one).  Jobs that wait (I/O, sleep) or
+        take long are claimed by every thread; until the first job has run,
+        one thread claims."""
         if self.concurrency == 1:
             return True
         with self._lock:
             share, duration = self._cpuShare, self._duration
-            if share is None or duration is None or share < CPU_BOUND \
-                    or duration >= GROUP_SECONDS / 2:
+            # Until a job has been measured, one thread claims too (one job
+            # at a time, claimSize): its first run says which case it is.
+            if share is not None and duration is not None and (
+                    share < CPU_BOUND or duration >= GROUP_SECONDS / 2):
                 self._runner = None
                 return True
             if self._runner is None or self._runnerStuck():

@@ -96,8 +96,11 @@ def test_registry_numbers_the_threads_of_the_live_processors(env):
 
 
 def test_one_thread_claims_short_cpu_bound_jobs(env):
-    p = env.processor(concurrency=3)
-    assert all(p._mayClaim(i) for i in (1, 2, 3))  # nothing measured yet
+    from remotetask.processor import Processor
+    p = Processor(env.db, concurrency=3)    # not started: no thread races
+    # Nothing measured yet: one thread claims (and its run measures).
+    assert p._mayClaim(1) and not p._mayClaim(2) and not p._mayClaim(3)
+    p._leave(1)
     for _ in range(20):
         p._measured(0.001, 'noop', 0.001)          # short, CPU-bound
     assert p._cpuShare > 0.9
@@ -112,7 +115,7 @@ def test_one_thread_claims_short_cpu_bound_jobs(env):
     for _ in range(20):
         p._measured(0.5, 'long', 0.5)             # long jobs: all claim
     assert all(p._mayClaim(i) for i in (1, 2, 3))
-    assert env.processor(concurrency=1)._mayClaim(1)
+    assert Processor(env.db, concurrency=1)._mayClaim(1)
 
 
 def test_a_runner_stuck_in_a_long_job_lets_the_others_claim(env):
