@@ -208,7 +208,8 @@ def span(values):
 
 def report(args, results, load, elapsed):
     lines = ['', '## The crash window of grouped commits (issue 17, '
-             '`bench/crashwindow.py`, %s)' % datetime.date.today(), '',
+             '`bench/crashwindow.py`, %s)' % datetime.datetime.now(
+                 datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'), '',
              'Command: `flock /tmp/bench.lock python bench/crashwindow.py '
              '--runs %d --write`. Machine: %s, %d cores (shared). Load '
              'average (1, 5, 15 min) before: %s; after: %s. %.0f s.' % (
