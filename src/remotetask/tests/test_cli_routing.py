@@ -145,6 +145,54 @@ def test_retry_purge_delete(db, capsys, tmp_path):
     assert waiting
 
 
+def test_bulk_commands_run_in_steps(db, capsys, monkeypatch):
+    # 35 failed jobs, steps of 10: four transactions, the total printed.
+    import ZODB
+    import ZODB.FileStorage
+    from remotetask import bulk
+    from remotetask import db as dbmod
+    from remotetask.service import TaskService
+    zope.component.provideUtility(SimpleTask(lambda x: 1 / 0), name='boom')
+    database = ZODB.DB(ZODB.FileStorage.FileStorage(db[1]))
+    with database.transaction() as conn:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(35):
+            service.processNext(jobid=service.add('boom', i, now=0), now=1)
+        assert service.count('error') == 35
+    database.close()
+    monkeypatch.setattr(bulk, 'BATCH', 10)
+    steps = []
+    call = dbmod.ServiceRunner.__call__
+
+    def counted(self, func, *args, **kw):
+        result = call(self, func, *args, **kw)
+        steps.append(getattr(result, 'count', None))
+        return result
+    monkeypatch.setattr(dbmod.ServiceRunner, '__call__', counted)
+    assert run(['retry'] + db + ['--all', '--task', 'boom']) == 0
+    assert out(capsys).strip() == \
+        "queued again 35 failed jobs of task 'boom'"
+    assert steps == [10, 10, 10, 5]
+    del steps[:]
+    assert run(['purge'] + db + ['--task', 'boom', '--yes']) == 0
+    assert out(capsys).strip() == \
+        "cancelled 35 waiting jobs of task 'boom'"
+    # the dry run's count, then the purge, in steps of 10
+    assert steps == [10, 10, 10, 5] * 2
+    del steps[:]
+    assert run(['delete'] + db + ['--status', 'cancelled', '--yes']) == 0
+    assert out(capsys).strip() == 'deleted 35 jobs'
+    # (no filter: the dry run counts with the status counters, at once)
+    assert steps == [35, 10, 10, 10, 5]
+
+
+def test_bulk_commands_refuse_bad_filters(db, capsys):
+    assert run(['add'] + db + ['echo', '1']) == 0
+    out(capsys)
+    assert run(['purge'] + db + ['--queue', ' ', '--yes']) == 1
+    assert 'non-blank' in capsys.readouterr().err
+
+
 def test_statuses_kept_in_the_light_module_agree():
     from remotetask.cli import routing
     from remotetask.interfaces import STATUSES

@@ -579,7 +579,15 @@ def editCronJob(request):
 
 
 def clean(request):
-    data = body(request, ('status', 'before'))
+    """One bounded step of ``retention.clean`` (at most ``limit`` jobs
+    removed, ``SCAN_FACTOR`` x ``limit`` looked at per status) in the
+    request's transaction: ``removed``, ``more`` and the ``cursor`` to
+    send with the next request (the page repeats until ``more`` is
+    false).  ``service.clean()`` would be one transaction however many
+    jobs."""
+    from remotetask import bulk, retention
+    from remotetask.web.routing import stepLimit
+    data = body(request, ('status', 'before', 'limit', 'cursor'))
     statuses = data.get('status', list(interfaces.CLEANABLE_STATUSES))
     if isinstance(statuses, str):
         statuses = [statuses]
@@ -590,10 +598,12 @@ def clean(request):
     if unknown:
         raise bad('unknown status(es) %s; statuses: %s' % (
             ', '.join(map(repr, unknown)), ', '.join(interfaces.STATUSES)))
-    service = request.service
-    before = service.count()
-    service.clean(tuple(statuses), before=timestamp(data, 'before'))
-    return {'removed': before - service.count()}
+    limit = stepLimit(data)
+    cursor = bulk.checkCursor(data.get('cursor'), statuses)
+    removed, cursor, more = retention.clean(
+        request.service, tuple(statuses), before=timestamp(data, 'before'),
+        limit=limit, scan=limit * bulk.SCAN_FACTOR, cursors=cursor)
+    return {'removed': len(removed), 'more': more, 'cursor': cursor}
 
 
 # -- Processing ---------------------------------------------------------------
