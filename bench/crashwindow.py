@@ -244,7 +244,7 @@ def report(args, results, load, elapsed):
             span([r['conflict'] for r in rs]), span([r['other'] for r in rs]),
             bound, 'yes' if worst <= bound else 'NO (%d)' % worst))
     lines.append('')
-    lines.append('Per run (task: crash re-runs / open window / running at '
+    lines.append('Per run (task, `sendmail` being the `grouped=False` one: crash re-runs / open window / running at '
                  'the kill / jobs completed at the kill): ' + '; '.join(
                      '%s %d/%d/%d/%d' % (r['task'], r['crash'], r['window'],
                                          r['running'], r['killedAt'])
