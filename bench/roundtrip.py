@@ -15,12 +15,14 @@ add, its commit, the NOTIFY, the listener's wake, the claim and its commit,
 the run and its commit, the client seeing it.  Printed: the median time
 from the start of the add to each phase.
 
-Idle cost: ``--idle-workers`` worker processes idle for ``--idle-seconds``
-on a database of their own; the PostgreSQL statistics of that database
+Idle cost: ``--idle-workers`` ``remotetask worker --concurrency 1``
+processes (their defaults: poll interval 1 s, maintenance every 5 s,
+registry heartbeat every 5 s) idle for ``--idle-seconds`` on a database
+of their own; the PostgreSQL statistics of that database
 (``pg_stat_database``: transactions committed and rolled back, rows
 fetched, read from a connection to another database) before and after,
-per second and per worker.  A worker's idle wake-ups and the statements
-they cost are also counted in the same window.
+per second and per worker; with 0 workers, what the measuring itself
+costs (the statistics collector's own writes).
 
 ``--before SRC`` runs the same with another checkout's ``src`` (e.g.
 ``git worktree add /tmp/before COMMIT``), alternating, for same-run ratios.
@@ -272,19 +274,19 @@ def idleMain(src, workers, seconds):
         procs = []
         try:
             for i in range(workers):
-                statsfile = os.path.join(workdir, 'w%d.json' % i)
                 procs.append(subprocess.Popen(
-                    [sys.executable, '-m', 'remotetask.tests.scale_agents',
-                     'process', store.uri, statsfile, '60', 'auto'],
+                    [sys.executable, '-m', 'remotetask', 'worker', '--db',
+                     store.uri, '--import', 'remotetask.tests.scale_agents',
+                     '--concurrency', '1', '--log-level', 'WARNING'],
                     env=childEnv(src), stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL))
+            # Started (imports, connections, registry entries) and idle.
             deadline = time.monotonic() + 60
-            while not all(os.path.exists(os.path.join(
-                    workdir, 'w%d.json.ready' % i)) for i in range(workers)):
+            while pgStats(dbname)['connections'] < 1 + 3 * workers:
                 if time.monotonic() > deadline:
                     raise TimeoutError('workers did not start')
-                time.sleep(0.1)
-            time.sleep(5.0)     # start-up writes (registry) are over
+                time.sleep(0.2)
+            time.sleep(5.0)
             # This process's own connections: idle from here on.
             store.tm.abort()
             before = pgStats(dbname)

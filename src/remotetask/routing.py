@@ -590,6 +590,14 @@ def hasDue(service, now):
                if q not in paused)
 
 
+def firstEta(service):
+    """The earliest time a waiting job of any lane is due at (paused or
+    not, whatever its task's limits), or None if no job waits."""
+    firsts = [first[0] for key, found in lanes(service)
+              for first in (found.oldest(),) if first is not None]
+    return min(firsts) if firsts else None
+
+
 def queueNames(service):
     """The names of the queues that had jobs (and 'default')."""
     names = {DEFAULT_QUEUE}

@@ -135,10 +135,14 @@ def openDatabase(uri, create=True, **options):
     if not create:
         requireExisting(uri)
     from remotetask import db as dbmod
+    from remotetask import startup
     from remotetask.embedded import DatabaseBusy
     from remotetask.interfaces import RemoteTaskError
     try:
-        return dbmod.openDB(uri, **options)
+        database = dbmod.openDB(uri, **options)
+        # The bulk of a command's start-up (the ZODB's imports) is done.
+        startup.ready()
+        return database
     except DatabaseBusy as e:
         # Not a usage error (no usage text), but the --db given can not be
         # used: the exit status of one.

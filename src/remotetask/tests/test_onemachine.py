@@ -348,3 +348,19 @@ def test_a_second_signal_stops_serve_at_once(machine):
     assert serve.wait(DEADLINE) == 128 + signal.SIGTERM
     # What it left behind does not stop the next command.
     assert machine.status(jobid)['status'] == 'processing'
+
+
+def test_a_worker_that_can_not_serve_its_file_says_so_and_exits_1(machine):
+    # The embedded server starts once the processor runs (docs/startup.md);
+    # if it can not (here: a directory where its socket goes), the worker
+    # stops, with one line and exit status 1, and leaves the file usable.
+    os.makedirs(machine.db + '.sock')
+    (machine.path / 'var' / 'Data.fs.sock' / 'x').write_text('')
+    proc = machine.start('worker', 'worker', '--grace', '1')
+    assert proc.wait(DEADLINE) == 1
+    log = machine.log('worker')
+    assert 'Traceback' not in log, log
+    assert ('ERROR [remotetask.worker] can not share the database file://%s '
+            'with the local processes: ' % machine.db) in log, log
+    assert embedded.readInfo(machine.db) is None
+    assert machine.run('counts').returncode == 0
