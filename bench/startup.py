@@ -22,6 +22,8 @@ noisy):
   shares its FileStorage through an embedded ZEO server; since issue 10's
   start-up work that server starts right after that line (docs/startup.md):
   the time to its "serving ... to local processes" line is reported too;
+  and the worker's CPU time (user + system) from its start to that line,
+  taken in the process itself (``time.process_time()`` in a log handler);
 - ``python -X importtime -c 'import remotetask.cli'``: the import time of
   the command's package (microseconds, as Python counts them).
 
@@ -109,6 +111,38 @@ def workerStart(src, cwd, db, serving=False):
     return times
 
 
+#: Runs ``python -m remotetask worker ...`` (the tree's own ``__main__``) with
+#: a log handler that prints the process's CPU time (user + system, since
+#: its start) at the "processor ... started" line, then exits at once.
+WORKER_CPU = r'''
+import logging, os, runpy, sys, time
+
+class Started(logging.Handler):
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith('processor ') and ' started' in message:
+            sys.stderr.write('CPU %f\n' % time.process_time())
+            sys.stderr.flush()
+            os._exit(0)
+
+logging.getLogger('remotetask.worker').addHandler(Started())
+sys.argv = ['remotetask'] + sys.argv[1:]
+runpy.run_module('remotetask', run_name='__main__', alter_sys=True)
+'''
+
+
+def workerCPU(src, cwd, db):
+    """CPU seconds the worker used from its start to "processor started"."""
+    out = subprocess.run(
+        [sys.executable, '-c', WORKER_CPU, 'worker', '--db', db, '--import',
+         'remotetask.tracker'], env=env(src), cwd=cwd, capture_output=True,
+        text=True, timeout=60)
+    for line in out.stderr.splitlines():
+        if line.startswith('CPU '):
+            return float(line[4:])
+    raise RuntimeError(out.stderr[-2000:])
+
+
 def importTime(src, cwd):
     out = subprocess.run(
         [sys.executable, '-X', 'importtime', '-c', 'import remotetask.cli'],
@@ -180,6 +214,8 @@ def main():
                                     serving=name == 'after')
                 add('remotetask worker: start to "processor started"', name,
                     times['started'])
+                add('remotetask worker: CPU time to "processor started"',
+                    name, workerCPU(src, cwd, dbs[name]))
                 if 'serving' in times:
                     add('remotetask worker: start to its embedded server '
                         '"serving"', name, times['serving'])

@@ -30,12 +30,10 @@ does not share it (a plain ``FileStorage`` user, ``runzeo``...).
 openDB`` for ``file://`` URIs and plain paths.
 """
 import errno
-import hashlib
 import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 
@@ -94,6 +92,8 @@ def socketPath(path):
     candidate = path + SOCKET_SUFFIX
     if len(os.fsencode(candidate)) <= _MAX_SOCKET_PATH:
         return candidate
+    import hashlib      # (not at start-up: a few ms of every command)
+    import tempfile
     directory = os.path.join(tempfile.gettempdir(),
                              'remotetask-%d' % os.getuid())
     os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -83,13 +83,17 @@ def test_retention_card_shows_and_sets_the_service_retention(browser,
     waitForRetention(page, ['3600', '604800', ''])
 
     # Bad values: a clear message on the card, nothing stored.
-    for text, words in [('-5', ['completed', '-5', 'negative', '>= 0']),
-                        ('abc', ['completed', '"abc"', 'not a number']),
-                        ('1e999', ['completed', 'not a number']),
-                        ('12 h', ['completed', 'not a number'])]:
+    message = page.locator('#retention-error')
+    for text, words in [('-5', ['completed: -5 is negative', '>= 0']),
+                        ('abc', ['completed: "abc" is not a number']),
+                        ('1e999', ['completed: "1e999" is not a number']),
+                        ('12 h', ['completed: "12 h" is not a number'])]:
         saveRetention(page, 'completed', text)
-        message = page.locator('#retention-error')
-        message.wait_for(timeout=LONG)
+        # (the message of this value, not of the one before)
+        page.wait_for_function(
+            "(text) => { const box = document.querySelector("
+            "'#retention-error'); return !box.hidden && "
+            "box.textContent.includes(text); }", arg=words[0], timeout=LONG)
         for word in words:
             assert word in message.text_content(), (text, word)
         assert 'Nothing was saved' in message.text_content()
@@ -237,22 +241,37 @@ def test_jobs_at_the_far_ends_of_time_are_shown(browser, server):
     }
     cron = apiCall(server, 'POST', 'api/cronjobs', {
         'task': 'echo', 'input': 'leap', 'expression': '0 0 29 2 *'})['id']
-    # Due long ago (epoch 0, and far before): run at once.
-    past = [apiCall(server, 'POST', 'api/jobs',
-                    {'task': 'echo', 'input': n, 'eta': eta})['id']
-            for n, eta in enumerate([0, -1e15])]
+    # Due long ago (epoch 0, and before Date's range: a million
+    # centuries), held in a paused queue so that they wait with that eta.
+    apiCall(server, 'POST', 'api/pause', {'queue': 'past'})
+    past = [apiCall(server, 'POST', 'api/jobs', {
+        'task': 'echo', 'input': n, 'eta': eta, 'queue': 'past'})['id']
+        for n, eta in enumerate([0, -1e15])]
     stored = apiCall(server, 'GET', 'api/jobs/%d' % far['eta'])
     assert stored['status'] == 'delayed' and stored['eta'] == last
+    assert apiCall(server, 'GET', 'api/jobs/%d' % past[1])['eta'] == -1e15
 
     page, errors = login(browser, server, 'mia', 'mia-pw')
     console = watchConsole(page)
     for jobid in list(far.values()) + [cron] + past:
         row(page, 'jobs', jobid).wait_for(timeout=LONG)
-    for jobid in past:
-        row(page, 'jobs', jobid).locator('.status-completed').wait_for(
-            timeout=LONG)
     assert page.locator('#jobs td.empty').count() == 0
     assert page.locator('#jobs tbody tr[data-id]').count() == 6
+    for jobid in past:
+        assert row(page, 'jobs', jobid).locator('.status-queued').count() \
+            == 1
+        assert row(page, 'jobs', jobid).locator('td:nth-child(5)'
+                                                ).text_content().endswith(
+            ' ago')
+    assert row(page, 'jobs', past[0]).locator('td:nth-child(5)').get_attribute(
+        'title').startswith('1970-01-01')
+    # (out of Date's range: the number as it is)
+    assert row(page, 'jobs', past[1]).locator('td:nth-child(5)').get_attribute(
+        'title') == '-1000000000000000'
+    # The queues panel: the paused queue, overdue since long ago.
+    overdue = page.locator('#queues tr[data-queue=past] td:nth-child(4)')
+    overdue.wait_for(timeout=LONG)
+    assert overdue.text_content().endswith('d overdue')
     # The due dates, shown in full on hover, relative in the cell.
     for jobid in far.values():
         due = row(page, 'jobs', jobid).locator('td:nth-child(5)')
@@ -277,10 +296,15 @@ def test_jobs_at_the_far_ends_of_time_are_shown(browser, server):
         assert fields.get('Created'), fields
         if jobid in far.values():
             assert fields['Due'].startswith('9999-12-'), fields
-        if jobid in past:
-            page.wait_for_selector('#detail-result:text-is("%d")'
-                                   % past.index(jobid), timeout=LONG)
-    assert fields['Ended']
+    assert fields['Due'].startswith('-1000000000000000 ('), fields
+    assert fields['Due'].endswith(' ago)'), fields
+    # Resumed, they run; their detail shows the end.
+    apiCall(server, 'POST', 'api/resume', {'queue': 'past'})
+    page.wait_for_selector('#detail-title .status-completed', timeout=LONG)
+    page.wait_for_selector('#detail-result:text-is("1")', timeout=LONG)
+    assert detailFields(page)['Ended']
+    row(page, 'jobs', past[0]).locator('.status-completed').wait_for(
+        timeout=LONG)
     row(page, 'jobs', cron).click()
     page.wait_for_selector('#detail-title:has-text("Job %d ")' % cron)
     assert detailFields(page)['Schedule'] == '0 0 29 2 * (UTC)'
@@ -288,6 +312,7 @@ def test_jobs_at_the_far_ends_of_time_are_shown(browser, server):
 
     # A page opened on a job's URL shows its detail too.
     page.goto(server + '#/jobs/%d' % far['eta'])
+    page.reload()
     page.wait_for_selector('#detail-title:has-text("Job %d ")' % far['eta'],
                            timeout=LONG)
     assert detailFields(page)['Due'].startswith('9999-12-31')

@@ -98,6 +98,9 @@ function when(t) {
   return d.toISOString().slice(0, 10) + ' ' + time;
 }
 
+// A time is given unless null (0 is 1970-01-01, a time like any other).
+function given(t) { return t !== null && t !== undefined; }
+
 function relative(t) {
   if (t === null || t === undefined) return '';
   if (typeof t !== 'number' || !isFinite(t)) return String(t);
@@ -203,7 +206,8 @@ function renderJobs(page) {
     el('td', {class: 'num'}, jobLink(job.id, String(job.id))), el('td', {}, job.task, ...routingTags(job)),
     el('td', {}, badge(job.status), job.cron ? el('span', {class: 'tag', text: 'cron'}) : ''),
     el('td', {text: when(job.created)}),
-    el('td', {title: when(job.eta || job.started)}, job.eta ? relative(job.eta) : when(job.started)),
+    el('td', {title: when(given(job.eta) ? job.eta : job.started)},
+       given(job.eta) ? relative(job.eta) : when(job.started)),
     el('td', {}, progressBar(job)),
     el('td', {class: 'actions'}, ...jobActions(job)))));
   if (!page.jobs.length)
@@ -254,7 +258,7 @@ function renderDetail(job) {
   $('#detail-actions').replaceChildren(...jobActions(job));
   const fields = [['Task', job.task], ['Queue', job.queue], ['Priority', job.priority],
     ['Unique key', job.unique_key], ['Created', when(job.created)],
-    ['Due', job.eta ? when(job.eta) + ' (' + relative(job.eta) + ')' : ''],
+    ['Due', given(job.eta) ? when(job.eta) + ' (' + relative(job.eta) + ')' : ''],
     ['Started', when(job.started)], ['Ended', when(job.completed)],
     ['Worker', job.worker], ['Starts', job.starts], ['Retries', job.retries],
     ['Lease until', when(job.lease_expires)], ['Time limit', job.time_limit],

@@ -85,7 +85,7 @@ function renderQueues(data) {
     el('td', {}, el('a', {href: '#queue-' + q.queue, class: 'queue-link',
                           onclick: (e) => { e.preventDefault(); setQueueFilter(q.queue); }}, q.queue)),
     el('td', {class: 'num', text: q.waiting}), el('td', {class: 'num', text: q.processing}),
-    el('td', {title: q.oldest_due ? when(q.oldest_due) : ''},
+    el('td', {title: given(q.oldest_due) ? when(q.oldest_due) : ''},
        q.oldest_age === null ? '' : age(q.oldest_age) + ' overdue'),
     el('td', {text: q.priorities.join(' ')}),
     el('td', {class: q.paused ? 'paused-state' : '', text: q.paused ? 'paused' : 'active'}),
