@@ -340,6 +340,7 @@ class Processor(Clock):
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
         # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
+        self._dueHeard = None       # the clock looks at the queue first
         self._listener = pgnotify.listen(self.db, self._onNotify)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
