@@ -14,6 +14,11 @@ Two halves:
   (``server_status()``: commits, aborts, conflicts, loads, stores) every
   ``interval`` seconds, so that a window (the producers' loops, from the
   first start to the last end) can be cut out of them afterwards.
+- ``python bench/accounting.py zeoserver RUNZEO-ARGS``: ZEO's ``runzeo``
+  whose storages' commit lock counts how long it was held
+  (``lock_held`` seconds and ``lock_taken`` times in ``server_status()``).
+  ZEO's server holds that lock from a transaction's vote to its finish,
+  a round trip to the client included: one commit at a time.
 """
 import os
 import threading
@@ -112,8 +117,9 @@ class CPUSampler:
         sb = next((s[4] for s in after if s[4]), None)
         if sa and sb:
             for key, value in sb.items():
-                if isinstance(value, int) and isinstance(sa.get(key), int):
-                    status[key] = value - sa[key]
+                if isinstance(value, (int, float)) and \
+                        isinstance(sa.get(key, 0), (int, float)):
+                    status[key] = value - sa.get(key, 0)
         return {'seconds': seconds, 'cpu': cpu,
                 'machine_busy': (b[2] - a[2]) / max(1e-9, b[3] - a[3]),
                 'cores': os.cpu_count(), 'server': status}
@@ -190,3 +196,40 @@ def merge(figures):
             total['calls'][key] += f['calls'].get(key, 0)
         total['bytes'] += f['bytes']
     return total
+
+
+def timeCommitLock():
+    """Make ZEO's LockManager add up how long its lock was held (into its
+    storage's stats, which ``server_status()`` returns)."""
+    from ZEO.StorageServer import LockManager
+    locked, unlocked = LockManager._locked, LockManager._unlocked
+
+    def _locked(self, zs):
+        self._heldSince = time.perf_counter()
+        return locked(self, zs)
+
+    def _unlocked(self, zs):
+        since = getattr(self, '_heldSince', None)
+        if since is not None:
+            stats = self.stats
+            stats.lock_held = getattr(stats, 'lock_held', 0.0) + \
+                time.perf_counter() - since
+            stats.lock_taken = getattr(stats, 'lock_taken', 0) + 1
+            self._heldSince = None
+        return unlocked(self, zs)
+    LockManager._locked, LockManager._unlocked = _locked, _unlocked
+
+
+def zeoServerCommand(port, path):
+    """The command line of a ZEO server whose commit lock is timed."""
+    import sys
+    return [sys.executable, os.path.abspath(__file__), 'zeoserver', '-a',
+            '127.0.0.1:%d' % port, '-f', path]
+
+
+if __name__ == '__main__':
+    import sys
+    if sys.argv[1:2] == ['zeoserver']:
+        timeCommitLock()
+        from ZEO import runzeo
+        runzeo.main(sys.argv[2:])

@@ -161,7 +161,8 @@ def processScenario(kind, workdir, processes, count, timed=False):
     """``processes`` producer processes that start their loops together
     (each waits for the others to be loaded); adds/s counts from the
     first loop's start to the last one's end."""
-    with measure.Store(kind, workdir) as store:
+    server = TimedZEOServer if timed else None
+    with measure.Store(kind, workdir, server) as store:
         sampler = None
         with store.workers(WORKERS) if WORKERS else _NoWorkers() as w:
             if timed:
@@ -207,6 +208,19 @@ def processScenario(kind, workdir, processes, count, timed=False):
     return result
 
 
+class TimedZEOServer(testing.ZEOServer):
+    """runzeo whose commit lock is timed (bench/accounting.py)."""
+
+    def start(self, timeout=30.0):
+        import accounting
+        with open(self.log, 'ab') as logf:
+            self.proc = subprocess.Popen(
+                accounting.zeoServerCommand(self.port, self.path),
+                stdout=logf, stderr=subprocess.STDOUT, env=measure.env())
+        testing.waitForPort(self.port, timeout, proc=self.proc)
+        return self
+
+
 def startSampler(store, workers):
     import accounting
     pids = {'server': store.server.proc.pid} if store.server else {}
@@ -244,6 +258,11 @@ def account(totals, total, sampler):
         'server': window['server'],
         'server_commits_per_s': window['server'].get('commits', 0)
         / max(1e-9, window['seconds']),
+        # The share of the time the server's commit lock was held.
+        'lock_busy': window['server'].get('lock_held', 0.0)
+        / max(1e-9, window['seconds']),
+        'lock_ms_per_commit': 1000 * window['server'].get('lock_held', 0.0)
+        / max(1, window['server'].get('lock_taken', 0)),
         # Per add, in ms, summed over the producers.
         'ms_per_add': {
             'loop': 1000 * sum(t['seconds'] for t in totals) / added,
@@ -457,23 +476,25 @@ def report(rows, args, load0, load1):
                   % timed[0][2]['cores'], '',
                   '| storage | producers | seconds | machine busy | CPU s: '
                   'server / workers / producers | CPU ms per add: server / '
-                  'workers / producers | server commits/s | server loads '
+                  'workers / producers | server commits/s | commit lock '
+                  'held: share of the time, ms per commit | server loads '
                   'per add | producer ms per add: loop / cpu / load / vote '
                   '/ finish | objects stored per add |',
-                  '|---|---|---|---|---|---|---|---|---|---|']
+                  '|---|---|---|---|---|---|---|---|---|---|---|']
         for kind, who, a in timed:
             m = a['ms_per_add']
             added = a['span_adds_per_s'] * a['span_seconds']
             lines.append(
                 '| %s | %s | %.1f | %.0f %% | %.2f / %.2f / %.2f | '
-                '%.2f / %.2f / %.2f | %.0f | %.1f | %.2f / %.2f / %.2f / '
-                '%.2f / %.2f | %.1f |' % (
+                '%.2f / %.2f / %.2f | %.0f | %.0f %%, %.2f | %.1f | '
+                '%.2f / %.2f / %.2f / %.2f / %.2f | %.1f |' % (
                     kind, who, a['span_seconds'], 100 * a['machine_busy'],
                     a['cpu_server'], a['cpu_workers'], a['cpu_producers'],
                     1000 * a['cpu_server'] / added,
                     1000 * a['cpu_workers'] / added,
                     1000 * a['cpu_producers'] / added,
-                    a['server_commits_per_s'],
+                    a['server_commits_per_s'], 100 * a['lock_busy'],
+                    a['lock_ms_per_commit'],
                     a['server'].get('loads', 0) / added,
                     m['loop'], m['cpu'], m['load'], m['tpc_vote'],
                     m['tpc_finish'], a['calls_per_add']['store']))
