@@ -472,8 +472,9 @@ def report(rows, args, load0, load1):
                   'time per add, ms (summed over the producers: `loop` is '
                   'their wall time, `cpu` their own CPU; `load` the loads '
                   'that missed the cache, `vote` and `finish` the two round '
-                  'trips of a commit, waiting for the commit lock included):'
-                  % timed[0][2]['cores'], '',
+                  'trips of a commit, waiting for the commit lock included; '
+                  'the server, lock and phase columns are ZEO\'s: 0 on '
+                  'RelStorage):' % timed[0][2]['cores'], '',
                   '| storage | producers | seconds | machine busy | CPU s: '
                   'server / workers / producers | CPU ms per add: server / '
                   'workers / producers | server commits/s | commit lock '
