@@ -269,8 +269,13 @@ def write(path, rows, extra, args, notes, cold=()):
            'are `Processor` processes (one thread each, default `--batch '
            'auto` unless the row says batch=1); on FileStorage, '
            'which serves one process, they are threads of one in-process '
-           'Processor.  On RelStorage the workers poll every 0.05 s when '
-           'idle (no invalidation push between processes).' % (
+           'Processor.  Idle workers are woken by ZODB invalidations '
+           '(FileStorage, ZEO) or by PostgreSQL NOTIFY (RelStorage: '
+           '`remotetask.pgnotify`), and look for work once a second '
+           'besides; the client polls the job\'s status every 0.5 ms '
+           '(on RelStorage each poll is a new transaction, one query); '
+           'bench/roundtrip.py splits the RelStorage round trip into its '
+           'phases.' % (
                args.n, args.n_rel, args.samples), '',
            '| system | enqueue 1/txn jobs/s | enqueue 1000/txn jobs/s | '
            'drain 1 worker jobs/s | drain 4 workers jobs/s | round trip p50 '

@@ -18,6 +18,7 @@ section of ``interfaces``.  A processor has
 Each job is logged on the ``remotetask.worker`` logger.
 """
 import logging
+import math
 import os
 import random
 import socket
@@ -32,14 +33,14 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, pgnotify, registry, routing
+from remotetask import health, interfaces, numbers, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
 from remotetask.structures import movePartition
 from remotetask.task import policy
 from remotetask.threads import (
-    STORAGE_ERRORS, abort, close, errorText, hooks, pause)
+    abort, close, errorText, hooks, pause, storageErrors)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -164,10 +165,6 @@ def _deadline(service, job):
         return None
 
 
-def _isNumber(value, kind=(int, float)):
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
 def defaultWorkerId():
     return '%s:%d' % (socket.gethostname(), os.getpid())
 
@@ -213,21 +210,21 @@ class Processor(Clock):
                  maintenance_interval=5.0, grace=30.0, attempts=5, oid=None,
                  queues=None, around=None, heartbeat=registry.INTERVAL,
                  kind='thread'):
-        if batch != 'auto' and (not _isNumber(batch, int) or batch < 1):
+        if batch != 'auto' and (not numbers.isInt(batch) or batch < 1):
             raise ValueError("batch must be 'auto' or an integer >= 1, not %r"
                              % (batch,))
         for what, value, low in (('concurrency', concurrency, 1),
                                  ('attempts', attempts, 1)):
-            if not _isNumber(value, int) or value < low:
+            if not numbers.isInt(value) or value < low:
                 raise ValueError('%s must be an integer >= %d, not %r'
                                  % (what, low, value))
         for what, value in (('lease', lease), ('poll_interval', poll_interval),
                             ('maintenance_interval', maintenance_interval),
                             ('heartbeat', heartbeat)):
-            if not _isNumber(value) or not value > 0:
+            if not numbers.isNumber(value) or not 0 < value < math.inf:
                 raise ValueError('%s must be a positive number of seconds, '
                                  'not %r' % (what, value))
-        if not _isNumber(grace) or grace < 0:
+        if not numbers.isNumber(grace) or not 0 <= grace < math.inf:
             raise ValueError('grace must be >= 0 seconds, not %r' % (grace,))
         if around is not None and not callable(around):
             raise ValueError('around must be callable, not %r' % (around,))
@@ -322,7 +319,8 @@ class Processor(Clock):
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
         # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
-        pgnotify.listen(self.db, self._onNotify)
+        self._dueHeard = None       # the clock looks at the queue first
+        self._listener = pgnotify.listen(self.db, self._onNotify)
         self._clock = threading.Thread(target=self._clockLoop, daemon=True,
                                        name='remotetask clock %s'
                                        % self.worker_id)
@@ -364,6 +362,7 @@ class Processor(Clock):
         self._unregister()
         hooks.remove(self.db, self._onInvalidate)
         pgnotify.unlisten(self.db, self._onNotify)
+        self._listener = None
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning('threads still running a task after stop (their '
@@ -444,6 +443,15 @@ class Processor(Clock):
         if not payload or payload == self.name:
             self.wake()
 
+    def _idleTimeout(self):
+        """The longest idle wait: ``poll_interval``, or at least
+        ``pgnotify.QUIET_POLL`` while a LISTEN connection stands (NOTIFY
+        wakes the threads for new jobs, the clock when a waiting job's time
+        comes: ``Clock._checkDue``)."""
+        if pgnotify.quiet(self._listener):
+            return max(self.poll_interval, pgnotify.QUIET_POLL)
+        return self.poll_interval
+
     def _idleWait(self, generation):
         """Wait for a wake-up; True if it was one of ``_wakeSome``'s."""
         with self._wakeup:
@@ -453,7 +461,7 @@ class Processor(Clock):
                     lambda: (self._generation != generation
                              or self._tickets
                              or self._stopping.is_set()),
-                    timeout=self.poll_interval)
+                    timeout=self._idleTimeout())
                 if self._tickets and self._generation == generation:
                     self._tickets -= 1
                     return True
@@ -497,7 +505,7 @@ class Processor(Clock):
                         conn = self.db.open(tm)
                     claimed = self._claim(tm, conn, worker)
                     failures = 0
-                except STORAGE_ERRORS as e:
+                except storageErrors() as e:
                     abort(tm)
                     health.check(e)     # a full disk: noted (/metrics)
                     self._count(storage_errors=1)
@@ -576,7 +584,7 @@ class Processor(Clock):
             # after the previous one committed.
             with self._claimLock:
                 claimed, tries = self._claimIn(tm, conn, worker, limit)
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError as e:
             # Claims kept conflicting with other workers': let them go on.
@@ -788,7 +796,7 @@ class Processor(Clock):
             try:
                 outcome = self._attempts(tm, conn, item, reporter)
                 break
-            except STORAGE_ERRORS as e:
+            except storageErrors() as e:
                 abort(tm)
                 health.check(e)         # a full disk: noted (/metrics)
                 self._count(storage_errors=1)

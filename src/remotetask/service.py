@@ -12,7 +12,7 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, pgnotify, registry,
+from remotetask import (bulk, events, interfaces, limits, pgnotify, registry,
                         retention, routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
@@ -61,8 +61,15 @@ class _Sink:
         pass
 
 
+#: Inputs that always pickle (strings are checked for UTF-8 apart).
+_PLAIN = frozenset((int, float, bool, type(None), bytes))
+
+
 def checkPicklable(value, what='input'):
     """Raise InvalidInputError if ``value`` can not be stored in the ZODB."""
+    kind = type(value)
+    if kind in _PLAIN or kind is str and value.isascii():
+        return      # nothing to find: no pickling for the common inputs
     try:
         _ProbePickler(_Sink(), 3).dump(value)
     except Exception as e:
@@ -520,18 +527,20 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         return routing.pausedCount(self)
 
-    def retryAll(self, queue=None, task=None, now=None, dry_run=False):
+    def retryAll(self, queue=None, task=None, now=None, dry_run=False,
+                 limit=None):
         """See ITaskService."""
-        return routing.retryAll(self, queue, task, now, dry_run)
+        return bulk.retryAll(self, queue, task, now, dry_run, limit)
 
-    def purge(self, queue=None, task=None, dry_run=False):
+    def purge(self, queue=None, task=None, dry_run=False, limit=None):
         """See ITaskService."""
-        return routing.purge(self, queue, task, dry_run)
+        return bulk.purge(self, queue, task, dry_run, limit)
 
     def deleteJobs(self, status=None, queue=None, task=None, before=None,
-                   dry_run=False):
+                   dry_run=False, limit=None):
         """See ITaskService."""
-        return routing.deleteJobs(self, status, queue, task, before, dry_run)
+        return bulk.deleteJobs(self, status, queue, task, before, dry_run,
+                               limit)
 
     # -- processing ----------------------------------------------------------
 

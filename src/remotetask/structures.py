@@ -694,12 +694,14 @@ class _Block:
         self.next += 1
         return jobid
 
-    def __del__(self):
+    def __del__(self, getpid=os.getpid):
+        # (Bound names only: at the interpreter's exit, module globals may
+        # be gone already.)
         pool = self.pool
-        if pool is not None and self.pid == os.getpid():
+        if pool is not None and self.pid == getpid():
             self.pool = None
-            pool.append(_Block(self.lane, self.next, self.end, self.size,
-                               self.pid))
+            pool.append(type(self)(self.lane, self.next, self.end, self.size,
+                                   self.pid))
 
 
 def _reserve(allocator, lane, block):
@@ -733,7 +735,15 @@ def _pool(db, oid):
 
 
 def _allocateFromLane(db, oid):
-    blocks = _thread().blocks.setdefault(db, {})
+    state = _thread()
+    # The block the thread took its last id from, if it has ids left: one
+    # look-up per add rather than a weak dictionary's and the pool's.
+    last = state.last
+    if last is not None and last[1] == oid and last[0]() is db:
+        block = last[2]
+        if block.next < block.end:
+            return block.take()
+    blocks = state.blocks.setdefault(db, {})
     block = blocks.get(oid)
     if block is None:
         with _blockLock:
@@ -748,6 +758,7 @@ def _allocateFromLane(db, oid):
         with _blockLock:
             fresh.pool = _pool(db, oid)
         block = blocks[oid] = fresh
+    state.last = (weakref.ref(db), oid, block)
     return block.take()
 
 
@@ -777,17 +788,30 @@ _local = threading.local()
 _rng = random.SystemRandom()
 
 
+#: How many times this process was forked from its parent's (counted in
+#: the child by ``os.register_at_fork``): each thread's state (``_thread``)
+#: starts afresh in a forked child, without asking ``os.getpid()`` (a
+#: system call) at each add and claim.
+_forks = 0
+
+
+def _forked():
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _thread():
-    """This thread's state (a lane number, where its claims start),
-    started afresh in a forked process."""
-    pid = os.getpid()
-    if getattr(_local, 'pid', None) != pid:
-        _local.pid = pid
+    """This thread's state (a lane number, where its claims start, its
+    blocks of ids), started afresh in a forked process."""
+    if getattr(_local, 'forks', None) != _forks:
+        _local.forks = _forks
         _local.lane = _rng.randrange(1 << 30)
         _local.part = None
         _local.blocks = weakref.WeakKeyDictionary()   # db -> {oid: _Block}
-    elif not hasattr(_local, 'blocks'):
-        _local.blocks = weakref.WeakKeyDictionary()
+        _local.last = None      # (weakref to db, oid, _Block): see above
     return _local
 
 
