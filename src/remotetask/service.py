@@ -965,7 +965,7 @@ _NONE = IdIndex()
 #: ``SPREAD`` partitions per lane, so that workers claiming from queue
 #: partitions of their own (claim slots) change index partitions of their
 #: own as well (docs/design.md, "Claim slots").
-_CLAIMED_STATUSES = (QUEUED, PROCESSING)
+_CLAIMED_STATUSES = (QUEUED, PROCESSING, COMPLETED)
 
 
 def _statusIndex(status):

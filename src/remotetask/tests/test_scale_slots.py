@@ -179,7 +179,7 @@ def test_claimed_indexes_split_like_the_queue():
         for jobid in (1, 2, 3, 4, 1001, 5003, 15999, 16000, 123457):
             assert index._partFor(jobid) is index.partitions[
                 queue.partitionOf(jobid)]
-    assert len(service._index['completed'].partitions) == 16
+    assert len(service._index['error'].partitions) == 16
     # Intersections with the task index (one set per lane) still work.
     ids = IdSet(partitions=64)
     wanted = [1, 2, 3, 7, 1001, 1002, 2500, 40001, 40002]
