@@ -752,6 +752,11 @@ class Processor(Clock):
         if slots is None or index is None:
             return None
         offset, total, oid = slots
+        if self._runner == index and self.concurrency > 1:
+            # The one thread claiming for the processor (_mayClaim): the
+            # processor's share of the partitions, not one thread's.
+            c = self.concurrency
+            return offset // c, max(1, total // c)
         return offset + index - 1, total
 
     def _runClaimed(self, tm, conn, worker, claimed, reporter):

@@ -107,6 +107,12 @@ def test_one_thread_claims_short_cpu_bound_jobs(env):
     assert p._mayClaim(2)                         # the first to ask runs
     assert not p._mayClaim(1) and not p._mayClaim(3)
     assert p._mayClaim(2)
+    # The runner claims for the whole processor: its share of the slots.
+    p._local.index = 2
+    p._slots, p._slotsDue = (3, 6, None), time.monotonic() + 100
+    assert p._home(None) == (1, 2)
+    p._local.index = 1
+    assert p._home(None) == (3, 6)                # not the runner: its own
     p._leave(2)                                   # it found nothing
     assert p._mayClaim(3) and not p._mayClaim(2)
     for _ in range(20):
