@@ -263,6 +263,12 @@ def account(totals, total, sampler):
         / max(1e-9, window['seconds']),
         'lock_ms_per_commit': 1000 * window['server'].get('lock_held', 0.0)
         / max(1, window['server'].get('lock_taken', 0)),
+        # ms per server commit: the vote's work, the gap until the
+        # client's tpc_finish arrives, the finish's work (lock held).
+        'lock_split_ms': {
+            part: 1000 * window['server'].get('lock_' + part, 0.0)
+            / max(1, window['server'].get('commits', 0))
+            for part in ('vote', 'gap', 'finish')},
         # Per add, in ms, summed over the producers.
         'ms_per_add': {
             'loop': 1000 * sum(t['seconds'] for t in totals) / added,
