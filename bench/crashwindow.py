@@ -222,12 +222,13 @@ def report(args, results, load, elapsed):
              'done, then SIGKILL). "Crash re-runs": jobs the killed worker '
              'started and another ran again; "open window": what it had '
              'started and not committed when killed (equal to the crash '
-             're-runs in every run, checked); "conflict": runs again in the same process after a '
-             'conflict; "other": lease lost by a live worker. Every job '
-             'ended `completed` exactly once in the ZODB (status, output, '
-             'one completed attempt; indexes agree) in every run unless '
-             'said below.' % (args.jobs, args.seconds, args.workers,
-                              args.threads, args.lease), '',
+             're-runs in every run, checked); "conflict": runs again in '
+             'the same process after a conflict; "other": lease lost by '
+             'a live worker. Every job ended `completed` exactly once '
+             'in the ZODB (status, output, one completed attempt; '
+             'indexes agree) in every run unless said below.' % (
+                 args.jobs, args.seconds, args.workers, args.threads,
+                 args.lease), '',
              '| task policy | runs | jobs run twice (all causes) | crash '
              're-runs | of which running | conflict re-runs | other | stated '
              'bound (crash) | within |',
@@ -244,8 +245,9 @@ def report(args, results, load, elapsed):
             span([r['conflict'] for r in rs]), span([r['other'] for r in rs]),
             bound, 'yes' if worst <= bound else 'NO (%d)' % worst))
     lines.append('')
-    lines.append('Per run (task: crash re-runs / open window / running at '
-                 'the kill / jobs completed at the kill): ' + '; '.join(
+    lines.append('Per run (task, `sendmail` being the `grouped=False` one: '
+                 'crash re-runs / open window / running at the kill / jobs '
+                 'completed at the kill): ' + '; '.join(
                      '%s %d/%d/%d/%d' % (r['task'], r['crash'], r['window'],
                                          r['running'], r['killedAt'])
                      for r in results) + '.')

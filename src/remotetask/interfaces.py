@@ -128,19 +128,20 @@ re-runs at most the smaller of:
 
 For the process, ``threads x`` that: a worker running a 20 ms task (d = t =
 20 ms) claims 5 jobs at a time, so a kill re-runs at most 10 jobs with 2
-threads (measured with 3 workers of 2 threads, one killed: 3 to 5 jobs in 5
-runs, 4 to 7 in issue 17's 3 runs; ``bench/crashwindow.py``,
-bench/RESULTS.md).  A worker whose recent jobs mostly took 1 ms claims up
-to 50 at a time: its 20 ms jobs then re-run up to 11 per thread.  Their
-ZODB writes were never committed, so for a task whose effects are all in
-the ZODB this costs only time; a task that sends mail sends it again.  Such
-a task sets ``grouped = False`` (``SimpleTask(func, grouped=False)``,
-``grouped="false"`` in ZCML): each of its jobs runs in a transaction of its
-own, committed as soon as it ends, while the processor keeps grouping the
-other tasks' jobs; a kill then re-runs at most the jobs that were running,
-one per thread (measured: 1 to 2 in 5 runs).  Apart from a kill, any job
-whose transaction conflicts runs again at once, grouped or not (see "Run"
-above); a conflicting group runs again as a whole.
+threads (measured with 3 workers of 2 threads, one killed: 3 to 8 jobs in
+10 runs, 4 to 7 in issue 17's 3 runs; a 5 ms task, bound 40: 0 to 13 in 5
+runs; ``bench/crashwindow.py``, bench/RESULTS.md).  A worker whose recent
+jobs mostly took 1 ms claims up to 50 at a time: its 20 ms jobs then re-run
+up to 11 per thread.  Their ZODB writes were never committed, so for a task
+whose effects are all in the ZODB this costs only time; a task that sends
+mail sends it again.  Such a task sets ``grouped = False``
+(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each of
+its jobs runs in a transaction of its own, committed as soon as it ends,
+while the processor keeps grouping the other tasks' jobs; a kill then
+re-runs at most the jobs that were running, one per thread (measured: 1 to
+2 in 10 runs).  Apart from a kill, any job whose transaction conflicts runs
+again at once, grouped or not (see "Run" above); a conflicting group runs
+again as a whole.
 
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
