@@ -17,8 +17,10 @@ waiting ones, delete the jobs that match a filter.
   The jobs a step acted on leave the statuses it walks (retried, cancelled
   or deleted), so the cursor is what guarantees the end: the jobs a step
   looked at and left alone (not matching), and a retried job that failed
-  again meanwhile, are behind it and not looked at again.  Jobs added
-  during a walk with higher ids are met.
+  again meanwhile, are behind it and not looked at again.  Jobs that
+  enter a status during a walk are met if their id is past the cursor
+  (ids follow creation order only roughly: each producer takes them in
+  blocks): a walk is not a snapshot, repeat it to catch those.
 - **Transactions.**  A step acts in the caller's transaction.  The
   command line, XML-RPC and the page run one step per transaction (``run``
   loops them with a ``ServiceRunner``), so a conflict with a worker or a

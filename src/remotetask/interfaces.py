@@ -114,18 +114,34 @@ With ``batch='auto'`` (the default) a processor thread claims several
 short jobs at once and runs them one after the other in ONE transaction
 that commits once ``GROUP_SECONDS`` (0.2 s) have passed (or the claimed
 jobs are done).  If its process is killed outright, every job of the open
-group is run again (after the lease), not only the one that was running:
-at most, per thread, the claimed jobs (``AUTO_MAX``, 50) and in practice
-about ``GROUP_SECONDS / job duration + 1`` of them, so up to ``threads x
-(0.2 s / duration + 1)`` jobs for the process (a 20 ms task, 2 threads:
-up to 22; measured: 4 to 7 jobs ran twice with 3 workers of 2 threads
-and one killed).  Their ZODB writes were never committed, so for a task
-whose effects are all in the ZODB this costs only time; a task that
-sends mail sends it again.  Such a task sets ``grouped = False``
-(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each
-of its jobs runs in a transaction of its own, committed as soon as it
-ends, while the processor keeps grouping the other tasks' jobs; a kill
-then re-runs at most the jobs that were running (one per thread).
+group is run again (after the lease), not only the one that was running;
+the jobs it claimed and had not started yet run once, after the lease.
+A group never goes beyond the claim it comes from, so per thread a kill
+re-runs at most the smaller of:
+
+- the jobs of one claim: ``batch`` when it is a number; with ``'auto'``
+  ``AUTO_SECONDS / d`` (0.1 s of work, d being the average duration of
+  the processor's recent jobs, all tasks together), at least 1 and at
+  most ``AUTO_MAX`` (50);
+- the jobs that start within ``GROUP_SECONDS``: ``GROUP_SECONDS / t + 1``
+  for a task whose runs take t or more.
+
+For the process, ``threads x`` that: a worker running a 20 ms task (d = t =
+20 ms) claims 5 jobs at a time, so a kill re-runs at most 10 jobs with 2
+threads (measured with 3 workers of 2 threads, one killed: 3 to 8 jobs in
+10 runs, 4 to 7 in issue 17's 3 runs; a 5 ms task, bound 40: 0 to 13 in 5
+runs; ``bench/crashwindow.py``, bench/RESULTS.md).  A worker whose recent
+jobs mostly took 1 ms claims up to 50 at a time: its 20 ms jobs then re-run
+up to 11 per thread.  Their ZODB writes were never committed, so for a task
+whose effects are all in the ZODB this costs only time; a task that sends
+mail sends it again.  Such a task sets ``grouped = False``
+(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each of
+its jobs runs in a transaction of its own, committed as soon as it ends,
+while the processor keeps grouping the other tasks' jobs; a kill then
+re-runs at most the jobs that were running, one per thread (measured: 1 to
+2 in 10 runs).  Apart from a kill, any job whose transaction conflicts runs
+again at once, grouped or not (see "Run" above); a conflicting group runs
+again as a whole.
 
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
