@@ -37,7 +37,7 @@ from remotetask import health, interfaces, numbers, pgnotify, registry, routing
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
-from remotetask.structures import movePartition
+from remotetask.structures import movePartition, setHome
 from remotetask.task import policy
 from remotetask.threads import (
     abort, close, errorText, hooks, pause, storageErrors)
@@ -64,6 +64,7 @@ class _Active:
         self.owner = owner
         self.state = CLAIMED
         self.begun = None           # time.monotonic() when its run began
+        self.cpu = None             # CPU seconds of its thread for the run
         self.cancelled = threading.Event()
         self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
@@ -138,6 +139,21 @@ HOLD_SECONDS = 1.0
 #: the thread's last one found (see docs/design.md, "herd").
 STAGGER_MIN = 0.002
 STAGGER_MAX = 0.05
+
+#: Seconds between two readings of the worker registry for the claim slots
+#: (``Processor._home``; a change of the registry's BTree, a processor
+#: that came or went, makes the next claim read it at once).  Until a
+#: processor has its slots (its first heartbeat), its claims start at a
+#: partition drawn at random.
+SLOTS_REFRESH = 10.0
+
+#: A job whose thread's CPU time is at least this share of its wall time is
+#: CPU-bound; while the recent jobs are short (under ``GROUP_SECONDS / 2``)
+#: and CPU-bound, one thread of a processor at a time claims and runs them
+#: (``Processor._mayClaim``); the others look again every ``GATE_WAIT``
+#: seconds.
+CPU_BOUND = 0.5
+GATE_WAIT = 0.05
 
 #: The thread committing a claim (a claim only takes jobs away: the
 #: invalidation of its own commit wakes nobody).
@@ -260,7 +276,12 @@ class Processor(Clock):
         self._clockStop = threading.Event()
         self._local = threading.local()     # tries of the thread's claim
         self._watched = None
+        self._slots = None      # (offset, total, registry oid): _home
+        self._slotsDue = 0.0
+        self._slotsVersion = 0  # invalidations of the registry seen
         self._duration = None   # seconds a job took lately (moving average)
+        self._cpuShare = None   # their CPU time / wall time (the same)
+        self._runner = None     # the thread that claims alone (_mayClaim)
         self._taskDurations = {}    # the same, task by task
         self.registration = registry.Registration(self, kind, heartbeat)
         self._stats = dict.fromkeys(
@@ -424,6 +445,12 @@ class Processor(Clock):
         # Called by the storage's thread (or the committing one): only set
         # a flag.  As many idle threads as lanes changed: one add wakes one
         # thread, not the herd (a full claim wakes the next, _claim).
+        slots = self._slots
+        if slots is not None and slots[2] in oids:
+            # A processor came or went: re-read (a reading from a snapshot
+            # taken before this invalidation does not count, _home).
+            self._slotsVersion += 1
+            self._slotsDue = 0.0
         watched = self._watched
         if not watched or getattr(_claiming, 'active', False):
             return
@@ -487,6 +514,7 @@ class Processor(Clock):
 
     def _workLoop(self, index):
         worker = '%s/%d' % (self.worker_id, index)
+        self._local.index = index
         # The thread's own manager: what transaction.commit(), .savepoint()
         # and .abort() in a task (and in service.run) act on.
         tm = transaction.manager.manager
@@ -496,6 +524,12 @@ class Processor(Clock):
         try:
             while not self._stopping.is_set():
                 generation = self._generation
+                if not self._mayClaim(index):
+                    # Another thread of this process runs short CPU-bound
+                    # jobs: a second one would only share the interpreter
+                    # lock with it (and reload what it commits).
+                    self._stopping.wait(GATE_WAIT)
+                    continue
                 if self._stagger:
                     # Claims of other worker processes took the same jobs
                     # lately: let one of them be first.
@@ -522,6 +556,7 @@ class Processor(Clock):
                     continue
                 self._staggered(claimed, getattr(self._local, 'tries', 0))
                 if not claimed:
+                    self._leave(index)
                     self._idleWait(generation)
                     continue
                 self._runClaimed(tm, conn, worker, claimed, reporter)
@@ -530,6 +565,51 @@ class Processor(Clock):
             reporter.close()
             if conn is not None:
                 close(conn)
+
+    def _mayClaim(self, index):
+        """False while the recent jobs were short and CPU-bound (their
+        thread's CPU time most of their wall time) and another thread of
+        this processor is the one that claims them (the *runner*, until
+        a claim of it finds nothing): threads of one process run Python
+        one at a time, so a second thread would not add throughput, only
+        the switching between them and the reloading of the objects the
+        other's commits change (measured: 4 threads of one process drained
+        no-op jobs at 0.67-0.89x of one).  Jobs that wait (I/O, sleep) or
+        take long are claimed by every thread; until the first job has run,
+        one thread claims."""
+        if self.concurrency == 1:
+            return True
+        with self._lock:
+            share, duration = self._cpuShare, self._duration
+            # Until a job has been measured, one thread claims too (one job
+            # at a time, claimSize): its first run says which case it is.
+            if share is not None and duration is not None and (
+                    share < CPU_BOUND or duration >= GROUP_SECONDS / 2):
+                self._runner = None
+                return True
+            if self._runner is None or self._runnerStuck():
+                # A runner busy with one job for longer than short jobs
+                # take (the averages say short, this one is not) passes
+                # the role on: its claimed-ahead jobs go back to the queue
+                # after HOLD_SECONDS (_releaseHeld), for this thread.
+                self._runner = index
+            return self._runner == index
+
+    def _runnerStuck(self):
+        """True if the runner thread has been running one job for more
+        than ``GROUP_SECONDS / 2`` (call with ``_lock`` held)."""
+        owner = '%s/%d' % (self.worker_id, self._runner)
+        now = time.monotonic()
+        return any(item.owner == owner and item.state == RUNNING
+                   and now - item.begun > GROUP_SECONDS / 2
+                   for item in self._active.values())
+
+    def _leave(self, index):
+        """Thread ``index`` found nothing to claim: it is not the runner
+        any more (see ``_mayClaim``)."""
+        with self._lock:
+            if self._runner == index:
+                self._runner = None
 
     def _forget(self, items):
         with self._lock:
@@ -545,8 +625,13 @@ class Processor(Clock):
             return 1
         return max(1, min(AUTO_MAX, int(AUTO_SECONDS / max(duration, 1e-4))))
 
-    def _measured(self, elapsed, task=None):
+    def _measured(self, elapsed, task=None, cpu=None):
         with self._lock:
+            if cpu is not None and elapsed > 0:
+                share = min(1.0, cpu / elapsed)
+                last = self._cpuShare
+                self._cpuShare = share if last is None else (
+                    last + 0.2 * (share - last))
             if self._duration is None:
                 self._duration = elapsed
             else:
@@ -622,8 +707,10 @@ class Processor(Clock):
                     self._staggered((), tries)
                     time.sleep(random.uniform(0, self._stagger))
                 _claiming.active = True     # until the commit is done
+                version = self._slotsVersion    # before the snapshot
                 with attempt:
                     service = self._service(conn)
+                    setHome(self._home(service, version))
                     now = time.time()
                     claimed = []
                     for job in service.claim(now=now, worker=worker,
@@ -643,6 +730,29 @@ class Processor(Clock):
         finally:
             _claiming.active = False
         return claimed, tries
+
+    def _home(self, service, version=None):
+        """This thread's claim slot ``(slot, total)`` among the threads of
+        the live processors of the service (``registry.slots``), or None
+        before this processor's first heartbeat: its claims take from
+        partitions of their own first (``structures.setHome``), so that
+        workers draining one backlog do not take the same entries.
+        ``version``: ``_slotsVersion`` before ``service``'s transaction
+        began (a registry change seen since then is read again)."""
+        now = time.monotonic()
+        if now >= self._slotsDue:
+            # A stale reading costs overlapping claims, never a job.
+            found = registry.slots(service, self.registration.key)
+            self._slots = found
+            self._slotsDue = now + (SLOTS_REFRESH if found else 0.5)
+            if version is not None and version != self._slotsVersion:
+                self._slotsDue = 0.0
+        slots = self._slots
+        index = getattr(self._local, 'index', None)
+        if slots is None or index is None:
+            return None
+        offset, total, oid = slots
+        return offset + index - 1, total
 
     def _runClaimed(self, tm, conn, worker, claimed, reporter):
         since = time.monotonic()
@@ -711,7 +821,9 @@ class Processor(Clock):
                     log.info('job %s (%s) started by %s', item.jobid,
                              item.task, worker)
                     begun = time.monotonic()
+                    cpu = time.thread_time()
                     finish = item.runDeferred(service, reporter, self.around)
+                    item.cpu = time.thread_time() - cpu
                     ran.append((item, finish, time.monotonic() - begun))
                 # The outcomes after all the tasks (see TaskService.run's
                 # ``defer``): one change of the indexes per group, not a
@@ -791,6 +903,7 @@ class Processor(Clock):
             return      # handed back (the clock found it waiting too long)
         log.info('job %s (%s) started by %s', item.jobid, item.task, worker)
         started = time.monotonic()
+        cpu = time.thread_time()
         failures = 0
         while True:
             try:
@@ -822,6 +935,7 @@ class Processor(Clock):
                                        traceback.format_exc())
                 break
         elapsed = time.monotonic() - started
+        item.cpu = time.thread_time() - cpu
         self._record(item, outcome, elapsed)
 
     def _attempts(self, tm, conn, item, reporter):
@@ -887,7 +1001,7 @@ class Processor(Clock):
                         elapsed, why)
             self._count(lost=1)
             return
-        self._measured(elapsed, item.task)
+        self._measured(elapsed, item.task, item.cpu)
         key = {'completed': 'completed', 'cronjob': 'completed',
                'error': 'failed', 'retry': 'retried'}.get(outcome)
         if key is None:     # abandoned: left for the reaper

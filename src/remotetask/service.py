@@ -23,9 +23,9 @@ from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
-    PARTITIONS, SENTINEL, Counts, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
-    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
-    keepPartition, leaves, partitionOf, prefetcher, roots)
+    PARTITIONS, SENTINEL, SPREAD, Counts, IdAllocator, IdIndex, IdSet,
+    IdSetView, JobQueue, JobTree, WaitingIndex, claimPartition, firstLeaf,
+    home, intersect, keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -584,7 +584,8 @@ class TaskService(persistent.Persistent):
         held = gate.held
         for extra in (0, SCAN_PAST):
             wanted = limit - len(claimed)
-            due = queue.due(now, wanted + extra, start)
+            due = queue.due(now, wanted + extra, start,
+                            home() if spread else None)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
                 trees = (self.jobs, self._index[QUEUED],
@@ -959,11 +960,21 @@ class TaskService(persistent.Persistent):
 _NONE = IdIndex()
 
 
+#: The statuses whose index a claim changes (it takes ids out of the
+#: waiting ones and puts them in ``processing``): split like the queue,
+#: ``SPREAD`` partitions per lane, so that workers claiming from queue
+#: partitions of their own (claim slots) change index partitions of their
+#: own as well (docs/design.md, "Claim slots").
+_CLAIMED_STATUSES = (QUEUED, PROCESSING)
+
+
 def _statusIndex(status):
     """A new index for ``status``: a waiting status's leaves are rewritten
     by every add, so they are smaller (see structures.WaitingIndex)."""
     waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
-    return IdSet(WaitingIndex if waiting else IdIndex)
+    partitions = PARTITIONS * SPREAD if status in _CLAIMED_STATUSES \
+        else PARTITIONS
+    return IdSet(WaitingIndex if waiting else IdIndex, partitions)
 
 
 def _warm(load, *objects):
