@@ -100,7 +100,7 @@ def childEnv(src):
     return env
 
 
-# -- child processes ------------------------------------------------------------
+# -- child processes ---------------------------------------------------------
 
 def workerMain(uri, statsfile, tracefile):
     """A worker process (scale_agents process) with the phases stamped."""
@@ -119,7 +119,6 @@ def clientMain(src, samples, poll_sleep, tracefile):
     import remotetask  # noqa: F401
     trace = Trace(tracefile)
     trace.install()
-    import transaction  # noqa: F401
     import measure
     from remotetask.interfaces import COMPLETED
     workdir = tempfile.mkdtemp(prefix='remotetask-roundtrip-')
@@ -190,7 +189,7 @@ def phases(tracefile, skip=3):
                    for key, v in found.items()))
 
 
-# -- floors --------------------------------------------------------------------
+# -- floors ------------------------------------------------------------------
 
 def floorsMain(n):
     """Prints JSON: p50 seconds of a PostgreSQL commit of one row update
@@ -239,7 +238,7 @@ def floorsMain(n):
                       'relstorage': statistics.median(rs)}))
 
 
-# -- idle cost -----------------------------------------------------------------
+# -- idle cost ---------------------------------------------------------------
 
 def pgStats(dbname):
     from remotetask import testing
@@ -305,7 +304,7 @@ def idleMain(src, workers, seconds):
                       'seconds': seconds, 'workers': workers}))
 
 
-# -- the driver -----------------------------------------------------------------
+# -- the driver --------------------------------------------------------------
 
 def runChild(args, src):
     out = subprocess.run([sys.executable, os.path.abspath(__file__)] + args,

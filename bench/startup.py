@@ -164,25 +164,32 @@ def prepare(src, cwd):
     return db
 
 
+def makeTrees(tmp, commit):
+    """{'before': src of ``commit``, 'after': a copy of this checkout's
+    src}, both in ``tmp`` and compiled to bytecode."""
+    before = os.path.join(tmp, 'before')
+    os.makedirs(before)
+    archive = subprocess.run(['git', 'archive', commit, 'src'],
+                             cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(['tar', '-x', '-C', before], input=archive.stdout,
+                   check=True)
+    after = os.path.join(tmp, 'after')
+    shutil.copytree(os.path.join(ROOT, 'src'), os.path.join(after, 'src'),
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    trees = {'before': os.path.join(before, 'src'),
+             'after': os.path.join(after, 'src')}
+    for src in trees.values():
+        compileall.compile_dir(src, quiet=1)
+    return trees
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--before', default='32b0aca')
     parser.add_argument('--runs', type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        before = os.path.join(tmp, 'before')
-        os.makedirs(before)
-        archive = subprocess.run(['git', 'archive', args.before, 'src'],
-                                 cwd=ROOT, capture_output=True, check=True)
-        subprocess.run(['tar', '-x', '-C', before], input=archive.stdout,
-                       check=True)
-        after = os.path.join(tmp, 'after')
-        shutil.copytree(os.path.join(ROOT, 'src'), os.path.join(after, 'src'),
-                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-        trees = {'before': os.path.join(before, 'src'),
-                 'after': os.path.join(after, 'src')}
-        for src in trees.values():
-            compileall.compile_dir(src, quiet=1)
+        trees = makeTrees(tmp, args.before)
         dirs = {}
         dbs = {}
         for name, src in trees.items():
