@@ -960,11 +960,12 @@ class TaskService(persistent.Persistent):
 _NONE = IdIndex()
 
 
-#: The statuses whose index a claim changes (it takes ids out of the
-#: waiting ones and puts them in ``processing``): split like the queue,
-#: ``SPREAD`` partitions per lane, so that workers claiming from queue
-#: partitions of their own (claim slots) change index partitions of their
-#: own as well (docs/design.md, "Claim slots").
+#: The statuses whose index a claim and its run change (a claim takes ids
+#: out of ``queued`` and puts them in ``processing``; the run moves them to
+#: ``completed``): split like the queue, ``SPREAD`` partitions per lane, so
+#: that workers claiming from queue partitions of their own (claim slots)
+#: change index partitions of their own as well (docs/design.md, "Claim
+#: slots").
 _CLAIMED_STATUSES = (QUEUED, PROCESSING, COMPLETED)
 
 

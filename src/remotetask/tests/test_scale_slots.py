@@ -179,7 +179,7 @@ def test_claimed_indexes_split_like_the_queue():
     from remotetask.structures import IdSet, IdSetView, intersect
     service = TaskService()
     queue = JobQueue()
-    for status in (QUEUED, PROCESSING):
+    for status in (QUEUED, PROCESSING, 'completed'):
         index = service._index[status]
         assert len(index.partitions) == len(queue._parts)
         for jobid in (1, 2, 3, 4, 1001, 5003, 15999, 16000, 123457):
