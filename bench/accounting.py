@@ -219,6 +219,35 @@ def timeCommitLock():
         return unlocked(self, zs)
     LockManager._locked, LockManager._unlocked = _locked, _unlocked
 
+    # Where the hold goes: the vote's work on the server (under the lock),
+    # the gap until the client's tpc_finish arrives (the reply's way back,
+    # the client's turn-around, the request's way there), the finish.
+    from ZEO.StorageServer import ZEOStorage
+    vote, finish = ZEOStorage._vote, ZEOStorage.tpc_finish
+
+    def add(stats, key, seconds):
+        setattr(stats, key, getattr(stats, key, 0.0) + seconds)
+
+    def _vote(self, *args, **kw):
+        started = time.perf_counter()
+        try:
+            return vote(self, *args, **kw)
+        finally:
+            self._votedAt = time.perf_counter()
+            add(self.stats, 'lock_vote', self._votedAt - started)
+
+    def tpc_finish(self, *args, **kw):
+        started = time.perf_counter()
+        voted = getattr(self, '_votedAt', None)
+        if voted is not None:
+            add(self.stats, 'lock_gap', started - voted)
+            self._votedAt = None
+        try:
+            return finish(self, *args, **kw)
+        finally:
+            add(self.stats, 'lock_finish', time.perf_counter() - started)
+    ZEOStorage._vote, ZEOStorage.tpc_finish = _vote, tpc_finish
+
 
 def zeoServerCommand(port, path):
     """The command line of a ZEO server whose commit lock is timed."""

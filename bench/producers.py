@@ -263,6 +263,12 @@ def account(totals, total, sampler):
         / max(1e-9, window['seconds']),
         'lock_ms_per_commit': 1000 * window['server'].get('lock_held', 0.0)
         / max(1, window['server'].get('lock_taken', 0)),
+        # ms per server commit: the vote's work, the gap until the
+        # client's tpc_finish arrives, the finish's work (lock held).
+        'lock_split_ms': {
+            part: 1000 * window['server'].get('lock_' + part, 0.0)
+            / max(1, window['server'].get('commits', 0))
+            for part in ('vote', 'gap', 'finish')},
         # Per add, in ms, summed over the producers.
         'ms_per_add': {
             'loop': 1000 * sum(t['seconds'] for t in totals) / added,
@@ -478,7 +484,8 @@ def report(rows, args, load0, load1):
                   '| storage | producers | seconds | machine busy | CPU s: '
                   'server / workers / producers | CPU ms per add: server / '
                   'workers / producers | server commits/s | commit lock '
-                  'held: share of the time, ms per commit | server loads '
+                  'held: share of the time, ms per taking (vote work / gap '
+                  'until tpc_finish / finish work per commit) | server loads '
                   'per add | producer ms per add: loop / cpu / load / vote '
                   '/ finish | objects stored per add |',
                   '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -487,7 +494,8 @@ def report(rows, args, load0, load1):
             added = a['span_adds_per_s'] * a['span_seconds']
             lines.append(
                 '| %s | %s | %.1f | %.0f %% | %.2f / %.2f / %.2f | '
-                '%.2f / %.2f / %.2f | %.0f | %.0f %%, %.2f | %.1f | '
+                '%.2f / %.2f / %.2f | %.0f | %.0f %%, %.2f (%.2f / %.2f / '
+                '%.2f) | %.1f | '
                 '%.2f / %.2f / %.2f / %.2f / %.2f | %.1f |' % (
                     kind, who, a['span_seconds'], 100 * a['machine_busy'],
                     a['cpu_server'], a['cpu_workers'], a['cpu_producers'],
@@ -495,7 +503,8 @@ def report(rows, args, load0, load1):
                     1000 * a['cpu_workers'] / added,
                     1000 * a['cpu_producers'] / added,
                     a['server_commits_per_s'], 100 * a['lock_busy'],
-                    a['lock_ms_per_commit'],
+                    a['lock_ms_per_commit'], a['lock_split_ms']['vote'],
+                    a['lock_split_ms']['gap'], a['lock_split_ms']['finish'],
                     a['server'].get('loads', 0) / added,
                     m['loop'], m['cpu'], m['load'], m['tpc_vote'],
                     m['tpc_finish'], a['calls_per_add']['store']))
