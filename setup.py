@@ -94,7 +94,7 @@ setup(
     },
     entry_points={
         'console_scripts': [
-            'remotetask = remotetask.cli:main',
+            'remotetask = remotetask.cli:entry',
         ],
     },
 )

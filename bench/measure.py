@@ -63,7 +63,10 @@ def env():
 class Store:
     """One remotetask database: ``kind`` file, zeo or relstorage."""
 
-    def __init__(self, kind, workdir):
+    def __init__(self, kind, workdir, zeoServer=None):
+        """``zeoServer``: the class of the ZEO server started for kind
+        'zeo' (``testing.ZEOServer``)."""
+        self.zeoServer = zeoServer or testing.ZEOServer
         self.name = dbmod.DEFAULT_SERVICE
         # Idle workers wait for an invalidation (FileStorage, ZEO) or a
         # NOTIFY (RelStorage: remotetask.pgnotify), polling once a second
@@ -81,7 +84,7 @@ class Store:
         if self.kind == 'file':
             self.uri = 'file://' + path
         elif self.kind == 'zeo':
-            self.server = testing.ZEOServer(path).start()
+            self.server = self.zeoServer(path).start()
             self.uri = self.server.uri
         else:
             self.pg = testing.PostgresDatabase().create()

@@ -12,7 +12,10 @@ then the same enqueue/drain/round trip on huey (SqliteHuey), RQ
 (SimpleWorker) and Celery (solo pool) with the local Redis (started if it is
 not running).  Then the cold start of bench/coldstart.py (a backlog of
 3,000 and 30,000 jobs, --quick: 1,000 and 3,000, then ONE worker, timed
-from its process start, against huey, RQ and Celery started the same way).
+from its process start, against huey, RQ and Celery started the same way),
+and bench/scaling.py's 4 workers against 1 (threads of one process on
+FileStorage, processes over ZEO, no-op and 10 ms jobs, with the CPU the
+workers and the ZEO server used).
 Writes a table to bench/RESULTS.md and prints the targets with their
 ratios.  The peers' commands are the ones installed beside sys.executable.
 """
@@ -29,6 +32,7 @@ sys.path.insert(0, HERE)
 
 import coldstart  # noqa: E402
 import measure  # noqa: E402
+import scaling  # noqa: E402
 
 #: The main rows run workers with their default ``--batch auto`` (claims
 #: sized to about 0.1 s of work, run in groups that commit once per 0.1 s);
@@ -269,8 +273,13 @@ def write(path, rows, extra, args, notes, cold=()):
            'are `Processor` processes (one thread each, default `--batch '
            'auto` unless the row says batch=1); on FileStorage, '
            'which serves one process, they are threads of one in-process '
-           'Processor.  On RelStorage the workers poll every 0.05 s when '
-           'idle (no invalidation push between processes).' % (
+           'Processor.  Idle workers are woken by ZODB invalidations '
+           '(FileStorage, ZEO) or by PostgreSQL NOTIFY (RelStorage: '
+           '`remotetask.pgnotify`), and look for work once a second '
+           'besides; the client polls the job\'s status every 0.5 ms '
+           '(on RelStorage each poll is a new transaction, one query); '
+           'bench/roundtrip.py splits the RelStorage round trip into its '
+           'phases.' % (
                args.n, args.n_rel, args.samples), '',
            '| system | enqueue 1/txn jobs/s | enqueue 1000/txn jobs/s | '
            'drain 1 worker jobs/s | drain 4 workers jobs/s | round trip p50 '
@@ -327,6 +336,8 @@ def main(argv=None):
     parser.add_argument('--skip-peers', action='store_true')
     parser.add_argument('--skip-cold', action='store_true',
                         help='no cold-start scenario (bench/coldstart.py)')
+    parser.add_argument('--skip-scaling', action='store_true',
+                        help='no 4-against-1 scenario (bench/scaling.py)')
     parser.add_argument('--stores', default='file,zeo,relstorage')
     parser.add_argument('--output', default=os.path.join(HERE,
                                                          'RESULTS.md'))
@@ -374,6 +385,18 @@ def main(argv=None):
                                      args.load)
         except Exception:
             notes.append('cold start failed: %s' % (
+                traceback.format_exc().strip().splitlines()[-1]))
+            traceback.print_exc()
+    if not args.skip_scaling:
+        options = argparse.Namespace(
+            runs=1 if args.quick else 2, jobs=1000 if args.quick else 3000,
+            sleep_jobs=args.sleep_jobs // 2 if args.quick else 600,
+            scenarios=list(scaling.SCENARIOS), before=None)
+        try:
+            found, sources = scaling.measure(options)
+            cold.append(scaling.section(found, sources, options))
+        except Exception:
+            notes.append('scaling failed: %s' % (
                 traceback.format_exc().strip().splitlines()[-1]))
             traceback.print_exc()
     if args.quick:

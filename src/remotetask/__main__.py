@@ -1,4 +1,4 @@
 """``python -m remotetask`` is the ``remotetask`` command."""
-from remotetask.cli import main
+from remotetask.cli import entry
 
-main()
+entry()

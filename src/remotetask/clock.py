@@ -17,7 +17,9 @@ It has a connection and a transaction manager of its own and, every
 - updates the processor's entry in the worker registry every ``heartbeat``
   seconds (``remotetask.registry``), removing expired entries of others;
 - wakes idle worker threads when a job is due (delayed and cron jobs start
-  within a tick of their time, whatever the poll interval).
+  within a tick of their time, whatever the poll interval); on RelStorage
+  with a LISTEN connection, it looks only when notified, when the earliest
+  waiting job's time comes, or every ``pgnotify.QUIET_POLL`` seconds.
 """
 import logging
 import time
@@ -25,9 +27,10 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
-from remotetask import registry, retention
+from remotetask import pgnotify, registry, retention, routing
 from remotetask.limits import cancelRequested
-from remotetask.threads import STORAGE_ERRORS, abort, close, errorText, pause
+from remotetask.threads import (
+    abort, close, errorText, pause, storageErrors)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -42,6 +45,13 @@ class Clock:
     it uses: ``_active`` (the claimed jobs, under ``_lock``), ``lease``,
     ``tick``, ``maintenance_interval``, the ``_clockStop`` event,
     ``_service()``, ``_count()`` and ``wake()``."""
+
+    #: The pgnotify.Listener of the processor (None: no LISTEN), and what
+    #: ``_checkDue`` saw last: the listener's ``heard``, and when to look
+    #: again at the latest.
+    _listener = None
+    _dueHeard = None
+    _dueNext = 0.0
 
     def _clockLoop(self):
         tm = transaction.TransactionManager()
@@ -65,7 +75,7 @@ class Clock:
                     if self._idle and not self._stopping.is_set():
                         self._checkDue(tm, conn, now)
                     failures = 0
-                except STORAGE_ERRORS as e:
+                except storageErrors() as e:
                     abort(tm)
                     self._count(storage_errors=1)
                     log.warning('clock: database unavailable (%s)',
@@ -101,7 +111,7 @@ class Clock:
                         elif job._lease is not None:
                             # Writes the small lease object only.
                             job._lease.expires = now + self.lease
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: renewing leases conflicted; next tick')
@@ -125,7 +135,7 @@ class Clock:
                     registration.beat(service, now)
                     dead = (registry.prune(service, now)
                             if registration.pruneDue(now) else [])
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: the registry heartbeat conflicted; next tick')
@@ -189,7 +199,7 @@ class Clock:
                     with attempt:
                         removed, after, more = retention.expire(
                             self._service(conn), now, cursors)
-            except STORAGE_ERRORS:
+            except storageErrors():
                 raise
             except TransientError:
                 log.warning('clock: removing expired jobs conflicted; next '
@@ -210,7 +220,7 @@ class Clock:
                     service = self._service(conn)
                     reaped = (service.maintain(now) if maintain
                               else service.reap(now))
-        except STORAGE_ERRORS:
+        except storageErrors():
             raise
         except TransientError:
             log.warning('clock: %s conflicted; next time',
@@ -224,12 +234,30 @@ class Clock:
         return True
 
     def _checkDue(self, tm, conn, now):
+        listener = self._listener
+        quiet = pgnotify.quiet(listener)
+        if quiet:
+            # RelStorage on PostgreSQL (remotetask.pgnotify): no query
+            # unless a NOTIFY came, a waiting job's time came, or
+            # QUIET_POLL went by.  (``heard`` is read before the
+            # transaction starts: a NOTIFY during the look is looked at
+            # again at the next tick.)
+            heard = listener.heard
+            if heard == self._dueHeard and now < self._dueNext:
+                return
         tm.begin()
         try:
             # No ``now``: the real clock (an explicit one is lovely's fake
             # clock, which moves cron jobs added without one).
-            due = self._service(conn).hasJobsWaiting()
+            service = self._service(conn)
+            due = service.hasJobsWaiting()
+            first = routing.firstEta(service) if quiet else None
         finally:
             tm.abort()
+        if quiet:
+            self._dueHeard = heard
+            self._dueNext = now + pgnotify.QUIET_POLL
+            if first is not None:
+                self._dueNext = min(self._dueNext, first)
         if due:
             self.wake()

@@ -77,7 +77,8 @@ def openDB(uri=None, share=False, **overrides):
     A FileStorage (a ``file://`` URI or a path) is opened through the
     embedded ZEO server of the local process that holds it, if one does;
     else directly, and with ``share`` this process serves it to the others
-    (``remotetask.embedded``; ``serve`` and ``worker`` do).
+    (``remotetask.embedded``; ``serve`` and ``worker`` do); with
+    ``share='later'`` once the caller calls the DB's ``share()``.
 
     :raises ConfigurationError: for a URI no resolver understands, or a
         file held by a process that does not share it.

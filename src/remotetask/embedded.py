@@ -30,12 +30,10 @@ does not share it (a plain ``FileStorage`` user, ``runzeo``...).
 openDB`` for ``file://`` URIs and plain paths.
 """
 import errno
-import hashlib
 import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 import time
 
@@ -94,6 +92,8 @@ def socketPath(path):
     candidate = path + SOCKET_SUFFIX
     if len(os.fsencode(candidate)) <= _MAX_SOCKET_PATH:
         return candidate
+    import hashlib      # (not at start-up: a few ms of every command)
+    import tempfile
     directory = os.path.join(tempfile.gettempdir(),
                              'remotetask-%d' % os.getuid())
     os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -345,8 +345,39 @@ class SharedDB(ZODB.DB):
     is closed)."""
 
     embedded = None
+    _closed = False
+
+    def __init__(self, storage, **dbkw):
+        self._sharing = threading.Lock()
+        super().__init__(storage, **dbkw)
+
+    def share(self):
+        """Start serving the file to the other local processes (once; not
+        after ``close()``).  ``openFile(share=True)`` calls it; with
+        ``share='later'`` its caller does, once its own work has started
+        (a worker: right after its processor started; docs/startup.md).
+
+        The holder's commits wait meanwhile: ZEO's server reads the file's
+        last transactions (its invalidation queue) and the bridge is
+        attached under the storage's commit lock, so that no commit falls
+        between the two."""
+        embedded = self.embedded
+        with self._sharing:
+            if self._closed or embedded is None or \
+                    embedded.server is not None:
+                return
+            try:
+                with self.storage._commit_lock:
+                    embedded.start()
+                    embedded.bridge.attach(self)
+                embedded.publish()
+            except Exception:
+                embedded.stop()
+                raise
 
     def close(self):
+        with self._sharing:
+            self._closed = True
         try:
             if self.embedded is not None:
                 self.embedded.stop()
@@ -360,7 +391,9 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
 
     - through the live embedded server of another process if there is one;
     - else directly, and with ``share`` also serving it to the other local
-      processes (the returned DB uses the file directly; ``Bridge``).
+      processes (the returned DB uses the file directly; ``Bridge``); with
+      ``share='later'`` the caller starts the server (``SharedDB.share()``:
+      a worker does once its processor runs).
 
     :raises DatabaseBusy: if the file is held by a process that does not
         share it (after waiting ``wait`` seconds for it), or served by
@@ -392,22 +425,20 @@ def openFile(path, factory, dbkw, share=False, wait=WAIT):
         except Exception:
             storage.close()
             raise
-    embedded = EmbeddedServer(storage, path)
-    database = None
+    # The holder's own DB on the file itself; the bridge carries
+    # invalidations between it and the server's clients.
     try:
-        embedded.start()
-        # The holder's own DB on the file itself; the bridge carries
-        # invalidations between it and the server's clients.
         database = SharedDB(storage, **dbkw)
-        embedded.bridge.attach(database)
-        database.embedded = embedded
-        embedded.publish()
     except Exception:
-        embedded.stop()
-        if database is not None:
-            database.close()
-        else:
-            storage.close()
+        storage.close()
+        raise
+    database.embedded = EmbeddedServer(storage, path)
+    if share == 'later':
+        return database
+    try:
+        database.share()
+    except Exception:
+        database.close()
         raise
     return database
 

@@ -24,7 +24,10 @@ What the rest of remotetask does with it:
   works (they treat it as a storage outage);
 - this process remembers the condition (``STATE``): set by any of the
   above when it meets a full disk, cleared by the next commit that works
-  (``noteCommitted``); ``/metrics`` shows it
+  (``noteCommitted``: a guarded FileStorage calls it after each commit,
+  so the heartbeats of a process that holds the file clear it within
+  seconds of space being freed, even when no job is added); ``/metrics``
+  shows it
   (``remotetask_storage_disk_full``) and the page a banner (``GET
   /api/health``).
 """
@@ -50,7 +53,8 @@ def freeBytes(path):
 
 def guardFileStorage(storage, reserve=RESERVE):
     """Make ``storage`` (a FileStorage) refuse a transaction the disk has
-    no room for, before it writes anything to its file (see above)."""
+    no room for, before it writes anything to its file, and clear the
+    disk-full condition of this process after each commit (see above)."""
     vote = storage.tpc_vote
     directory = os.path.dirname(storage._file_name)
 
@@ -68,7 +72,15 @@ def guardFileStorage(storage, reserve=RESERVE):
                           'reserve)' % (free, needed))
         return vote(transaction)
 
+    finish = storage.tpc_finish
+
+    def tpc_finish(transaction, f=None):
+        tid = finish(transaction, f)
+        STATE.noteCommitted()       # space was found: the disk is not full
+        return tid
+
     storage.tpc_vote = tpc_vote
+    storage.tpc_finish = tpc_finish
     return storage
 
 

@@ -114,18 +114,34 @@ With ``batch='auto'`` (the default) a processor thread claims several
 short jobs at once and runs them one after the other in ONE transaction
 that commits once ``GROUP_SECONDS`` (0.2 s) have passed (or the claimed
 jobs are done).  If its process is killed outright, every job of the open
-group is run again (after the lease), not only the one that was running:
-at most, per thread, the claimed jobs (``AUTO_MAX``, 50) and in practice
-about ``GROUP_SECONDS / job duration + 1`` of them, so up to ``threads x
-(0.2 s / duration + 1)`` jobs for the process (a 20 ms task, 2 threads:
-up to 22; measured: 4 to 7 jobs ran twice with 3 workers of 2 threads
-and one killed).  Their ZODB writes were never committed, so for a task
-whose effects are all in the ZODB this costs only time; a task that
-sends mail sends it again.  Such a task sets ``grouped = False``
-(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each
-of its jobs runs in a transaction of its own, committed as soon as it
-ends, while the processor keeps grouping the other tasks' jobs; a kill
-then re-runs at most the jobs that were running (one per thread).
+group is run again (after the lease), not only the one that was running;
+the jobs it claimed and had not started yet run once, after the lease.
+A group never goes beyond the claim it comes from, so per thread a kill
+re-runs at most the smaller of:
+
+- the jobs of one claim: ``batch`` when it is a number; with ``'auto'``
+  ``AUTO_SECONDS / d`` (0.1 s of work, d being the average duration of
+  the processor's recent jobs, all tasks together), at least 1 and at
+  most ``AUTO_MAX`` (50);
+- the jobs that start within ``GROUP_SECONDS``: ``GROUP_SECONDS / t + 1``
+  for a task whose runs take t or more.
+
+For the process, ``threads x`` that: a worker running a 20 ms task (d = t =
+20 ms) claims 5 jobs at a time, so a kill re-runs at most 10 jobs with 2
+threads (measured with 3 workers of 2 threads, one killed: 3 to 8 jobs in
+10 runs, 4 to 7 in issue 17's 3 runs; a 5 ms task, bound 40: 0 to 13 in 5
+runs; ``bench/crashwindow.py``, bench/RESULTS.md).  A worker whose recent
+jobs mostly took 1 ms claims up to 50 at a time: its 20 ms jobs then re-run
+up to 11 per thread.  Their ZODB writes were never committed, so for a task
+whose effects are all in the ZODB this costs only time; a task that sends
+mail sends it again.  Such a task sets ``grouped = False``
+(``SimpleTask(func, grouped=False)``, ``grouped="false"`` in ZCML): each of
+its jobs runs in a transaction of its own, committed as soon as it ends,
+while the processor keeps grouping the other tasks' jobs; a kill then
+re-runs at most the jobs that were running, one per thread (measured: 1 to
+2 in 10 runs).  Apart from a kill, any job whose transaction conflicts runs
+again at once, grouped or not (see "Run" above); a conflicting group runs
+again as a whole.
 
 A worker process killed outright (SIGKILL, power loss) leaves its jobs
 ``processing`` with a lease nobody renews; any processor's ``reap()`` queues
@@ -191,7 +207,6 @@ write one counter.  ``docs/design.md`` explains the trade-offs.
 """
 import transaction.interfaces
 import zope.interface
-import zope.schema
 from zope.interface.common.mapping import IEnumerableMapping
 
 # -- Statuses --------------------------------------------------------------
@@ -381,17 +396,20 @@ class IJob(zope.interface.Interface):
     conflicts with the transaction that ends the job.
     """
 
-    id = zope.schema.Int(title='Job id', readonly=True)
-    task = zope.schema.TextLine(title='Name of the task to run')
+    # Plain attributes, not zope.schema fields: zope.schema would be
+    # imported by every command and worker for these three declarations
+    # alone (about 20 ms of their start-up); nothing validates through them.
+    id = zope.interface.Attribute('Job id (an int; read-only)')
+    task = zope.interface.Attribute('Name of the task to run (a str)')
     input = zope.interface.Attribute('The input given to the task')
     output = zope.interface.Attribute('The result of the last run, or None')
     error = zope.interface.Attribute(
         'Text saying why the job failed (last run), or None')
     traceback = zope.interface.Attribute(
         'The text of the traceback of the last unexpected exception, or None')
-    status = zope.schema.Choice(
-        title='Status', values=STATUSES, readonly=True,
-        description='Changed only by the service, never set directly')
+    status = zope.interface.Attribute(
+        'Status, one of STATUSES; changed only by the service, never set '
+        'directly (read-only)')
     created = zope.interface.Attribute('Epoch seconds when added')
     started = zope.interface.Attribute(
         'Epoch seconds of the last start: its claim while it waits to run '
@@ -686,8 +704,10 @@ class ITaskService(zope.interface.Interface):
         """Remove the jobs in the given final statuses (ended before the
         epoch time ``before``, if given), except those that jobs not final
         yet were added after (``remotetask.workflows.awaited()``).  One
-        transaction: for many jobs use
-        ``remotetask.retention.clean`` in steps (``remotetask clean`` does).
+        transaction, however many jobs: for many jobs use
+        ``remotetask.retention.clean`` in bounded steps (``limit``,
+        ``scan`` and ``cursors``), one transaction each, as
+        ``remotetask clean`` and ``POST /api/clean`` do.
 
         :raises InvalidStatusError: if a status is not final.
         """
@@ -824,22 +844,37 @@ class ITaskService(zope.interface.Interface):
     def pausedCount():
         """How many waiting jobs pauses hold back."""
 
-    def retryAll(queue=None, task=None, now=None, dry_run=False):
+    def retryAll(queue=None, task=None, now=None, dry_run=False,
+                 limit=None):
         """Queue again every job that ended ``error`` (of ``queue`` and
         ``task``, None: any); return how many (with ``dry_run``: how many
-        it would, changing nothing)."""
+        it would, changing nothing).
 
-    def purge(queue=None, task=None, dry_run=False):
+        The bulk actions (``retryAll``, ``purge``, ``deleteJobs``) act in
+        the caller's one transaction: on many jobs that is one large
+        transaction that conflicts with the workers for its whole length.
+        ``limit`` (an integer >= 1) acts on at most that many jobs.  For
+        big queues run ``remotetask.bulk``'s steps (``retryStep``,
+        ``purgeStep``, ``deleteStep``: bounded, with a cursor) one
+        transaction each, as the command line, XML-RPC and the page do
+        (``remotetask.bulk.run``).
+
+        :raises InvalidInputError: for a bad filter or ``limit``.
+        """
+
+    def purge(queue=None, task=None, dry_run=False, limit=None):
         """Cancel every queued, delayed, start-later and deferred job of
         ``queue`` and ``task`` (cron jobs are schedules: cancel them by
-        id); return how many (``dry_run``: how many it would)."""
+        id); return how many (``dry_run``: how many it would).  One
+        transaction; ``limit``: see ``retryAll``."""
 
     def deleteJobs(status=None, queue=None, task=None, before=None,
-                   dry_run=False):
+                   dry_run=False, limit=None):
         """Delete the jobs in ``status`` (a status or a list; None: every
         status but processing) of ``queue`` and ``task``, created or ended
         before the epoch time ``before`` if given; return how many
-        (``dry_run``: how many it would).
+        (``dry_run``: how many it would).  One transaction; ``limit``:
+        see ``retryAll``.
 
         :raises InvalidStatusError: for ``processing`` or an unknown
             status.

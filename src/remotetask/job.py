@@ -7,7 +7,6 @@ import contextlib
 import contextvars
 import datetime
 import time
-import zoneinfo
 
 import persistent
 import zope.interface
@@ -259,6 +258,7 @@ class CronJob(Job):
                 raise InvalidScheduleError(
                     'a time zone applies to a cron expression only; the '
                     'tuple fields are in UTC')
+            import zoneinfo     # cron jobs only (start-up time)
             try:
                 zoneinfo.ZoneInfo(timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -292,6 +292,8 @@ class CronJob(Job):
         if self.interval is not None:
             return now + self.interval
         # Imported when needed: commands that only read jobs start faster.
+        import zoneinfo
+
         from croniter import CroniterBadDateError, croniter
         try:
             if self.expression is not None:

@@ -17,11 +17,24 @@ to see new jobs:
   with the payload when a notification arrives: they wake their idle
   threads at once.
 
-A lost notification (a producer that died between its commit and the
-NOTIFY, a listener reconnecting) costs at most the processor's
-``poll_interval`` (1 s by default): processors still look for work that
-often.  While a listener reconnects it calls its callbacks once (with
-``None``) so nothing sent meanwhile waits longer.  Other storages are not
+While its LISTEN connection stands, an idle processor does not poll:
+
+- its idle threads wait up to ``QUIET_POLL`` seconds (10; or the
+  processor's ``poll_interval`` if longer) rather than ``poll_interval``;
+- its clock looks at the queue (``Clock._checkDue``) only after a
+  notification (``Listener.heard`` moved), when the earliest waiting job's
+  time has come (``routing.firstEta``, over every lane, paused or not),
+  or ``QUIET_POLL`` seconds after it last looked.
+
+Every change that puts a job in a queue goes through ``_enter`` and so
+sends a NOTIFY; what else lets a worker take a job (a delayed job's time,
+a freed concurrency slot, a resumed queue) concerns a job already waiting,
+which keeps the clock looking at every tick as before.  So a lost
+notification (a producer that died between its commit and the NOTIFY, a
+connection that died silently) costs at most ``QUIET_POLL``.  A listener
+that reconnects calls its callbacks once (with ``None``) so nothing sent
+meanwhile waits longer; while it is not connected, processors poll every
+``poll_interval`` as on other storages.  Other storages are not
 touched: the check is one attribute lookup per add.  The connections use
 psycopg2 (RelStorage's default PostgreSQL driver); without it, processors
 poll as before and one line says so.
@@ -34,6 +47,10 @@ import threading
 log = logging.getLogger('remotetask.pgnotify')
 
 CHANNEL = 'remotetask_jobs'
+
+#: Seconds an idle processor goes without looking at the queue while its
+#: LISTEN connection stands (see above).
+QUIET_POLL = 10.0
 
 _NO = ''        # cached "not PostgreSQL" (the DSN otherwise)
 _KEY = object()     # the transaction's data key of the pending NOTIFY
@@ -140,6 +157,9 @@ class Listener(threading.Thread):
         self.dsn = dsn
         self.callbacks = []
         self.connected = threading.Event()
+        #: Moves at each notification and each (re)connection: a reader
+        #: that saw the same value has missed nothing since.
+        self.heard = 0
         self._halt = threading.Event()
         self._r, self._w = os.pipe()
 
@@ -165,6 +185,7 @@ class Listener(threading.Thread):
                 conn = _connect(self.dsn)
                 with conn.cursor() as cur:
                     cur.execute('LISTEN ' + CHANNEL)
+                self.heard += 1
                 self.connected.set()
                 if failures:
                     log.info('LISTEN connection back')
@@ -178,6 +199,8 @@ class Listener(threading.Thread):
                     payloads = set()
                     while conn.notifies:
                         payloads.add(conn.notifies.pop(0).payload)
+                    if payloads:
+                        self.heard += 1
                     for payload in sorted(payloads):
                         self._call(payload)
             except Exception as e:
@@ -197,6 +220,12 @@ class Listener(threading.Thread):
 
 _lock = threading.Lock()
 _listeners = {}     # dsn -> Listener
+
+
+def quiet(listener):
+    """True while ``listener`` (a Listener or None) stands: its owner may
+    rely on notifications rather than polling (see above)."""
+    return listener is not None and listener.connected.is_set()
 
 
 def listen(db, callback):

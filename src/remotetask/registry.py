@@ -106,6 +106,29 @@ def liveTaskNames(service, now=None):
     return names
 
 
+def slots(service, key, now=None):
+    """Where the processor registered under ``key`` stands among the live
+    ones: ``(offset, total, oid)``, the number of worker threads of the
+    live entries before it in key order, the number of all of them, and
+    the oid of the registry's BTree (whose change means another processor
+    came or went); None if it is not registered (yet).  Its threads are
+    the claim slots ``offset`` to ``offset + concurrency - 1`` of ``total``
+    (``structures.setHome``).  Loads every entry: call it when the
+    registry changed, not per claim."""
+    workers = _container(service)
+    if workers is None or key not in workers:
+        return None
+    now = time.time() if now is None else now
+    offset = total = 0
+    for k, entry in workers.items():
+        if k == key:
+            offset = total
+        elif not entry.alive(now):
+            continue
+        total += max(1, entry.concurrency)
+    return offset, total, workers._p_oid
+
+
 def prune(service, now=None):
     """Remove the entries expired at ``now``; return their worker ids.
     (Called by processors' maintenance.)"""

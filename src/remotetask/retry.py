@@ -30,39 +30,50 @@ import sys
 import time
 
 from transaction.interfaces import TransientError
+from ZEO.Exceptions import ClientDisconnected
 
 from remotetask.interfaces import StorageUnavailable
 
 log = logging.getLogger('remotetask.retry')
 
 
-def _disconnectErrors():
-    errors = []
-    try:
-        from ZEO.Exceptions import ClientDisconnected
-        errors.append(ClientDisconnected)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import psycopg2
-        errors += [psycopg2.OperationalError, psycopg2.InterfaceError]
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+def disconnectErrors():
+    """The exception classes that say the database server can not be
+    reached: ZEO's ``ClientDisconnected``, ``StorageUnavailable`` and, once
+    the PostgreSQL driver is imported, its ``OperationalError`` and
+    ``InterfaceError``.
+
+    The driver is not imported here (that costs 25-75 ms at every start):
+    only RelStorage raises its errors, and RelStorage imports it before it
+    connects, so a process where it is not imported has none to catch."""
+    driver = sys.modules.get('psycopg2')
+    errors = _ERRORS.get(driver)
+    if errors is None:
+        errors = (ClientDisconnected, StorageUnavailable)
+        if driver is not None:
+            try:
+                errors += (driver.OperationalError, driver.InterfaceError)
+            except AttributeError:  # pragma: no cover - still importing
+                return errors
+        _ERRORS.clear()
+        _ERRORS[driver] = errors
+    return errors
 
 
-DISCONNECT_ERRORS = _disconnectErrors() + (StorageUnavailable,)
+#: The last ``disconnectErrors()`` by driver module (or None).
+_ERRORS = {}
 
 
 def unavailable(exc):
     """True if ``exc`` says the database server can not be reached (ZEO's
     ``ClientDisconnected``, a PostgreSQL driver's connection errors as
     RelStorage passes them on, ``StorageUnavailable``)."""
-    if isinstance(exc, DISCONNECT_ERRORS):
+    errors = disconnectErrors()
+    if isinstance(exc, errors):
         return True
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and isinstance(
-        cause, DISCONNECT_ERRORS)
+        cause, errors)
 
 
 def _count(stats, key):
@@ -120,7 +131,7 @@ class _Run:
         if isinstance(exc, BaseException) and not isinstance(exc, Exception):
             return False
         conflict = isinstance(exc, TransientError) and not isinstance(
-            exc, DISCONNECT_ERRORS)
+            exc, disconnectErrors())
         if not conflict and unavailable(exc):
             # (A RelStorage lock conflict may carry the driver's error as
             # its context: it is a conflict, not an outage.)

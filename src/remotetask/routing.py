@@ -40,8 +40,8 @@ import persistent
 from BTrees.OOBTree import OOBTree
 
 from remotetask.interfaces import (
-    CANCELLED, COMPLETED, CRONJOB, DELAYED, ERROR, PROCESSING, QUEUED,
-    DEFERRED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError, InvalidStatusError)
+    CRONJOB, DELAYED, PROCESSING, QUEUED, DEFERRED, STARTLATER,
+    WAITING_STATUSES, InvalidInputError)
 from remotetask.structures import JobQueue
 
 #: The queue a job goes to when none is named.
@@ -590,6 +590,14 @@ def hasDue(service, now):
                if q not in paused)
 
 
+def firstEta(service):
+    """The earliest time a waiting job of any lane is due at (paused or
+    not, whatever its task's limits), or None if no job waits."""
+    firsts = [first[0] for key, found in lanes(service)
+              for first in (found.oldest(),) if first is not None]
+    return min(firsts) if firsts else None
+
+
 def queueNames(service):
     """The names of the queues that had jobs (and 'default')."""
     names = {DEFAULT_QUEUE}
@@ -678,87 +686,28 @@ def pausedCount(service, limit=100000):
     return total
 
 
-# -- Bulk actions ----------------------------------------------------------------
+# -- Bulk actions --------------------------------------------------------------
 
-def select(service, statuses, queue=None, task=None):
-    """The ids of the jobs in ``statuses`` of ``queue`` and ``task`` (None:
-    any).  Waiting jobs of one queue come from its lanes; others from the
-    status (and task) indexes, each job checked for its queue."""
-    queue, task = checkFilter(queue, task)
-    for status in statuses:
-        if status not in STATUSES:
-            raise InvalidStatusError('unknown status %r' % (status,))
-    ids = []
-    for status in statuses:
-        source = service.jobIds(status, task=task)
-        if queue is not None and status in WAITING_STATUSES:
-            # Waiting jobs of a queue: from its lanes, not every job.
-            mine = {jobid for (q, negp), found in lanes(service)
-                    if q == queue for eta, jobid in found}
-            ids.extend(jobid for jobid in source if jobid in mine)
-            continue
-        for jobid in source:
-            if queue is None or jobQueue(service.jobs[jobid]) == queue:
-                ids.append(jobid)
-    return ids
+# They live in ``remotetask.bulk`` (bounded steps with a cursor); these
+# names stay for callers of this module.
+
+def retryAll(service, queue=None, task=None, now=None, dry_run=False,
+             limit=None):
+    from remotetask import bulk
+    return bulk.retryAll(service, queue, task, now, dry_run, limit)
 
 
-#: What ``purge`` cancels: waiting jobs that are not cron jobs (a cron
-#: job is a schedule: cancel it by id).
-PURGEABLE = (QUEUED, DELAYED, STARTLATER, DEFERRED)
-#: What ``deleteJobs`` removes unless told otherwise.
-DELETABLE = tuple(s for s in STATUSES if s != PROCESSING)
-
-
-def _each(service, ids, statuses, action):
-    """Apply ``action`` to the jobs still in ``statuses`` (an action on
-    one job may change others: a workflow's cancel or delete goes down
-    its graph); return how many it was applied to."""
-    done = 0
-    for jobid in ids:
-        job = service.jobs.get(jobid)
-        if job is not None and job._status in statuses:
-            action(jobid)
-            done += 1
-    return done
-
-
-def retryAll(service, queue=None, task=None, now=None, dry_run=False):
-    ids = select(service, (ERROR,), queue, task)
-    if dry_run:
-        return len(ids)
-    return _each(service, ids, (ERROR,),
-                 lambda jobid: service.retry(jobid, now=now))
-
-
-def purge(service, queue=None, task=None, dry_run=False):
-    ids = select(service, PURGEABLE, queue, task)
-    if dry_run:
-        return len(ids)
-    return _each(service, ids, PURGEABLE, service.cancel)
+def purge(service, queue=None, task=None, dry_run=False, limit=None):
+    from remotetask import bulk
+    return bulk.purge(service, queue, task, dry_run, limit)
 
 
 def deleteJobs(service, status=None, queue=None, task=None, before=None,
-               dry_run=False):
-    if status is None:
-        statuses = DELETABLE
-    else:
-        statuses = (status,) if isinstance(status, str) else tuple(status)
-        if PROCESSING in statuses:
-            raise InvalidStatusError('processing jobs can not be deleted')
-    if before is not None and (isinstance(before, bool) or not isinstance(
-            before, (int, float))):
-        raise InvalidInputError('before must be epoch seconds, not %r'
-                                % (before,))
-    ids = select(service, statuses, queue, task)
-    if before is not None:
-        ids = [jobid for jobid in ids
-               if (service.jobs[jobid].completed
-                   or service.jobs[jobid].created) < before]
-    if dry_run:
-        return len(ids)
-    return _each(service, ids, statuses, service.delete)
+               dry_run=False, limit=None):
+    from remotetask import bulk
+    return bulk.deleteJobs(service, status, queue, task, before, dry_run,
+                           limit)
 
 
-#: Bulk actions by name (the web and the CLI).
+#: Bulk actions by name.
 BULK = {'retry': retryAll, 'purge': purge, 'delete': deleteJobs}

@@ -12,7 +12,7 @@ from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree
 from transaction.interfaces import TransientError
 
-from remotetask import (events, interfaces, limits, pgnotify, registry,
+from remotetask import (bulk, events, interfaces, limits, pgnotify, registry,
                         retention, routing, scheduling, stats, workflows)
 from remotetask.interfaces import (
     CANCELLED, COMPLETED, CRONJOB, DEFERRED, DELAYED, ERROR, FINAL_STATUSES,
@@ -23,9 +23,9 @@ from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
                             running)
 from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
-    PARTITIONS, SENTINEL, Counts, IdAllocator, IdIndex, IdSet, IdSetView, JobQueue,
-    JobTree, WaitingIndex, claimPartition, firstLeaf, intersect,
-    keepPartition, leaves, partitionOf, prefetcher, roots)
+    PARTITIONS, SENTINEL, SPREAD, Counts, IdAllocator, IdIndex, IdSet,
+    IdSetView, JobQueue, JobTree, WaitingIndex, claimPartition, firstLeaf,
+    home, intersect, keepPartition, leaves, partitionOf, prefetcher, roots)
 from remotetask.task import policy, retryDelay
 
 log = logging.getLogger('remotetask')
@@ -61,8 +61,15 @@ class _Sink:
         pass
 
 
+#: Inputs that always pickle (strings are checked for UTF-8 apart).
+_PLAIN = frozenset((int, float, bool, type(None), bytes))
+
+
 def checkPicklable(value, what='input'):
     """Raise InvalidInputError if ``value`` can not be stored in the ZODB."""
+    kind = type(value)
+    if kind in _PLAIN or kind is str and value.isascii():
+        return      # nothing to find: no pickling for the common inputs
     try:
         _ProbePickler(_Sink(), 3).dump(value)
     except Exception as e:
@@ -520,18 +527,20 @@ class TaskService(persistent.Persistent):
         """See ITaskService."""
         return routing.pausedCount(self)
 
-    def retryAll(self, queue=None, task=None, now=None, dry_run=False):
+    def retryAll(self, queue=None, task=None, now=None, dry_run=False,
+                 limit=None):
         """See ITaskService."""
-        return routing.retryAll(self, queue, task, now, dry_run)
+        return bulk.retryAll(self, queue, task, now, dry_run, limit)
 
-    def purge(self, queue=None, task=None, dry_run=False):
+    def purge(self, queue=None, task=None, dry_run=False, limit=None):
         """See ITaskService."""
-        return routing.purge(self, queue, task, dry_run)
+        return bulk.purge(self, queue, task, dry_run, limit)
 
     def deleteJobs(self, status=None, queue=None, task=None, before=None,
-                   dry_run=False):
+                   dry_run=False, limit=None):
         """See ITaskService."""
-        return routing.deleteJobs(self, status, queue, task, before, dry_run)
+        return bulk.deleteJobs(self, status, queue, task, before, dry_run,
+                               limit)
 
     # -- processing ----------------------------------------------------------
 
@@ -575,7 +584,8 @@ class TaskService(persistent.Persistent):
         held = gate.held
         for extra in (0, SCAN_PAST):
             wanted = limit - len(claimed)
-            due = queue.due(now, wanted + extra, start)
+            due = queue.due(now, wanted + extra, start,
+                            home() if spread else None)
             if load:
                 ids = [jobid for eta, jobid in due[:wanted]]
                 trees = (self.jobs, self._index[QUEUED],
@@ -964,11 +974,22 @@ class TaskService(persistent.Persistent):
 _NONE = IdIndex()
 
 
+#: The statuses whose index a claim and its run change (a claim takes ids
+#: out of ``queued`` and puts them in ``processing``; the run moves them to
+#: ``completed``): split like the queue, ``SPREAD`` partitions per lane, so
+#: that workers claiming from queue partitions of their own (claim slots)
+#: change index partitions of their own as well (docs/design.md, "Claim
+#: slots").
+_CLAIMED_STATUSES = (QUEUED, PROCESSING, COMPLETED)
+
+
 def _statusIndex(status):
     """A new index for ``status``: a waiting status's leaves are rewritten
     by every add, so they are smaller (see structures.WaitingIndex)."""
     waiting = status in WAITING_STATUSES or status in (STARTLATER, DEFERRED)
-    return IdSet(WaitingIndex if waiting else IdIndex)
+    partitions = PARTITIONS * SPREAD if status in _CLAIMED_STATUSES \
+        else PARTITIONS
+    return IdSet(WaitingIndex if waiting else IdIndex, partitions)
 
 
 def _warm(load, *objects):

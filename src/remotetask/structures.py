@@ -52,6 +52,18 @@ def partitionOf(jobid, partitions=PARTITIONS):
     """The partition (and lane) of ``jobid``: that of its stripe."""
     return (jobid // STRIPE) % partitions
 
+
+def spreadPartitionOf(jobid, partitions):
+    """The partition of ``jobid`` in a structure of ``partitions``
+    partitions: with ``SPREAD`` (or k) per lane (``PARTITIONS * k``), the
+    queue's (``lane * k + id % k``, see ``JobQueue.partitionOf``), so that
+    the waiting and processing indexes split like the queue and a claim
+    slot's ids lie in index partitions of its own too; else the lane's."""
+    if partitions > PARTITIONS and partitions % PARTITIONS == 0:
+        spread = partitions // PARTITIONS
+        return partitionOf(jobid) * spread + jobid % spread
+    return partitionOf(jobid, partitions)
+
 #: The first key of every queue partition, never removed (ids start at 1).
 _FIRST = (-_INF, 0)
 
@@ -269,16 +281,21 @@ class JobQueue(persistent.Persistent):
         """All ``(eta, jobid)`` entries in due order."""
         return heapq.merge(*[self._entries(p) for p in self._parts])
 
-    def due(self, now, limit=1, start=None):
+    def due(self, now, limit=1, start=None, home=None):
         """Up to ``limit`` entries due at ``now``, without removing them.
 
         ``start`` None: strictly in due order across partitions.  Else start
         at partition ``start`` and go round, taking due entries from each in
-        turn (what concurrent workers do), each one picked at random among
-        the first ``WINDOW`` due entries of its partition: BTrees can not
-        merge a concurrent change of a bucket with the removal of the
-        bucket's first key, so workers that all took the head of a
-        partition would conflict with each other and with producers.
+        turn (what concurrent workers do).  With ``home`` (a claiming
+        thread's ``(slot, total)``, see ``setHome``) the partitions of that
+        slot come first, their entries in due order: no other worker takes
+        from them while it has its own.  Then (or without ``home``) the
+        other partitions, in a stride of the thread's own, each entry
+        picked at random among the first ``WINDOW`` due entries of its
+        partition: BTrees can not merge a concurrent change of a bucket
+        with the removal of the bucket's first key, so workers that all
+        took the head of a partition would conflict with each other and
+        with producers.
         """
         upto = (now, _INF)
         if start is None:
@@ -294,21 +311,31 @@ class JobQueue(persistent.Persistent):
         # is visited), so that workers whose partitions run dry do not all
         # move on to the same next ones.
         step = stride(n)
+        order = [(start + i * step) % n for i in range(n)]
+        if home is not None:
+            own = [p for p in order if owner(p, home, n)]
+            order = own + [p for p in order if not owner(p, home, n)]
+        else:
+            own = ()
         found = []
-        for i in range(n):
-            part = self._parts[(start + i * step) % n]
+        for i, p in enumerate(order):
             window = []
-            for key in self._entries(part, upto):
+            mine = i < len(own)
+            for key in self._entries(self._parts[p], upto):
                 window.append(key)
-                if len(window) >= limit + WINDOW - 1:
+                if len(window) >= limit - len(found) + (
+                        0 if mine else WINDOW - 1):
                     break
+            if mine:
+                found.extend(window)
+                window = []
             while window and len(found) < limit:
                 # Not always the first: removing a bucket's first key
                 # conflicts with any concurrent change of that bucket.
                 found.append(window.pop(_rng.randrange(
                     min(len(window), WINDOW))))
             if len(found) >= limit:
-                return found
+                return found[:limit]
         return found
 
     def oldest(self):
@@ -351,7 +378,7 @@ class Merged:
         return self._parts
 
     def _partFor(self, key):
-        return self._parts[partitionOf(key, len(self._parts))]
+        return self._parts[spreadPartitionOf(key, len(self._parts))]
 
     def _low(self, min, excludemin):
         return min, excludemin
@@ -527,6 +554,14 @@ def intersect(ids, other):
         return LOSet(_intersection(ids, other))
     if a is not None and b is not None and len(a) == len(b):
         pieces = [_intersection(x, y) for x, y in zip(a, b)]
+    elif a is not None and b is not None and _laneMajor(a, b):
+        # k partitions per lane against one per lane: each of the k with
+        # its lane's (partition i of k * 16 is of lane i // k).
+        k = len(a) // len(b)
+        pieces = [_intersection(x, b[i // k]) for i, x in enumerate(a)]
+    elif a is not None and b is not None and _laneMajor(b, a):
+        k = len(b) // len(a)
+        pieces = [_intersection(a[i // k], y) for i, y in enumerate(b)]
     elif a is not None:
         pieces = [_intersection(x, other) for x in a]
     else:
@@ -535,6 +570,13 @@ def intersect(ids, other):
     if SENTINEL in found:
         found.remove(SENTINEL)
     return found
+
+
+def _laneMajor(many, few):
+    """True if ``many`` partitions split each of ``few`` lane partitions
+    (``spreadPartitionOf``)."""
+    return len(few) == PARTITIONS and len(many) > len(few) and \
+        len(many) % len(few) == 0
 
 
 def misplaced(tree):
@@ -556,7 +598,7 @@ def misplaced(tree):
     else:
         return problems
     where = tree.partitionOf if isinstance(tree, JobQueue) else \
-        (lambda i: partitionOf(i, len(parts)))
+        (lambda i: spreadPartitionOf(i, len(parts)))
     for n, part, ids in parts:
         wrong = [i for i in ids if where(i) != n]
         if wrong:
@@ -694,12 +736,14 @@ class _Block:
         self.next += 1
         return jobid
 
-    def __del__(self):
+    def __del__(self, getpid=os.getpid):
+        # (Bound names only: at the interpreter's exit, module globals may
+        # be gone already.)
         pool = self.pool
-        if pool is not None and self.pid == os.getpid():
+        if pool is not None and self.pid == getpid():
             self.pool = None
-            pool.append(_Block(self.lane, self.next, self.end, self.size,
-                               self.pid))
+            pool.append(type(self)(self.lane, self.next, self.end, self.size,
+                                   self.pid))
 
 
 def _reserve(allocator, lane, block):
@@ -733,7 +777,15 @@ def _pool(db, oid):
 
 
 def _allocateFromLane(db, oid):
-    blocks = _thread().blocks.setdefault(db, {})
+    state = _thread()
+    # The block the thread took its last id from, if it has ids left: one
+    # look-up per add rather than a weak dictionary's and the pool's.
+    last = state.last
+    if last is not None and last[1] == oid and last[0]() is db:
+        block = last[2]
+        if block.next < block.end:
+            return block.take()
+    blocks = state.blocks.setdefault(db, {})
     block = blocks.get(oid)
     if block is None:
         with _blockLock:
@@ -748,6 +800,7 @@ def _allocateFromLane(db, oid):
         with _blockLock:
             fresh.pool = _pool(db, oid)
         block = blocks[oid] = fresh
+    state.last = (weakref.ref(db), oid, block)
     return block.take()
 
 
@@ -777,17 +830,31 @@ _local = threading.local()
 _rng = random.SystemRandom()
 
 
+#: How many times this process was forked from its parent's (counted in
+#: the child by ``os.register_at_fork``): each thread's state (``_thread``)
+#: starts afresh in a forked child, without asking ``os.getpid()`` (a
+#: system call) at each add and claim.
+_forks = 0
+
+
+def _forked():
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _thread():
-    """This thread's state (a lane number, where its claims start),
-    started afresh in a forked process."""
-    pid = os.getpid()
-    if getattr(_local, 'pid', None) != pid:
-        _local.pid = pid
+    """This thread's state (a lane number, where its claims start, its
+    blocks of ids), started afresh in a forked process."""
+    if getattr(_local, 'forks', None) != _forks:
+        _local.forks = _forks
         _local.lane = _rng.randrange(1 << 30)
         _local.part = None
+        _local.home = None
         _local.blocks = weakref.WeakKeyDictionary()   # db -> {oid: _Block}
-    elif not hasattr(_local, 'blocks'):
-        _local.blocks = weakref.WeakKeyDictionary()
+        _local.last = None      # (weakref to db, oid, _Block): see above
     return _local
 
 
@@ -810,6 +877,33 @@ def stride(partitions=PARTITIONS):
     return (laneNumber() % (partitions // 2)) * 2 + 1
 
 
+def owner(part, home, partitions):
+    """True if partition ``part`` (of ``partitions``) belongs to the claim
+    slot ``home``, a ``(slot, total)``: slot ``s`` of ``t`` owns the
+    partitions ``p`` with ``p % t == s`` (with more slots than partitions,
+    partition ``s % partitions``, shared)."""
+    slot, total = home
+    if total >= partitions:
+        return part == slot % partitions
+    return part % total == slot
+
+
+def setHome(home):
+    """This thread's claim slot, ``(slot, total)`` (slot ``slot`` of
+    ``total`` worker threads of the service, numbered by the processors'
+    order in the worker registry), or None (no slot: spread claims start
+    at a partition drawn at random).  A thread with a slot claims from its
+    own partitions (``owner``) first, in due order, and takes from the
+    others' only when its own have no due entries: workers draining one
+    backlog then remove entries from different partitions."""
+    _thread().home = home
+
+
+def home():
+    """This thread's claim slot (see ``setHome``), or None."""
+    return getattr(_thread(), 'home', None)
+
+
 def claimPartition(partitions=PARTITIONS):
     """Where this thread's next spread claim starts: the partition where its
     last claim found jobs, or one drawn at random at first and after a
@@ -819,7 +913,12 @@ def claimPartition(partitions=PARTITIONS):
     move when they collide, end up apart."""
     state = _thread()
     part = getattr(state, 'part', None)
-    if part is None or part >= partitions:
+    slot = getattr(state, 'home', None)
+    if slot is not None and (part is None or part >= partitions
+                             or not owner(part, slot, partitions)):
+        own = [p for p in range(partitions) if owner(p, slot, partitions)]
+        part = state.part = own[_rng.randrange(len(own))]
+    elif part is None or part >= partitions:
         part = state.part = randomPartition(partitions)
     return part
 

@@ -10,16 +10,19 @@ import traceback
 from ZODB.POSException import StorageError
 
 from remotetask.interfaces import StorageUnavailable
-from remotetask.retry import DISCONNECT_ERRORS
+from remotetask.retry import disconnectErrors
 
 log = logging.getLogger('remotetask.worker')
 
-#: Errors that mean "the database can not be reached right now" (ZEO's
-#: ClientDisconnected is a StorageError; RelStorage passes on the database
-#: driver's connection errors): wait and try again, never give up on a job
-#: or end a thread for them.
-STORAGE_ERRORS = (StorageError, StorageUnavailable, OSError) + \
-    DISCONNECT_ERRORS
+def storageErrors():
+    """Errors that mean "the database can not be reached right now" (ZEO's
+    ClientDisconnected is a StorageError; RelStorage passes on the database
+    driver's connection errors): wait and try again, never give up on a job
+    or end a thread for them.  A function, used as ``except
+    storageErrors():`` (evaluated only when an exception is matched), so
+    that the driver's classes join once RelStorage imported the driver
+    (``retry.disconnectErrors``)."""
+    return (StorageError, StorageUnavailable, OSError) + disconnectErrors()
 
 
 def errorText(exc):

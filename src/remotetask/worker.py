@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 
+from remotetask import startup
 from remotetask.lifecycle import twoStageSignals
 
 log = logging.getLogger('remotetask.worker')
@@ -20,7 +21,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def serve(processor, grace=None, signals=SIGNALS, hardExit=os._exit,
-          ready=None):
+          ready=None, started=None):
     """Run ``processor`` until one of ``signals`` arrives; return the exit
     status (0 after a graceful stop, 1 if the processor died by itself).
 
@@ -28,8 +29,11 @@ def serve(processor, grace=None, signals=SIGNALS, hardExit=os._exit,
     processor's).  A second signal calls ``hardExit(128 + signum)`` (by
     default ``os._exit``: no clean-up; the jobs still running are reaped
     once their leases expire).  ``ready`` (a ``threading.Event``) is set
-    once the handlers are installed and the processor runs.  Must be called
-    from the main thread (Python delivers signals there only).
+    once the handlers are installed and the processor runs.  ``started``
+    (a callable) is called once the processor runs: what can wait until the
+    jobs are being claimed (the command's embedded ZEO server); if it
+    raises, the processor stops and the status is 1.  Must be called from
+    the main thread (Python delivers signals there only).
     """
     stop = threading.Event()
 
@@ -42,6 +46,16 @@ def serve(processor, grace=None, signals=SIGNALS, hardExit=os._exit,
     previous = twoStageSignals(signals, first, hardExit)
     try:
         processor.start()
+        if started is not None:
+            try:
+                started()
+            except Exception as e:
+                log.error('%s; stopping', e)
+                processor.stop(0)
+                return 1
+        # The worker's start-up is done (a no-op unless this is the
+        # remotetask program: remotetask.startup).
+        startup.ready()
         if ready is not None:
             ready.set()
         while not stop.wait(0.2):

@@ -17,7 +17,9 @@ A command's module is imported only when that command runs or ``--help``
 lists it, and those modules import nothing heavy at module level (no
 ZODB, no Pyramid): each command imports what it needs when it runs.  A
 new command is a module here plus a line in ``COMMANDS``.  ``run(argv)``
-runs the command in-process and returns its exit status (for tests).
+runs the command in-process and returns its exit status (for tests);
+``entry()`` is the program (the garbage collector during start-up and at
+exit: ``remotetask.startup``).
 """
 import importlib
 import sys
@@ -84,6 +86,18 @@ class _Group(click.Group):
 @click.version_option(package_name='remotetask')
 def main():
     """remotetask: a task queue that lives inside the ZODB."""
+
+
+def entry():
+    """The program: ``python -m remotetask`` and the ``remotetask`` script.
+    ``main()`` with the garbage collector set for a short start-up and a
+    quick exit (``remotetask.startup``)."""
+    from remotetask import startup
+    startup.begin()
+    try:
+        main()
+    finally:
+        startup.end()
 
 
 def run(argv=None):

@@ -6,6 +6,7 @@ command module, so what a command needs is imported when it runs.
 """
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -13,6 +14,10 @@ import click
 #: ``remotetask.db.DEFAULT_SERVICE`` (not imported here: that module loads
 #: the ZODB; a test checks they agree).
 DEFAULT_SERVICE = 'tasks'
+
+#: ``remotetask.db.DEFAULT_DB``, the FileStorage used without ``--db`` (a
+#: test checks they agree).
+DEFAULT_DB = os.path.join('var', 'Data.fs')
 
 #: Jobs ``serve`` and ``worker`` run at once by default, one thread each:
 #: a fixed number rather than Celery's one per core, because remotetask's
@@ -87,21 +92,57 @@ def db_options(func):
                         show_default=True,
                         help='Key of the service at the database root.')(func)
     func = click.option('--db', 'uri', default=None, metavar='URI',
+                        envvar='REMOTETASK_DB', show_envvar=True,
                         help='zodburi URI (file://, memory://, zeo://host:port,'
                              ' postgres://...) or a FileStorage path '
                              '[default: ./var/Data.fs].')(func)
     return func
 
 
-def openDatabase(uri, **options):
+def fileStorageFile(uri):
+    """The FileStorage file that ``--db uri`` names (None: the default),
+    or None for a URI of another storage."""
+    if uri is None:
+        return os.path.abspath(DEFAULT_DB)
+    if '://' not in uri:
+        return os.path.abspath(uri)
+    if uri.startswith('file://'):
+        path = uri[len('file://'):].split('?', 1)[0]
+        return path or None
+    return None
+
+
+def requireExisting(uri):
+    """Refuse (a usage error) a FileStorage file that does not exist.
+
+    Only ``serve``, ``worker``, ``add`` and ``pause`` create a database: a command
+    that reads or changes existing jobs, given a mistyped ``--db``, would
+    otherwise create an empty database and answer as if it were the real
+    one ("no such job", all counts 0)."""
+    path = fileStorageFile(uri)
+    if path is not None and not os.path.exists(path):
+        raise click.BadParameter(
+            'no database at %s (the file does not exist; only serve, worker, '
+            'add and pause create one)' % path, param_hint='--db')
+
+
+def openDatabase(uri, create=True, **options):
     """Open the database ``uri`` (``remotetask.db.openDB``); a bad URI is
     a usage error (exit status 2), a database that can not be opened an
-    error (exit status 1): one line each, never a traceback."""
+    error (exit status 1): one line each, never a traceback.  Without
+    ``create``, a FileStorage file that does not exist is a usage error
+    (``requireExisting``)."""
+    if not create:
+        requireExisting(uri)
     from remotetask import db as dbmod
+    from remotetask import startup
     from remotetask.embedded import DatabaseBusy
     from remotetask.interfaces import RemoteTaskError
     try:
-        return dbmod.openDB(uri, **options)
+        database = dbmod.openDB(uri, **options)
+        # The bulk of a command's start-up (the ZODB's imports) is done.
+        startup.ready()
+        return database
     except DatabaseBusy as e:
         # Not a usage error (no usage text), but the --db given can not be
         # used: the exit status of one.
@@ -131,12 +172,13 @@ def closeDatabase(database):
     database.close()
 
 
-def openService(uri, service, imports, zcml):
+def openService(uri, service, imports, zcml, create=False):
     """Load the tasks and open the database; return a ServiceRunner (the
-    database closes when the command ends)."""
+    database closes when the command ends).  Without ``create``, a
+    FileStorage file that does not exist is a usage error."""
     loadTasks(imports, zcml)
     from remotetask import db as dbmod
-    database = closeWithContext(openDatabase(uri))
+    database = closeWithContext(openDatabase(uri, create=create))
     return dbmod.ServiceRunner(database, service)
 
 

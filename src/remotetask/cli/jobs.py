@@ -33,7 +33,7 @@ def add(uri, service, imports, zcml, task, input, delay, start_later, queue,
         value = json.loads(input) if input is not None else None
     except ValueError as e:
         raise click.BadParameter('not JSON: %s' % e, param_hint='INPUT')
-    runner = openService(uri, service, imports, zcml)
+    runner = openService(uri, service, imports, zcml, create=True)
     from remotetask.interfaces import RemoteTaskError
     try:
         jobid = runner(lambda s: s.add(task, value, startLater=start_later,

@@ -6,6 +6,7 @@ from remotetask.cli.common import closeWithContext, errorText, openDatabase
 
 @click.command()
 @click.option('--db', 'uri', default=None, metavar='URI',
+              envvar='REMOTETASK_DB', show_envvar=True,
               help='zodburi URI (file://, zeo://host:port, postgres://...) '
                    'or a FileStorage path [default: ./var/Data.fs].')
 @click.option('--days', type=click.FloatRange(min=0), default=0.0,
@@ -17,7 +18,7 @@ def pack(uri, days):
     process serving it), a ZEO server's storage and RelStorage; jobs keep
     running meanwhile."""
     from remotetask import packing
-    database = closeWithContext(openDatabase(uri))
+    database = closeWithContext(openDatabase(uri, create=False))
     try:
         before, after = packing.pack(database, days)
     except Exception as e:

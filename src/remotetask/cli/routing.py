@@ -1,5 +1,9 @@
 """Routing and flow control commands: ``queues``, ``pause``, ``resume``,
-``retry``, ``purge``, ``delete`` (see ``remotetask.routing``)."""
+``retry``, ``purge``, ``delete`` (see ``remotetask.routing``).
+
+The bulk actions (``retry --all``, ``purge``, ``delete``, and their
+``--dry-run`` counts) run in bounded steps, one transaction each
+(``remotetask.bulk.run``): a conflict with a worker retries one step."""
 import time
 
 import click
@@ -24,6 +28,17 @@ def _run(runner, func):
     from remotetask.interfaces import RemoteTaskError
     try:
         return runner(func)
+    except RemoteTaskError as e:
+        fail(e)
+
+
+def _steps(runner, action, **kw):
+    """Run the bulk ``action`` in bounded steps, one transaction each;
+    return how many jobs it acted on (counted, with ``dry_run``)."""
+    from remotetask import bulk
+    from remotetask.interfaces import RemoteTaskError
+    try:
+        return bulk.run(runner, bulk.STEPS[action], **kw)
     except RemoteTaskError as e:
         fail(e)
 
@@ -64,11 +79,23 @@ def queues(uri, service, imports, zcml):
 def pause(uri, service, imports, zcml, queue, task):
     """Stop claiming jobs of a queue, a task, or (neither) everything.
     Running jobs finish."""
-    runner = openService(uri, service, imports, zcml)
-    if _run(runner, lambda s: s.pause(queue=queue, task=task)):
+    # Pausing ahead of any job (before a deployment, say) is a use: pause
+    # creates the database as add does.
+    from remotetask import routing
+    runner = openService(uri, service, imports, zcml, create=True)
+    paused, known = _run(runner, lambda s: (
+        s.pause(queue=queue, task=task),
+        queue is None or queue in routing.queueNames(s)))
+    if paused:
         click.echo('paused %s' % _what(queue, task))
     else:
         click.echo('%s was paused already' % _what(queue, task))
+    if not known:
+        # Most often a typing mistake; the pause holds the queue's jobs
+        # when some come, so it is kept.
+        click.echo('note: no job has used queue %r yet (see "remotetask '
+                   'queues"); its jobs will be held when they come' % queue,
+                   err=True)
 
 
 @click.command()
@@ -102,15 +129,13 @@ def retry(uri, service, imports, zcml, jobid, everything, queue, task,
         _run(runner, lambda s: s.retry(jobid))
         click.echo('queued job %d again' % jobid)
         return
-    n = _run(runner, lambda s: s.retryAll(queue=queue, task=task,
-                                          dry_run=dry_run))
+    n = _steps(runner, 'retry', queue=queue, task=task, dry_run=dry_run)
     click.echo('%s %d failed job%s of %s' % (
         'would queue again' if dry_run else 'queued again', n,
         '' if n == 1 else 's', _what(queue, task)))
 
 
-def _confirm(runner, count, message, yes):
-    n = _run(runner, count)
+def _confirm(n, message, yes):
     if n and not yes:
         click.confirm(message % n, abort=True)
     return n
@@ -125,15 +150,13 @@ def purge(uri, service, imports, zcml, queue, task, dry_run, yes):
     """Cancel every queued, delayed, start-later and deferred job (of
     --queue and --task).  Cron jobs stay (cancel them by id)."""
     runner = openService(uri, service, imports, zcml)
+    n = _steps(runner, 'purge', queue=queue, task=task, dry_run=True)
     if dry_run:
-        n = _run(runner, lambda s: s.purge(queue=queue, task=task,
-                                           dry_run=True))
         click.echo('would cancel %d waiting jobs of %s'
                    % (n, _what(queue, task)))
         return
-    _confirm(runner, lambda s: s.purge(queue=queue, task=task, dry_run=True),
-             'Cancel %%d waiting jobs of %s?' % _what(queue, task), yes)
-    n = _run(runner, lambda s: s.purge(queue=queue, task=task))
+    _confirm(n, 'Cancel %%d waiting jobs of %s?' % _what(queue, task), yes)
+    n = _steps(runner, 'purge', queue=queue, task=task)
     click.echo('cancelled %d waiting jobs of %s' % (n, _what(queue, task)))
 
 
@@ -156,13 +179,11 @@ def delete(uri, service, imports, zcml, statuses, queue, task, older_than,
     before = None if older_than is None else time.time() - older_than
     status = list(statuses) or None
 
-    def count(s):
-        return s.deleteJobs(status=status, queue=queue, task=task,
-                            before=before, dry_run=True)
+    kw = dict(status=status, queue=queue, task=task, before=before)
+    n = _steps(runner, 'delete', dry_run=True, **kw)
     if dry_run:
-        click.echo('would delete %d jobs' % _run(runner, count))
+        click.echo('would delete %d jobs' % n)
         return
-    _confirm(runner, count, 'Delete %d jobs?', yes)
-    n = _run(runner, lambda s: s.deleteJobs(status=status, queue=queue,
-                                            task=task, before=before))
+    _confirm(n, 'Delete %d jobs?', yes)
+    n = _steps(runner, 'delete', **kw)
     click.echo('deleted %d jobs' % n)

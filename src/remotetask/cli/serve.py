@@ -20,6 +20,7 @@ MAX_BODY = 1024 * 1024
 @click.option('--port', default=8080, show_default=True,
               type=click.IntRange(0, 65535))
 @click.option('--users', 'users_path', metavar='FILE',
+              envvar='REMOTETASK_USERS', show_envvar=True,
               type=click.Path(dir_okay=False),
               help='Users file (remotetask user add); without it, anonymous '
                    'use from loopback only.')

@@ -20,6 +20,7 @@ def user():
 
 
 _users_option = click.option('--users', 'users_path', metavar='FILE',
+                             envvar='REMOTETASK_USERS', show_envvar=True,
                              required=True, type=click.Path(dir_okay=False),
                              help='The users file (created if missing).')
 

@@ -7,7 +7,7 @@ import click
 
 from remotetask.cli.common import (
     DEFAULT_CONCURRENCY, closeDatabase, configureLogging, db_options,
-    loadTasks, openDatabase)
+    errorText, loadTasks, openDatabase)
 
 log = logging.getLogger('remotetask.worker')
 
@@ -137,7 +137,9 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
             raise click.UsageError('%s needs --processes' % name)
     # Each thread has a connection, and one more for its progress reports;
     # the clock, hand-backs and id blocks one each.
-    database = openDatabase(uri, share=True,
+    # A FileStorage is served to the other local processes from right
+    # after the processor started (SharedDB.share, docs/startup.md).
+    database = openDatabase(uri, share='later',
                             pool_size=2 * concurrency + 3,
                             cache_size=cacheSize(uri, cache_size))
     from remotetask import db as dbmod
@@ -178,7 +180,8 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
                                    max_jobs_per_child,
                                    max_memory_per_child).start()
         try:
-            code = serve(processor, grace)
+            code = serve(processor, grace, started=lambda: shareDatabase(
+                database, uri))
         finally:
             if packer is not None:
                 packer.stop(0)
@@ -197,6 +200,22 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
     closeDatabase(database)
     log.info('worker %s exits with status %d', processor.worker_id, code)
     sys.exit(code)
+
+
+def shareDatabase(database, uri):
+    """Start the embedded ZEO server of a FileStorage this worker holds
+    (``remotetask.embedded.SharedDB.share``); one clear line if it can not
+    start."""
+    share = getattr(database, 'share', None)
+    if share is None:       # not a FileStorage this process holds
+        return
+    try:
+        share()
+    except Exception as e:
+        from remotetask import db as dbmod
+        raise RuntimeError('can not share the database %s with the local '
+                           'processes: %s' % (dbmod.normalizeURI(uri),
+                                              errorText(e))) from e
 
 
 #: Options of the worker command a supervised child gets as they were given.

@@ -24,6 +24,20 @@ def test_add_status_counts_cancel_clean(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == 'removed 1 jobs'
 
 
+def test_the_database_from_the_environment(tmp_path, monkeypatch, capsys):
+    path = tmp_path / 'env' / 'Data.fs'
+    monkeypatch.setenv('REMOTETASK_DB', str(path))
+    tasks = ['--import', 'remotetask.examples']
+    assert run(['add'] + tasks + ['echo', '1']) == 0
+    assert capsys.readouterr().out.strip() == '1'
+    assert path.exists()
+    assert run(['counts']) == 0
+    assert 'queued       1' in capsys.readouterr().out
+    # --db still wins over the environment.
+    assert run(['counts', '--db', str(tmp_path / 'Other.fs')]) == 2
+    assert 'no database at' in capsys.readouterr().err
+
+
 def test_errors_are_clear(tmp_path, capsys):
     db = ['--db', str(tmp_path / 'Data.fs'), '--import',
           'remotetask.tests.clitasks']

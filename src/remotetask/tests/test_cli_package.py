@@ -87,6 +87,7 @@ def test_constants_kept_in_the_light_modules_agree():
     from remotetask.cli import common, jobs, serve, users
     from remotetask.web import app, auth
     assert common.DEFAULT_SERVICE == db.DEFAULT_SERVICE
+    assert common.DEFAULT_DB == db.DEFAULT_DB
     assert jobs.CLEANABLE == interfaces.CLEANABLE_STATUSES
     assert serve.MAX_BODY == app.MAX_BODY
     assert users.ROLES == auth.ROLES
@@ -129,6 +130,8 @@ def test_a_job_command_on_a_file_loads_no_zeo_client_and_no_web(tmp_path):
     # itself, without zodburi's resolvers (which load ZEO's client and
     # asyncio), croniter or the web stack.
     path = str(tmp_path / 'Data.fs')
+    from ZODB.FileStorage import FileStorage
+    FileStorage(path).close()       # counts refuses a file that is missing
     modules = _imported(
         'from remotetask.cli import run\n'
         'import contextlib, io\n'
@@ -153,3 +156,94 @@ def test_the_users_command_loads_no_web_stack(tmp_path):
         % (users, users))
     assert not [m for m in modules if m.startswith(('pyramid', 'waitress'))]
     assert 'remotetask.web.auth' in modules
+
+
+# -- what the fast commands load (issue 10: "Fast commands") ---------------
+
+#: Modules that `status` and a worker's start do not need: the web stack,
+#: zope.schema (the interfaces use plain attributes), the PostgreSQL driver
+#: (retry.disconnectErrors looks at it only once RelStorage loaded it), the
+#: zodburi resolvers and ZEO's client (a file nobody serves is opened
+#: directly), croniter (cron jobs only), pkg_resources.
+NOT_FOR_STATUS = ('pyramid', 'waitress', 'remotetask.web', 'zope.schema',
+                  'psycopg2', 'zodburi', 'ZEO.ClientStorage', 'croniter',
+                  'pkg_resources', 'ZEO.StorageServer', 'asyncio',
+                  'remotetask.processor', 'remotetask.zcml')
+NOT_FOR_WORKER = ('pyramid', 'waitress', 'remotetask.web', 'zope.schema',
+                  'psycopg2', 'zodburi', 'ZEO.ClientStorage',
+                  'pkg_resources', 'remotetask.zcml')
+
+
+def _loaded(modules, names):
+    return sorted(n for n in names if n in modules)
+
+
+def test_status_on_a_file_loads_only_what_it_needs(tmp_path):
+    path = str(tmp_path / 'Data.fs')
+    subprocess.run(remotetaskCommand('add', '--db', path, '--import',
+                                     'remotetask.tracker',
+                                     'remotetask.tracker', 'null',
+                                     '--start-later'),
+                   env=subprocessEnv(), check=True, capture_output=True)
+    modules = _imported(
+        'from remotetask.cli import run\n'
+        'import contextlib, io\n'
+        'out = io.StringIO()\n'
+        'with contextlib.redirect_stdout(out):\n'
+        '    assert run(["status", "--db", %r, "1"]) == 0\n'
+        'assert \'"status": "start later"\' in out.getvalue()\n' % path)
+    assert _loaded(modules, NOT_FOR_STATUS) == []
+    assert 'remotetask.service' in modules      # the check can fail
+
+
+WORKER_SNAPSHOT = r'''
+import logging, os, signal, sys
+from remotetask.cli import run
+
+class Snapshot(logging.Handler):
+    # At "processor ... started": write the loaded modules, then stop.
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith('processor ') and ' started:' in message:
+            with open(%(out)r, 'w') as f:
+                f.write('\n'.join(sorted(sys.modules)))
+            os.kill(os.getpid(), signal.SIGTERM)
+
+logging.basicConfig(level=logging.INFO)
+logging.getLogger('remotetask.worker').addHandler(Snapshot())
+sys.exit(run(['worker', '--db', %(db)r, '--grace', '1']))
+'''
+
+
+def test_a_worker_starts_with_only_what_it_needs(tmp_path):
+    out = tmp_path / 'modules.txt'
+    code = WORKER_SNAPSHOT % {'out': str(out),
+                              'db': str(tmp_path / 'Data.fs')}
+    proc = subprocess.run([sys.executable, '-c', code], env=subprocessEnv(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = set(out.read_text().split())
+    assert _loaded(modules, NOT_FOR_WORKER) == []
+    assert 'remotetask.processor' in modules    # the check can fail
+
+
+def test_the_program_sets_the_collector_and_run_does_not(tmp_path):
+    # remotetask.startup: the collector is off during the program's
+    # start-up, back on (with the start-up's objects frozen) once the
+    # database is open; `run()` (in-process, tests) leaves it alone.
+    path = str(tmp_path / 'Data.fs')
+    code = (
+        'import gc, sys\n'
+        'from remotetask import startup\n'
+        'from remotetask.cli import common, run\n'
+        'assert run(["add", "--db", %r, "--import", "remotetask.tracker",'
+        ' "remotetask.tracker", "null", "--start-later"]) == 0\n'
+        'assert run(["counts", "--db", %r]) == 0\n'
+        'assert gc.isenabled() and gc.get_freeze_count() == 0\n'
+        'startup.begin()\n'
+        'assert not gc.isenabled()\n'
+        'database = common.openDatabase(%r)\n'
+        'assert gc.isenabled() and gc.get_freeze_count() > 1000\n'
+        'database.close()\n' % (path, path, path))
+    subprocess.run([sys.executable, '-c', code], env=subprocessEnv(),
+                   check=True, capture_output=True)

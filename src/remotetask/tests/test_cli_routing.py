@@ -75,6 +75,37 @@ def test_pause_resume(db, capsys):
     assert out(capsys).strip() == 'removed 2 pauses'
 
 
+def test_pause_of_a_queue_no_job_used_says_so(db, capsys):
+    assert run(['add'] + db + ['echo', '1', '--queue', 'a']) == 0
+    out(capsys)
+    assert run(['pause'] + db + ['--queue', 'a']) == 0
+    assert capsys.readouterr().err == ''
+    assert run(['pause'] + db + ['--queue', 'aa']) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "paused queue 'aa'"
+    assert "no job has used queue 'aa' yet" in captured.err
+
+
+def test_commands_refuse_a_database_file_that_is_missing(db, tmp_path, capsys):
+    # (db: the fixture registers the task echo)
+    missing = str(tmp_path / 'typo' / 'Data.fs')
+    for command in (['status', '1'], ['counts'], ['cancel', '1'], ['clean'],
+                    ['workers'], ['queues'], ['resume'], ['purge'],
+                    ['pack']):
+        assert run(command + ['--db', missing]) == 2, command
+        err = capsys.readouterr().err
+        assert 'no database at %s' % missing in err, (command, err)
+        assert 'Traceback' not in err
+    assert not (tmp_path / 'typo' / 'Data.fs').exists()
+    # file:// URIs too; add creates it.
+    uri = 'file://' + missing
+    assert run(['counts', '--db', uri]) == 2
+    capsys.readouterr()
+    assert run(['add', '--db', uri, 'echo', '1']) == 0
+    assert (tmp_path / 'typo' / 'Data.fs').exists()
+    assert run(['counts', '--db', uri]) == 0
+
+
 def test_retry_purge_delete(db, capsys, tmp_path):
     import ZODB.FileStorage
     import ZODB
@@ -112,6 +143,54 @@ def test_retry_purge_delete(db, capsys, tmp_path):
     assert run(['counts'] + db) == 0
     assert 'queued       1' in out(capsys)
     assert waiting
+
+
+def test_bulk_commands_run_in_steps(db, capsys, monkeypatch):
+    # 35 failed jobs, steps of 10: four transactions, the total printed.
+    import ZODB
+    import ZODB.FileStorage
+    from remotetask import bulk
+    from remotetask import db as dbmod
+    from remotetask.service import TaskService
+    zope.component.provideUtility(SimpleTask(lambda x: 1 / 0), name='boom')
+    database = ZODB.DB(ZODB.FileStorage.FileStorage(db[1]))
+    with database.transaction() as conn:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(35):
+            service.processNext(jobid=service.add('boom', i, now=0), now=1)
+        assert service.count('error') == 35
+    database.close()
+    monkeypatch.setattr(bulk, 'BATCH', 10)
+    steps = []
+    call = dbmod.ServiceRunner.__call__
+
+    def counted(self, func, *args, **kw):
+        result = call(self, func, *args, **kw)
+        steps.append(getattr(result, 'count', None))
+        return result
+    monkeypatch.setattr(dbmod.ServiceRunner, '__call__', counted)
+    assert run(['retry'] + db + ['--all', '--task', 'boom']) == 0
+    assert out(capsys).strip() == \
+        "queued again 35 failed jobs of task 'boom'"
+    assert steps == [10, 10, 10, 5]
+    del steps[:]
+    assert run(['purge'] + db + ['--task', 'boom', '--yes']) == 0
+    assert out(capsys).strip() == \
+        "cancelled 35 waiting jobs of task 'boom'"
+    # the dry run's count, then the purge, in steps of 10
+    assert steps == [10, 10, 10, 5] * 2
+    del steps[:]
+    assert run(['delete'] + db + ['--status', 'cancelled', '--yes']) == 0
+    assert out(capsys).strip() == 'deleted 35 jobs'
+    # (no filter: the dry run counts with the status counters, at once)
+    assert steps == [35, 10, 10, 10, 5]
+
+
+def test_bulk_commands_refuse_bad_filters(db, capsys):
+    assert run(['add'] + db + ['echo', '1']) == 0
+    out(capsys)
+    assert run(['purge'] + db + ['--queue', ' ', '--yes']) == 1
+    assert 'non-blank' in capsys.readouterr().err
 
 
 def test_statuses_kept_in_the_light_module_agree():

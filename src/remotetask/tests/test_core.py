@@ -144,6 +144,36 @@ def test_stored_service_reserves_blocks_in_a_transaction_of_its_own(filedb):
     assert _inThread(add) == 1002
 
 
+@pytest.mark.skipif(not hasattr(os, 'fork'), reason='no os.fork')
+def test_a_forked_child_starts_without_its_parents_blocks(filedb):
+    db = filedb()
+    conn = db.open()
+    conn.root()['tasks'] = service = TaskService()
+    register('echo', lambda input: input)
+    transaction.commit()
+    service.add('echo')                     # this thread holds a block now
+    transaction.commit()
+    state = structures._thread()
+    assert state.last is not None and state.blocks
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:        # the child: report, and leave at once
+        try:
+            state = structures._thread()
+            os.write(write, b'fresh' if state.last is None
+                     and not state.blocks else b'inherited')
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 100) == b'fresh'
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert structures._thread().last is not None    # the parent's: kept
+    conn.close()
+
+
 def test_an_allocator_of_the_old_layout_goes_on_after_its_ids(filedb):
     db = filedb()
     conn = db.open()

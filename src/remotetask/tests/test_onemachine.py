@@ -266,6 +266,8 @@ def test_a_file_held_by_a_process_that_does_not_share_it(machine):
 
 def test_stale_socket_and_discovery_file_are_cleared(machine):
     os.makedirs(os.path.dirname(machine.db))
+    from ZODB.FileStorage import FileStorage
+    FileStorage(machine.db).close()     # as a killed serve leaves it
     # A socket nobody listens on, and a discovery file naming a dead pid.
     s = socket.socket(socket.AF_UNIX)
     s.bind(machine.db + '.sock')
@@ -346,3 +348,19 @@ def test_a_second_signal_stops_serve_at_once(machine):
     assert serve.wait(DEADLINE) == 128 + signal.SIGTERM
     # What it left behind does not stop the next command.
     assert machine.status(jobid)['status'] == 'processing'
+
+
+def test_a_worker_that_can_not_serve_its_file_says_so_and_exits_1(machine):
+    # The embedded server starts once the processor runs (docs/startup.md);
+    # if it can not (here: a directory where its socket goes), the worker
+    # stops, with one line and exit status 1, and leaves the file usable.
+    os.makedirs(machine.db + '.sock')
+    (machine.path / 'var' / 'Data.fs.sock' / 'x').write_text('')
+    proc = machine.start('worker', 'worker', '--grace', '1')
+    assert proc.wait(DEADLINE) == 1
+    log = machine.log('worker')
+    assert 'Traceback' not in log, log
+    assert ('ERROR [remotetask.worker] can not share the database file://%s '
+            'with the local processes: ' % machine.db) in log, log
+    assert embedded.readInfo(machine.db) is None
+    assert machine.run('counts').returncode == 0

@@ -149,3 +149,58 @@ def test_listener_calls_back_after_reconnecting(rdb):
         assert listener.connected.wait(30)
     finally:
         pgnotify.unlisten(rdb, heard)
+
+
+def test_idle_processor_does_not_poll_while_listening(rdb, echo):
+    """With the LISTEN connection up, an idle processor's threads and
+    clock do not look at the queue at every poll interval and tick: the
+    NOTIFY of an add wakes them."""
+    from remotetask.processor import Processor
+    processor = Processor(rdb, poll_interval=0.05, lease=60.0,
+                          maintenance_interval=3600.0, heartbeat=3600.0)
+    looks = []
+    original = processor._service
+
+    def spy(conn):
+        looks.append(time.monotonic())
+        return original(conn)
+    processor._service = spy
+    processor.start()
+    try:
+        listener = pgnotify._listeners[pgnotify.dsnOf(rdb)]
+        assert listener.connected.wait(30), 'LISTEN connection'
+        time.sleep(0.5)         # start-up looks, registry entry
+        before = len(looks)
+        time.sleep(2.0)
+        # Polling every 0.05 s (threads) and every tick (clock) would look
+        # about 80 times in 2 s.
+        assert len(looks) - before <= 2
+        jobid, = add(rdb)
+        waitUntil(lambda: processor.stats['completed'] == 1,
+                  'the job to complete')
+    finally:
+        processor.stop(10)
+
+
+def test_a_delayed_job_starts_on_time_while_listening(rdb, echo,
+                                                      monkeypatch):
+    """Quiet does not mean late: the clock looks again when the earliest
+    waiting job is due, not only after QUIET_POLL."""
+    from remotetask.processor import Processor
+    monkeypatch.setattr(pgnotify, 'QUIET_POLL', 3600.0)
+    processor = Processor(rdb, poll_interval=3600.0, lease=60.0)
+    processor.start()
+    try:
+        listener = pgnotify._listeners[pgnotify.dsnOf(rdb)]
+        assert listener.connected.wait(30), 'LISTEN connection'
+        tm = transaction.TransactionManager()
+        conn = rdb.open(tm)
+        try:
+            with tm:
+                dbmod.getService(conn).add('echo', 1, delay=1.0)
+        finally:
+            conn.close()
+        waitUntil(lambda: processor.stats['completed'] == 1,
+                  'the delayed job to complete', timeout=30)
+    finally:
+        processor.stop(10)

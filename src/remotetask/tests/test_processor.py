@@ -129,7 +129,9 @@ def test_processor_provides_its_interface(env):
     ('concurrency', 0), ('batch', 0), ('lease', 0), ('lease', -1),
     ('poll_interval', 0), ('grace', -1), ('attempts', 0),
     ('concurrency', 2.0), ('concurrency', True), ('lease', '5'),
-    ('lease', None), ('grace', 'abc'), ('maintenance_interval', '1')])
+    ('lease', None), ('grace', 'abc'), ('maintenance_interval', '1'),
+    ('lease', float('inf')), ('poll_interval', float('nan')),
+    ('grace', float('inf')), ('heartbeat', float('inf'))])
 def test_bad_options_are_refused(env, option, value):
     with pytest.raises(ValueError, match=option):
         Processor(env.db, **{option: value})

@@ -319,16 +319,20 @@ def test_an_add_loads_what_it_writes_ahead(recording):
     ptm = transaction.TransactionManager()
     pconn = conn.db().open(ptm)
     with ptm:
-        first = pconn.root()['tasks'].add('scale.noop', 1)
+        # The queued index has 4 partitions per lane (id % 4): the fifth
+        # job's is the first's.
+        ids = [pconn.root()['tasks'].add('scale.noop', i) for i in range(4)]
+    first = ids[0]
     with tm:
         job, = service.claim(worker='w', lease=30)
         assert job.id == first
     del storage.prefetched[:]
     with ptm:
-        pconn.root()['tasks'].add('scale.noop', 2)
+        fifth = pconn.root()['tasks'].add('scale.noop', 5)
     pconn.close()
+    queued = service._index[QUEUED]
+    assert queued._partFor(fifth) is queued._partFor(first)
     asked = set(storage.prefetched[0])
     lane = service._counts.tallyFor(first)
-    for ob in (lane, service._queue._counter(first),
-               service._index[QUEUED].partitions[partitionOf(first)]):
+    for ob in (lane, service._queue._counter(first), queued._partFor(first)):
         assert ob._p_oid in asked

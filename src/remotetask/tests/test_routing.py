@@ -449,3 +449,17 @@ def test_start_processing_with_queues(db):
         assert service.stopProcessing(10)
         tm.abort()
         conn.close()
+
+
+def test_first_eta_over_every_lane_paused_or_not(service):
+    register('echo')
+    assert routing.firstEta(service) is None
+    service.add('echo', now=10, delay=50)                 # due at 60
+    service.add('echo', queue='slow', now=10, delay=20)   # due at 30
+    service.add('echo', priority=5, now=10, delay=40)     # due at 50
+    assert routing.firstEta(service) == 30
+    service.pause(queue='slow', now=10)
+    assert routing.firstEta(service) == 30    # paused: still waiting
+    ids = claimed(service, now=100, limit=10)
+    assert len(ids) == 2
+    assert routing.firstEta(service) == 30

@@ -70,3 +70,40 @@ def test_queues_panel(browser, server, tmp_path):
     page.screenshot(path=str(tmp_path / 'queues-panel.png'), full_page=True)
     assert errors == []
     page.close()
+
+
+def test_bulk_buttons_repeat_the_steps(browser, server):
+    """The page repeats a bulk action's bounded steps until the server
+    says there is no more, with the cursor of each answer, and shows the
+    running total.  (The requests get "limit": 1 on their way, so that
+    three jobs take three steps.)"""
+    import json
+    page, errors = login(browser, server, 'mia', 'mia-pw')
+    page.wait_for_selector('#processing-state:text-is("processing")')
+    for n in range(3):
+        addJob(page, 'fail', '"x%d"' % n)
+    page.wait_for_function(
+        "document.querySelector('#counts [data-status=error] .count-n')"
+        ".textContent === '3'")
+    page.click('#processing-toggle')        # no second failure meanwhile
+    page.wait_for_selector('#processing-state:has-text("stopped")')
+    sent = []
+
+    def oneAtATime(route):
+        body = json.loads(route.request.post_data or '{}')
+        sent.append(dict(body))
+        body['limit'] = 1
+        route.continue_(post_data=json.dumps(body))
+    page.route('**/api/bulk/retry', oneAtATime)
+    page.click('#bulk [data-bulk=retry]')
+    page.wait_for_selector('#toast:text-is("Queued again 3 jobs")')
+    # The count (the status counters: one answer), then three steps, each
+    # after the first with the cursor of the one before.
+    assert [b.get('dry_run', False) for b in sent] == [True] + [False] * 3
+    assert 'cursor' not in sent[1]
+    assert [list(b['cursor']) for b in sent[2:]] == [['error']] * 2
+    page.wait_for_function(
+        "document.querySelector('#counts [data-status=queued] .count-n')"
+        ".textContent === '3'")
+    assert errors == []
+    page.close()

@@ -351,13 +351,13 @@ def _processorRidesOutPostgresOutages():
         from remotetask import processor
     except ImportError:
         return True
-    return issubclass(psycopg2.OperationalError, processor.STORAGE_ERRORS)
+    return issubclass(psycopg2.OperationalError, processor.storageErrors())
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xfail(not _processorRidesOutPostgresOutages(), strict=False,
-                   reason='Processor.STORAGE_ERRORS lacks psycopg2 '
+                   reason='Processor.storageErrors() lacks psycopg2 '
                    'OperationalError/InterfaceError: jobs running when '
                    'PostgreSQL goes down end in error (reported to the lead)')
 def test_postgres_down_for_10s(tmp_path, record_property):

@@ -157,3 +157,17 @@ def test_attempts_waits_out_an_outage_then_gives_up():
         for attempt in attempts(tm, outage=0.05, pause=0.01):
             with attempt:
                 raise ClientDisconnected('down for good')
+
+
+def test_the_drivers_errors_are_outages_once_it_is_imported():
+    # retry does not import psycopg2 (start-up time); RelStorage does,
+    # and from then on its connection errors are outages to wait out.
+    psycopg2 = pytest.importorskip('psycopg2')
+    from remotetask.threads import storageErrors
+    assert unavailable(psycopg2.OperationalError('server closed'))
+    assert unavailable(psycopg2.InterfaceError('connection already closed'))
+    assert not unavailable(psycopg2.ProgrammingError('syntax'))
+    wrapped = RuntimeError('while polling')
+    wrapped.__cause__ = psycopg2.OperationalError('server closed')
+    assert unavailable(wrapped)
+    assert issubclass(psycopg2.OperationalError, storageErrors())

@@ -176,3 +176,30 @@ def test_disk_full_is_found_in_an_exception_chain():
     health.STATE.noteCommitted()
     assert not health.STATE.full
     assert health.diskFull(ValueError('x')) is None
+
+
+def test_a_commit_on_a_guarded_file_storage_clears_the_condition(
+        tmp_path, monkeypatch):
+    """Once space is freed, the next commit that works (a heartbeat, say)
+    clears the condition, even if no job is added; one that is refused
+    does not."""
+    db = ZODB.DB(health.guardFileStorage(
+        ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs'))))
+    try:
+        conn = db.open()
+        health.STATE.noteFull(OSError(28, 'No space left on device'))
+        with monkeypatch.context() as patched:
+            patched.setattr(health, 'freeBytes', lambda path: 0)
+            conn.root()['x'] = 1
+            with pytest.raises(OSError) as refused:
+                conn.transaction_manager.commit()
+            assert refused.value.errno == 28
+            conn.transaction_manager.abort()
+        assert health.STATE.full
+        conn.root()['x'] = 2
+        conn.transaction_manager.commit()
+        assert not health.STATE.full
+        conn.close()
+    finally:
+        db.close()
+        health.STATE.noteCommitted()

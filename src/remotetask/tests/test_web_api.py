@@ -149,12 +149,40 @@ def test_counts_and_clean(app, db):
     assert data['processing'] == {'available': False, 'running': False,
                                   'stats': {}}
     app.post_json('/api/clean', {'status': ['queued']}, status=409)
-    assert app.post_json('/api/clean', {'status': ['completed']}).json \
-        == {'removed': 3}
-    assert app.post_json('/api/clean', {}).json == {'removed': 1}
+    result = app.post_json('/api/clean', {'status': ['completed']}).json
+    assert (result['removed'], result['more']) == (3, False)
+    result = app.post_json('/api/clean', {}).json
+    assert (result['removed'], result['more']) == (1, False)
     app.get('/api/jobs/%d' % failed['id'], status=404)
     assert app.get('/api/jobs/%d' % waiting['id']).json['status'] \
         == 'delayed'
+
+
+def test_clean_in_bounded_steps(app, db):
+    def finish(s):
+        for i in range(25):
+            s.processNext(jobid=s.add('echo', i, now=0), now=1)
+    ServiceRunner(db)(finish)
+    removed, cursor, answers = 0, None, 0
+    while True:
+        result = app.post_json('/api/clean', {'status': ['completed'],
+                                              'limit': 10,
+                                              'cursor': cursor}).json
+        answers += 1
+        assert result['removed'] <= 10
+        removed += result['removed']
+        cursor = result['cursor']
+        if not result['more']:
+            break
+    assert (removed, answers) == (25, 3)
+    assert app.get('/api/counts').json['total'] == 0
+    for bad_limit in (0, 10001, 'all', 2.5, True):
+        error = app.post_json('/api/clean', {'limit': bad_limit},
+                              status=400).json['error']
+        assert error.startswith('limit must be an integer from 1 to 10000')
+    error = app.post_json('/api/clean', {'cursor': {'completed': 'x'}},
+                          status=400).json['error']
+    assert 'must be a job id or null' in error
 
 
 def test_cron_jobs(app, db):
@@ -322,6 +350,10 @@ def test_conflicting_writes_are_retried(app, db):
 def test_api_index_and_workers(db, app):
     index = app.get('/api/').json
     assert index['openapi'].endswith('/api/openapi.json')
+    from remotetask.version import VERSION
+    from remotetask.web.openapi import VERSION as API_VERSION
+    assert index['version'] == VERSION
+    assert index['api_version'] == API_VERSION
     paths = {(e['method'], e['path']) for e in index['endpoints']}
     assert {('GET', '/api/jobs'), ('POST', '/api/jobs'),
             ('GET', '/api/workers'), ('GET', '/api/')} <= paths
@@ -346,3 +378,15 @@ def test_api_index_and_workers(db, app):
     finally:
         p.stop()
     assert app.get('/api/workers').json['workers'] == []
+
+
+def test_a_known_url_with_a_method_it_does_not_serve_is_405(db, app):
+    response = app.post_json('/api/retention', {'completed': 60}, status=405)
+    assert response.headers['Allow'] == 'GET, HEAD, PUT'
+    assert response.json['error'] == (
+        'POST is not allowed on /api/retention (allowed: GET, HEAD, PUT)')
+    response = app.delete('/api/jobs', status=405)
+    assert 'POST' in response.headers['Allow'].split(', ')
+    # An unknown URL is still 404, and so is an unknown job.
+    app.post_json('/api/nothing-here', {}, status=404)
+    app.get('/api/jobs/999999', status=404)

@@ -62,6 +62,22 @@ def test_user_commands(tmp_path):
     assert code == 0 and Users.read(path) == {}
 
 
+def test_the_users_file_from_the_environment(tmp_path, monkeypatch):
+    path = str(tmp_path / 'env-users.json')
+    monkeypatch.setenv('REMOTETASK_USERS', path)
+    code, out = runCommand(['user', 'add', 'ann', '--role', 'manager'],
+                           stdin='pw-12345678\n')
+    assert code == 0, out
+    code, out = runCommand(['user', 'list'])
+    assert out == 'ann\tmanager\t0 token(s)\n'
+    # --users still wins over the environment.
+    other = str(tmp_path / 'other.json')
+    code, out = runCommand(['user', 'add', '--users', other, 'bob',
+                            '--role', 'viewer'], stdin='pw-12345678\n')
+    assert code == 0 and 'bob' in Users.read(other)
+    assert 'bob' not in Users.read(path)
+
+
 def test_anonymous_is_401_everywhere(app):
     for path in ('/api/jobs', '/api/counts', '/metrics',
                  '/api/openapi.json'):

@@ -1,6 +1,7 @@
 """The management page in a real headless Chromium, against a real
 `remotetask serve` process (login, add, live progress, cancel, retry,
 delete, clean, cron jobs, filters, viewer role)."""
+import contextlib
 import os
 import re
 import subprocess
@@ -36,15 +37,18 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def server(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path, db=None, *options):
+    """A `remotetask serve` process on a free port (database ``db``, by
+    default ``tmp_path``/Data.fs; users mia and vic, see ``usersFile``;
+    more command line ``options``); yields its base URL."""
     path, token = usersFile(tmp_path)
     port = testing.freePort()
     log = open(str(tmp_path / 'serve.log'), 'wb')
     proc = subprocess.Popen(
-        testing.remotetaskCommand('serve', '--db', tmp_path / 'Data.fs',
+        testing.remotetaskCommand('serve', '--db', db or tmp_path / 'Data.fs',
                                   '--port', port, '--users', path,
-                                  '--concurrency', 2),
+                                  '--concurrency', 2, *options),
         stdout=log, stderr=subprocess.STDOUT, env=testing.subprocessEnv(),
         cwd=str(tmp_path))
     try:
@@ -58,6 +62,12 @@ def server(tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with serving(tmp_path) as url:
+        yield url
 
 
 def login(browser, url, name, password):

@@ -427,12 +427,16 @@ def test_xmlrpc_cron_fields_must_be_arrays(app, db):
 
 
 def test_unknown_api_urls_say_so(app):
-    for method, url in (('GET', '/api/jobs/abc'), ('PUT', '/api/jobs/1'),
-                        ('GET', '/api/nothing')):
+    for method, url in (('GET', '/api/jobs/abc'), ('GET', '/api/nothing')):
         response = app.request(url, method=method, status=404)
         assert response.json['error'] == (
             'no such URL: %s %s (the API is described at '
             '/api/openapi.json)' % (method, url))
+    # a known URL with a method it does not serve: 405 and Allow
+    response = app.request('/api/jobs/1', method='PUT', status=405)
+    assert response.json['error'].startswith(
+        'PUT is not allowed on /api/jobs/1 (allowed: ')
+    assert 'GET' in response.headers['Allow'].split(', ')
     # a job that does not exist is still said so
     assert app.get('/api/jobs/99', status=404).json['error'] == \
         'no job with id 99'

@@ -82,6 +82,89 @@ def test_xmlrpc_queues_pauses_and_bulk(app, db):
     assert service(db, lambda s: s.count()) == 1
 
 
+def failedJobs(db, count, task='fail', queue='default'):
+    def make(s):
+        ids = [s.add(task, 'boom', queue=queue, now=0) for i in range(count)]
+        for jobid in ids:
+            s.processNext(jobid=jobid, now=1)
+        return ids
+    return service(db, make)
+
+
+def test_json_bulk_in_bounded_steps(app, db):
+    failedJobs(db, 35)
+    first = app.post_json('/api/bulk/retry', {'limit': 10}).json
+    assert (first['count'], first['more']) == (10, True)
+    assert service(db, lambda s: s.count('error')) == 25
+    counts, cursor = [first['count']], first['cursor']
+    while True:
+        answer = app.post_json('/api/bulk/retry', {
+            'limit': 10, 'cursor': cursor, 'dry_run': False}).json
+        counts.append(answer['count'])
+        cursor = answer['cursor']
+        if not answer['more']:
+            break
+    assert counts == [10, 10, 10, 5]
+    # Purge, the dry run first (as the page does).
+    dry = app.post_json('/api/bulk/purge', {'dry_run': True}).json
+    assert (dry['count'], dry['more']) == (35, False)
+    answer = app.post_json('/api/bulk/purge', {'task': 'fail'}).json
+    assert (answer['count'], answer['more']) == (35, False)  # limit 1000
+    answer = app.post_json('/api/bulk/delete', {'status': 'cancelled',
+                                                'limit': 20}).json
+    assert (answer['count'], answer['more']) == (20, True)
+    answer = app.post_json('/api/bulk/delete', {
+        'status': 'cancelled', 'limit': 20, 'cursor': answer['cursor']}).json
+    assert (answer['count'], answer['more']) == (15, False)
+    assert service(db, lambda s: s.count()) == 0
+
+
+@pytest.mark.parametrize('body, message', [
+    ({'limit': 0}, 'limit must be an integer from 1 to 10000'),
+    ({'limit': 10001}, 'limit must be an integer from 1 to 10000'),
+    ({'limit': '5'}, "limit must be an integer from 1 to 10000 (jobs per step), not '5'"),
+    ({'limit': 1.5}, 'limit must be an integer'),
+    ({'cursor': 'next'}, 'cursor must be the cursor of the previous step'),
+    ({'cursor': {'queued': 1}}, "'queued' is not a status of this action"),
+])
+def test_json_bulk_bad_steps(app, db, body, message):
+    failedJobs(db, 2)
+    error = app.post_json('/api/bulk/retry', body, status=400).json['error']
+    assert message in error
+    assert service(db, lambda s: s.count('error')) == 2
+
+
+def test_xmlrpc_bulk_runs_steps_of_their_own(app, db, monkeypatch):
+    from remotetask import bulk
+    failedJobs(db, 35)
+    monkeypatch.setattr(bulk, 'BATCH', 10)
+    commits = []
+    real = ServiceRunner.__call__
+
+    def counted(self, func, *args, **kw):
+        result = real(self, func, *args, **kw)
+        commits.append(result.count)
+        return result
+    monkeypatch.setattr(ServiceRunner, '__call__', counted)
+    assert call(app, 'retryAll', {'dry_run': True, 'task': 'fail'}) == 35
+    del commits[:]
+    # 'limit': at most that many, in steps of at most 10.
+    assert call(app, 'retryAll', {'limit': 12}) == 12
+    assert commits == [10, 2]
+    del commits[:]
+    assert call(app, 'retryAll', {}) == 23
+    assert commits == [10, 10, 3]
+    monkeypatch.setattr(ServiceRunner, '__call__', real)
+    assert service(db, lambda s: s.count('error')) == 0
+    code, text = fault(app, 'purge', {'limit': 0})
+    assert code == rpc.INVALID_INPUT and 'limit must be an integer >= 1' \
+        in text
+    code, text = fault(app, 'purge', {'limit': 'all'})
+    assert code == rpc.INVALID_INPUT
+    assert call(app, 'purge', {'limit': 100}) == 35
+    assert call(app, 'deleteJobs', {'status': 'cancelled'}) == 35
+
+
 def test_json_routing_fields_and_filters(app, db):
     r = app.post_json('/api/jobs', {'task': 'echo', 'queue': 'x',
                                     'priority': -3}, status=201).json

@@ -33,7 +33,8 @@ def test_stats_table_counts_the_runs(app, db):
 
 
 def test_stats_is_read_only_for_viewers_too(app):
-    app.post('/api/stats', status=404)
+    response = app.post('/api/stats', status=405)
+    assert response.headers['Allow'] == 'GET, HEAD'
 
 
 def test_a_job_url_opens_the_page_on_its_detail(app):

@@ -7,6 +7,11 @@ worker --import remotetask.tests.uptimetasks``).
   ``start JOBID PID`` to ``input['log']``.
 - ``untilcancelled``: logs ``start JOBID PID``, waits until its job is
   cancelled (or ``input['seconds']`` pass), logs ``end JOBID PID``.
+- ``sendmail`` (``grouped=False``) and ``grouped`` (the default policy):
+  log ``start JOBID PID``, wait ``input['seconds']`` (or until the file
+  ``input['until']`` exists), log ``end JOBID PID`` and return the job id:
+  a task with an effect outside the ZODB (the crash window of grouped
+  commits: bench/crashwindow.py, test_uptime_grouped.py).
 """
 import os
 import time
@@ -50,10 +55,25 @@ class UntilCancelled(TaskBase):
         return 'stopped'
 
 
+class Effect(TaskBase):
+    def __call__(self, service, jobid, input):
+        logLine(input['log'], 'start', jobid, os.getpid())
+        deadline = time.monotonic() + input.get('seconds', 0)
+        until = input.get('until')
+        while time.monotonic() < deadline:
+            if until is not None and os.path.exists(until):
+                break
+            time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+        logLine(input['log'], 'end', jobid, os.getpid())
+        return jobid
+
+
 def register():
     zope.component.provideUtility(SimpleTask(noop), name='noop')
     zope.component.provideUtility(Spin(), name='spin')
     zope.component.provideUtility(UntilCancelled(), name='untilcancelled')
+    zope.component.provideUtility(Effect(grouped=False), name='sendmail')
+    zope.component.provideUtility(Effect(), name='grouped')
 
 
 register()

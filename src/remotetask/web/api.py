@@ -27,7 +27,7 @@ from remotetask.interfaces import (
 from remotetask.job import CronJob
 from remotetask.numbers import checkNumber, isInt
 from remotetask.service import checkPicklable
-from remotetask.web.app import httpMessage, wakeAfterCommit
+from remotetask.web.app import allowedMethods, httpMessage, wakeAfterCommit
 from remotetask.web.auth import MANAGE, VIEW
 from remotetask.web import workflows
 from remotetask.web.openapi import document
@@ -268,7 +268,9 @@ def index(request):
                   'summary': op['summary']}
                  for path, ops in sorted(doc['paths'].items())
                  for method, op in sorted(ops.items())]
-    return {'name': 'remotetask', 'version': doc['info']['version'],
+    from remotetask.version import VERSION
+    return {'name': 'remotetask', 'version': VERSION,
+            'api_version': doc['info']['version'],
             'openapi': base + '/api/openapi.json',
             'xmlrpc': base + '/RPC2', 'page': base + '/',
             'metrics': base + '/metrics', 'endpoints': endpoints}
@@ -577,7 +579,15 @@ def editCronJob(request):
 
 
 def clean(request):
-    data = body(request, ('status', 'before'))
+    """One bounded step of ``retention.clean`` (at most ``limit`` jobs
+    removed, ``SCAN_FACTOR`` x ``limit`` looked at per status) in the
+    request's transaction: ``removed``, ``more`` and the ``cursor`` to
+    send with the next request (the page repeats until ``more`` is
+    false).  ``service.clean()`` would be one transaction however many
+    jobs."""
+    from remotetask import bulk, retention
+    from remotetask.web.routing import stepLimit
+    data = body(request, ('status', 'before', 'limit', 'cursor'))
     statuses = data.get('status', list(interfaces.CLEANABLE_STATUSES))
     if isinstance(statuses, str):
         statuses = [statuses]
@@ -588,10 +598,12 @@ def clean(request):
     if unknown:
         raise bad('unknown status(es) %s; statuses: %s' % (
             ', '.join(map(repr, unknown)), ', '.join(interfaces.STATUSES)))
-    service = request.service
-    before = service.count()
-    service.clean(tuple(statuses), before=timestamp(data, 'before'))
-    return {'removed': before - service.count()}
+    limit = stepLimit(data)
+    cursor = bulk.checkCursor(data.get('cursor'), statuses)
+    removed, cursor, more = retention.clean(
+        request.service, tuple(statuses), before=timestamp(data, 'before'),
+        limit=limit, scan=limit * bulk.SCAN_FACTOR, cursors=cursor)
+    return {'removed': len(removed), 'more': more, 'cursor': cursor}
 
 
 # -- Processing ---------------------------------------------------------------
@@ -643,7 +655,13 @@ def setProcessing(request):
 
 def apiError(exc, request):
     """Every error under /api/ is a JSON object ``{"error": message}``."""
-    if isinstance(exc, HTTPNotFound):
+    allowed = allowedMethods(exc, request)
+    if allowed:
+        # A known URL, a method it does not serve.
+        status, message = 405, '%s is not allowed on %s (allowed: %s)' % (
+            request.method, request.path, ', '.join(allowed))
+        request.response.headers['Allow'] = ', '.join(allowed)
+    elif isinstance(exc, HTTPNotFound):
         status, message = 404, ('no such URL: %s %s (the API is described '
                                 'at /api/openapi.json)' % (request.method,
                                                            request.path))

@@ -166,15 +166,50 @@ def httpMessage(exc):
 def httpError(exc, request):
     """Errors outside /api/ and /RPC2 (404 of an unknown URL, 400 of a
     bad CSRF token...): JSON as well."""
-    if exc.status_int == 404:
+    status = exc.status_int
+    allowed = allowedMethods(exc, request)
+    if allowed:
+        status = 405
+        message = '%s is not allowed on %s (allowed: %s)' % (
+            request.method, request.path, ', '.join(allowed))
+    elif status == 404:
         message = 'no such URL: %s %s' % (request.method, request.path)
     else:
         message = httpMessage(exc)
-    response = errorResponse(request, exc.status_int, message)
+    response = errorResponse(request, status, message)
+    if allowed:
+        response.headers['Allow'] = ', '.join(allowed)
     for header in ('Allow', 'Retry-After'):
         if header in exc.headers:
             response.headers[header] = exc.headers[header]
     return response
+
+
+def allowedMethods(exc, request):
+    """The methods a known URL answers, when ``exc`` says that none of its
+    views took the request's method (Pyramid's ``PredicateMismatch``, a
+    404), so that the answer is 405 with ``Allow``; else None."""
+    from pyramid.exceptions import PredicateMismatch
+    route = getattr(request, 'matched_route', None)
+    if not isinstance(exc, PredicateMismatch) or route is None:
+        return None
+    introspector = request.registry.introspector
+    intr = introspector.get('routes', route.name)
+    if intr is None:
+        return None
+    methods = set()
+    for related in introspector.related(intr):
+        if related.category_name != 'views':
+            continue
+        found = related.get('request_methods')
+        if found is None:          # a view for every method: not a 405
+            return None
+        methods.update([found] if isinstance(found, str) else found)
+    if not methods or request.method in methods:
+        return None                # another predicate did not match
+    if 'GET' in methods:
+        methods.add('HEAD')
+    return sorted(methods)
 
 
 def forbidden(exc, request):

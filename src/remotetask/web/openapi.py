@@ -363,13 +363,20 @@ def document(server_url, tasks=None):
                 'reschedule it', job, 400, 403, 404, 409,
                 body=_ref('CronEdit'), params=[_ID])},
             '/api/clean': {'post': _op(
-                'Remove final jobs', _json({'type': 'object'}), 400, 403,
-                409,
+                'Remove final jobs: one bounded step (at most limit jobs '
+                'removed, 10 x limit looked at per status) in one '
+                'transaction; repeat with the cursor while more is true',
+                _json({'type': 'object', 'properties': {
+                    'removed': {'type': 'integer'},
+                    'more': {'type': 'boolean'},
+                    'cursor': _ref('Cursor')}}), 400, 403, 409,
                 body={'type': 'object', 'additionalProperties': False,
                       'properties': {
                           'status': {'type': 'array',
                                      'items': _ref('Status')},
-                          'before': _WHEN}}, tag='service')},
+                          'before': _WHEN,
+                          'limit': _ref('StepLimit'),
+                          'cursor': _ref('Cursor')}}, tag='service')},
             '/api/health': {
                 'get': _op('The storage condition this process saw: '
                            'disk_full (true from a failed commit of a full '

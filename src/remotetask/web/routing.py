@@ -10,7 +10,11 @@ JSON API (under ``/api/``, described in ``/api/openapi.json``):
   (both optional: neither pauses everything, or resumes every pause);
 - ``POST /api/bulk/retry|purge|delete`` with ``{"queue", "task"}``
   (and ``"status"``, ``"before"`` for delete) and ``"dry_run": true`` to
-  learn how many jobs it would change (the page's confirmation);
+  learn how many jobs it would change (the page's confirmation): one
+  bounded step (``remotetask.bulk``) of at most ``"limit"`` jobs (default
+  1000, at most 10000) in the request's transaction, answering ``"more"``
+  and the ``"cursor"`` to send with the next request (the page repeats
+  until ``more`` is false);
 - ``POST /api/jobs`` and ``POST /api/cronjobs`` take ``queue`` and
   ``priority``; ``POST /api/jobs`` also ``unique_key`` (a key held by a
   live job answers 200 with that job, ``"existing": true``);
@@ -22,10 +26,17 @@ XML-RPC methods: ``add(task, input, options)`` (lovely's two arguments;
 ``addCronJob(..., options)`` (``queue``, ``priority``), ``queues()``,
 ``pause(filter)``, ``resume(filter)``, ``paused()``, ``retryAll(filter)``,
 ``purge(filter)``, ``deleteJobs(filter)`` (``filter`` a struct of
-``queue``, ``task``, ``status``, ``before``, ``dry_run``).
+``queue``, ``task``, ``status``, ``before``, ``dry_run``, ``limit``).
+The three bulk methods answer how many jobs they changed (an int, as
+before); they run bounded steps, each in a transaction of its own, until
+the walk ends or ``limit`` jobs were changed (see ``rpcBulk``).
 """
 import xmlrpc.client
 
+from transaction.interfaces import TransientError
+
+from remotetask import bulk as bulkmod
+from remotetask import db as dbmod
 from remotetask import routing
 from remotetask.web.api import bad, body, flag, jsonable, text, timestamp
 from remotetask.web.app import wakeAfterCommit
@@ -128,42 +139,57 @@ def resume(request):
     return result
 
 
-BULK_FIELDS = {'retry': FILTER_FIELDS + ('dry_run',),
-               'purge': FILTER_FIELDS + ('dry_run',),
-               'delete': FILTER_FIELDS + ('status', 'before', 'dry_run')}
+STEP_FIELDS = ('dry_run', 'limit', 'cursor')
+BULK_FIELDS = {'retry': FILTER_FIELDS + STEP_FIELDS,
+               'purge': FILTER_FIELDS + STEP_FIELDS,
+               'delete': FILTER_FIELDS + ('status', 'before') + STEP_FIELDS}
+
+
+def stepLimit(data):
+    """The ``limit`` of a step request: ``bulk.BATCH`` if not given, else
+    an integer from 1 to ``bulk.MAX_LIMIT`` (a 400 otherwise)."""
+    limit = data.get('limit')
+    return bulkmod.BATCH if limit is None else bulkmod.checkLimit(limit)
+
+
+def _statusField(data):
+    status = data.get('status')
+    if status is not None and not (
+            isinstance(status, str) or isinstance(status, list)
+            and all(isinstance(s, str) for s in status)):
+        raise bad('status must be a status or a list of statuses')
+    return status
 
 
 def bulk(request):
+    """One bounded step of a bulk action (``remotetask.bulk``), in the
+    request's transaction."""
     action = request.matched_route.name[len('api_bulk_'):]
     data = body(request, BULK_FIELDS[action])
     queue, task = _filter(data)
     dry = flag(data, 'dry_run')
-    service = request.service
-    if action == 'retry':
-        count = service.retryAll(queue=queue, task=task, dry_run=dry)
+    kw = dict(queue=queue, task=task, dry_run=dry, limit=stepLimit(data),
+              cursor=data.get('cursor'))
+    if action == 'delete':
+        kw.update(status=_statusField(data),
+                  before=timestamp(data, 'before'))
+    step = bulkmod.STEPS[action](request.service, **kw)
+    if action == 'retry' and step.count and not dry:
         wakeAfterCommit(request)
-    elif action == 'purge':
-        count = service.purge(queue=queue, task=task, dry_run=dry)
-    else:
-        status = data.get('status')
-        if status is not None and not (
-                isinstance(status, str) or isinstance(status, list)
-                and all(isinstance(s, str) for s in status)):
-            raise bad('status must be a status or a list of statuses')
-        count = service.deleteJobs(status=status, queue=queue, task=task,
-                                   before=timestamp(data, 'before'),
-                                   dry_run=dry)
-    return {'action': action, 'count': count, 'dry_run': dry,
-            'queue': queue, 'task': task}
+    return {'action': action, 'count': step.count, 'dry_run': dry,
+            'queue': queue, 'task': task, 'more': step.more,
+            'cursor': step.cursor}
 
 
 # -- XML-RPC --------------------------------------------------------------------
 
 #: XML-RPC fault code for wrong arguments (``xmlrpc.BAD_ARGUMENTS``).
 BAD_ARGUMENTS = -32602
+#: ... and for "the database was busy: try again" (``xmlrpc.TRY_AGAIN``).
+TRY_AGAIN = 7
 ADD_OPTIONS = ('startLater', 'delay', 'queue', 'priority', 'unique_key',
                'after')
-FILTER_OPTIONS = ('queue', 'task', 'status', 'before', 'dry_run')
+FILTER_OPTIONS = ('queue', 'task', 'status', 'before', 'dry_run', 'limit')
 
 
 def options(value, allowed, what='options'):
@@ -194,9 +220,44 @@ def addOptions(value):
 
 def _filterKw(value, statuses=False):
     kw = options(value, FILTER_OPTIONS if statuses
-                 else ('queue', 'task', 'dry_run'), 'filter')
+                 else ('queue', 'task', 'dry_run', 'limit'), 'filter')
     kw['dry_run'] = bool(kw.get('dry_run', False))
     return kw
+
+
+def rpcBulk(request, action, filter, statuses=False):
+    """A bulk action over XML-RPC: bounded steps (``bulk.BATCH`` jobs),
+    each in a transaction of its own (not the request's), until the walk
+    ends or the filter's ``limit`` jobs were changed; how many.
+
+    Why not the request's one transaction: on many jobs that is one
+    large transaction that conflicts with every worker for its length,
+    and a conflict would do it all again; the answer is an int (the
+    contract of these methods), so the call can not hand a cursor back
+    and ask to be called again.  Jobs changed by the steps that committed
+    stay changed if a later step fails (a fault 7 says how many)."""
+    kw = _filterKw(filter, statuses)
+    limit = kw.pop('limit', None)
+    if limit is not None:
+        bulkmod.checkLimit(limit, maximum=float('inf'))
+    web = request.registry.remotetask
+    runner = dbmod.ServiceRunner(web.db, web.service_name)
+    done = []
+    processor = web.processor
+
+    def committed(step):
+        done.append(step.count)
+        if action == 'retry' and step.count and not kw['dry_run'] \
+                and processor is not None:
+            processor.wake()
+    try:
+        return bulkmod.run(runner, bulkmod.STEPS[action], limit=limit,
+                           committed=committed, **kw)
+    except TransientError as e:
+        # (Not pyramid_retry: the steps that committed are done.)
+        raise xmlrpc.client.Fault(
+            TRY_AGAIN, 'the database was busy (%s) after %d jobs were '
+            'changed; call again to go on' % (type(e).__name__, sum(done)))
 
 
 def rpcQueues(request):
@@ -228,22 +289,22 @@ def rpcPaused(request):
 
 def rpcRetryAll(request, filter=None):
     """Queue again every failed job of {'queue', 'task'}; how many
-    ('dry_run': true only counts)."""
-    count = request.service.retryAll(**_filterKw(filter))
-    wakeAfterCommit(request)
-    return count
+    ('dry_run': true only counts; 'limit': at most that many)."""
+    return rpcBulk(request, 'retry', filter)
 
 
 def rpcPurge(request, filter=None):
     """Cancel every queued, delayed, start-later and deferred job of
-    {'queue', 'task'}; how many ('dry_run': true only counts)."""
-    return request.service.purge(**_filterKw(filter))
+    {'queue', 'task'}; how many ('dry_run': true only counts; 'limit': at
+    most that many)."""
+    return rpcBulk(request, 'purge', filter)
 
 
 def rpcDeleteJobs(request, filter=None):
     """Delete the jobs of {'status', 'queue', 'task', 'before'} (never
-    processing ones); how many ('dry_run': true only counts)."""
-    return request.service.deleteJobs(**_filterKw(filter, statuses=True))
+    processing ones); how many ('dry_run': true only counts; 'limit': at
+    most that many)."""
+    return rpcBulk(request, 'delete', filter, statuses=True)
 
 
 #: XML-RPC methods: name -> (permission, function).
@@ -266,13 +327,18 @@ def openapiPaths(op, json, ref, errors=()):
     filt = {'type': 'object', 'additionalProperties': False, 'properties': {
         'queue': {'type': 'string'}, 'task': {'type': 'string'}}}
     def bulkBody(extra):
-        props = dict(filt['properties'], dry_run={'type': 'boolean'})
+        props = dict(filt['properties'], dry_run={'type': 'boolean'},
+                     limit=ref('StepLimit'), cursor=ref('Cursor'))
         props.update(extra)
         return {'type': 'object', 'additionalProperties': False,
                 'properties': props}
     counted = json({'type': 'object', 'properties': {
         'action': {'type': 'string'}, 'count': {'type': 'integer'},
-        'dry_run': {'type': 'boolean'}}})
+        'dry_run': {'type': 'boolean'}, 'more': {'type': 'boolean'},
+        'cursor': ref('Cursor')}})
+    step = (': one bounded step (at most limit jobs, 10 x limit looked '
+            'at) in one transaction; repeat with the cursor while more is '
+            'true')
     info = json(ref('Queues'))
     return {
         '/api/queues': {'get': op(
@@ -285,13 +351,14 @@ def openapiPaths(op, json, ref, errors=()):
             'Remove the pauses that match (neither: all)', info, 400, 403,
             body=filt, tag='queues')},
         '/api/bulk/retry': {'post': op(
-            'Retry every failed job of a queue and/or task', counted, 400,
+            'Retry the failed jobs of a queue and/or task' + step, counted, 400,
             403, body=bulkBody({}), tag='queues')},
         '/api/bulk/purge': {'post': op(
-            'Cancel every waiting job (not cron jobs) of a queue and/or '
-            'task', counted, 400, 403, body=bulkBody({}), tag='queues')},
+            'Cancel the waiting jobs (not cron jobs) of a queue and/or '
+            'task' + step, counted, 400, 403, body=bulkBody({}), tag='queues')},
         '/api/bulk/delete': {'post': op(
-            'Delete the jobs that match (never processing ones)', counted,
+            'Delete the jobs that match (never processing ones)' + step,
+            counted,
             400, 403, 409, body=bulkBody({
                 'status': {'oneOf': [ref('Status'), {
                     'type': 'array', 'items': ref('Status')}]},
@@ -300,6 +367,15 @@ def openapiPaths(op, json, ref, errors=()):
 
 
 SCHEMAS = {
+    'StepLimit': {'type': 'integer', 'minimum': 1,
+                  'maximum': bulkmod.MAX_LIMIT, 'default': bulkmod.BATCH,
+                  'description': 'jobs acted on (at most) in this step'},
+    'Cursor': {'type': 'object', 'nullable': True,
+               'description': 'where the previous step stopped, per '
+               'status (the last job id looked at; null: walked to its '
+               'end); send it back as it came',
+               'additionalProperties': {'type': 'integer', 'minimum': 0,
+                                        'nullable': True}},
     'Queues': {'type': 'object', 'properties': {
         'queues': {'type': 'array', 'items': {
             'type': 'object', 'properties': {

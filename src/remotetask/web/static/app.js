@@ -67,6 +67,23 @@ async function act(label, method, path, body) {
   }
 }
 
+// A bulk action or clean is one bounded step per request (one transaction
+// on the server): repeat it with the answer's cursor until "more" is
+// false, adding up the field "counted" (count or removed) and calling
+// progress(total) after each step.  Each answer's cursor is past the jobs
+// it looked at, so the loop ends.
+async function steps(path, body, counted, progress) {
+  let total = 0;
+  let cursor = null;
+  for (;;) {
+    const result = await api('POST', path, Object.assign({}, body, cursor ? {cursor} : {}));
+    total += result[counted];
+    if (progress) progress(total, result.more);
+    if (!result.more) return total;
+    cursor = result.cursor;
+  }
+}
+
 // -- formatting -----------------------------------------------------------------
 
 // Any value a job may hold: a time out of Date's range (about 275,760
@@ -80,6 +97,9 @@ function when(t) {
   if (d.toDateString() === today.toDateString()) return time;
   return d.toISOString().slice(0, 10) + ' ' + time;
 }
+
+// A time is given unless null (0 is 1970-01-01, a time like any other).
+function given(t) { return t !== null && t !== undefined; }
 
 function relative(t) {
   if (t === null || t === undefined) return '';
@@ -186,7 +206,8 @@ function renderJobs(page) {
     el('td', {class: 'num'}, jobLink(job.id, String(job.id))), el('td', {}, job.task, ...routingTags(job)),
     el('td', {}, badge(job.status), job.cron ? el('span', {class: 'tag', text: 'cron'}) : ''),
     el('td', {text: when(job.created)}),
-    el('td', {title: when(job.eta || job.started)}, job.eta ? relative(job.eta) : when(job.started)),
+    el('td', {title: when(given(job.eta) ? job.eta : job.started)},
+       given(job.eta) ? relative(job.eta) : when(job.started)),
     el('td', {}, progressBar(job)),
     el('td', {class: 'actions'}, ...jobActions(job)))));
   if (!page.jobs.length)
@@ -237,7 +258,7 @@ function renderDetail(job) {
   $('#detail-actions').replaceChildren(...jobActions(job));
   const fields = [['Task', job.task], ['Queue', job.queue], ['Priority', job.priority],
     ['Unique key', job.unique_key], ['Created', when(job.created)],
-    ['Due', job.eta ? when(job.eta) + ' (' + relative(job.eta) + ')' : ''],
+    ['Due', given(job.eta) ? when(job.eta) + ' (' + relative(job.eta) + ')' : ''],
     ['Started', when(job.started)], ['Ended', when(job.completed)],
     ['Worker', job.worker], ['Starts', job.starts], ['Retries', job.retries],
     ['Lease until', when(job.lease_expires)], ['Time limit', job.time_limit],
@@ -496,8 +517,8 @@ function wire() {
     const status = $$('[name=status]:checked', e.target).map((c) => c.value);
     if (!status.length) { toast('Choose at least one status', true); return; }
     if (!confirm('Remove all ' + status.join(', ') + ' jobs?')) return;
-    api('POST', 'api/clean', {status}).then((r) => { toast('Removed ' + r.removed + ' jobs'); refresh(); },
-                                            (err) => toast(err.message, true));
+    steps('api/clean', {status}, 'removed', (n, more) => toast('Removed ' + n + ' jobs' + (more ? '…' : '')))
+      .then(() => refresh(), (err) => { toast(err.message, true); refresh(); });
   });
 }
 
@@ -520,6 +541,7 @@ async function start() {
   $$('.task-filter').forEach((select) =>
     tasks.forEach((t) => select.append(el('option', {value: t.name, text: t.name}))));
   startRouting();
+  startUptime();   // the retention card, the disk-full banner (uptime.js)
   await refresh();
   setInterval(refresh, 1000);
   startStats();   // charts, per-task table, the jobs' URLs (stats.js)

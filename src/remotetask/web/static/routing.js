@@ -49,20 +49,25 @@ function age(seconds) {
 }
 
 // Ask the server how many jobs a bulk action would change, say it in the
-// confirmation, then do it.
+// confirmation, then do it.  Both go in bounded steps (steps() of app.js),
+// the running total in the toast.
 async function bulkAction(action, filter) {
   const what = {retry: ['Retry', 'failed'], purge: ['Cancel', 'waiting']}[action];
+  const path = 'api/bulk/' + action;
   let count;
   try {
-    count = (await api('POST', 'api/bulk/' + action, Object.assign({dry_run: true}, filter))).count;
+    count = await steps(path, Object.assign({dry_run: true}, filter), 'count',
+                        (n, more) => { if (more) toast('Counting… ' + n); });
   } catch (e) { toast(e.message, true); return; }
   if (!count) { toast('No ' + what[1] + ' jobs in ' + queueText(filter)); return; }
   if (!confirm(what[0] + ' ' + count + ' ' + what[1] + ' job' + (count === 1 ? '' : 's') +
                ' of ' + queueText(filter) + '?')) return;
-  const result = await act(what[0] === 'Retry' ? 'Queued again' : 'Cancelled', 'POST',
-                           'api/bulk/' + action, filter);
-  if (result) toast((action === 'retry' ? 'Queued again ' : 'Cancelled ') + result.count +
-                    ' job' + (result.count === 1 ? '' : 's'));
+  const done = action === 'retry' ? 'Queued again ' : 'Cancelled ';
+  const jobs = (n) => n + ' job' + (n === 1 ? '' : 's');
+  try {
+    await steps(path, filter, 'count', (n, more) => toast(done + jobs(n) + (more ? '…' : '')));
+  } catch (e) { toast(e.message, true); }
+  await refresh();
 }
 
 function pauseAction(paused, filter) {
@@ -80,7 +85,7 @@ function renderQueues(data) {
     el('td', {}, el('a', {href: '#queue-' + q.queue, class: 'queue-link',
                           onclick: (e) => { e.preventDefault(); setQueueFilter(q.queue); }}, q.queue)),
     el('td', {class: 'num', text: q.waiting}), el('td', {class: 'num', text: q.processing}),
-    el('td', {title: q.oldest_due ? when(q.oldest_due) : ''},
+    el('td', {title: given(q.oldest_due) ? when(q.oldest_due) : ''},
        q.oldest_age === null ? '' : age(q.oldest_age) + ' overdue'),
     el('td', {text: q.priorities.join(' ')}),
     el('td', {class: q.paused ? 'paused-state' : '', text: q.paused ? 'paused' : 'active'}),

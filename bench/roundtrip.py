@@ -1,0 +1,377 @@
+"""RelStorage round trip, phase by phase, and what idle workers cost.
+
+    python bench/roundtrip.py [--samples 60] [--rounds 2] [--before SRC]
+                              [--idle-workers 4] [--idle-seconds 30]
+                              [--skip-idle] [--poll-sleep 0.0005]
+
+Round trip (as bench/measure.py's ``remotetaskLatency``, the row of
+bench/run.py): one worker process (``scale_agents process``, a real
+``Processor``, one thread) idles on a RelStorage database on the local
+PostgreSQL; the client adds one no-op job, commits, then polls the job's
+status (a new transaction each time, ``--poll-sleep`` between polls) until
+it is completed.  Both processes stamp ``time.time()`` at each phase (the
+functions named in ``PHASES``, wrapped in this script, not in remotetask):
+add, its commit, the NOTIFY, the listener's wake, the claim and its commit,
+the run and its commit, the client seeing it.  Printed: the median time
+from the start of the add to each phase.
+
+Idle cost: ``--idle-workers`` ``remotetask worker --concurrency 1``
+processes (their defaults: poll interval 1 s, maintenance every 5 s,
+registry heartbeat every 5 s) idle for ``--idle-seconds`` on a database
+of their own; the PostgreSQL statistics of that database
+(``pg_stat_database``: transactions committed and rolled back, rows
+fetched, read from a connection to another database) before and after,
+per second and per worker; with 0 workers, what the measuring itself
+costs (the statistics collector's own writes).
+
+``--before SRC`` runs the same with another checkout's ``src`` (e.g.
+``git worktree add /tmp/before COMMIT``), alternating, for same-run ratios.
+"""
+import argparse
+import functools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+#: (module, class, attribute, label): wrapped to stamp label0/label1.
+PHASES = [
+    ('remotetask.pgnotify', '_Sender', 'send', 'notify'),
+    ('remotetask.pgnotify', 'Listener', '_call', 'wake'),
+    ('remotetask.processor', 'Processor', '_claimIn', 'claim'),
+    ('remotetask.processor', 'Processor', '_attempts', 'run'),
+    ('remotetask.processor', 'Processor', '_runClaimed', 'claimed'),
+    ('transaction._transaction', 'Transaction', 'commit', 'commit'),
+]
+
+
+class Trace:
+    """Stamps of one process, appended to a file when flushed."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.lines = []
+
+    def stamp(self, what, extra=''):
+        with self.lock:
+            self.lines.append('%.6f %d %s %s\n' % (time.time(), os.getpid(),
+                                                   what, extra))
+
+    def flush(self):
+        with self.lock:
+            lines, self.lines = self.lines, []
+        if lines:
+            with open(self.path, 'a') as f:
+                f.write(''.join(lines))
+
+    def install(self):
+        import importlib
+        for module, cls, name, label in PHASES:
+            try:
+                owner = getattr(importlib.import_module(module), cls)
+                orig = getattr(owner, name)
+            except (ImportError, AttributeError):
+                continue        # not in this version
+            setattr(owner, name, self._wrap(orig, label))
+
+    def _wrap(self, orig, label):
+        @functools.wraps(orig)
+        def wrapper(*args, **kw):
+            self.stamp(label + '0')
+            try:
+                return orig(*args, **kw)
+            finally:
+                self.stamp(label + '1')
+        return wrapper
+
+
+def childEnv(src):
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([src, HERE])
+    env.pop('PYTHONDONTWRITEBYTECODE', None)
+    return env
+
+
+# -- child processes ---------------------------------------------------------
+
+def workerMain(uri, statsfile, tracefile):
+    """A worker process (scale_agents process) with the phases stamped."""
+    trace = Trace(tracefile)
+    trace.install()
+    from remotetask.tests import scale_agents
+    try:
+        return scale_agents.process(uri, statsfile, 60.0, 'auto')
+    finally:
+        trace.flush()
+
+
+def clientMain(src, samples, poll_sleep, tracefile):
+    """The round trip against one worker; prints JSON."""
+    sys.path.insert(0, src)     # before measure's own src (imported first)
+    import remotetask  # noqa: F401
+    trace = Trace(tracefile)
+    trace.install()
+    import measure
+    from remotetask.interfaces import COMPLETED
+    workdir = tempfile.mkdtemp(prefix='remotetask-roundtrip-')
+    result = []
+    with measure.Store('relstorage', workdir) as store:
+        statsfile = os.path.join(workdir, 'w.json')
+        proc = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), 'worker', store.uri,
+             statsfile, tracefile], env=childEnv(src),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(statsfile + '.ready'):
+                if time.monotonic() > deadline:
+                    raise TimeoutError('the worker did not start')
+                time.sleep(0.05)
+            time.sleep(1.0)
+            for i in range(samples + 3):
+                trace.stamp('add0', str(i))
+                started = time.perf_counter()
+                jobid = store.transact(lambda s: s.add('scale.noop', i))
+                deadline = time.monotonic() + 30
+                while True:
+                    store.tm.begin()
+                    status = store.service.jobs[jobid].status
+                    store.tm.abort()
+                    if status == COMPLETED:
+                        break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError('job %s not completed' % jobid)
+                    time.sleep(poll_sleep)
+                trace.stamp('seen', str(jobid))
+                result.append(time.perf_counter() - started)
+                trace.flush()
+                time.sleep(0.05)        # the worker goes idle again
+        finally:
+            import signal
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    trace.flush()
+    q = statistics.quantiles(result[3:], n=20)
+    print(json.dumps({'p50': statistics.median(result[3:]), 'p95': q[18]}))
+
+
+def phases(tracefile, skip=3):
+    """Median ms from each sample's add to the first stamp of each phase
+    (C: the client, W: the worker), in order."""
+    rows = []
+    with open(tracefile) as f:
+        for line in f:
+            t, pid, what = line.split()[:3]
+            rows.append((float(t), int(pid), what))
+    rows.sort()
+    client = next(pid for t, pid, what in rows if what == 'add0')
+    samples, current = [], None
+    for t, pid, what in rows:
+        if what == 'add0' and pid == client:
+            current = {}
+            samples.append((t, current))
+        elif current is not None:
+            key = ('C ' if pid == client else 'W ') + what
+            current.setdefault(key, t)
+    found = {}
+    for t0, stamps in samples[skip:]:
+        for key, t in stamps.items():
+            found.setdefault(key, []).append((t - t0) * 1000)
+    return sorted(((statistics.median(v), key, len(v))
+                   for key, v in found.items()))
+
+
+# -- floors ------------------------------------------------------------------
+
+def floorsMain(n):
+    """Prints JSON: p50 seconds of a PostgreSQL commit of one row update
+    (psycopg2, as pgbench's simplest write), and of a RelStorage commit of
+    one small persistent object (``?keep_history=false``, as the bench's
+    databases), on a database of their own."""
+    import psycopg2
+    import transaction
+    from remotetask import db as dbmod
+    from remotetask import testing
+    pg = testing.PostgresDatabase().create()
+    try:
+        conn = psycopg2.connect(dbname=pg.name, host=pg.host, port=pg.port,
+                                user=pg.user)
+        cur = conn.cursor()
+        cur.execute('CREATE TABLE t (id int PRIMARY KEY, v int)')
+        cur.execute('INSERT INTO t VALUES (1, 0)')
+        conn.commit()
+        raw = []
+        for i in range(n):
+            started = time.perf_counter()
+            cur.execute('UPDATE t SET v = %s WHERE id = 1', (i,))
+            conn.commit()
+            raw.append(time.perf_counter() - started)
+        conn.close()
+        database = dbmod.openDB(pg.uri + '?keep_history=false')
+        try:
+            tm = transaction.TransactionManager()
+            c = database.open(tm)
+            root = c.root()
+            from BTrees.Length import Length
+            root['n'] = Length()
+            tm.commit()
+            rs = []
+            for i in range(n):
+                started = time.perf_counter()
+                root['n'].change(1)
+                tm.commit()
+                rs.append(time.perf_counter() - started)
+            c.close()
+        finally:
+            database.close()
+    finally:
+        pg.drop()
+    print(json.dumps({'pg': statistics.median(raw),
+                      'relstorage': statistics.median(rs)}))
+
+
+# -- idle cost ---------------------------------------------------------------
+
+def pgStats(dbname):
+    from remotetask import testing
+    conn = testing._pgConnect()
+    try:
+        cur = conn.cursor()
+        cur.execute('SELECT pg_stat_clear_snapshot()')
+        cur.execute('SELECT xact_commit, xact_rollback, tup_fetched, '
+                    'tup_returned FROM pg_stat_database WHERE datname = %s',
+                    (dbname,))
+        commit, rollback, fetched, returned = cur.fetchone()
+        cur.execute('SELECT count(*) FROM pg_stat_activity WHERE '
+                    'datname = %s', (dbname,))
+        connections, = cur.fetchone()
+    finally:
+        conn.close()
+    return {'commit': commit, 'rollback': rollback, 'fetched': fetched,
+            'returned': returned, 'connections': connections}
+
+
+def idleMain(src, workers, seconds):
+    """``workers`` idle worker processes for ``seconds``; prints JSON."""
+    sys.path.insert(0, src)
+    import remotetask  # noqa: F401
+    import measure
+    workdir = tempfile.mkdtemp(prefix='remotetask-idle-')
+    with measure.Store('relstorage', workdir) as store:
+        dbname = store.pg.name
+        store.tm.abort()
+        store.conn.close()
+        store.conn = store.db.open(store.tm)
+        procs = []
+        try:
+            for i in range(workers):
+                procs.append(subprocess.Popen(
+                    [sys.executable, '-m', 'remotetask', 'worker', '--db',
+                     store.uri, '--import', 'remotetask.tests.scale_agents',
+                     '--concurrency', '1', '--log-level', 'WARNING'],
+                    env=childEnv(src), stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL))
+            # Started (imports, connections, registry entries) and idle.
+            deadline = time.monotonic() + 60
+            while pgStats(dbname)['connections'] < 1 + 3 * workers:
+                if time.monotonic() > deadline:
+                    raise TimeoutError('workers did not start')
+                time.sleep(0.2)
+            time.sleep(5.0)
+            # This process's own connections: idle from here on.
+            store.tm.abort()
+            before = pgStats(dbname)
+            time.sleep(seconds)
+            after = pgStats(dbname)
+        finally:
+            import signal
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(60)
+    per = {k: (after[k] - before[k]) / seconds / max(workers, 1)
+           for k in ('commit', 'rollback', 'fetched', 'returned')}
+    print(json.dumps({'per_worker_per_s': per,
+                      'connections': after['connections'],
+                      'seconds': seconds, 'workers': workers}))
+
+
+# -- the driver --------------------------------------------------------------
+
+def runChild(args, src):
+    out = subprocess.run([sys.executable, os.path.abspath(__file__)] + args,
+                         env=childEnv(src), capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode:
+        raise RuntimeError('%s failed: %s' % (args[0], out.stderr[-2000:]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--samples', type=int, default=60)
+    parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--before', default=None, metavar='SRC')
+    parser.add_argument('--idle-workers', type=int, default=4)
+    parser.add_argument('--idle-seconds', type=float, default=30.0)
+    parser.add_argument('--skip-idle', action='store_true')
+    parser.add_argument('--skip-roundtrip', action='store_true')
+    parser.add_argument('--poll-sleep', type=float, default=0.0005)
+    args = parser.parse_args(argv)
+    from remotetask import testing
+    reason = testing.postgresAvailable()
+    if reason:
+        raise SystemExit(reason)
+    versions = [('after', os.path.join(ROOT, 'src'))]
+    if args.before:
+        versions.insert(0, ('before', os.path.abspath(args.before)))
+    print('load average at the start: %.2f' % os.getloadavg()[0])
+    got = runChild(['floors', '200'], versions[-1][1])
+    print('floors (p50 of 200): PostgreSQL commit of one row %.2f ms, '
+          'RelStorage commit of one object %.2f ms' % (
+              got['pg'] * 1000, got['relstorage'] * 1000))
+    if not args.skip_roundtrip:
+        for r in range(args.rounds):
+            for name, src in versions:
+                tracefile = tempfile.mktemp(prefix='roundtrip-trace-')
+                got = runChild(['client', src, str(args.samples),
+                                str(args.poll_sleep), tracefile], src)
+                print('\nround %d, %s: p50 %.1f ms, p95 %.1f ms (load %.2f)'
+                      % (r + 1, name, got['p50'] * 1000, got['p95'] * 1000,
+                         os.getloadavg()[0]))
+                for median, key, n in phases(tracefile):
+                    print('  %-12s %7.2f ms  (n=%d)' % (key, median, n))
+                os.remove(tracefile)
+    if not args.skip_idle:
+        for name, src in versions:
+            for workers in (0, args.idle_workers):
+                got = runChild(['idle', src, str(workers),
+                                str(args.idle_seconds)], src)
+                print('\nidle, %s, %d workers, %.0f s: %s' % (
+                    name, workers, args.idle_seconds, json.dumps(got)))
+    print('load average at the end: %.2f' % os.getloadavg()[0])
+
+
+if __name__ == '__main__':
+    cmd = sys.argv[1] if len(sys.argv) > 1 else None
+    if cmd == 'worker':
+        sys.exit(workerMain(*sys.argv[2:5]))
+    elif cmd == 'client':
+        sys.path.insert(0, HERE)
+        clientMain(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
+                   sys.argv[5])
+    elif cmd == 'floors':
+        floorsMain(int(sys.argv[2]))
+    elif cmd == 'idle':
+        sys.path.insert(0, HERE)
+        idleMain(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    else:
+        main()
