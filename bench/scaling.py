@@ -253,8 +253,8 @@ def section(results, sources, args):
     loads = [r['load'] for runs in results.values() for r in runs]
     lines = ['', '## Scaling: 4 workers against 1 (`bench/scaling.py`, %s)'
              % datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
-             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs %d%s`;'
-             ' %d cores, load average (1 min) %s at the drains\' start. '
+             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs '
+             '%d%s`; %d cores, load average (1 min) %s at the drains\' start. '
              'Ranges over the runs; a ratio pairs the drains of one run.'
              % (args.runs, args.jobs, args.sleep_jobs,
                 ' --before SRC' if args.before else '', os.cpu_count(),
