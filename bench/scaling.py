@@ -226,7 +226,8 @@ def measure(args, log=print):
                             'load %.1f, %d commits' % (
                                 run + 1, scenario, name, workers, got['rate'],
                                 100 * got['retried'], got['workers_cpu'],
-                                got['server_cpu'], got['load'], got['commits']))
+                                got['server_cpu'], got['load'],
+                                got['commits']))
                         for key, count in sorted(got['trace'].items(),
                                                  key=lambda kv: -kv[1]):
                             log('    %5d %s' % (count, key))
