@@ -226,7 +226,8 @@ def measure(args, log=print):
                             'load %.1f, %d commits' % (
                                 run + 1, scenario, name, workers, got['rate'],
                                 100 * got['retried'], got['workers_cpu'],
-                                got['server_cpu'], got['load'], got['commits']))
+                                got['server_cpu'], got['load'],
+                                got['commits']))
                         for key, count in sorted(got['trace'].items(),
                                                  key=lambda kv: -kv[1]):
                             log('    %5d %s' % (count, key))
@@ -253,8 +254,8 @@ def section(results, sources, args):
     loads = [r['load'] for runs in results.values() for r in runs]
     lines = ['', '## Scaling: 4 workers against 1 (`bench/scaling.py`, %s)'
              % datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
-             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs %d%s`;'
-             ' %d cores, load average (1 min) %s at the drains\' start. '
+             '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs '
+             '%d%s`; %d cores, load average (1 min) %s at the drains\' start. '
              'Ranges over the runs; a ratio pairs the drains of one run.'
              % (args.runs, args.jobs, args.sleep_jobs,
                 ' --before SRC' if args.before else '', os.cpu_count(),
