@@ -3,19 +3,32 @@ completed jobs kept 0 s and a pack every so often; the Data.fs size after
 each pack and the worker's RSS as the jobs go by.
 
     python bench/soak.py [--jobs 200000] [--pack-every 60] [--write]
+                         [--storage zeo|file] [--concurrency N]
+                         [--tracemalloc DIR] [--worker-env NAME=VALUE]
 
-A ZEO server (runzeo, started here on 127.0.0.1) holds a FileStorage; one
-``remotetask worker`` process (one thread, ``--batch auto``) runs the jobs;
+A ZEO server (runzeo, started here on 127.0.0.1) holds a FileStorage (or,
+with ``--storage file``, the worker holds the file itself and serves it to
+this script through its embedded server); one ``remotetask worker``
+process (its default threads unless ``--concurrency``, ``--batch auto``)
+runs the jobs;
 this script adds them 1,000 per transaction, keeping at most ``--backlog``
 waiting, and packs the storage every ``--pack-every`` seconds with
 ``remotetask pack --db zeo://...`` (as a cron job would).  First a baseline:
 1,000 jobs, then a pack: the size of the file "with 1,000 jobs".  With
 ``--write`` the figures are appended to bench/RESULTS.md.
+
+``--tracemalloc DIR`` runs the worker with ``REMOTETASK_TRACEMALLOC=DIR``
+(``remotetask.memtrace``): at each mark (10,000 jobs, 50,000...) the
+worker dumps a snapshot, and the script prints the top growth by traceback
+from the 10,000 one, with the connection and ZEO caches' sizes.  Tracing
+costs time and memory: take RSS figures from runs without it.
 """
 import argparse
 import datetime
+import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,19 +41,15 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, 'src'))
 
 from remotetask import db as dbmod  # noqa: E402
-from remotetask import retention, testing  # noqa: E402
+from remotetask.cli.common import DEFAULT_CONCURRENCY  # noqa: E402
+from remotetask import embedded, memtrace, retention, testing  # noqa: E402
 from remotetask.tests import uptimetasks  # noqa: E402,F401  (tasks)
 
 #: Jobs added per transaction after the first 1,000.
 BATCH = 200
 
 
-def rssMB(pid):
-    with open('/proc/%d/status' % pid) as f:
-        for line in f:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1]) / 1024.0
-    return None
+rssMB = memtrace.rssMB
 
 
 class Soak:
@@ -90,26 +99,112 @@ class Soak:
         return os.path.getsize(self.path), time.monotonic() - started
 
 
-def run(jobs, packEvery, backlog):
+def startWorker(uri, tmp, storage, concurrency, traceDir, workerEnv,
+                frames=None, src=None):
+    args = ['worker', '--db', uri, '--import', 'remotetask.tests.uptimetasks',
+            '--log-level', 'WARNING']
+    if storage == 'file':
+        # The script packs (through the worker's embedded server).
+        args += ['--pack-interval', '0']
+    if concurrency is not None:
+        args += ['--concurrency', concurrency]
+    env = dict(workerEnv)
+    if traceDir is not None:
+        env[memtrace.ENV] = traceDir
+        if frames is not None:
+            env[memtrace.ENV_FRAMES] = frames
+    log = open(os.path.join(tmp, 'worker.log'), 'wb')
+    env = testing.subprocessEnv(**env)
+    if src is not None:
+        # Another checkout's worker (a "before"); the tasks module is
+        # this checkout's.
+        env['PYTHONPATH'] = os.pathsep.join([os.path.abspath(src),
+                                             env['PYTHONPATH']])
+    return subprocess.Popen(
+        testing.remotetaskCommand(*args), env=env,
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+def waitServed(path, worker, timeout=60.0):
+    """Wait until the worker holding ``path`` serves it."""
+    deadline = time.monotonic() + timeout
+    while embedded.liveServer(path) is None:
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError('the worker did not serve %s (see worker.log '
+                               'next to it)' % path)
+        time.sleep(0.1)
+
+
+def snapshot(worker, traceDir, count, timeout=300.0):
+    """Have the worker dump its snapshot number ``count``; its base path."""
+    base = os.path.join(traceDir, 'snapshot-%d' % count)
+    worker.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(base + '.json'):
+        if time.monotonic() > deadline:
+            raise RuntimeError('no snapshot %s' % base)
+        time.sleep(0.2)
+    time.sleep(0.5)     # the JSON is written last; let it close
+    return base
+
+
+def describeCounts(base):
+    with open(base + '.json') as f:
+        info = json.load(f)
+    caches = info['connection_caches']
+    lines = ['  RSS %.1f MB (%.1f before a gc.collect() that freed %d), '
+             'traced %.1f MB, %d gc objects' % (
+                 info['rss_mb'], info['rss_mb_before_gc'],
+                 info['gc_collected'], info['traced'] / 1048576.0,
+                 info['gc_objects']),
+        '  connection caches (limit %s objects, %s bytes): %s' % (
+            caches['cache_size'], caches['cache_size_bytes'],
+            ', '.join('%d obj/%d non-ghost/%.1f MB' % (
+                c['objects'], c['non_ghosts'],
+                c['estimated_bytes'] / 1048576.0)
+                for c in caches['connections']))]
+    if info['zeo_cache']:
+        z = info['zeo_cache']
+        lines.append('  ZEO cache: %d records (index %d current, %d '
+                     'noncurrent), max %.1f MB, %s' % (
+                         z['records'], z['current_index'],
+                         z['noncurrent_index'], z['max_bytes'] / 1048576.0,
+                         z['file']))
+    lines.append('  types: ' + ', '.join('%s %d' % (name, n)
+                                         for name, n in info['types'][:12]))
+    return lines
+
+
+def run(jobs, packEvery, backlog, storage='zeo', concurrency=None,
+        traceDir=None, workerEnv=(), frames=None, src=None, dbOptions=''):
     tmp = tempfile.mkdtemp(prefix='remotetask-soak-')
     path = os.path.join(tmp, 'Data.fs')
-    server = testing.ZEOServer(path).start()
+    server = None
     worker = None
     samples = {}
     packs = []
+    snapshots = {}
     try:
-        soak = Soak(server.uri, path)
-        soak.setUp()
-        log = open(os.path.join(tmp, 'worker.log'), 'wb')
-        worker = subprocess.Popen(
-            testing.remotetaskCommand(
-                'worker', '--db', server.uri, '--import',
-                'remotetask.tests.uptimetasks', '--log-level', 'WARNING'),
-            env=testing.subprocessEnv(), stdout=log, stderr=subprocess.STDOUT)
+        if storage == 'zeo':
+            server = testing.ZEOServer(path).start()
+            uri = server.uri
+            soak = Soak(uri, path)
+            soak.setUp()
+            worker = startWorker(
+                uri + ('?' + dbOptions if dbOptions else ''), tmp, storage,
+                concurrency, traceDir, workerEnv, frames, src)
+        else:
+            uri = path
+            worker = startWorker(uri, tmp, storage, concurrency, traceDir,
+                                 workerEnv, frames, src)
+            waitServed(path, worker)
+            soak = Soak(uri, path)
+            soak.setUp()
         started = time.monotonic()
         lastPack = time.monotonic()
         baseline = None
-        marks = [1000, 10000, 50000, 100000, 150000, jobs]
+        marks = sorted({m for m in (1000, 10000, 20000, 30000, 50000,
+                                    100000, 150000) if m < jobs} | {jobs})
         while True:
             counts, removed = soak.state()
             done = counts['completed'] + removed
@@ -130,6 +225,11 @@ def run(jobs, packEvery, backlog):
                     print('%d jobs done: worker RSS %.1f MB, Data.fs %d '
                           'bytes, %.0f s' % ((mark,) + samples[mark]),
                           flush=True)
+                    if traceDir is not None and mark >= 10000:
+                        snapshots[mark] = snapshot(worker, traceDir,
+                                                   len(snapshots) + 1)
+                        print('\n'.join(describeCounts(snapshots[mark])),
+                              flush=True)
                     marks.remove(mark)
             if done >= jobs:
                 break
@@ -161,14 +261,23 @@ def run(jobs, packEvery, backlog):
         counts, removed = soak.state()
         soak.conn.close()
         soak.db.close()
+        if traceDir is not None and len(snapshots) > 1:
+            marks = sorted(snapshots)
+            for mark in marks[1:]:
+                print('\ntracemalloc: growth from %d to %d jobs done, by '
+                      'traceback' % (marks[0], mark))
+                print('\n'.join(memtrace.compare(snapshots[marks[0]],
+                                                 snapshots[mark])))
         return dict(jobs=jobs, baseline=baseline, packs=packs,
                     tries=soak.tries, transactions=soak.transactions,
                     samples=samples, elapsed=elapsed, removed=removed,
-                    counts=counts)
+                    counts=counts, storage=storage, concurrency=concurrency,
+                    workerEnv=dict(workerEnv), src=src, dbOptions=dbOptions)
     finally:
         if worker is not None:
             testing.stopProcess(worker)
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def report(result, packEvery):
@@ -182,15 +291,24 @@ def report(result, packEvery):
              'RSS much less.' % (now.strftime('%Y-%m-%d %H:%M'),
                                  platform.platform(), os.cpu_count(),
                                  platform.python_version(), load), '',
-             'One `remotetask worker` (one thread, `--batch auto`, '
-             'maintenance every 5 s) over a ZEO server holding a '
-             'FileStorage; jobs added %d per transaction (the first 1,000 '
+             'One `remotetask worker` (%s thread(s), `--batch auto`, '
+             'maintenance every 5 s%s) %s; jobs added %d per transaction '
+             '(the first 1,000 '
              'at once) with at most 5,000 waiting; `remotetask pack --db '
-             'zeo://...` every %g s.  %d jobs in %.0f s; %d removed by '
+             '%s` every %g s.  %d jobs in %.0f s; %d removed by '
              'retention.  The adding transactions were tried %d times for '
              '%d commits (the others conflicted with the worker\'s expiry '
              'steps, which change the jobs tree too).' % (
-                 BATCH, packEvery, result['jobs'], result['elapsed'],
+                 result['concurrency'] or '%d (the default)'
+                 % DEFAULT_CONCURRENCY, ''.join(
+                     ', %s=%s' % item for item in
+                     sorted(result['workerEnv'].items())),
+                 'over a ZEO server holding a FileStorage'
+                 if result['storage'] == 'zeo' else
+                 'holding the FileStorage (the script reaches it through '
+                 'the worker\'s embedded server)',
+                 BATCH, 'zeo://...' if result['storage'] == 'zeo' else
+                 '.../Data.fs', packEvery, result['jobs'], result['elapsed'],
                  result['removed'], result['tries'],
                  result['transactions']), '',
              '| after | Data.fs after the pack (bytes) | pack took (s) |',
@@ -222,10 +340,44 @@ def main():
     parser.add_argument('--jobs', type=int, default=200000)
     parser.add_argument('--pack-every', type=float, default=60.0)
     parser.add_argument('--backlog', type=int, default=5000)
+    parser.add_argument('--storage', choices=('zeo', 'file'), default='zeo',
+                        help='zeo: a runzeo server holds the file; file: '
+                             'the worker holds it (embedded server)')
+    parser.add_argument('--concurrency', type=int, default=None,
+                        help="the worker's threads [its default]")
+    parser.add_argument('--tracemalloc', metavar='DIR', default=None,
+                        help='dump tracemalloc snapshots of the worker into '
+                             'DIR at the marks and print the growth')
+    parser.add_argument('--frames', type=int, default=None,
+                        help='with --tracemalloc: frames per traceback '
+                             '(0: no tracing, the cache counts only)')
+    parser.add_argument('--worker-env', action='append', default=[],
+                        metavar='NAME=VALUE',
+                        help='environment of the worker (repeatable), e.g. '
+                             'MALLOC_ARENA_MAX=2')
+    parser.add_argument('--worker-db-options', metavar='QUERY', default='',
+                        help="zodburi options of the worker's --db URI, "
+                             "e.g. 'connection_cache_size=2000&cache_size="
+                             "4MB' (zeo only)")
+    parser.add_argument('--worker-src', metavar='SRC', default=None,
+                        help="run the worker of another checkout's src/ "
+                             '(a "before")')
     parser.add_argument('--write', action='store_true',
                         help='append the figures to bench/RESULTS.md')
     args = parser.parse_args()
-    result = run(args.jobs, args.pack_every, args.backlog)
+    # A SIGTERM (kill, timeout) stops the worker and the server too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
+    workerEnv = []
+    for item in args.worker_env:
+        name, sep, value = item.partition('=')
+        if not sep or not name:
+            parser.error('--worker-env wants NAME=VALUE, not %r' % item)
+        workerEnv.append((name, value))
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error('--concurrency must be >= 1')
+    result = run(args.jobs, args.pack_every, args.backlog, args.storage,
+                 args.concurrency, args.tracemalloc, workerEnv,
+                 args.frames, args.worker_src, args.worker_db_options)
     text = report(result, args.pack_every)
     print(text)
     if args.write:

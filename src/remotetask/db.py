@@ -122,6 +122,22 @@ def openDB(uri=None, share=False, **overrides):
 FILE_DB_DEFAULTS = {'cache_size': 10000, 'pool_size': 7,
                     'database_name': 'unnamed'}
 
+#: Objects each connection of a worker keeps in its cache (``remotetask
+#: worker --cache-size``): a worker touches each job once, so what is worth
+#: keeping is the structures (the service, the queue's and the indexes'
+#: tree nodes), a few hundred objects a transaction; zodburi's 10,000 fill
+#: with finished jobs (about 1 KB each in memory) in every thread's
+#: connection.  See docs/uptime.md, "A worker's memory".
+WORKER_CACHE_SIZE = 2000
+
+
+def uriCacheSize(uri):
+    """The ``connection_cache_size`` a zodburi URI gives, or None."""
+    from urllib.parse import parse_qs
+    query = (uri or '').partition('?')[2]
+    values = parse_qs(query).get('connection_cache_size')
+    return values[-1] if values else None
+
 
 def _fileStorage(path):
     from ZODB.FileStorage import FileStorage

@@ -661,6 +661,18 @@ class TaskService(persistent.Persistent):
         (which the savepoint would pickle again for each job).  The job
         ends when its task did (unless ``now`` is given).
         """
+        try:
+            return self._run(job, now, reporter, cancelled, defer)
+        finally:
+            # The run's volatile attributes go with it: a job stays in its
+            # connection's cache (up to the cache size, thousands in a
+            # worker), and the cancel event (a Condition, a lock, a deque:
+            # about 2 KB) with it.  A deferred outcome sets them again.
+            job.__dict__.pop('_v_cancelEvent', None)
+            if defer:
+                job.__dict__.pop('_v_begun', None)
+
+    def _run(self, job, now, reporter, cancelled, defer):
         if defer:
             def finish(record, *args):
                 # The run's volatile attributes, kept here: the job may be
@@ -676,7 +688,9 @@ class TaskService(persistent.Persistent):
                     try:
                         return record(*args)
                     finally:
-                        job.__dict__.pop('_v_ended', None)
+                        for name in ('_v_ended', '_v_begun',
+                                     '_v_cancelEvent'):
+                            job.__dict__.pop(name, None)
                 return later
         else:
             def finish(record, *args):

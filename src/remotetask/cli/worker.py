@@ -14,6 +14,27 @@ log = logging.getLogger('remotetask.worker')
 #: Modules every worker imports (registering their tasks).
 BUILT_IN = ('remotetask.tracker',)
 
+#: ``remotetask.db.WORKER_CACHE_SIZE`` (not imported here: that module
+#: loads the ZODB; a test checks they agree).
+WORKER_CACHE_SIZE = 2000
+
+
+def cacheSize(uri, option):
+    """The connection cache size of a worker: ``--cache-size``, else the
+    URI's ``connection_cache_size``, else ``WORKER_CACHE_SIZE``."""
+    if option is not None:
+        return option
+    from remotetask import db as dbmod
+    given = dbmod.uriCacheSize(uri)
+    if given is not None:
+        try:
+            return int(given)
+        except ValueError:
+            raise click.BadParameter('connection_cache_size=%r is not a '
+                                     'whole number' % given,
+                                     param_hint='--db')
+    return dbmod.WORKER_CACHE_SIZE
+
 
 class BatchSize(click.ParamType):
     """``--batch``: ``auto`` or a whole number >= 1."""
@@ -86,11 +107,18 @@ class BatchSize(click.ParamType):
               min=0, min_open=True), default=None, metavar='MB',
               help='With --processes: replace a child whose resident memory '
                    'passed MB (it finishes its running jobs first).')
+@click.option('--cache-size', type=click.IntRange(min=1), default=None,
+              metavar='OBJECTS',
+              help='Objects each of its database connections (one per '
+                   'thread, one for the clock) keeps in memory '
+                   '[default: the URI\'s connection_cache_size, else %d].'
+                   % WORKER_CACHE_SIZE)
 @click.option('--child-status', default=None, hidden=True)
 def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
            poll_interval, maintenance_interval, queues, worker_id,
            log_level, pack_interval, processes, kill_after,
-           max_jobs_per_child, max_memory_per_child, child_status):
+           max_jobs_per_child, max_memory_per_child, cache_size,
+           child_status):
     """Run the service's jobs until SIGTERM or SIGINT.
 
     The service is at the database root under --service (created there if
@@ -112,7 +140,8 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
     # A FileStorage is served to the other local processes from right
     # after the processor started (SharedDB.share, docs/startup.md).
     database = openDatabase(uri, share='later',
-                            pool_size=2 * concurrency + 3)
+                            pool_size=2 * concurrency + 3,
+                            cache_size=cacheSize(uri, cache_size))
     from remotetask import db as dbmod
     from remotetask.interfaces import RemoteTaskError
     from remotetask.processor import Processor, taskNames
@@ -136,6 +165,14 @@ def worker(uri, service, imports, zcml, concurrency, lease, grace, batch,
                  ', '.join(queues) if queues else 'all')
         from remotetask.packing import startPacker
         packer = startPacker(database, pack_interval)
+        if os.environ.get('REMOTETASK_TRACEMALLOC'):
+            # Memory snapshots on SIGUSR1 (remotetask.memtrace), for
+            # bench/soak.py; nothing is imported unless asked.
+            from remotetask import memtrace
+            try:
+                memtrace.installFromEnvironment(database)
+            except ValueError as e:
+                raise click.UsageError(str(e))
         monitor = None
         if child_status is not None:
             from remotetask.supervisor import ChildMonitor
@@ -184,7 +221,7 @@ def shareDatabase(database, uri):
 #: Options of the worker command a supervised child gets as they were given.
 CHILD_OPTIONS = ('service', 'concurrency', 'lease', 'grace', 'batch',
                  'poll_interval', 'maintenance_interval', 'log_level',
-                 'max_jobs_per_child', 'max_memory_per_child')
+                 'max_jobs_per_child', 'max_memory_per_child', 'cache_size')
 
 
 def supervise(ctx, uri, service, processes, kill_after, grace, max_jobs,
