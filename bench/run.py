@@ -252,6 +252,31 @@ def targets(rows, extra):
     return lines
 
 
+def _sections(text):
+    """The '## ' sections of a Markdown text: [(heading line, section
+    text)], the part before the first heading left out."""
+    found = []
+    lines = text.split('\n')
+    starts = [i for i, line in enumerate(lines) if line.startswith('## ')]
+    for n, i in enumerate(starts):
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        found.append((lines[i].strip(),
+                      '\n'.join(lines[i:end]).rstrip('\n') + '\n'))
+    return found
+
+
+def keptSections(path, written):
+    """The sections of the results file at ``path`` whose headings
+    ``written`` (this run's text) does not have, joined."""
+    if not os.path.exists(path):
+        return ''
+    with open(path) as f:
+        old = f.read()
+    mine = {heading for heading, _ in _sections(written)}
+    return '\n'.join(body for heading, body in _sections(old)
+                     if heading not in mine)
+
+
 def write(path, rows, extra, args, notes, cold=()):
     out = ['# Benchmark results', '',
            'Written by `python bench/run.py%s` on %s UTC.' % (
@@ -319,9 +344,11 @@ def write(path, rows, extra, args, notes, cold=()):
         with open(extra_notes) as f:
             out += ['', f.read().strip()]
     text = '\n'.join(out) + '\n'
-    # bench/producers.py keeps its section in the same file: kept.
-    from producers import section
-    kept = section(path)
+    # The other benches (producers, startup, soak, crashwindow...) and the
+    # hand-written records keep sections of their own in the same file:
+    # every '## ' section of the old file that this run did not write is
+    # kept, in its order, after this run's part.
+    kept = keptSections(path, text)
     if kept:
         text += '\n' + kept
     with open(path, 'w') as f:

@@ -194,6 +194,14 @@ class TaskService(persistent.Persistent):
         if load:
             self._preload(load, job.id)
         self.jobs[job.id] = job
+        # The partitions a claim and its run write, made by the job's
+        # producer (its first add in a lane; later ones find them made)
+        # rather than by two workers at once (docs/design.md, "Lazy
+        # partitions").
+        for status in _CLAIMED_STATUSES:
+            prepare = getattr(self._index[status], 'prepare', None)
+            if prepare is not None:     # (None: an older layout's set)
+                prepare(job.id)
         # The task index: a set per (task, partition), so that producers
         # of a new task create different keys (which BTrees merge), not
         # the same one.

@@ -22,6 +22,7 @@ import weakref
 
 import persistent
 import transaction
+from ZODB.POSException import ConflictError
 from ZODB.utils import z64
 from BTrees.Length import Length
 from BTrees.LOBTree import LOBTree, LOSet, LOTreeSet, multiunion
@@ -147,7 +148,7 @@ def roots(tree, keys):
         found = []
         for key in keys:
             part = tree._partFor(key)
-            if all(part is not f for f in found):
+            if part is not None and all(part is not f for f in found):
                 found.append(part)
         return found
     return [tree]
@@ -387,7 +388,7 @@ class Merged:
         min, excludemin = self._low(min, excludemin)
         return [getattr(part, what)(min=min, max=max, excludemin=excludemin,
                                     excludemax=excludemax)
-                for part in self._parts]
+                for part in self._parts if part is not None]
 
     def keys(self, min=None, max=None, excludemin=False, excludemax=False):
         """The keys from ``min`` to ``max``, ascending (an iterator)."""
@@ -398,7 +399,8 @@ class Merged:
 
     def __contains__(self, key):
         try:
-            return key != SENTINEL and key in self._partFor(key)
+            part = self._partFor(key)
+            return key != SENTINEL and part is not None and key in part
         except TypeError:
             return False
 
@@ -410,7 +412,8 @@ class Merged:
         return False
 
     def __len__(self):
-        return sum(len(part) for part in self._parts) - self._sentinels()
+        return sum(len(part) for part in self._parts
+                   if part is not None) - self._sentinels()
 
     def _sentinels(self):
         return 0
@@ -418,6 +421,8 @@ class Merged:
     def maxKey(self, max=None):
         found = []
         for part in self._parts:
+            if part is None:
+                continue
             try:
                 key = part.maxKey() if max is None else part.maxKey(max)
             except ValueError:
@@ -453,13 +458,21 @@ class _Ids:
         return min, excludemin
 
     def _sentinels(self):
-        return sum(1 for part in self._parts if SENTINEL in part)
+        return sum(1 for part in self._parts
+                   if part is not None and SENTINEL in part)
+
+    def _writable(self, jobid):
+        """The partition of ``jobid``, to write in."""
+        part = self._partFor(jobid)
+        if part is None:
+            raise KeyError('no partition for job id %r' % (jobid,))
+        return part
 
     def insert(self, jobid):
         """Add ``jobid``; return 1 if it was not there, else 0."""
         if jobid == SENTINEL:
             raise ValueError('job ids start at 1')
-        return self._partFor(jobid).insert(jobid)
+        return self._writable(jobid).insert(jobid)
 
     add = insert
 
@@ -467,7 +480,10 @@ class _Ids:
         """Remove ``jobid``; KeyError if it is not there."""
         if jobid == SENTINEL:
             raise KeyError(jobid)
-        self._partFor(jobid).remove(jobid)
+        part = self._partFor(jobid)
+        if part is None:
+            raise KeyError(jobid)
+        part.remove(jobid)
 
 
 class IdSetView(_Ids, Merged):
@@ -486,15 +502,96 @@ class IdSet(_Ids, Partitioned):
     different lanes write different partitions; a worker taking ids out
     of a partition a producer adds to changes other keys of the same
     buckets, which BTrees merge (never the first key: the sentinel).
+
+    Partitions are made when their first id comes: until then a
+    partition is None in ``_parts``, which readers skip, so a page does
+    not load the persistent BTree of every unused partition (of 64, a
+    service with 4 producers uses 16).  Making one writes the ``IdSet``;
+    two transactions that each made different partitions merge
+    (``_p_resolveConflict``).  A set stored before (every partition made)
+    reads and writes as it did.
     """
 
+    #: What makes a partition (None: a set stored before partitions were
+    #: made lazily, all of them made already).
+    _factory = None
+
     def __init__(self, factory=None, partitions=PARTITIONS):
-        super().__init__(factory or IdIndex, partitions)
-        for part in self._parts:
-            part.insert(SENTINEL)
+        self._factory = factory or IdIndex
+        self._parts = (None,) * partitions
 
     def _sentinels(self):
-        return len(self._parts)
+        return sum(1 for part in self._parts if part is not None)
+
+    def _writable(self, jobid):
+        n = spreadPartitionOf(jobid, len(self._parts))
+        part = self._parts[n]
+        if part is None:
+            self.prepare(jobid)
+            part = self._parts[n]
+        return part
+
+    def prepare(self, jobid):
+        """Make the partitions of ``jobid``'s lane if they are not made
+        yet: all ``k`` of them when the set has ``k`` per lane, so that a
+        producer's later adds, whose ids fall in each of them, do not
+        write the set again."""
+        n = len(self._parts)
+        if self._parts[spreadPartitionOf(jobid, n)] is not None:
+            return
+        if n > PARTITIONS and n % PARTITIONS == 0:
+            spread = n // PARTITIONS
+            first = partitionOf(jobid) * spread
+            group = range(first, first + spread)
+        else:
+            group = [partitionOf(jobid, n)]
+        parts = list(self._parts)
+        for i in group:
+            if parts[i] is None:
+                parts[i] = (self._factory or IdIndex)()
+                parts[i].insert(SENTINEL)
+        self._parts = tuple(parts)
+
+    def _p_resolveConflict(self, old, committed, new):
+        """Merge two transactions that each made partitions (of None in
+        ``old``) the other did not; anything else stays a conflict.  In
+        these states the partitions are ``PersistentReference`` objects,
+        compared by oid (their ``==`` raises on different objects)."""
+        keys = set(old) | set(committed) | set(new)
+        if keys != {'_parts', '_factory'} and keys != {'_parts'}:
+            raise ConflictError
+        if not (old.get('_factory') is committed.get('_factory')
+                is new.get('_factory')):
+            raise ConflictError
+        base, mine, theirs = old['_parts'], committed['_parts'], new['_parts']
+        if not len(base) == len(mine) == len(theirs):
+            raise ConflictError
+        merged = []
+        for b, m, t in zip(base, mine, theirs):
+            if b is None:
+                if m is not None and t is not None and not _same(m, t):
+                    raise ConflictError     # both made this partition
+                merged.append(t if m is None else m)
+            elif _same(b, m) and _same(b, t):
+                merged.append(b)
+            else:
+                raise ConflictError
+        state = dict(new)
+        state['_parts'] = tuple(merged)
+        return state
+
+
+def _same(a, b):
+    """True if ``a`` and ``b`` (persistent references in a conflict
+    resolution's states, or None) are the same object."""
+    if a is None or b is None:
+        return a is b
+    return a is b or (getattr(a, 'oid', None) is not None
+                      and a.oid == getattr(b, 'oid', None)
+                      and getattr(a, 'database_name', None)
+                      == getattr(b, 'database_name', None)
+                      and not getattr(a, 'weak', False)
+                      and not getattr(b, 'weak', False))
 
 
 class JobTree(Partitioned):
@@ -552,24 +649,34 @@ def intersect(ids, other):
     b = other._parts if isinstance(other, Merged) else None
     if a is None and b is None:
         return LOSet(_intersection(ids, other))
+    # (A partition not made yet is None: empty.  BTrees' intersection of
+    # None and a set is the set: _of makes it empty.)
     if a is not None and b is not None and len(a) == len(b):
-        pieces = [_intersection(x, y) for x, y in zip(a, b)]
+        pieces = [_of(x, y) for x, y in zip(a, b)]
     elif a is not None and b is not None and _laneMajor(a, b):
         # k partitions per lane against one per lane: each of the k with
         # its lane's (partition i of k * 16 is of lane i // k).
         k = len(a) // len(b)
-        pieces = [_intersection(x, b[i // k]) for i, x in enumerate(a)]
+        pieces = [_of(x, b[i // k]) for i, x in enumerate(a)]
     elif a is not None and b is not None and _laneMajor(b, a):
         k = len(b) // len(a)
-        pieces = [_intersection(a[i // k], y) for i, y in enumerate(b)]
+        pieces = [_of(a[i // k], y) for i, y in enumerate(b)]
     elif a is not None:
-        pieces = [_intersection(x, other) for x in a]
+        pieces = [_of(x, other) for x in a]
     else:
-        pieces = [_intersection(ids, y) for y in b]
+        pieces = [_of(ids, y) for y in b]
     found = multiunion([p for p in pieces if p is not None])
     if SENTINEL in found:
         found.remove(SENTINEL)
     return found
+
+
+def _of(x, y):
+    """BTrees' intersection, but None (nothing) if either is None (a
+    partition not made yet)."""
+    if x is None or y is None:
+        return None
+    return _intersection(x, y)
 
 
 def _laneMajor(many, few):
@@ -592,13 +699,14 @@ def misplaced(tree):
                     if _FIRST not in part]
     elif isinstance(tree, Merged):
         parts = [(n, part, [k for k in part.keys() if k != SENTINEL])
-                 for n, part in enumerate(tree._parts)]
+                 for n, part in enumerate(tree._parts) if part is not None]
         sentinel = [n for n, part in enumerate(tree._parts)
-                    if isinstance(tree, IdSet) and SENTINEL not in part]
+                    if isinstance(tree, IdSet) and part is not None
+                    and SENTINEL not in part]
     else:
         return problems
     where = tree.partitionOf if isinstance(tree, JobQueue) else \
-        (lambda i: spreadPartitionOf(i, len(parts)))
+        (lambda i: spreadPartitionOf(i, len(tree._parts)))
     for n, part, ids in parts:
         wrong = [i for i in ids if where(i) != n]
         if wrong:

@@ -49,6 +49,10 @@ def test_status_indexes_have_big_leaves():
     # 2,000 ids fit in a handful of buckets (LOTreeSet: about 60).
     assert 2 <= len(index.__getstate__()[0]) // 2 + 1 <= 8
     completed = TaskService()._index['completed']
+    # Partitions are made by their first id (structures.IdSet).
+    assert all(part is None for part in completed.partitions)
+    for jobid in range(1, 64001, 1000):
+        completed.insert(jobid)
     assert all(isinstance(part, IdIndex) for part in completed.partitions)
 
 

@@ -168,8 +168,9 @@ def test_expiry_leaves_the_sentinels_of_the_final_indexes(service):
     service.retention['completed'] = 0
     finished(service, 3)
     retention.expire(service, 1)
-    assert all(SENTINEL in part
-               for part in service._index[COMPLETED]._parts)
+    made = [part for part in service._index[COMPLETED]._parts
+            if part is not None]        # (the others are not made yet)
+    assert made and all(SENTINEL in part for part in made)
     assert list(service.jobIds(COMPLETED)) == []
     assert service.count(COMPLETED) == 0
     finished(service, 2, now=2)

@@ -18,12 +18,10 @@ JOBS = 100000
 PAGE = 50
 #: Objects a page may load besides its jobs: the root, the service, its
 #: index or jobs tree, the BTree nodes and buckets on the path, progress
-#: objects.  A scan of all jobs would load more than 100,000.  The queued,
-#: processing and completed indexes have SPREAD partitions per lane (the claim
-#: slots' own, docs/design.md), each read to its first bucket: up to 2
-#: more objects for each of the 48 partitions more.
-OVERHEAD = 120 + 2 * (structures.PARTITIONS * structures.SPREAD
-                      - structures.PARTITIONS)
+#: objects.  A scan of all jobs would load more than 100,000.  (The queued,
+#: processing and completed indexes have SPREAD partitions per lane, but
+#: only the lanes used have any: structures.IdSet makes them lazily.)
+OVERHEAD = 120
 
 
 class CountingStorage(MappingStorage):
