@@ -251,9 +251,12 @@ def run(jobs, packEvery, backlog, storage='zeo', concurrency=None,
                       % packs[-1], flush=True)
                 lastPack = time.monotonic()
         # The end: wait for the last removals, pack once more.
-        deadline = time.monotonic() + 120
+        # (Retention may lag behind a fast worker: up to 10 minutes.)
+        deadline = time.monotonic() + 600
         while soak.state()[1] < jobs and time.monotonic() < deadline:
             time.sleep(0.2)
+        print('all removed %.0f s after the last job ran' % (
+            time.monotonic() - started - samples[jobs][2]), flush=True)
         size, seconds = soak.pack()
         packs.append((jobs, size, seconds))
         print('final pack: Data.fs %d bytes' % size, flush=True)
