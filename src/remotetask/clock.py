@@ -37,15 +37,18 @@ from remotetask.threads import (
 
 log = logging.getLogger('remotetask.worker')
 
-#: Retention: the share of the clock's time that expiry steps may take
-#: (the time since the last expiry run times this, at most this share of
-#: the maintenance interval), and at most this many steps per run.  Each
+#: Retention: the share of time that expiry steps may take (this
+#: thread's CPU time: the time since the last expiry run times this, at
+#: most this share of the maintenance interval), and at most this many
+#: steps per run.  Each
 #: step is one transaction of ``Clock._expireBatch`` removals at most,
 #: between ``retention.MIN_BATCH`` and ``retention.MAX_BATCH``: larger
 #: after each step that committed with more to do, halved after a
 #: conflict.
 EXPIRE_SHARE = 0.25
 EXPIRE_STEPS = 50
+#: ... and at most this many seconds of wall time per run.
+EXPIRE_WALL = 2.0
 
 
 class Clock:
@@ -232,11 +235,16 @@ class Clock:
         and the next ones are smaller; steps that commit with more to do
         grow.  ``_expireBehind`` tells the clock loop to come back at the
         next tick rather than at the next maintenance."""
+        # The share is of this thread's CPU time (the worker threads hold
+        # the GIL most of the time when busy: a share of wall time would
+        # be a fraction of that), within EXPIRE_WALL seconds of wall time
+        # (lease renewals wait for the run).
         began = time.monotonic()
         interval = self.maintenance_interval
         since = interval if self._expireEnded is None \
             else min(interval, began - self._expireEnded)
-        until = began + EXPIRE_SHARE * since
+        cpuUntil = time.thread_time() + EXPIRE_SHARE * since
+        until = began + EXPIRE_WALL
         cursors = self._expiryCursors or {}
         more = False
         try:
@@ -264,7 +272,8 @@ class Clock:
                     if more and len(removed) >= limit:
                         self._expireBatch = min(retention.MAX_BATCH,
                                                 limit + limit // 2)
-                if not more or time.monotonic() >= until \
+                if not more or time.thread_time() >= cpuUntil \
+                        or time.monotonic() >= until \
                         or self._clockStop.is_set():
                     break
         finally:

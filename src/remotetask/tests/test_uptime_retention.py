@@ -271,8 +271,8 @@ def fileService(tmp_path, completed=0):
 
 
 class FakeMonotonic:
-    """``time`` for remotetask.clock: monotonic() moves ``step`` seconds
-    at each call."""
+    """``time`` for remotetask.clock: monotonic() and thread_time() move
+    ``step`` seconds at each call."""
 
     def __init__(self, step):
         self.now = 1000.0
@@ -281,6 +281,8 @@ class FakeMonotonic:
     def monotonic(self):
         self.now += self.step
         return self.now
+
+    thread_time = monotonic
 
 
 @pytest.fixture
