@@ -223,7 +223,8 @@ def run(jobs, packEvery, backlog, storage='zeo', concurrency=None,
                                      os.path.getsize(path),
                                      time.monotonic() - started)
                     print('%d jobs done: worker RSS %.1f MB, Data.fs %d '
-                          'bytes, %.0f s' % ((mark,) + samples[mark]),
+                          'bytes, %.0f s; %d completed not yet removed'
+                          % ((mark,) + samples[mark] + (counts['completed'],)),
                           flush=True)
                     if traceDir is not None and mark >= 10000:
                         snapshots[mark] = snapshot(worker, traceDir,

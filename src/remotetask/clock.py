@@ -14,6 +14,9 @@ It has a connection and a transaction manager of its own and, every
   and is ended through ``service.reap()``;
 - calls ``service.maintain()`` every ``maintenance_interval`` seconds, then
   removes expired jobs (``remotetask.retention``) in small transactions;
+  while it is behind (a step found a full batch), at every tick too, within
+  a share of the clock's time (``_expire``; docs/uptime.md, "Retention's
+  pace"); only the live processor of smallest registry key expires;
 - updates the processor's entry in the worker registry every ``heartbeat``
   seconds (``remotetask.registry``), removing expired entries of others;
 - wakes idle worker threads when a job is due (delayed and cron jobs start
@@ -34,10 +37,15 @@ from remotetask.threads import (
 
 log = logging.getLogger('remotetask.worker')
 
-#: Retention: at most this many steps (transactions of at most
-#: ``retention.BATCH`` removals) or seconds per maintenance.
+#: Retention: the share of the clock's time that expiry steps may take
+#: (the time since the last expiry run times this, at most this share of
+#: the maintenance interval), and at most this many steps per run.  Each
+#: step is one transaction of ``Clock._expireBatch`` removals at most,
+#: between ``retention.MIN_BATCH`` and ``retention.MAX_BATCH``: larger
+#: after each step that committed with more to do, halved after a
+#: conflict.
+EXPIRE_SHARE = 0.25
 EXPIRE_STEPS = 50
-EXPIRE_SECONDS = 2.0
 
 
 class Clock:
@@ -52,6 +60,15 @@ class Clock:
     _listener = None
     _dueHeard = None
     _dueNext = 0.0
+
+    #: Expiry's state: the cursors per status, the step's size, whether
+    #: the last run stopped with more to do, when it ended (monotonic),
+    #: and whether this processor is the one that expires.
+    _expiryCursors = None
+    _expireBatch = retention.BATCH
+    _expireBehind = False
+    _expireEnded = None
+    _expiring = True
 
     def _clockLoop(self):
         tm = transaction.TransactionManager()
@@ -72,6 +89,8 @@ class Clock:
                     if now >= nextMaintenance:
                         nextMaintenance = now + self.maintenance_interval
                         self._maintain(tm, conn, now)
+                    elif self._expireBehind:
+                        self._expire(tm, conn, now)
                     if self._idle and not self._stopping.is_set():
                         self._checkDue(tm, conn, now)
                     failures = 0
@@ -185,33 +204,72 @@ class Clock:
 
     def _maintain(self, tm, conn, now):
         self._reap(tm, conn, now, maintain=True)
-        self._expire(tm, conn, now)
+        self._expiring = self._isExpirer(tm, conn, now)
+        if self._expiring:
+            self._expire(tm, conn, now)
+        else:
+            self._expireBehind = False
+
+    def _isExpirer(self, tm, conn, now):
+        """True if this processor removes expired jobs (``registry.first``:
+        one processor of a service at a time)."""
+        registration = getattr(self, 'registration', None)
+        if registration is None:
+            return True
+        tm.begin()
+        try:
+            return registry.first(self._service(conn), registration.key,
+                                  now)
+        finally:
+            tm.abort()
 
     def _expire(self, tm, conn, now):
-        """Remove expired jobs (``remotetask.retention``) in small
-        transactions: one step, and more at once while there is more, up
-        to ``EXPIRE_STEPS`` steps or ``EXPIRE_SECONDS`` per maintenance."""
-        cursors = getattr(self, '_expiryCursors', None) or {}
-        until = time.monotonic() + EXPIRE_SECONDS
-        for step in range(EXPIRE_STEPS):
-            try:
-                for attempt in tm.attempts(3):
-                    with attempt:
+        """Remove expired jobs (``remotetask.retention``) in steps of a
+        transaction each, back to back while a step finds a full batch, for
+        at most ``EXPIRE_SHARE`` of the time since the last run (of the
+        maintenance interval at most) and ``EXPIRE_STEPS`` steps.  A step
+        that conflicts is given up (its removals are done by a later one)
+        and the next ones are smaller; steps that commit with more to do
+        grow.  ``_expireBehind`` tells the clock loop to come back at the
+        next tick rather than at the next maintenance."""
+        began = time.monotonic()
+        interval = self.maintenance_interval
+        since = interval if self._expireEnded is None \
+            else min(interval, began - self._expireEnded)
+        until = began + EXPIRE_SHARE * since
+        cursors = self._expiryCursors or {}
+        more = False
+        try:
+            for step in range(EXPIRE_STEPS):
+                limit = self._expireBatch
+                try:
+                    with tm:
                         removed, after, more = retention.expire(
-                            self._service(conn), now, cursors)
-            except storageErrors():
-                raise
-            except TransientError:
-                log.warning('clock: removing expired jobs conflicted; next '
-                            'time')
-                self._count(conflicts=1)
-                return
-            cursors = self._expiryCursors = after
-            if removed:
-                self._count(expired=len(removed))
-            if not more or time.monotonic() > until \
-                    or self._clockStop.is_set():
-                return
+                            self._service(conn), now, cursors, limit=limit,
+                            scan=limit * retention.SCAN_FACTOR)
+                except storageErrors():
+                    raise
+                except TransientError:
+                    abort(tm)
+                    self._count(conflicts=1)
+                    self._expireBatch = max(retention.MIN_BATCH, limit // 2)
+                    log.debug('clock: a step removing expired jobs '
+                              'conflicted; next ones of %d',
+                              self._expireBatch)
+                    more = True
+                else:
+                    cursors = self._expiryCursors = after
+                    if removed:
+                        self._count(expired=len(removed))
+                    if more and len(removed) >= limit:
+                        self._expireBatch = min(retention.MAX_BATCH,
+                                                limit + limit // 2)
+                if not more or time.monotonic() >= until \
+                        or self._clockStop.is_set():
+                    break
+        finally:
+            self._expireBehind = more
+            self._expireEnded = time.monotonic()
 
     def _reap(self, tm, conn, now, maintain=False):
         try:

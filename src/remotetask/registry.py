@@ -129,6 +129,24 @@ def slots(service, key, now=None):
     return offset, total, workers._p_oid
 
 
+def first(service, key, now=None):
+    """True if the processor registered under ``key`` is the live one of
+    smallest key (or is not registered yet, or no registry exists): the
+    one whose clock removes expired jobs (``remotetask.retention``), so
+    that workers' expiry steps do not conflict among themselves.  Loads
+    every entry: call it per maintenance, not per tick."""
+    workers = _container(service)
+    if workers is None or key not in workers:
+        return True
+    now = time.time() if now is None else now
+    for k, entry in workers.items():
+        if k == key:
+            return True
+        if entry.alive(now):
+            return False
+    return True
+
+
 def prune(service, now=None):
     """Remove the entries expired at ``now``; return their worker ids.
     (Called by processors' maintenance.)"""

@@ -53,9 +53,15 @@ DAY = 86400.0
 #: The retention of a service that was not told otherwise.
 DEFAULTS = {COMPLETED: DAY, ERROR: 7 * DAY, CANCELLED: DAY}
 
-#: Jobs removed per transaction, and ids looked at per transaction.
+#: Jobs removed per transaction, and ids looked at per transaction (the
+#: defaults of ``expire()`` and ``clean()``'s steps; the clock adapts its
+#: steps between ``MIN_BATCH`` and ``MAX_BATCH``, looking at
+#: ``SCAN_FACTOR`` ids per removal at most).
 BATCH = 200
 SCAN = 2000
+MIN_BATCH = 25
+MAX_BATCH = 1000
+SCAN_FACTOR = 10
 
 REASONS = ('retention', 'clean', 'delete')
 
@@ -176,6 +182,11 @@ def forget(service, job, reason):
     state(service, create=True).removed[reason].change(1)
 
 
+#: Jobs whose records are asked for at once (``Connection.prefetch``):
+#: over ZEO one round trip's wait for many loads instead of one per job.
+PREFETCH = 100
+
+
 def _walk(service, status, cursor, scan):
     """Up to ``scan`` (jobid, job) of ``status`` from after ``cursor``."""
     index = service._index[status]
@@ -183,8 +194,14 @@ def _walk(service, status, cursor, scan):
     # A list first: removing from a BTree while iterating over it skips.
     ids = list(itertools.islice(index.keys(min=start, excludemin=True),
                                 None if math.isinf(scan) else scan))
-    for jobid in ids:
-        yield jobid, service.jobs[jobid]
+    jar = service._p_jar
+    for first in range(0, len(ids), PREFETCH):
+        chunk = [(jobid, service.jobs[jobid])
+                 for jobid in ids[first:first + PREFETCH]]
+        if jar is not None:
+            jar.prefetch([job for jobid, job in chunk
+                          if job._p_oid is not None])
+        yield from chunk
 
 
 def expire(service, now, cursors=None, limit=BATCH, scan=SCAN):
