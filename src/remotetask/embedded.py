@@ -247,13 +247,57 @@ class Bridge:
 
 
 def _serverClass():
-    from ZEO.StorageServer import StorageServer
+    from ZEO.StorageServer import StorageServer, ZEOStorage
+    from ZEO.asyncio.server import Result
+
+    class _ZEOStorage(ZEOStorage):
+        """ZEO's handler of one client connection, for a storage that the
+        holder's threads also commit to.
+
+        ZEO's server runs every commit in its one event-loop thread, so its
+        handler reads the committed tid as ``storage.lastTransaction()``
+        after ``tpc_finish`` (and after sending the size info), when the
+        FileStorage has already released its commit lock.  Here a holder's
+        thread can commit in between: the client was then told that its
+        transaction has the holder's later tid, labelled its own objects
+        with it in its cache (and as their serials), and the holder's own
+        invalidation with that tid came next.  ``ZEO.cache.ClientCache.
+        invalidate`` drops such a record from its index but leaves it in
+        the file as current, so its first eviction of it raised
+        ``KeyError`` in ``_makeroom`` (and the client also saw
+        ``ValueError: new last tid ...`` and wrong-serial conflicts).
+        So the reply carries the tid ``tpc_finish`` returns (issue 10)."""
+
+        def tpc_finish(self, id):
+            if not self._check_tid(id):
+                return
+            assert self.locked, "finished called wo lock"
+            self.stats.commits += 1
+            tid = self.storage.tpc_finish(self.transaction, self._invalidate)
+            self.async_('info', self.get_size_info())
+            return Result(tid, self._clear_transaction)
+
+        def register(self, storage_id, read_only):
+            # The tid the client starts from and its joining the clients
+            # that get invalidations are one step for a holder's commit:
+            # FileStorage runs the commit's callback (the invalidations)
+            # and moves lastTransaction() under its lock, so a client
+            # registered between the two would miss that commit.
+            storage = self.server.storages.get(storage_id)
+            lock = getattr(storage, '_lock', None)
+            if lock is None:
+                return super().register(storage_id, read_only)
+            with lock:
+                return super().register(storage_id, read_only)
 
     class _Server(StorageServer):
         """ZEO's server, bridged to the holder's DB (``Bridge``); closing
         it leaves the storage to the holder's DB, which closes it."""
 
         bridge = None
+
+        def create_client_handler(self):
+            return _ZEOStorage(self, self.read_only)
 
         def invalidate(self, zeo_storage, storage_id, tid, invalidated):
             super().invalidate(zeo_storage, storage_id, tid, invalidated)

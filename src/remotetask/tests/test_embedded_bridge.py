@@ -233,3 +233,102 @@ def test_a_job_added_elsewhere_wakes_the_holders_idle_worker(tmp_path):
                 database.close()
     finally:
         assert stopProcess(worker) == 0, (tmp_path / 'worker.log').read_text()
+
+
+#: A holder that commits ``root['n'].change(1)`` (a ``BTrees.Length``,
+#: whose conflicts resolve) as fast as it can until ``quit``; then prints
+#: how many it committed.
+HOLDER_BUSY = textwrap.dedent('''
+    import sys, threading, transaction
+    from BTrees.Length import Length
+    from remotetask import db as dbmod
+    database = dbmod.openDB(sys.argv[1], share=True)
+    conn = database.open()
+    with transaction.manager:
+        conn.root()['n'] = Length()
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()),
+                     daemon=True).start()
+    print('ready', flush=True)
+    done = 0
+    while not stop.is_set():
+        with transaction.manager:
+            conn.root()['n'].change(1)
+        done += 1
+    print(done, flush=True)
+    conn.close()
+    database.close()
+''')
+
+#: A ZEO client of the holder with a tiny ZEO cache (100 KB): N commits,
+#: each ``n.change(1)`` plus a 2 KB object of its own, so the cache
+#: evicts all along.  Nobody else writes its own objects: any conflict,
+#: and any error or warning ZEO logs, is a failure.
+CLIENT_SMALL_CACHE = textwrap.dedent('''
+    import logging, sys, transaction
+    from persistent.mapping import PersistentMapping
+    from ZEO.ClientStorage import ClientStorage
+    import ZODB
+    from remotetask import embedded
+    logged = []
+    class Keep(logging.Handler):
+        def emit(self, record):
+            logged.append(record.getMessage())
+    handler = Keep(logging.WARNING)
+    logging.getLogger('ZEO').addHandler(handler)
+    logging.getLogger('ZEO').setLevel(logging.WARNING)
+    address = embedded.liveServer(sys.argv[1])['address']
+    storage = ClientStorage(address, cache_size=100000, wait_timeout=60)
+    database = ZODB.DB(storage)
+    conn = database.open()
+    for i in range(int(sys.argv[2])):
+        with transaction.manager:
+            root = conn.root()
+            root['n'].change(1)
+            root['mine%d' % (i % 40)] = PersistentMapping(pad='x' * 2000)
+    print(storage._cache._n_evicts, flush=True)
+    conn.close()
+    database.close()
+    print(repr(logged), flush=True)
+''')
+
+
+def test_a_small_client_cache_evicts_while_the_holder_commits(path):
+    """Issue 10: the ZEO reply to a client's commit named the tid of a
+    commit the holder made right after it, so the client's cache labelled
+    its own records with the holder's tid; the holder's invalidation
+    with that tid left a record ZEO's cache no longer indexed, and the
+    client's cache failed (``KeyError`` in ``_makeroom``) when it came to
+    evict it (also: wrong-serial ``ConflictError``, ``ValueError: new
+    last tid ...``)."""
+    holder = subprocess.Popen(
+        [sys.executable, '-c', HOLDER_BUSY, path], env=subprocessEnv(),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'ready'
+        waitServed(path)
+        commits = 400
+        client = subprocess.run(
+            [sys.executable, '-c', CLIENT_SMALL_CACHE, path, str(commits)],
+            env=subprocessEnv(), capture_output=True, text=True,
+            timeout=DEADLINE)
+        holder.stdin.write('quit\n')
+        holder.stdin.flush()
+        mine = int(holder.stdout.readline())
+        assert holder.wait(DEADLINE) == 0
+        assert client.returncode == 0, client.stderr[-3000:]
+        evicts, logged = client.stdout.split('\n')[:2]
+        assert int(evicts) > 0          # the cache did evict
+        assert logged == '[]', logged   # no error or warning from ZEO
+        assert mine > 0
+        database = dbmod.openDB(path)   # the file itself now
+        try:
+            conn = database.open()
+            assert conn.root()['n']() == mine + commits
+            conn.close()
+        finally:
+            database.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(DEADLINE)
