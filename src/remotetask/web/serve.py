@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 import click
 
@@ -56,17 +57,42 @@ class _Stop(Exception):
     """Raised by the first SIGTERM or SIGINT to leave the server loop."""
 
 
-def _signals(grace, hardExit=os._exit):
+def _signals(grace, hardExit=os._exit, stopping=None):
     """Install the handlers of ``serve``'s signals; return the previous
-    ones.  The first signal leaves the server loop (``_Stop``); the next
-    one exits at once with status 128 + its number (no clean-up: the jobs
-    still running are handed back when their leases expire)."""
+    ones.  The first signal sets ``stopping`` and leaves the server loop
+    (``_Stop``); the next one exits at once with status 128 + its number
+    (no clean-up: the jobs still running are handed back when their
+    leases expire)."""
     def first(name):
         log.warning('%s received: the server stops; running jobs get %gs to '
                     'finish (send it again to exit at once)', name, grace)
+        if stopping is not None:
+            stopping.set()
         raise _Stop()
 
     return twoStageSignals(SIGNALS, first, hardExit, log)
+
+
+def _runUntil(server, stopping):
+    """``server.run()`` until ``stopping`` is set, then raise ``_Stop``.
+
+    A signal handler runs in the main thread wherever it is, and when that
+    is inside a connection's handler (closing a channel, say) waitress
+    catches the ``_Stop`` it raises (``handle_error``: "uncaptured python
+    exception, closing channel") and goes on serving: the SIGTERM was lost
+    and ``serve`` ran until it was killed. So the loop turns one at a time
+    and looks at the flag the handler sets: a lost ``_Stop`` still stops the
+    server at the next turn (within the loop's timeout, a second)."""
+    socketmap = getattr(server, '_map', None)
+    if socketmap is None:
+        socketmap = server.map          # waitress's MultiSocketServer
+    while not stopping.is_set():
+        server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout,
+                             map=socketmap,
+                             use_poll=server.adj.asyncore_use_poll, count=1)
+        if not socketmap:
+            return
+    raise _Stop()
 
 
 def run(uri, service, imports, zcml, host, port, users_path, concurrency,
@@ -135,7 +161,8 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
     else:
         click.echo('  users from %s (%d)' % (users_path, len(users)))
     from remotetask.packing import startPacker
-    previous = _signals(grace)
+    stopping = threading.Event()
+    previous = _signals(grace, stopping=stopping)
     packer = None
     code = 0
     try:
@@ -147,7 +174,7 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
             if packer is not None:
                 click.echo('  packing the database every %gs' % pack_interval)
             sys.stdout.flush()
-            server.run()
+            _runUntil(server, stopping)
         except _Stop:
             click.echo('remotetask: stopping')
         finally:
