@@ -78,6 +78,19 @@ def test_the_users_file_from_the_environment(tmp_path, monkeypatch):
     assert 'bob' not in Users.read(path)
 
 
+def test_a_users_file_that_can_not_be_written_is_a_clear_error(tmp_path):
+    # Its directory does not exist: an error naming the file, no traceback.
+    path = str(tmp_path / 'nodir' / 'u.json')
+    code, out = runCommand(['user', 'add', '--users', path, 'ann',
+                            '--role', 'viewer'], stdin='pw-12345678\n',
+                           stderr=True)
+    assert code == 1, out
+    assert 'can not write users file %s' % path in out
+    assert 'No such file or directory' in out
+    assert 'Traceback' not in out
+    assert not (tmp_path / 'nodir').exists()
+
+
 def test_anonymous_is_401_everywhere(app):
     for path in ('/api/jobs', '/api/counts', '/metrics',
                  '/api/openapi.json'):

@@ -165,11 +165,22 @@ class Users:
     def write(path, users):
         """Write the users file atomically, readable by its owner only."""
         tmp = '%s.%d.tmp' % (path, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump({'users': users}, f, indent=2, sort_keys=True)
-            f.write('\n')
-        os.replace(tmp, path)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                    json.dump({'users': users}, f, indent=2, sort_keys=True)
+                    f.write('\n')
+                os.replace(tmp, path)
+            except BaseException:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
+        except OSError as e:
+            raise UsersFileError('can not write users file %s: %s'
+                                 % (path, e.strerror or e))
 
     def _reload(self):
         try:
