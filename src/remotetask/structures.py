@@ -687,8 +687,7 @@ def _of(x, y):
 def _laneMajor(many, few):
     """True if ``many`` partitions split each of ``few`` lane partitions
     (``spreadPartitionOf``)."""
-    return len(few) == PARTITIONS and len(many) > len(few) and \
-        len(many) % len(few) == 0
+    return len(few) == PARTITIONS and _perLane(len(many)) is not None
 
 
 def misplaced(tree):
