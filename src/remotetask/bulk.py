@@ -40,7 +40,7 @@ from remotetask import routing
 from remotetask.interfaces import (
     DEFERRED, DELAYED, ERROR, PROCESSING, QUEUED, STARTLATER, STATUSES,
     InvalidInputError, InvalidStatusError)
-from remotetask.numbers import isInt, shortRepr
+from remotetask.numbers import isInt, isNumber, shortRepr
 
 #: The jobs a step acts on when not told otherwise (the JSON API's
 #: default ``limit``), and the most a caller may ask for per step.
@@ -111,8 +111,7 @@ def checkStatuses(status, default):
 
 
 def _checkBefore(before):
-    if before is not None and (isinstance(before, bool) or not isinstance(
-            before, (int, float)) or math.isnan(before)):
+    if before is not None and (not isNumber(before) or math.isnan(before)):
         raise InvalidInputError('before must be epoch seconds, not %r'
                                 % (before,))
     return before

@@ -63,6 +63,16 @@ def _normalizePostgres(uri):
                        parts.path, parts.query, ''))
 
 
+def fileStorageFile(uri):
+    """The FileStorage file a ``--db`` value names (None: the default
+    file), without creating its directory; None for other storages."""
+    if uri is None:
+        uri = DEFAULT_DB
+    if '://' not in uri:
+        return os.path.abspath(uri)
+    return fileStoragePath(uri)
+
+
 def fileStoragePath(uri):
     """The file of a ``file://`` URI (normalized), else None."""
     if not uri.startswith('file://'):

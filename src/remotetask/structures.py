@@ -60,10 +60,18 @@ def spreadPartitionOf(jobid, partitions):
     queue's (``lane * k + id % k``, see ``JobQueue.partitionOf``), so that
     the waiting and processing indexes split like the queue and a claim
     slot's ids lie in index partitions of its own too; else the lane's."""
-    if partitions > PARTITIONS and partitions % PARTITIONS == 0:
-        spread = partitions // PARTITIONS
+    spread = _perLane(partitions)
+    if spread:
         return partitionOf(jobid) * spread + jobid % spread
     return partitionOf(jobid, partitions)
+
+
+def _perLane(partitions):
+    """How many partitions each lane has in a structure of ``partitions``
+    (``PARTITIONS * k`` for k > 1: k), else None (one per lane)."""
+    if partitions > PARTITIONS and partitions % PARTITIONS == 0:
+        return partitions // PARTITIONS
+    return None
 
 #: The first key of every queue partition, never removed (ids start at 1).
 _FIRST = (-_INF, 0)
@@ -224,10 +232,7 @@ class JobQueue(persistent.Persistent):
         n = len(self._parts)
         if self._counters is None:
             return jobid % n            # an older layout (see relayout)
-        spread = n // PARTITIONS
-        if spread > 1 and n % PARTITIONS == 0:
-            return partitionOf(jobid) * spread + jobid % spread
-        return partitionOf(jobid, n)
+        return spreadPartitionOf(jobid, n)
 
     def _part(self, jobid):
         return self._parts[self.partitionOf(jobid)]
@@ -539,8 +544,8 @@ class IdSet(_Ids, Partitioned):
         n = len(self._parts)
         if self._parts[spreadPartitionOf(jobid, n)] is not None:
             return
-        if n > PARTITIONS and n % PARTITIONS == 0:
-            spread = n // PARTITIONS
+        spread = _perLane(n)
+        if spread:
             first = partitionOf(jobid) * spread
             group = range(first, first + spread)
         else:
@@ -682,8 +687,7 @@ def _of(x, y):
 def _laneMajor(many, few):
     """True if ``many`` partitions split each of ``few`` lane partitions
     (``spreadPartitionOf``)."""
-    return len(few) == PARTITIONS and len(many) > len(few) and \
-        len(many) % len(few) == 0
+    return len(few) == PARTITIONS and _perLane(len(many)) is not None
 
 
 def misplaced(tree):

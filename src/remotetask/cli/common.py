@@ -15,9 +15,6 @@ import click
 #: the ZODB; a test checks they agree).
 DEFAULT_SERVICE = 'tasks'
 
-#: ``remotetask.db.DEFAULT_DB``, the FileStorage used without ``--db`` (a
-#: test checks they agree).
-DEFAULT_DB = os.path.join('var', 'Data.fs')
 
 #: Jobs ``serve`` and ``worker`` run at once by default, one thread each:
 #: a fixed number rather than Celery's one per core, because remotetask's
@@ -99,19 +96,6 @@ def db_options(func):
     return func
 
 
-def fileStorageFile(uri):
-    """The FileStorage file that ``--db uri`` names (None: the default),
-    or None for a URI of another storage."""
-    if uri is None:
-        return os.path.abspath(DEFAULT_DB)
-    if '://' not in uri:
-        return os.path.abspath(uri)
-    if uri.startswith('file://'):
-        path = uri[len('file://'):].split('?', 1)[0]
-        return path or None
-    return None
-
-
 def requireExisting(uri):
     """Refuse (a usage error) a FileStorage file that does not exist.
 
@@ -119,7 +103,8 @@ def requireExisting(uri):
     that reads or changes existing jobs, given a mistyped ``--db``, would
     otherwise create an empty database and answer as if it were the real
     one ("no such job", all counts 0)."""
-    path = fileStorageFile(uri)
+    from remotetask import db as dbmod
+    path = dbmod.fileStorageFile(uri)
     if path is not None and not os.path.exists(path):
         raise click.BadParameter(
             'no database at %s (the file does not exist; only serve, worker, '

@@ -87,7 +87,6 @@ def test_constants_kept_in_the_light_modules_agree():
     from remotetask.cli import common, jobs, serve, users
     from remotetask.web import app, auth
     assert common.DEFAULT_SERVICE == db.DEFAULT_SERVICE
-    assert common.DEFAULT_DB == db.DEFAULT_DB
     assert jobs.CLEANABLE == interfaces.CLEANABLE_STATUSES
     assert serve.MAX_BODY == app.MAX_BODY
     assert users.ROLES == auth.ROLES

@@ -6,7 +6,6 @@ import time
 
 import pytest
 import transaction
-import ZODB
 import zope.component
 
 from remotetask import retention
@@ -209,16 +208,7 @@ def test_delete_is_counted(service):
 
 def test_a_processor_removes_expired_jobs_while_it_runs_jobs(tmp_path):
     # (A FileStorage: it resolves conflicts, as ZEO and RelStorage do.)
-    import ZODB.FileStorage
-    zope.component.provideUtility(SimpleTask(lambda input: input),
-                                  name='echo')
-    db = ZODB.DB(ZODB.FileStorage.FileStorage(str(tmp_path / 'Data.fs')))
-    tm = transaction.TransactionManager()
-    conn = db.open(tm)
-    conn.root()['tasks'] = service = TaskService()
-    service.__name__ = 'tasks'
-    service.retention['completed'] = 0
-    tm.commit()
+    db, tm, service = fileService(tmp_path)
     processor = Processor(db, 'tasks', concurrency=2,
                           maintenance_interval=0.2, poll_interval=0.1)
     processor.start()
@@ -247,13 +237,14 @@ def test_a_processor_removes_expired_jobs_while_it_runs_jobs(tmp_path):
     assert retention.removedCounts(service)['retention'] == added
     assert not checkConsistency(service)
     tm.abort()
-    conn.close()
     db.close()
 
 
 # -- the clock's pace (remotetask.clock, Clock._expire) -----------------------
 
 def fileService(tmp_path, completed=0):
+    """A service on a FileStorage with the task echo, completed jobs kept
+    0 s, and ``completed`` jobs already completed; (db, tm, service)."""
     import ZODB.FileStorage
     zope.component.provideUtility(SimpleTask(lambda input: input),
                                   name='echo')
