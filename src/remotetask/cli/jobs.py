@@ -34,13 +34,17 @@ def add(uri, service, imports, zcml, task, input, delay, start_later, queue,
     except ValueError as e:
         raise click.BadParameter('not JSON: %s' % e, param_hint='INPUT')
     runner = openService(uri, service, imports, zcml, create=True)
-    from remotetask.interfaces import RemoteTaskError
+    from remotetask.interfaces import RemoteTaskError, UnknownTaskError
     try:
         jobid = runner(lambda s: s.add(task, value, startLater=start_later,
                                        delay=delay, queue=queue,
                                        priority=priority,
                                        unique_key=unique_key,
                                        after=after or None))
+    except UnknownTaskError as e:
+        fail('%s (a task is known when a live worker of the database runs'
+             ' it, or when --import MODULE or --zcml FILE registers it'
+             ' here; see "remotetask tasks")' % e)
     except RemoteTaskError as e:
         fail(e)
     click.echo(jobid)

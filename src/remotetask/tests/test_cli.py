@@ -81,8 +81,10 @@ def test_tasks_explains_where_names_come_from(tmp_path, monkeypatch, capsys):
 def test_add_with_the_examples_imported(tmp_path, capsys):
     db = ['--db', str(tmp_path / 'Data.fs')]
     assert run(['add'] + db + ['echo', '"x"']) == 1
-    assert "unknown task 'echo'; available tasks: none" in \
-        capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown task 'echo'; available tasks: none" in err
+    # It says how a task becomes known.
+    assert '--import MODULE' in err and 'remotetask tasks' in err
     assert run(['add'] + db + ['--import', 'remotetask.examples', 'echo',
                                '"x"']) == 0
     assert capsys.readouterr().out.strip() == '1'
