@@ -167,6 +167,11 @@ def openService(uri, service, imports, zcml, create=False):
     return dbmod.ServiceRunner(database, service)
 
 
+def jobCount(n):
+    """``1 job``, ``0 jobs``, ``2 jobs``: a count for a message."""
+    return '%d job%s' % (n, '' if n == 1 else 's')
+
+
 def fail(e):
     """Print ``Error: e`` and exit with status 1."""
     click.echo('Error: %s' % e, err=True)

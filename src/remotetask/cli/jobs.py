@@ -3,7 +3,7 @@ import json
 
 import click
 
-from remotetask.cli.common import db_options, fail, openService
+from remotetask.cli.common import db_options, fail, jobCount, openService
 
 #: The statuses ``clean`` removes (``interfaces.CLEANABLE_STATUSES``, a
 #: test checks they agree).
@@ -146,4 +146,4 @@ def clean(uri, service, imports, zcml, statuses, older_than):
         removed += len(step)
         if not more:
             break
-    click.echo('removed %d jobs' % removed)
+    click.echo('removed %s' % jobCount(removed))

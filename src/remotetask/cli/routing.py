@@ -8,7 +8,7 @@ import time
 
 import click
 
-from remotetask.cli.common import db_options, fail, openService
+from remotetask.cli.common import db_options, fail, jobCount, openService
 
 #: Every status (``interfaces.STATUSES``; not imported here: it loads
 #: zope.schema).
@@ -182,8 +182,8 @@ def delete(uri, service, imports, zcml, statuses, queue, task, older_than,
     kw = dict(status=status, queue=queue, task=task, before=before)
     n = _steps(runner, 'delete', dry_run=True, **kw)
     if dry_run:
-        click.echo('would delete %d jobs' % n)
+        click.echo('would delete %s' % jobCount(n))
         return
     _confirm(n, 'Delete %d jobs?', yes)
     n = _steps(runner, 'delete', **kw)
-    click.echo('deleted %d jobs' % n)
+    click.echo('deleted %s' % jobCount(n))

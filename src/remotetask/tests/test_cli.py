@@ -21,7 +21,7 @@ def test_add_status_counts_cancel_clean(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'queued       1' in out and 'cancelled    1' in out
     assert run(['clean'] + db) == 0
-    assert capsys.readouterr().out.strip() == 'removed 1 jobs'
+    assert capsys.readouterr().out.strip() == 'removed 1 job'
 
 
 def test_the_database_from_the_environment(tmp_path, monkeypatch, capsys):
