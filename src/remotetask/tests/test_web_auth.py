@@ -225,6 +225,10 @@ def test_serve_reports_a_port_in_use(tmp_path):
     with socket.socket() as busy:
         busy.bind(('127.0.0.1', 0))
         busy.listen()
+        port = busy.getsockname()[1]
         code, out = runCommand(['serve', '--db', str(tmp_path / 'D.fs'),
-                                '--port', str(busy.getsockname()[1])])
+                                '--port', str(port)], stderr=True)
     assert code == 1
+    # The message names the address (errno's text alone does not).
+    assert 'can not listen on 127.0.0.1 port %d: ' % port in out, out
+    assert 'Traceback' not in out

@@ -138,11 +138,17 @@ def run(uri, service, imports, zcml, host, port, users_path, concurrency,
                        secret=os.environ.get('REMOTETASK_SECRET'),
                        session_idle=session_idle, session_max=session_max,
                        secure_cookies=secure_cookies)
-        server = createServer(
-            app, host, port, threads=threads, max_body=max_body,
-            connection_limit=connection_limit,
-            channel_timeout=channel_timeout, request_timeout=request_timeout,
-            trusted_proxy=trusted_proxy)
+        try:
+            server = createServer(
+                app, host, port, threads=threads, max_body=max_body,
+                connection_limit=connection_limit,
+                channel_timeout=channel_timeout,
+                request_timeout=request_timeout,
+                trusted_proxy=trusted_proxy)
+        except OSError as e:
+            # "[Errno 98] Address already in use" alone names no address.
+            raise OSError('can not listen on %s port %d: %s'
+                          % (host, port, e.strerror or e)) from e
     except (RemoteTaskError, OSError, ValueError) as e:
         database.close()
         raise click.ClickException(str(e))
