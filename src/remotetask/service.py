@@ -564,12 +564,8 @@ class TaskService(persistent.Persistent):
         # when other workers' commits have invalidated all of it).
         load = prefetcher(self._p_jar)
         if load:
-            # With the default lane's counters and partitions (the ones
-            # other commits changed; the rest are not loaded again).
-            default = self._queue
             _warm(load, self._counts, self._routing, self.jobs,
-                  self._index[QUEUED], self._index[PROCESSING],
-                  *default.counters(), *default._parts)
+                  self._index[QUEUED], self._index[PROCESSING])
         for queue, lane in routing.claimOrder(self, queues, spread, load):
             self._claimFrom(lane, queue, gate, now, worker, limit, lease,
                             spread, claimed, load)
