@@ -65,6 +65,7 @@ class _Active:
         self.state = CLAIMED
         self.begun = None           # time.monotonic() when its run began
         self.cpu = None             # CPU seconds of its thread for the run
+        self.ran = None             # (wall, CPU) seconds of the run alone
         self.cancelled = threading.Event()
         self.cancelled.requested = False    # set with it on a cancel
         self.lost = False
@@ -941,18 +942,25 @@ class Processor(Clock):
                 break
         elapsed = time.monotonic() - started
         item.cpu = time.thread_time() - cpu
-        self._record(item, outcome, elapsed)
+        self._record(item, outcome, elapsed, item.ran)
 
     def _attempts(self, tm, conn, item, reporter):
-        """Run the job in ``tm.attempts()``; return its outcome or LOST."""
+        """Run the job in ``tm.attempts()``; return its outcome or LOST.
+        Sets ``item.ran``: the wall and CPU seconds of its last attempt's
+        run, without the commit (what ``claimSize`` should go by: a group
+        of such jobs commits once, and the first job of a processor runs
+        alone, its commit and its first loads from a cold cache with it)."""
         tries = 0
         outcome = None
         try:
             for attempt in tm.attempts(self.attempts):
                 tries += 1
                 with attempt:
+                    begun, cpu = time.monotonic(), time.thread_time()
                     outcome = item.run(self._service(conn), reporter,
                                        self.around)
+                    item.ran = (time.monotonic() - begun,
+                                time.thread_time() - cpu)
         except TransientError:
             self._count(conflicts=tries)
             raise
@@ -989,7 +997,11 @@ class Processor(Clock):
         item.lost = True
         return 'abandoned'
 
-    def _record(self, item, outcome, elapsed):
+    def _record(self, item, outcome, elapsed, ran=None):
+        """Count and log the job's end; ``elapsed``: seconds from its
+        start to its end, commit included; ``ran``: (wall, CPU) seconds of
+        its run alone, which the claim size goes by (the CPU time of the
+        whole, ``item.cpu``, and ``elapsed`` without it)."""
         if outcome == LOST and self._halt.is_set() and item.lost:
             log.warning('job %s (%s) ended %.3fs after it started, once the '
                         'grace period was over and it was handed back: its '
@@ -1006,7 +1018,10 @@ class Processor(Clock):
                         elapsed, why)
             self._count(lost=1)
             return
-        self._measured(elapsed, item.task, item.cpu)
+        if ran is not None:
+            self._measured(ran[0], item.task, ran[1])
+        else:
+            self._measured(elapsed, item.task, item.cpu)
         key = {'completed': 'completed', 'cronjob': 'completed',
                'error': 'failed', 'retry': 'retried'}.get(outcome)
         if key is None:     # abandoned: left for the reaper

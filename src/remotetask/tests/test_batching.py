@@ -142,6 +142,33 @@ def test_auto_batch_claims_one_until_it_has_seen_a_job(env):
     assert p.stats['claim_size'] == 1
 
 
+def test_a_lone_job_is_measured_without_its_commit(env, monkeypatch):
+    # The first job of a processor runs alone (claimSize 1), and its
+    # commit is no part of what the next claims should take: a group of
+    # such jobs commits once.  The clock the processor reads jumps by
+    # 1,000 s during the commit only (a commit hook moves it).
+    import types
+    jump = [0.0]
+    clock = types.SimpleNamespace(
+        **{name: getattr(time, name) for name in dir(time)
+           if not name.startswith('_')})
+    clock.monotonic = lambda: time.monotonic() + jump[0]
+    monkeypatch.setattr(processormod, 'time', clock)
+
+    def slowCommit(x):
+        transaction.get().addBeforeCommitHook(
+            lambda: jump.__setitem__(0, jump[0] + 1000.0))
+        return x
+    task('slowcommit', slowCommit)
+    env.add('slowcommit', 1)
+    p = env.processor()
+    env.wait(lambda: p.stats['completed'] == 1)
+    assert jump[0] == 1000.0        # the commit did happen, and jumped
+    assert p._duration < 1.0
+    assert p._taskDurations['slowcommit'] < 1.0
+    assert p.claimSize() > 1
+
+
 @pytest.mark.parametrize('value', [0, -1, 'x', 'AUTO', 1.5, None])
 def test_batch_is_auto_or_a_whole_number(env, value):
     with pytest.raises(ValueError, match='batch'):
