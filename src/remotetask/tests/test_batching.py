@@ -261,6 +261,76 @@ def test_spread_claims_visit_every_partition_in_their_own_stride(monkeypatch):
     assert stride(12) == 1                # not a power of two: one by one
 
 
+def _otherWorker(db, limit, run=False):
+    """Another worker's claim (and run) of ``limit`` jobs, committed."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        with tm:
+            service = conn.root()['tasks']
+            for job in service.claim(limit=limit, worker='other'):
+                if run:
+                    service.run(job)
+        return tm, conn
+    finally:
+        conn.close()
+
+
+def test_a_claim_loads_ahead_what_the_others_claims_changed(recording):
+    # Every claim changes its lane's counter and tally; the next claim of
+    # a worker asks for them in its first round of loads, not one round
+    # trip each later on.
+    storage, tm, conn = recording
+    task('echo', lambda x: x)
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(20):
+            service.add('echo', i)
+    with tm:
+        first = service.claim(limit=2, worker='w')
+    _otherWorker(conn.db(), 2)
+    tm.begin()
+    counter = service._queue._counter(first[0].id)
+    tally = service._counts.tallyFor(first[0].id)
+    assert counter._p_changed is None and tally._p_changed is None
+    del storage.prefetched[:]
+    with tm:
+        assert len(service.claim(limit=2, worker='w')) == 2
+    assert storage.prefetched
+    assert counter._p_oid in storage.prefetched[0]
+    assert tally._p_oid in storage.prefetched[0]
+
+
+def test_a_run_loads_ahead_the_statistics_its_end_writes(recording):
+    from remotetask import stats
+    storage, tm, conn = recording
+    seen = []
+    task('note', lambda x: seen.append(list(storage.prefetched)))
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(4):
+            service.add('note', i)
+    with tm:
+        [job] = service.claim(limit=1, worker='w')
+    # Another worker's run counts in the statistics: the minute's and the
+    # hour's slots and the totals, which this run's end writes too.
+    _otherWorker(conn.db(), 1, run=True)
+    tm.begin()
+    now = time.time()
+    written = stats.written(service, now)
+    assert len(written) == 3
+    assert all(ob._p_changed is None for ob in written)     # invalidated
+    assert written[-1] is service._stats.totals
+    del storage.prefetched[:]
+    with tm:
+        service.run(job)
+    # Asked for before the task ran (the other worker's ran first).
+    asked = [oid for round in seen[-1] for oid in round]
+    for ob in written:
+        assert ob._p_oid in asked
+    assert stats.written(TaskService.__new__(TaskService), now) == ()
+
+
 def test_a_claim_stays_where_it_found_jobs_and_moves_on_conflict(recording):
     from remotetask import structures
     storage, tm, conn = recording
