@@ -169,6 +169,30 @@ def test_a_lone_job_is_measured_without_its_commit(env, monkeypatch):
     assert p.claimSize() > 1
 
 
+def test_the_first_measure_is_replaced_by_the_second(env):
+    # The first job ran alone from a cold start: its duration says little,
+    # and averaging it in kept the claims small for the first dozens of
+    # jobs.  The second measure replaces it; then a moving average.
+    p = Processor(env.db)
+    p._measured(0.030, 'ten', 0.003)
+    assert p.claimSize() == 3
+    p._measured(0.010, 'ten', 0.001)
+    assert p._duration == pytest.approx(0.010)
+    assert p._taskDurations['ten'] == pytest.approx(0.010)
+    assert p._cpuShare == pytest.approx(0.1)
+    assert p.claimSize() >= 9           # about 0.1 s of 10 ms jobs
+    p._measured(0.020, 'ten', 0.020)
+    w = processormod.MEASURE_WEIGHT
+    assert p._duration == pytest.approx(0.010 + w * 0.010)
+    assert p._cpuShare == pytest.approx(0.1 + w * 0.9)
+    # Task by task: another task's first measure is its own first.
+    p._measured(0.5, 'long')
+    assert p._taskDurations['long'] == 0.5
+    p._measured(0.3, 'long')
+    assert p._taskDurations['long'] == pytest.approx(0.3)
+    assert p._taskDurations['ten'] == pytest.approx(0.010 + w * 0.010)
+
+
 @pytest.mark.parametrize('value', [0, -1, 'x', 'AUTO', 1.5, None])
 def test_batch_is_auto_or_a_whole_number(env, value):
     with pytest.raises(ValueError, match='batch'):
