@@ -279,6 +279,7 @@ class Processor(Clock):
         self._slots = None      # (offset, total, registry oid): _home
         self._slotsDue = 0.0
         self._slotsVersion = 0  # invalidations of the registry seen
+        self._registryOid = None    # its BTree's, once registered
         self._duration = None   # seconds a job took lately (moving average)
         self._cpuShare = None   # their CPU time / wall time (the same)
         self._runner = None     # the thread that claims alone (_mayClaim)
@@ -339,6 +340,9 @@ class Processor(Clock):
         self._clockStop.clear()
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
+        # Registered before the first claim: its claim slots are known
+        # from then on (else its first claims take from any partition).
+        self._beatNow()
         # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
         self._dueHeard = None       # the clock looks at the queue first
         self._listener = pgnotify.listen(self.db, self._onNotify)
@@ -416,6 +420,24 @@ class Processor(Clock):
             tm.abort()
             conn.close()
 
+    def _beatNow(self):
+        """The registry's first heartbeat, now (the clock's otherwise)."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        try:
+            self._beat(tm, conn, time.time())
+            # Its changes count from now on, also those that come before
+            # the first claim has read the slots (_onInvalidate).
+            tm.begin()
+            workers = registry._container(self._service(conn))
+            self._registryOid = getattr(workers, '_p_oid', None)
+        except Exception as e:
+            log.warning('%s: could not register yet (%s); the clock will',
+                        self.worker_id, errorText(e))
+        finally:
+            abort(tm)
+            conn.close()
+
     def _unregister(self):
         """Remove this processor's entry from the registry (a clean stop);
         if that fails, it expires."""
@@ -446,7 +468,8 @@ class Processor(Clock):
         # a flag.  As many idle threads as lanes changed: one add wakes one
         # thread, not the herd (a full claim wakes the next, _claim).
         slots = self._slots
-        if slots is not None and slots[2] in oids:
+        oid = self._registryOid if slots is None else slots[2]
+        if oid is not None and oid in oids:
             # A processor came or went: re-read (a reading from a snapshot
             # taken before this invalidation does not count, _home).
             self._slotsVersion += 1
