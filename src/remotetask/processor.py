@@ -64,6 +64,9 @@ class _Active:
         self.owner = owner
         self.state = CLAIMED
         self.begun = None           # time.monotonic() when its run began
+        # ... and when its task returned (a job of a group stays RUNNING
+        # until the group commits: it is not what its thread is busy with).
+        self.ended = None
         self.cpu = None             # CPU seconds of its thread for the run
         self.cancelled = threading.Event()
         self.cancelled.requested = False    # set with it on a cancel
@@ -623,8 +626,7 @@ class Processor(Clock):
         than ``GROUP_SECONDS / 2`` (call with ``_lock`` held)."""
         owner = '%s/%d' % (self.worker_id, self._runner)
         now = time.monotonic()
-        return any(item.owner == owner and item.state == RUNNING
-                   and now - item.begun > GROUP_SECONDS / 2
+        return any(item.owner == owner and _busy(item, now, GROUP_SECONDS / 2)
                    for item in self._active.values())
 
     def _leave(self, index):
@@ -852,6 +854,7 @@ class Processor(Clock):
                     cpu = time.thread_time()
                     finish = item.runDeferred(service, reporter, self.around)
                     item.cpu = time.thread_time() - cpu
+                    item.ended = time.monotonic()
                     ran.append((item, finish, time.monotonic() - begun))
                 # The outcomes after all the tasks (see TaskService.run's
                 # ``defer``): one change of the indexes per group, not a
@@ -891,7 +894,7 @@ class Processor(Clock):
             for item in items:
                 if item.state == RUNNING:
                     item.state = CLAIMED
-                    item.begun = None
+                    item.begun = item.ended = None
 
     def _releaseHeld(self):
         """Hand back the jobs claimed ahead by a thread that has been
@@ -901,7 +904,7 @@ class Processor(Clock):
         now = time.monotonic()
         with self._lock:
             busy = {i.owner for i in self._active.values()
-                    if i.state == RUNNING and now - i.begun > HOLD_SECONDS}
+                    if _busy(i, now, HOLD_SECONDS)}
             held = [i for i in self._active.values()
                     if i.state == CLAIMED and i.owner in busy]
             for item in held:
@@ -964,6 +967,7 @@ class Processor(Clock):
                 break
         elapsed = time.monotonic() - started
         item.cpu = time.thread_time() - cpu
+        item.ended = time.monotonic()
         self._record(item, outcome, elapsed)
 
     def _attempts(self, tm, conn, item, reporter):
@@ -1176,6 +1180,13 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _busy(item, now, seconds):
+    """True if ``item``'s task has been running for more than ``seconds``
+    (not: it ran, and waits for its group to commit)."""
+    return item.state == RUNNING and item.ended is None \
+        and now - item.begun > seconds
 
 
 def _grouped(item):

@@ -345,3 +345,30 @@ def test_a_processor_is_registered_before_its_first_claim(env, monkeypatch):
     assert seen and seen[0] == (0, 1)
     env.tm.begin()
     assert registry.slots(env.service, p.registration.key)[:2] == (0, 1)
+
+
+def test_jobs_of_a_group_that_ran_do_not_make_their_thread_busy(env):
+    """A group's jobs stay RUNNING until the group commits; the ones whose
+    task returned do not make the thread "stuck in a long job": the runner
+    keeps its role (another thread would share the interpreter with it)
+    and its claimed-ahead jobs are not handed back."""
+    from remotetask.processor import CLAIMED, RUNNING, Processor, _Active
+    p = Processor(env.db, concurrency=2)
+    owner = '%s/1' % p.worker_id
+    now = time.monotonic()
+
+    def item(jobid, state, begun=None, ended=None):
+        found = _Active(jobid, 1, 'quick', None, time.time(), owner)
+        found.state, found.begun, found.ended = state, begun, ended
+        p._active[jobid] = found
+        return found
+    item(1, RUNNING, now - 2.0, now - 1.99)     # ran 2 s ago
+    current = item(2, RUNNING, now)             # its task runs now
+    ahead = item(3, CLAIMED)
+    p._runner = 1
+    with p._lock:
+        assert not p._runnerStuck()
+    assert p._releaseHeld() == [] and ahead.state == CLAIMED
+    current.begun = now - 0.5                   # a long task
+    with p._lock:
+        assert p._runnerStuck()
