@@ -33,7 +33,8 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, numbers, pgnotify, registry, routing
+from remotetask import (
+    health, interfaces, numbers, pgnotify, quiet, registry, routing)
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -497,12 +498,12 @@ class Processor(Clock):
             self.wake()
 
     def _idleTimeout(self):
-        """The longest idle wait: ``poll_interval``, or at least
-        ``pgnotify.QUIET_POLL`` while a LISTEN connection stands (NOTIFY
-        wakes the threads for new jobs, the clock when a waiting job's time
-        comes: ``Clock._checkDue``)."""
+        """The longest idle wait: ``poll_interval``, or none while a
+        LISTEN connection stands (NOTIFY wakes the threads for new jobs,
+        the clock's looks when a waiting job's time comes or one was
+        missed: ``remotetask.quiet``)."""
         if pgnotify.quiet(self._listener):
-            return max(self.poll_interval, pgnotify.QUIET_POLL)
+            return None
         return self.poll_interval
 
     def _idleWait(self, generation):
@@ -719,42 +720,48 @@ class Processor(Clock):
     def _claimIn(self, tm, conn, worker, limit):
         """The claim's transaction (retried); returns the claimed
         ``_Active`` items and the number of tries.  A claim that kept
-        conflicting raises its TransientError, with ``tries`` on it."""
+        conflicting raises its TransientError, with ``tries`` on it.
+        No poll after its commit: the run (or the next claim) begins its
+        own transaction (``quiet.afterCommitUnsynced``)."""
         tries = 0
         try:
-            for attempt in tm.attempts(self.attempts):
-                tries += 1
-                if tries > 1:
-                    # It conflicted, most likely with another worker's
-                    # claim from the same partition: go elsewhere, a
-                    # moment later (it may be committing still).
-                    movePartition()
-                    self._staggered((), tries)
-                    time.sleep(random.uniform(0, self._stagger))
-                _claiming.active = True     # until the commit is done
-                version = self._slotsVersion    # before the snapshot
-                with attempt:
-                    service = self._service(conn)
-                    setHome(self._home(service, version))
-                    now = time.time()
-                    claimed = []
-                    for job in service.claim(now=now, worker=worker,
-                                             limit=limit,
-                                             lease=self.lease, spread=True,
-                                             tasks=taskNames(),
-                                             queues=self.queues):
-                        claimed.append(_Active(
-                            job.id, service.claimToken(job), job.task,
-                            _deadline(service, job), now, worker))
-                    if not claimed:
-                        # Lanes are made by adds: watch new ones too.
-                        self._watched = _lengths(service)
+            with quiet.afterCommitUnsynced(conn):
+                for attempt in tm.attempts(self.attempts):
+                    tries += 1
+                    if tries > 1:
+                        # It conflicted, most likely with another worker's
+                        # claim from the same partition: go elsewhere, a
+                        # moment later (it may be committing still).
+                        movePartition()
+                        self._staggered((), tries)
+                        time.sleep(random.uniform(0, self._stagger))
+                    _claiming.active = True     # until the commit is done
+                    version = self._slotsVersion    # before the snapshot
+                    with attempt:
+                        claimed = self._claimJobs(conn, worker, limit,
+                                                  version)
         except TransientError as e:
             e.remotetask_tries = tries
             raise
         finally:
             _claiming.active = False
         return claimed, tries
+
+    def _claimJobs(self, conn, worker, limit, version):
+        service = self._service(conn)
+        setHome(self._home(service, version))
+        now = time.time()
+        claimed = []
+        for job in service.claim(now=now, worker=worker, limit=limit,
+                                 lease=self.lease, spread=True,
+                                 tasks=taskNames(), queues=self.queues):
+            claimed.append(_Active(
+                job.id, service.claimToken(job), job.task,
+                _deadline(service, job), now, worker))
+        if not claimed:
+            # Lanes are made by adds: watch new ones too.
+            self._watched = _lengths(service)
+        return claimed
 
     def _home(self, service, version=None):
         """This thread's claim slot ``(slot, total)`` among the threads of
