@@ -2,6 +2,7 @@
 
     python bench/roundtrip.py [--samples 60] [--rounds 2] [--before SRC]
                               [--idle-workers 4] [--idle-seconds 30]
+                              [--idle-warmup 20]
                               [--skip-idle] [--poll-sleep 0.0005]
 
 Round trip (as bench/measure.py's ``remotetaskLatency``, the row of
@@ -17,12 +18,20 @@ from the start of the add to each phase.
 
 Idle cost: ``--idle-workers`` ``remotetask worker --concurrency 1``
 processes (their defaults: poll interval 1 s, maintenance every 5 s,
-registry heartbeat every 5 s) idle for ``--idle-seconds`` on a database
-of their own; the PostgreSQL statistics of that database
+registry heartbeat every 5 s; while idle with their LISTEN connection,
+since 2026-12-02, one look every ``pgnotify.QUIET_POLL`` and a heartbeat
+every ``quiet.IDLE_HEARTBEAT`` seconds) idle for ``--idle-seconds``, from
+``--idle-warmup`` seconds after they started (PostgreSQL flushes an idle
+backend's statistics up to 10 s late: start-up transactions must not
+fall into the window), on a database of their own; the PostgreSQL
+statistics of that database
 (``pg_stat_database``: transactions committed and rolled back, rows
 fetched, read from a connection to another database) before and after,
-per second and per worker; with 0 workers, what the measuring itself
-costs (the statistics collector's own writes).
+per second and per worker, and the connections left inside a transaction
+at the end (``idle in transaction``: each holds a snapshot, and VACUUM's
+horizon); with 0 workers, what the measuring itself costs (the statistics
+collector's own writes; the measuring process's own connection is one of
+those inside a transaction).
 
 ``--before SRC`` runs the same with another checkout's ``src`` (e.g.
 ``git worktree add /tmp/before COMMIT``), alternating, for same-run ratios.
@@ -250,16 +259,18 @@ def pgStats(dbname):
                     'tup_returned FROM pg_stat_database WHERE datname = %s',
                     (dbname,))
         commit, rollback, fetched, returned = cur.fetchone()
-        cur.execute('SELECT count(*) FROM pg_stat_activity WHERE '
-                    'datname = %s', (dbname,))
-        connections, = cur.fetchone()
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE state LIKE "
+                    "'idle in transaction%%') FROM pg_stat_activity WHERE "
+                    "datname = %s", (dbname,))
+        connections, intrans = cur.fetchone()
     finally:
         conn.close()
     return {'commit': commit, 'rollback': rollback, 'fetched': fetched,
-            'returned': returned, 'connections': connections}
+            'returned': returned, 'connections': connections,
+            'idle_in_transaction': intrans}
 
 
-def idleMain(src, workers, seconds):
+def idleMain(src, workers, seconds, warmup):
     """``workers`` idle worker processes for ``seconds``; prints JSON."""
     sys.path.insert(0, src)
     import remotetask  # noqa: F401
@@ -285,7 +296,7 @@ def idleMain(src, workers, seconds):
                 if time.monotonic() > deadline:
                     raise TimeoutError('workers did not start')
                 time.sleep(0.2)
-            time.sleep(5.0)
+            time.sleep(warmup)
             # This process's own connections: idle from here on.
             store.tm.abort()
             before = pgStats(dbname)
@@ -301,6 +312,7 @@ def idleMain(src, workers, seconds):
            for k in ('commit', 'rollback', 'fetched', 'returned')}
     print(json.dumps({'per_worker_per_s': per,
                       'connections': after['connections'],
+                      'idle_in_transaction': after['idle_in_transaction'],
                       'seconds': seconds, 'workers': workers}))
 
 
@@ -322,6 +334,7 @@ def main(argv=None):
     parser.add_argument('--before', default=None, metavar='SRC')
     parser.add_argument('--idle-workers', type=int, default=4)
     parser.add_argument('--idle-seconds', type=float, default=30.0)
+    parser.add_argument('--idle-warmup', type=float, default=20.0)
     parser.add_argument('--skip-idle', action='store_true')
     parser.add_argument('--skip-roundtrip', action='store_true')
     parser.add_argument('--poll-sleep', type=float, default=0.0005)
@@ -354,7 +367,8 @@ def main(argv=None):
         for name, src in versions:
             for workers in (0, args.idle_workers):
                 got = runChild(['idle', src, str(workers),
-                                str(args.idle_seconds)], src)
+                                str(args.idle_seconds),
+                                str(args.idle_warmup)], src)
                 print('\nidle, %s, %d workers, %.0f s: %s' % (
                     name, workers, args.idle_seconds, json.dumps(got)))
     print('load average at the end: %.2f' % os.getloadavg()[0])
@@ -372,6 +386,7 @@ if __name__ == '__main__':
         floorsMain(int(sys.argv[2]))
     elif cmd == 'idle':
         sys.path.insert(0, HERE)
-        idleMain(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        idleMain(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
+                 float(sys.argv[5]))
     else:
         main()

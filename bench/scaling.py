@@ -195,6 +195,7 @@ class Drain:
                 'retried': conflicts / max(1, totals.get('commits', 0)
                                            + conflicts),
                 'conflicts': conflicts, 'commits': totals.get('commits', 0),
+                'handed_back': totals.get('handed_back', 0),
                 'workers_cpu': workerCpu / seconds,
                 'server_cpu': serverCpu / seconds, 'load': load,
                 'trace': trace}
@@ -261,14 +262,28 @@ def measure(args, log=print):
                                            []).append(got)
                         log('run %d %-9s %-6s %d: %6.0f jobs/s, %5.1f %% '
                             'retried, CPU workers %.2f + server %.2f cores, '
-                            'load %.1f, %d commits' % (
+                            'load %.1f, %d commits, %d handed back' % (
                                 run + 1, scenario, name, workers, got['rate'],
                                 100 * got['retried'], got['workers_cpu'],
                                 got['server_cpu'], got['load'],
-                                got['commits']))
-                        for key, count in sorted(got['trace'].items(),
+                                got['commits'], got['handed_back']))
+                        trace = got['trace']
+                        for what in ('load', 'store'):
+                            mine = [k for k in trace
+                                    if k.startswith(what + ' ')]
+                            if mine:
+                                log('    %ss per job: %.2f (%s)' % (
+                                    what, sum(trace[k] for k in mine) / n,
+                                    ', '.join('%s %.2f' % (
+                                        k.split(' ', 1)[1], trace[k] / n)
+                                        for k in sorted(
+                                            mine, key=lambda k: -trace[k])
+                                        [:6])))
+                        for key, count in sorted(trace.items(),
                                                  key=lambda kv: -kv[1]):
-                            log('    %5d %s' % (count, key))
+                            if key.split(' ', 1)[0] not in ('load',
+                                                            'store'):
+                                log('    %5d %s' % (count, key))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results, sources
@@ -343,7 +358,8 @@ def main(argv=None):
                         'the backlog comes, in one transaction')
     parser.add_argument('--trace', action='store_true',
                         help='count the conflicts by object class and '
-                        'where (claim or run)')
+                        'where (claim or run), and the objects loaded and '
+                        'stored per job by class')
     parser.add_argument('--output', help='append the section to this file')
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(',') if s]
@@ -362,7 +378,7 @@ def main(argv=None):
         parser.error('--before must be a source directory holding '
                      'remotetask/, not %r' % args.before)
     if args.trace:
-        os.environ['SCALING_TRACE'] = '1'
+        os.environ.setdefault('SCALING_TRACE', '1')
     results, sources = measure(args)
     text = section(results, sources, args)
     print(text)

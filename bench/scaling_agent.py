@@ -74,6 +74,10 @@ def enqueue(uri, n, task):
     return 0
 
 
+#: When the drain began (``time.time()``), for ``SCALING_TRACE=2``.
+T0 = [0.0]
+
+
 def cpuOf(pid):
     """CPU seconds (user + system) used so far by process ``pid``."""
     with open('/proc/%d/stat' % pid) as f:
@@ -121,7 +125,9 @@ def registered(database, processor):
 def traceConflicts():
     """Count the conflicts of this process by the class of the object
     (``$SCALING_TRACE`` set: the bench's --trace), and by where they were
-    raised: the claim or the run of jobs."""
+    raised: the claim or the run of jobs (``SCALING_TRACE=2``: each with
+    its time in the drain and its thread's claim slot); and the objects
+    loaded and stored (``countObjects``)."""
     import collections
     import re
     import traceback
@@ -141,13 +147,39 @@ def traceConflicts():
             text = str(e)
             klass = re.search(r'class ([\w.]+)', text)
             oid = re.search(r'oid (0x[0-9a-f]+)', text)
-            found['%s %s %s %s' % (
+            key = '%s %s %s %s' % (
                 where, type(e).__name__,
                 klass.group(1) if klass else 'read conflict',
-                oid.group(1) if oid else '?')] += 1
+                oid.group(1) if oid else '?')
+            if os.environ.get('SCALING_TRACE') == '2':
+                # When in the drain, and the claim slot of the thread.
+                from remotetask import structures
+                key += ' at %.1fs, slot %s' % (time.time() - T0[0],
+                                               structures.home())
+            found[key] += 1
             raise
     Transaction.commit = traced
+    countObjects(found)
     return found
+
+
+def countObjects(found):
+    """Count the objects this process loads and stores, by class
+    (``load Job``, ``store _Lease``...), into ``found``."""
+    from ZODB.Connection import Connection
+    from ZODB.serialize import ObjectWriter
+    setstate = Connection.setstate
+    serialize = ObjectWriter.serialize
+
+    def loading(self, obj):
+        found['load %s' % type(obj).__name__] += 1
+        return setstate(self, obj)
+
+    def storing(self, obj):
+        found['store %s' % type(obj).__name__] += 1
+        return serialize(self, obj)
+    Connection.setstate = loading
+    ObjectWriter.serialize = storing
 
 
 def cpu():
@@ -181,6 +213,7 @@ def work(uri, concurrency, gofile, statsfile, n=None):
             return 1
         time.sleep(0.002)
     if not warm:
+        T0[0] = time.time()
         started, cpu0 = time.perf_counter(), cpu()
         processor.start()
     try:

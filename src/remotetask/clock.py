@@ -30,7 +30,7 @@ import time
 import transaction
 from transaction.interfaces import TransientError
 
-from remotetask import pgnotify, registry, retention, routing
+from remotetask import pgnotify, quiet, registry, retention, routing
 from remotetask.limits import cancelRequested
 from remotetask.threads import (
     abort, close, errorText, pause, storageErrors)
@@ -74,7 +74,9 @@ class Clock:
     _expiring = True
 
     def _clockLoop(self):
-        tm = transaction.TransactionManager()
+        # Explicit: no RelStorage poll (a PostgreSQL transaction left open)
+        # after each of its transactions; each one begins its own.
+        tm = transaction.TransactionManager(explicit=True)
         conn = None
         nextMaintenance = 0.0
         failures = 0
@@ -84,6 +86,14 @@ class Clock:
                     if conn is None:
                         conn = self.db.open(tm)
                     now = time.time()
+                    if quiet.isQuiet(self):
+                        # Idle with a LISTEN connection: one look now and
+                        # then (remotetask.quiet).
+                        nextMaintenance = quiet.look(self, tm, conn, now,
+                                                     nextMaintenance)
+                        failures = 0
+                        self._clockStop.wait(self.tick)
+                        continue
                     self._renew(tm, conn, now)
                     self._checkCancels(tm, conn)
                     self._releaseHeld()

@@ -19,12 +19,13 @@ to see new jobs:
 
 While its LISTEN connection stands, an idle processor does not poll:
 
-- its idle threads wait up to ``QUIET_POLL`` seconds (10; or the
-  processor's ``poll_interval`` if longer) rather than ``poll_interval``;
-- its clock looks at the queue (``Clock._checkDue``) only after a
-  notification (``Listener.heard`` moved), when the earliest waiting job's
-  time has come (``routing.firstEta``, over every lane, paused or not),
-  or ``QUIET_POLL`` seconds after it last looked.
+- its idle threads wait until woken, rather than ``poll_interval``;
+- its clock looks at the queue (``remotetask.quiet``, or
+  ``Clock._checkDue`` while it has jobs) only after a notification
+  (``Listener.heard`` moved), when the earliest waiting job's time has come
+  (``routing.firstEta``, over every lane, paused or not), or
+  ``QUIET_POLL`` seconds after it last looked; it wakes the threads when a
+  job is due.
 
 Every change that puts a job in a queue goes through ``_enter`` and so
 sends a NOTIFY; what else lets a worker take a job (a delayed job's time,

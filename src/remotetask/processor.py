@@ -33,7 +33,8 @@ import zope.interface
 from transaction.interfaces import TransientError
 from ZODB.POSException import POSKeyError
 
-from remotetask import health, interfaces, numbers, pgnotify, registry, routing
+from remotetask import (
+    health, interfaces, numbers, pgnotify, quiet, registry, routing)
 from remotetask.clock import Clock
 from remotetask.interfaces import ServiceNotStoredError
 from remotetask.root import DEFAULT_SERVICE, getService
@@ -64,6 +65,9 @@ class _Active:
         self.owner = owner
         self.state = CLAIMED
         self.begun = None           # time.monotonic() when its run began
+        # ... and when its task returned (a job of a group stays RUNNING
+        # until the group commits: it is not what its thread is busy with).
+        self.ended = None
         self.cpu = None             # CPU seconds of its thread for the run
         self.ran = None             # (wall, CPU) seconds of the run alone
         self.cancelled = threading.Event()
@@ -284,6 +288,7 @@ class Processor(Clock):
         self._slots = None      # (offset, total, registry oid): _home
         self._slotsDue = 0.0
         self._slotsVersion = 0  # invalidations of the registry seen
+        self._registryOid = None    # its BTree's, once registered
         self._duration = None   # seconds a job took lately (moving average)
         self._cpuShare = None   # their CPU time / wall time (the same)
         self._runner = None     # the thread that claims alone (_mayClaim)
@@ -346,6 +351,9 @@ class Processor(Clock):
         self._clockStop.clear()
         self._watched = self._checkService()
         hooks.add(self.db, self._onInvalidate)
+        # Registered before the first claim: its claim slots are known
+        # from then on (else its first claims take from any partition).
+        self._beatNow()
         # RelStorage on PostgreSQL: woken by NOTIFY rather than by polling.
         self._dueHeard = None       # the clock looks at the queue first
         self._listener = pgnotify.listen(self.db, self._onNotify)
@@ -423,6 +431,24 @@ class Processor(Clock):
             tm.abort()
             conn.close()
 
+    def _beatNow(self):
+        """The registry's first heartbeat, now (the clock's otherwise)."""
+        tm = transaction.TransactionManager()
+        conn = self.db.open(tm)
+        try:
+            self._beat(tm, conn, time.time())
+            # Its changes count from now on, also those that come before
+            # the first claim has read the slots (_onInvalidate).
+            tm.begin()
+            workers = registry._container(self._service(conn))
+            self._registryOid = getattr(workers, '_p_oid', None)
+        except Exception as e:
+            log.warning('%s: could not register yet (%s); the clock will',
+                        self.worker_id, errorText(e))
+        finally:
+            abort(tm)
+            conn.close()
+
     def _unregister(self):
         """Remove this processor's entry from the registry (a clean stop);
         if that fails, it expires."""
@@ -453,7 +479,8 @@ class Processor(Clock):
         # a flag.  As many idle threads as lanes changed: one add wakes one
         # thread, not the herd (a full claim wakes the next, _claim).
         slots = self._slots
-        if slots is not None and slots[2] in oids:
+        oid = self._registryOid if slots is None else slots[2]
+        if oid is not None and oid in oids:
             # A processor came or went: re-read (a reading from a snapshot
             # taken before this invalidation does not count, _home).
             self._slotsVersion += 1
@@ -478,12 +505,12 @@ class Processor(Clock):
             self.wake()
 
     def _idleTimeout(self):
-        """The longest idle wait: ``poll_interval``, or at least
-        ``pgnotify.QUIET_POLL`` while a LISTEN connection stands (NOTIFY
-        wakes the threads for new jobs, the clock when a waiting job's time
-        comes: ``Clock._checkDue``)."""
+        """The longest idle wait: ``poll_interval``, or none while a
+        LISTEN connection stands (NOTIFY wakes the threads for new jobs,
+        the clock's looks when a waiting job's time comes or one was
+        missed: ``remotetask.quiet``)."""
         if pgnotify.quiet(self._listener):
-            return max(self.poll_interval, pgnotify.QUIET_POLL)
+            return None
         return self.poll_interval
 
     def _idleWait(self, generation):
@@ -607,8 +634,7 @@ class Processor(Clock):
         than ``GROUP_SECONDS / 2`` (call with ``_lock`` held)."""
         owner = '%s/%d' % (self.worker_id, self._runner)
         now = time.monotonic()
-        return any(item.owner == owner and item.state == RUNNING
-                   and now - item.begun > GROUP_SECONDS / 2
+        return any(item.owner == owner and _busy(item, now, GROUP_SECONDS / 2)
                    for item in self._active.values())
 
     def _leave(self, index):
@@ -714,42 +740,48 @@ class Processor(Clock):
     def _claimIn(self, tm, conn, worker, limit):
         """The claim's transaction (retried); returns the claimed
         ``_Active`` items and the number of tries.  A claim that kept
-        conflicting raises its TransientError, with ``tries`` on it."""
+        conflicting raises its TransientError, with ``tries`` on it.
+        No poll after its commit: the run (or the next claim) begins its
+        own transaction (``quiet.afterCommitUnsynced``)."""
         tries = 0
         try:
-            for attempt in tm.attempts(self.attempts):
-                tries += 1
-                if tries > 1:
-                    # It conflicted, most likely with another worker's
-                    # claim from the same partition: go elsewhere, a
-                    # moment later (it may be committing still).
-                    movePartition()
-                    self._staggered((), tries)
-                    time.sleep(random.uniform(0, self._stagger))
-                _claiming.active = True     # until the commit is done
-                version = self._slotsVersion    # before the snapshot
-                with attempt:
-                    service = self._service(conn)
-                    setHome(self._home(service, version))
-                    now = time.time()
-                    claimed = []
-                    for job in service.claim(now=now, worker=worker,
-                                             limit=limit,
-                                             lease=self.lease, spread=True,
-                                             tasks=taskNames(),
-                                             queues=self.queues):
-                        claimed.append(_Active(
-                            job.id, service.claimToken(job), job.task,
-                            _deadline(service, job), now, worker))
-                    if not claimed:
-                        # Lanes are made by adds: watch new ones too.
-                        self._watched = _lengths(service)
+            with quiet.afterCommitUnsynced(conn):
+                for attempt in tm.attempts(self.attempts):
+                    tries += 1
+                    if tries > 1:
+                        # It conflicted, most likely with another worker's
+                        # claim from the same partition: go elsewhere, a
+                        # moment later (it may be committing still).
+                        movePartition()
+                        self._staggered((), tries)
+                        time.sleep(random.uniform(0, self._stagger))
+                    _claiming.active = True     # until the commit is done
+                    version = self._slotsVersion    # before the snapshot
+                    with attempt:
+                        claimed = self._claimJobs(conn, worker, limit,
+                                                  version)
         except TransientError as e:
             e.remotetask_tries = tries
             raise
         finally:
             _claiming.active = False
         return claimed, tries
+
+    def _claimJobs(self, conn, worker, limit, version):
+        service = self._service(conn)
+        setHome(self._home(service, version))
+        now = time.time()
+        claimed = []
+        for job in service.claim(now=now, worker=worker, limit=limit,
+                                 lease=self.lease, spread=True,
+                                 tasks=taskNames(), queues=self.queues):
+            claimed.append(_Active(
+                job.id, service.claimToken(job), job.task,
+                _deadline(service, job), now, worker))
+        if not claimed:
+            # Lanes are made by adds: watch new ones too.
+            self._watched = _lengths(service)
+        return claimed
 
     def _home(self, service, version=None):
         """This thread's claim slot ``(slot, total)`` among the threads of
@@ -849,6 +881,7 @@ class Processor(Clock):
                     cpu = time.thread_time()
                     finish = item.runDeferred(service, reporter, self.around)
                     item.cpu = time.thread_time() - cpu
+                    item.ended = time.monotonic()
                     ran.append((item, finish, time.monotonic() - begun))
                 # The outcomes after all the tasks (see TaskService.run's
                 # ``defer``): one change of the indexes per group, not a
@@ -888,7 +921,7 @@ class Processor(Clock):
             for item in items:
                 if item.state == RUNNING:
                     item.state = CLAIMED
-                    item.begun = None
+                    item.begun = item.ended = None
 
     def _releaseHeld(self):
         """Hand back the jobs claimed ahead by a thread that has been
@@ -898,7 +931,7 @@ class Processor(Clock):
         now = time.monotonic()
         with self._lock:
             busy = {i.owner for i in self._active.values()
-                    if i.state == RUNNING and now - i.begun > HOLD_SECONDS}
+                    if _busy(i, now, HOLD_SECONDS)}
             held = [i for i in self._active.values()
                     if i.state == CLAIMED and i.owner in busy]
             for item in held:
@@ -961,6 +994,7 @@ class Processor(Clock):
                 break
         elapsed = time.monotonic() - started
         item.cpu = time.thread_time() - cpu
+        item.ended = time.monotonic()
         self._record(item, outcome, elapsed, item.ran)
 
     def _attempts(self, tm, conn, item, reporter):
@@ -1187,6 +1221,13 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _busy(item, now, seconds):
+    """True if ``item``'s task has been running for more than ``seconds``
+    (not: it ran, and waits for its group to commit)."""
+    return item.state == RUNNING and item.ended is None \
+        and now - item.begun > seconds
 
 
 def _grouped(item):

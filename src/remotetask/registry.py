@@ -193,6 +193,7 @@ class Registration:
         self.kind = kind
         self.interval = float(interval)
         self.key = '%s %s' % (processor.worker_id, uuid.uuid4().hex[:12])
+        self.lastBeat = 0.0
         self.nextBeat = 0.0
         self.nextPrune = 0.0
 
@@ -208,8 +209,13 @@ class Registration:
             workers[self.key] = entry
         return entry
 
-    def due(self, now):
-        return now >= self.nextBeat
+    def due(self, now, idle=False):
+        """True if a heartbeat is due at ``now``; a busy processor
+        (``idle`` false) beats at its own interval even after a longer
+        idle one (``remotetask.quiet``)."""
+        if idle:
+            return now >= self.nextBeat
+        return now >= min(self.nextBeat, self.lastBeat + self.interval)
 
     def pruneDue(self, now):
         """True once per ``MISSED`` intervals: reading every entry at each
@@ -219,9 +225,15 @@ class Registration:
         self.nextPrune = now + MISSED * self.interval
         return True
 
-    def beat(self, service, now):
-        """Register or update the entry (in the caller's transaction)."""
+    def beat(self, service, now, interval=None):
+        """Register or update the entry (in the caller's transaction);
+        the next beat is due ``interval`` seconds later (default: the
+        processor's), which the entry records: it expires ``MISSED`` of
+        them after this beat."""
+        interval = self.interval if interval is None else float(interval)
         entry = self._entry(service, now)
+        if entry.interval != interval:
+            entry.interval = interval
         stats = self.processor.stats
         tasks = tuple(sorted(self.processor.taskNames()))
         running = tuple(sorted(self.processor.runningJobs()))
@@ -232,7 +244,8 @@ class Registration:
             entry.running = running
         entry.done = stats['completed']
         entry.failed = stats['failed']
-        self.nextBeat = now + self.interval
+        self.lastBeat = now
+        self.nextBeat = now + interval
 
     def remove(self, service):
         """Remove the entry (in the caller's transaction)."""

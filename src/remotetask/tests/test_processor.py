@@ -182,6 +182,8 @@ def test_each_job_is_logged_with_its_outcome_and_duration(env, caplog):
         env.waitStatus(bad, 'error')
         env.waitStatus(ok, 'completed')
         env.wait(lambda: p.stats['processed'] == 2)
+        # (The count comes just before the line: wait for the line.)
+        env.wait(lambda: caplog.text.count(' ended ') == 2)
     text = caplog.text
     assert 'job %d (echo) started by logged/1' % ok in text
     assert 'job %d (fail) started by logged/1' % bad in text
