@@ -189,6 +189,90 @@ def leaves(tree, keys):
     return found
 
 
+#: A claim that takes entries of another claim slot's partition (``due``
+#: with a ``home``: the slot's own have none) leaves the first
+#: ``STEAL_CLEAR`` buckets of that partition to its owner, whose claims
+#: take from its beginning (a claim of 50 entries spans 4 buckets of 15,
+#: the size of a queue partition's buckets filled in due order).
+STEAL_CLEAR = 5
+
+#: Slots taking from the same partition start at one of its last
+#: ``STEAL_SPREAD`` buckets, at random.
+STEAL_SPREAD = 4
+
+
+def stolen(tree, upto, wanted):
+    """Up to ``wanted`` keys ``<= upto`` of ``tree`` (a queue partition, a
+    loaded ``OOTreeSet``) taken from its end, in no particular order, for
+    a claim of another slot than the partition's owner (``owner``): the
+    owner removes keys from the beginning, so the two change different
+    buckets, which never conflicts.  Each bucket keeps its first key
+    (removing it, or emptying the bucket, would rewrite the tree node or
+    conflict with any change of the bucket), and the first
+    ``STEAL_CLEAR`` buckets are left alone.  None if the partition is
+    too short for that (fewer buckets): the caller takes near the
+    beginning, as before claim slots.  The entries a stealer leaves are
+    the oldest: the owner takes them (or, if it is gone, the others once
+    the partition is short or the slots were counted again), so none is
+    overtaken for ever."""
+    found = []
+    _stealFrom(tree, upto, wanted, found, STEAL_CLEAR)
+    return found or None
+
+
+def _stealFrom(tree, upto, wanted, found, clear):
+    """Add to ``found`` keys of ``tree``'s buckets from the end (see
+    ``stolen``), skipping its first ``clear`` buckets; returns how many
+    buckets ``tree`` has at its first level (for the caller's count)."""
+    state = _children(tree)
+    if state is None:
+        return 1
+    items = state[0]
+    children = items[::2]
+    if len(children) <= clear:
+        return len(children)
+    try:
+        last = tree.maxKey(upto)
+    except ValueError:
+        return len(children)
+    end = bisect.bisect_right(items[1::2], last)
+    # Start at one of the last STEAL_SPREAD buckets at random (several
+    # slots may take from the same partition: not all from the same
+    # bucket), go towards the beginning, then to those after the start.
+    start = end - _rng.randrange(min(STEAL_SPREAD, end + 1))
+    order = list(range(start, -1, -1)) + list(range(start + 1, end + 1))
+    # Load those buckets at once (over ZEO: one round trip).
+    prefetch(tree._p_jar, [children[i] for i in order[:STEAL_SPREAD]
+                           if i >= clear])
+    for i in order:
+        if len(found) >= wanted:
+            break
+        child = children[i]
+        if isinstance(child, OOTreeSet):
+            # A deep partition (thousands of entries): its subtrees.
+            _stealFrom(child, upto, wanted, found, clear if i == 0 else 0)
+        elif i >= clear:
+            keys = list(child.keys(max=upto))[1:]
+            while keys and len(found) < wanted:
+                found.append(keys.pop())
+    return len(children)
+
+
+def _bucketOf(tree, key):
+    """The bucket (an ``OOSet``) of a two-level ``tree`` that holds
+    ``key`` if ``key`` is neither its first nor its only key, else None
+    (remove it through the tree)."""
+    state = _children(tree)
+    if state is None:
+        return None
+    items = state[0]
+    bucket = items[2 * bisect.bisect_right(items[1::2], key)]
+    if isinstance(bucket, OOTreeSet) or len(bucket) < 2 \
+            or bucket.minKey() == key:
+        return None
+    return bucket
+
+
 def firstLeaf(tree):
     """The first bucket of a loaded BTree, where its smallest keys are,
     or None if the tree keeps its one bucket inline."""
@@ -272,9 +356,23 @@ class JobQueue(persistent.Persistent):
             self._counter(jobid).change(1)
 
     def remove(self, jobid, eta):
-        """Remove an entry; return False if it was not there."""
+        """Remove an entry; return False if it was not there.
+
+        An entry that is not its bucket's first key (nor its only one) is
+        removed from the bucket itself, not through the partition's tree:
+        BTrees mark a tree read-current when a change goes through it, so
+        that change would conflict with any concurrent rewrite of the
+        tree's node (another worker's claim emptying one of its buckets
+        at the partition's beginning, while this one takes from its end:
+        ``stolen``).  The tree's structure does not change either way."""
+        key = (eta, jobid)
+        part = self._part(jobid)
         try:
-            self._part(jobid).remove((eta, jobid))
+            bucket = _bucketOf(part, key)
+            if bucket is not None:
+                bucket.remove(key)
+            else:
+                part.remove(key)
         except KeyError:
             return False
         self._counter(jobid).change(-1)
@@ -335,6 +433,13 @@ class JobQueue(persistent.Persistent):
             if mine:
                 found.extend(window)
                 window = []
+            elif home is not None and window:
+                # Another slot's partition (its owner's went dry): take
+                # from its end, away from where the owner takes.
+                tail = stolen(self._parts[p], upto, limit - len(found))
+                if tail is not None:
+                    found.extend(tail)
+                    window = []
             while window and len(found) < limit:
                 # Not always the first: removing a bucket's first key
                 # conflicts with any concurrent change of that bucket.

@@ -225,3 +225,150 @@ def test_a_slots_claims_change_its_own_index_partitions(env):
         assert job.id in processing._partFor(job.id)
         assert job.id not in service._index[QUEUED]
     assert service.count(QUEUED) == 35
+
+
+def _lane(queue, n):
+    for jobid in range(1, n + 1):
+        queue.put(jobid, float(jobid))
+
+
+def test_a_slot_whose_partitions_are_dry_takes_from_the_end_of_anothers():
+    queue = JobQueue()
+    _lane(queue, 800)          # 200 entries in each of the lane's 4
+    mine = queue.partitionOf(1)
+    other = queue.partitionOf(2)
+    part = queue._parts[other]
+    heads = {bucket.minKey() for bucket in _buckets(part)}
+    # While it has entries of its own, a slot takes only those.
+    taken = queue.due(1000.0, 40, other, (mine, 4))
+    assert all(queue.partitionOf(j) == mine for eta, j in taken)
+    # A dry slot: remove its own entries.
+    for eta, jobid in list(queue._entries(queue._parts[mine])):
+        queue.remove(jobid, eta)
+    taken = queue.due(1000.0, 40, other, (mine, 4))
+    assert len(taken) == 40 and len(set(taken)) == 40
+    assert all(queue.partitionOf(j) == other for eta, j in taken)
+    # From the end of the partition, never a bucket's first key, and
+    # nothing from its first STEAL_CLEAR buckets (where the owner takes).
+    entries = list(queue._entries(part))
+    assert not set(taken) & heads
+    firsts = [b.minKey() for b in _buckets(part)]
+    clear = firsts[structures.STEAL_CLEAR]
+    assert all(key >= clear for key in taken)
+    # Starting at one of the last STEAL_SPREAD buckets (a steal of 40
+    # spans 3 of 14 usable entries).
+    near = firsts[len(firsts) - structures.STEAL_SPREAD - 3]
+    assert all(key >= near for key in taken)
+    # Only due entries: the end of what is due at ``now``.
+    taken = queue.due(400.0, 10, other, (mine, 4))
+    assert len(taken) == 10
+    assert all(key >= clear and key[0] <= 400.0 for key in taken)
+
+
+def test_a_short_partition_is_taken_from_near_its_beginning():
+    queue = JobQueue()
+    _lane(queue, 40)           # 10 entries per partition: one bucket
+    mine = queue.partitionOf(1)
+    for eta, jobid in list(queue._entries(queue._parts[mine])):
+        queue.remove(jobid, eta)
+    other = queue.partitionOf(2)
+    assert structures.stolen(queue._parts[other], (100.0, 0), 5) is None
+    taken = queue.due(100.0, 30, other, (mine, 4))
+    assert len(taken) == 30
+
+
+def test_an_owners_claim_and_a_steal_commit_together(tmp_path):
+    """The owner takes a partition's first entries while another slot
+    takes from its end, at the same time: both commit (FileStorage
+    resolves the buckets' changes, or rather, there is nothing to
+    resolve: they changed different buckets)."""
+    import transaction
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+    db = ZODB.DB(FileStorage(str(tmp_path / 'q.fs')))
+    try:
+        tm1, tm2 = transaction.TransactionManager(), \
+            transaction.TransactionManager()
+        c1, c2 = db.open(tm1), db.open(tm2)
+        with tm1:
+            c1.root()['q'] = queue = JobQueue()
+            _lane(queue, 800)
+        other = queue.partitionOf(2)
+        mine = queue.partitionOf(1)
+        with tm1:
+            for eta, jobid in list(queue._entries(queue._parts[mine])):
+                queue.remove(jobid, eta)
+        tm1.begin()
+        tm2.begin()
+        q1, q2 = c1.root()['q'], c2.root()['q']
+        for eta, jobid in q1.due(1000.0, 50, other, (other, 4)):
+            q1.remove(jobid, eta)
+        stolen = q2.due(1000.0, 50, other, (mine, 4))
+        assert len(stolen) == 50
+        for eta, jobid in stolen:
+            q2.remove(jobid, eta)
+        tm1.commit()
+        tm2.commit()        # no ConflictError
+        tm1.begin()
+        assert len(list(q1._entries(q1._parts[other]))) == 100
+        c1.close()
+        c2.close()
+    finally:
+        db.close()
+
+
+def _buckets(tree):
+    """The buckets of a two-level OOTreeSet, in order."""
+    state = structures._children(tree)
+    return list(state[0][::2])
+
+
+def test_a_processor_is_registered_before_its_first_claim(env, monkeypatch):
+    """Its claims know their slot from the first one: start() registers
+    it (the clock's heartbeats take over; here the clock does nothing)."""
+    from remotetask.processor import Processor
+    task('echo', lambda x: x)
+    monkeypatch.setattr(Processor, '_clockLoop', lambda self: None)
+    seen = []
+    home = Processor._home
+
+    def recording(self, service, version=None):
+        found = home(self, service, version)
+        seen.append(found)
+        return found
+    monkeypatch.setattr(Processor, '_home', recording)
+    for attempt in env.tm.attempts(5):
+        with attempt:
+            env.root['tasks'].add('echo', 1)
+    p = env.processor(concurrency=1)
+    env.wait(lambda: env.service.count('completed') == 1)
+    assert seen and seen[0] == (0, 1)
+    env.tm.begin()
+    assert registry.slots(env.service, p.registration.key)[:2] == (0, 1)
+
+
+def test_jobs_of_a_group_that_ran_do_not_make_their_thread_busy(env):
+    """A group's jobs stay RUNNING until the group commits; the ones whose
+    task returned do not make the thread "stuck in a long job": the runner
+    keeps its role (another thread would share the interpreter with it)
+    and its claimed-ahead jobs are not handed back."""
+    from remotetask.processor import CLAIMED, RUNNING, Processor, _Active
+    p = Processor(env.db, concurrency=2)
+    owner = '%s/1' % p.worker_id
+    now = time.monotonic()
+
+    def item(jobid, state, begun=None, ended=None):
+        found = _Active(jobid, 1, 'quick', None, time.time(), owner)
+        found.state, found.begun, found.ended = state, begun, ended
+        p._active[jobid] = found
+        return found
+    item(1, RUNNING, now - 2.0, now - 1.99)     # ran 2 s ago
+    current = item(2, RUNNING, now)             # its task runs now
+    ahead = item(3, CLAIMED)
+    p._runner = 1
+    with p._lock:
+        assert not p._runnerStuck()
+    assert p._releaseHeld() == [] and ahead.state == CLAIMED
+    current.begun = now - 0.5                   # a long task
+    with p._lock:
+        assert p._runnerStuck()
