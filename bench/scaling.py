@@ -1,7 +1,7 @@
 """More threads or workers on short jobs (issue 15): 4 against 1, same run.
 
     python bench/scaling.py [--runs 3] [--jobs 3000] [--sleep-jobs 600]
-                            [--scenarios threads,processes,sleep]
+                            [--scenarios threads,processes,sleep] [--warm]
                             [--before SRC] [--output bench/RESULTS.md]
 
 Three scenarios, each a backlog drained by 1 and then by 4 workers that
@@ -15,6 +15,18 @@ to them, timed from that release to the last job done:
 - ``sleep``: jobs of a 10 ms ``time.sleep`` over ZEO, 1, then 4 worker
   processes; with the share of the workers' transactions that were
   retried (conflicts / (commits + conflicts)).
+
+``--warm`` (the ZEO scenarios): the worker processes' processors are
+running, registered and idle before the backlog comes, and the backlog
+comes in ONE transaction; the drain is timed from that commit.  Without
+it, the backlog is stored first and each worker starts its processor at
+the go signal: the drain then includes each processor's start (its first
+claims from a cold cache, before its first heartbeat gave it a claim
+slot), once per worker, which weighs 3.3 times more in a 4-worker drain
+of 600 10 ms jobs (2.3 s) than in a 1-worker one (7.5 s).  A worker that
+runs for hours pays it once; ``--warm`` measures what a burst of jobs
+costs running workers (see bench/RESULTS.md, 2026-12-02, "10 ms task:
+the start of a drain").
 
 For each drain, the CPU seconds used by the worker processes and by the
 ZEO server over the drain (``/proc/PID/stat``), so the ceiling of a
@@ -48,6 +60,8 @@ AGENT = os.path.join(HERE, 'scaling_agent.py')
 TICK = os.sysconf('SC_CLK_TCK')
 TIMEOUT = 240.0
 SCENARIOS = ('threads', 'processes', 'sleep')
+#: --warm: seconds between the last worker's registration and the backlog.
+WARM_SETTLE = 1.2
 
 
 def cpuOf(pid):
@@ -67,7 +81,8 @@ def env(src):
 class Drain:
     """One drain: a fresh database, a backlog, ``workers`` processes."""
 
-    def __init__(self, workdir, src, scenario, workers, n):
+    def __init__(self, workdir, src, scenario, workers, n, warm=False):
+        self.warm = warm and scenario != 'threads'
         self.workdir = workdir
         self.src = src
         self.scenario = scenario
@@ -75,6 +90,8 @@ class Drain:
         self.n = n
         self.task = 'scale.sleep' if scenario == 'sleep' else 'scale.noop'
         self.env = env(src)
+        if self.warm:
+            self.env['SCALING_WARM'] = '1'
 
     def agent(self, *args):
         return [sys.executable, AGENT] + [str(a) for a in args]
@@ -98,7 +115,8 @@ class Drain:
             testing.stopProcess(server)
 
     def _run(self, uri, server):
-        subprocess.run(self.agent('enqueue', uri, self.n, self.task),
+        subprocess.run(self.agent('enqueue', uri, 0 if self.warm else self.n,
+                                  self.task),
                        env=self.env, check=True, timeout=TIMEOUT)
         gofile = os.path.join(self.workdir, 'go')
         if os.path.exists(gofile):
@@ -127,10 +145,17 @@ class Drain:
                 time.sleep(0.01)
             pids = [p.pid for p, s in procs] + (
                 [server.pid] if server else [])
-            cpu0 = [cpuOf(pid) for pid in pids]
-            load = os.getloadavg()[0]
-            started = time.perf_counter()
-            open(gofile, 'w').close()
+            if self.warm:
+                # Running and registered; a poll interval (1 s) more and
+                # each has claimed (nothing) since the last one came.
+                time.sleep(WARM_SETTLE)
+                load = os.getloadavg()[0]
+                started, cpu0 = self._release(uri, pids)
+            else:
+                cpu0 = [cpuOf(pid) for pid in pids]
+                load = os.getloadavg()[0]
+                started = time.perf_counter()
+                open(gofile, 'w').close()
             if threaded:
                 procs[0][0].wait(TIMEOUT)
                 seconds = None
@@ -174,6 +199,19 @@ class Drain:
                 'workers_cpu': workerCpu / seconds,
                 'server_cpu': serverCpu / seconds, 'load': load,
                 'trace': trace}
+
+    def _release(self, uri, pids):
+        """Add the backlog (one transaction); the time of its commit and
+        the processes' CPU seconds then."""
+        stamp = os.path.join(self.workdir, 'released.json')
+        if os.path.exists(stamp):
+            os.remove(stamp)
+        subprocess.run(self.agent('release', uri, self.n, self.task, stamp,
+                                  *pids),
+                       env=self.env, check=True, timeout=TIMEOUT)
+        with open(stamp) as f:
+            found = json.load(f)
+        return found['released'], [found['cpu'][str(pid)] for pid in pids]
 
     def _wait(self, uri, started):
         """Poll the number of jobs done until all are; seconds since go."""
@@ -219,7 +257,7 @@ def measure(args, log=print):
                 for name, src in sources:
                     for workers in (1, 4):
                         got = Drain(workdir, src, scenario, workers,
-                                    n).run()
+                                    n, args.warm).run()
                         results.setdefault((scenario, name, workers),
                                            []).append(got)
                         log('run %d %-9s %-6s %d: %6.0f jobs/s, %5.1f %% '
@@ -270,9 +308,11 @@ def section(results, sources, args):
     lines = ['', '## Scaling: 4 workers against 1 (`bench/scaling.py`, %s)'
              % datetime.datetime.utcnow().strftime('%Y-%m-%d %H:%M UTC'), '',
              '`python bench/scaling.py --runs %d --jobs %d --sleep-jobs '
-             '%d%s`; %d cores, load average (1 min) %s at the drains\' start. '
-             'Ranges over the runs; a ratio pairs the drains of one run.'
+             '%d%s%s`; %d cores, load average (1 min) %s at the drains\' '
+             'start. Ranges over the runs; a ratio pairs the drains of one '
+             'run.'
              % (args.runs, args.jobs, args.sleep_jobs,
+                ' --warm' if args.warm else '',
                 ' --before SRC' if args.before else '', os.cpu_count(),
                 span(loads, '%.1f')), '',
              '| scenario | code | 1 worker jobs/s | 4 workers jobs/s | '
@@ -313,6 +353,9 @@ def main(argv=None):
                         help='10 ms jobs per drain')
     parser.add_argument('--scenarios', default=','.join(SCENARIOS))
     parser.add_argument('--before', help="another checkout's src directory")
+    parser.add_argument('--warm', action='store_true',
+                        help='ZEO scenarios: the workers run (idle) before '
+                        'the backlog comes, in one transaction')
     parser.add_argument('--trace', action='store_true',
                         help='count the conflicts by object class and '
                         'where (claim or run), and the objects loaded and '
@@ -320,6 +363,9 @@ def main(argv=None):
     parser.add_argument('--output', help='append the section to this file')
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(',') if s]
+    if args.warm and 'threads' in args.scenarios:
+        parser.error('--warm is for the ZEO scenarios (processes, sleep): '
+                     'the threads scenario\'s one process holds the file')
     for scenario in args.scenarios:
         if scenario not in SCENARIOS:
             parser.error('unknown scenario %r (known: %s)'

@@ -4,6 +4,8 @@ test first on PYTHONPATH (this checkout's, or ``--before``'s).
     python bench/scaling_agent.py enqueue URI N TASK
     python bench/scaling_agent.py work URI CONCURRENCY GOFILE STATSFILE [N]
 
+    python bench/scaling_agent.py release URI N TASK STAMPFILE [PID...]
+
 ``enqueue`` adds N jobs of TASK, 1,000 per transaction.  ``work`` opens
 the database, makes a ``Processor`` of CONCURRENCY threads, writes
 STATSFILE.ready, waits for GOFILE to exist, starts the processor and runs
@@ -11,6 +13,14 @@ until SIGTERM, or, given N, until the processor has processed N jobs
 (FileStorage: the only process on the file counts its own jobs); then it
 writes its stats, the seconds from go to the last job and its own CPU
 seconds over that span, as JSON, to STATSFILE.
+
+With ``$SCALING_WARM`` set (``bench/scaling.py --warm``), ``work`` starts
+its processor at once and writes STATSFILE.ready once the processor is in
+the worker registry (its first heartbeat), without waiting for GOFILE:
+the workers are running and idle, as workers that were started earlier
+are, when ``release`` adds the backlog, all N jobs in ONE transaction, and
+writes to STAMPFILE, as JSON, ``time.perf_counter()`` right after that
+commit and the CPU seconds of the processes PID... (``/proc``) then.
 """
 import json
 import os
@@ -66,6 +76,50 @@ def enqueue(uri, n, task):
 
 #: When the drain began (``time.time()``), for ``SCALING_TRACE=2``.
 T0 = [0.0]
+
+
+def cpuOf(pid):
+    """CPU seconds (user + system) used so far by process ``pid``."""
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def release(uri, n, task, stampfile, pids):
+    """Add the N jobs in one transaction; then write when (and the CPU
+    seconds of ``pids`` then) to ``stampfile``."""
+    database = dbmod.openDB(uri)
+    try:
+        tm = transaction.TransactionManager()
+        conn = database.open(tm)
+        for attempt in tm.attempts(20):
+            with attempt:
+                service = dbmod.getService(conn)
+                for i in range(n):
+                    service.add(task, i)
+        stamp = time.perf_counter()
+        cpus = {pid: cpuOf(pid) for pid in pids}
+        conn.close()
+    finally:
+        database.close()
+    with open(stampfile + '.tmp', 'w') as f:
+        json.dump({'released': stamp, 'cpu': cpus}, f)
+    os.rename(stampfile + '.tmp', stampfile)
+    return 0
+
+
+def registered(database, processor):
+    """True once ``processor`` has an entry in the worker registry."""
+    from remotetask import registry
+    tm = transaction.TransactionManager()
+    conn = database.open(tm)
+    try:
+        service = dbmod.getService(conn)
+        return any(e.key == processor.registration.key
+                   for e in registry.entries(service))
+    finally:
+        tm.abort()
+        conn.close()
 
 
 def traceConflicts():
@@ -142,16 +196,26 @@ def work(uri, concurrency, gofile, statsfile, n=None):
                           maintenance_interval=30.0, grace=5.0)
     result = {}
     traced = traceConflicts() if os.environ.get('SCALING_TRACE') else None
+    deadline = time.monotonic() + TIMEOUT
+    warm = bool(os.environ.get('SCALING_WARM'))
+    if warm:
+        started, cpu0 = time.perf_counter(), cpu()
+        processor.start()
+        while not registered(database, processor):
+            if stop.is_set() or time.monotonic() > deadline:
+                processor.stop(timeout=5)
+                return 1
+            time.sleep(0.01)
     with open(statsfile + '.ready', 'w'):
         pass
-    deadline = time.monotonic() + TIMEOUT
-    while not os.path.exists(gofile):
+    while not warm and not os.path.exists(gofile):
         if stop.is_set() or time.monotonic() > deadline:
             return 1
         time.sleep(0.002)
-    T0[0] = time.time()
-    started, cpu0 = time.perf_counter(), cpu()
-    processor.start()
+    if not warm:
+        T0[0] = time.time()
+        started, cpu0 = time.perf_counter(), cpu()
+        processor.start()
     try:
         if n is None:
             while not stop.wait(0.2):
@@ -179,6 +243,9 @@ def work(uri, concurrency, gofile, statsfile, n=None):
 def main(argv):
     if argv[0] == 'enqueue':
         return enqueue(argv[1], int(argv[2]), argv[3])
+    if argv[0] == 'release':
+        return release(argv[1], int(argv[2]), argv[3], argv[4],
+                       [int(pid) for pid in argv[5:]])
     if argv[0] == 'work':
         n = int(argv[5]) if len(argv) > 5 else None
         return work(argv[1], int(argv[2]), argv[3], argv[4], n)

@@ -355,6 +355,23 @@ def _loadCounters(load, group):
               for counter in getattr(lane_, 'counters', lambda: ())()])
 
 
+def loadedCounters(service):
+    """The counters of the service's lanes that are in memory (nothing
+    is loaded to find them): what the next claim of this connection loads
+    ahead in its first round (``TaskService.claim``), since every claim
+    of every worker changes them; otherwise ``hasEntries`` loads them one
+    after the other, each a round trip over ZEO or RelStorage."""
+    routing = state(service)
+    if routing is None:
+        found = [service._queue]
+    elif routing._p_changed is None or routing.lanes._p_changed is None:
+        return ()
+    else:
+        found = list(routing.lanes.values())
+    return tuple(counter for lane_ in found if lane_._p_changed is not None
+                 for counter in getattr(lane_, 'counters', tuple)())
+
+
 def hasEntries(lane_):
     """True if the lane (a JobQueue) has entries: its counters read until
     one is not zero (rather than all of them summed)."""

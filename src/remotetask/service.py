@@ -564,6 +564,11 @@ class TaskService(persistent.Persistent):
         # when other workers' commits have invalidated all of it).
         load = prefetcher(self._p_jar)
         if load:
+            # What this connection's last claim found every other
+            # worker's claims had changed: the lanes' counters (claimOrder
+            # reads them one after the other) and the tallies of the lanes
+            # it took jobs from (else a round trip of their own, below).
+            load(getattr(self, '_v_claimAhead', ()))
             _warm(load, self._counts, self._routing, self.jobs,
                   self._index[QUEUED], self._index[PROCESSING])
         for queue, lane in routing.claimOrder(self, queues, spread, load):
@@ -571,6 +576,13 @@ class TaskService(persistent.Persistent):
                             spread, claimed, load)
             if len(claimed) >= limit:
                 break
+        if load:
+            tallies = {}
+            for job in claimed:
+                tally = self._counts.tallyFor(job.id)
+                tallies[id(tally)] = tally
+            self._v_claimAhead = routing.loadedCounters(self) + tuple(
+                tallies.values())
         return claimed
 
     def _claimFrom(self, queue, name, gate, now, worker, limit, lease,
@@ -713,9 +725,10 @@ class TaskService(persistent.Persistent):
             return finish(self._fail, job, 'unknown task %r' % job.task,
                           None, now)
         # What the end of the run writes: loaded while the task runs.
-        ends = (self._index[PROCESSING], self._index[COMPLETED],
-                self._counts.tallyFor(job.id))
         load = prefetcher(self._p_jar)
+        ends = (self._index[PROCESSING], self._index[COMPLETED],
+                self._counts.tallyFor(job.id)) + (
+                    stats.written(self, time.time()) if load else ())
         if load:
             load(ends)
         if now is None:

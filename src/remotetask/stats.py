@@ -200,6 +200,19 @@ def state(service, create=False):
     return found
 
 
+def written(service, end):
+    """The objects that counting runs ending at ``end`` writes (the
+    minute's and the hour's slots, the totals): what a run loads ahead
+    while its task runs (``TaskService.run``), since every other worker's
+    commit of its runs changed them.  Empty before the statistics exist."""
+    found = state(service)
+    if found is None:
+        return ()
+    return (found.minutes[int(end // MINUTE) % len(found.minutes)],
+            found.hours[int(end // HOUR) % len(found.hours)],
+            found.totals)
+
+
 # -- the hook ---------------------------------------------------------------------
 
 def record(service, job, outcome, end, error=None):

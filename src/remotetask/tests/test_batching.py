@@ -142,6 +142,57 @@ def test_auto_batch_claims_one_until_it_has_seen_a_job(env):
     assert p.stats['claim_size'] == 1
 
 
+def test_a_lone_job_is_measured_without_its_commit(env, monkeypatch):
+    # The first job of a processor runs alone (claimSize 1), and its
+    # commit is no part of what the next claims should take: a group of
+    # such jobs commits once.  The clock the processor reads jumps by
+    # 1,000 s during the commit only (a commit hook moves it).
+    import types
+    jump = [0.0]
+    clock = types.SimpleNamespace(
+        **{name: getattr(time, name) for name in dir(time)
+           if not name.startswith('_')})
+    clock.monotonic = lambda: time.monotonic() + jump[0]
+    monkeypatch.setattr(processormod, 'time', clock)
+
+    def slowCommit(x):
+        transaction.get().addBeforeCommitHook(
+            lambda: jump.__setitem__(0, jump[0] + 1000.0))
+        return x
+    task('slowcommit', slowCommit)
+    env.add('slowcommit', 1)
+    p = env.processor()
+    env.wait(lambda: p.stats['completed'] == 1)
+    assert jump[0] == 1000.0        # the commit did happen, and jumped
+    assert p._duration < 1.0
+    assert p._taskDurations['slowcommit'] < 1.0
+    assert p.claimSize() > 1
+
+
+def test_the_first_measure_is_replaced_by_the_second(env):
+    # The first job ran alone from a cold start: its duration says little,
+    # and averaging it in kept the claims small for the first dozens of
+    # jobs.  The second measure replaces it; then a moving average.
+    p = Processor(env.db)
+    p._measured(0.030, 'ten', 0.003)
+    assert p.claimSize() == 3
+    p._measured(0.010, 'ten', 0.001)
+    assert p._duration == pytest.approx(0.010)
+    assert p._taskDurations['ten'] == pytest.approx(0.010)
+    assert p._cpuShare == pytest.approx(0.1)
+    assert p.claimSize() >= 9           # about 0.1 s of 10 ms jobs
+    p._measured(0.020, 'ten', 0.020)
+    w = processormod.MEASURE_WEIGHT
+    assert p._duration == pytest.approx(0.010 + w * 0.010)
+    assert p._cpuShare == pytest.approx(0.1 + w * 0.9)
+    # Task by task: another task's first measure is its own first.
+    p._measured(0.5, 'long')
+    assert p._taskDurations['long'] == 0.5
+    p._measured(0.3, 'long')
+    assert p._taskDurations['long'] == pytest.approx(0.3)
+    assert p._taskDurations['ten'] == pytest.approx(0.010 + w * 0.010)
+
+
 @pytest.mark.parametrize('value', [0, -1, 'x', 'AUTO', 1.5, None])
 def test_batch_is_auto_or_a_whole_number(env, value):
     with pytest.raises(ValueError, match='batch'):
@@ -232,6 +283,76 @@ def test_spread_claims_visit_every_partition_in_their_own_stride(monkeypatch):
     # partitions ran dry do not all move on to the same next ones.
     assert len(strides) == 8
     assert stride(12) == 1                # not a power of two: one by one
+
+
+def _otherWorker(db, limit, run=False):
+    """Another worker's claim (and run) of ``limit`` jobs, committed."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        with tm:
+            service = conn.root()['tasks']
+            for job in service.claim(limit=limit, worker='other'):
+                if run:
+                    service.run(job)
+        return tm, conn
+    finally:
+        conn.close()
+
+
+def test_a_claim_loads_ahead_what_the_others_claims_changed(recording):
+    # Every claim changes its lane's counter and tally; the next claim of
+    # a worker asks for them in its first round of loads, not one round
+    # trip each later on.
+    storage, tm, conn = recording
+    task('echo', lambda x: x)
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(20):
+            service.add('echo', i)
+    with tm:
+        first = service.claim(limit=2, worker='w')
+    _otherWorker(conn.db(), 2)
+    tm.begin()
+    counter = service._queue._counter(first[0].id)
+    tally = service._counts.tallyFor(first[0].id)
+    assert counter._p_changed is None and tally._p_changed is None
+    del storage.prefetched[:]
+    with tm:
+        assert len(service.claim(limit=2, worker='w')) == 2
+    assert storage.prefetched
+    assert counter._p_oid in storage.prefetched[0]
+    assert tally._p_oid in storage.prefetched[0]
+
+
+def test_a_run_loads_ahead_the_statistics_its_end_writes(recording):
+    from remotetask import stats
+    storage, tm, conn = recording
+    seen = []
+    task('note', lambda x: seen.append(list(storage.prefetched)))
+    with tm:
+        service = conn.root()['tasks'] = TaskService()
+        for i in range(4):
+            service.add('note', i)
+    with tm:
+        [job] = service.claim(limit=1, worker='w')
+    # Another worker's run counts in the statistics: the minute's and the
+    # hour's slots and the totals, which this run's end writes too.
+    _otherWorker(conn.db(), 1, run=True)
+    tm.begin()
+    now = time.time()
+    written = stats.written(service, now)
+    assert len(written) == 3
+    assert all(ob._p_changed is None for ob in written)     # invalidated
+    assert written[-1] is service._stats.totals
+    del storage.prefetched[:]
+    with tm:
+        service.run(job)
+    # Asked for before the task ran (the other worker's ran first).
+    asked = [oid for round in seen[-1] for oid in round]
+    for ob in written:
+        assert ob._p_oid in asked
+    assert stats.written(TaskService.__new__(TaskService), now) == ()
 
 
 def test_a_claim_stays_where_it_found_jobs_and_moves_on_conflict(recording):
