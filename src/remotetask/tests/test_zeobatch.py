@@ -3,6 +3,8 @@ thread at the vote (``remotetask.zeobatch``, installed by ``db.openDB``
 for ZEO URIs and by the embedded server's clients): the same messages,
 in the same order, so what is committed, resolved or aborted is what
 ZEO alone does."""
+import time
+
 import persistent
 import pytest
 import transaction
@@ -89,7 +91,13 @@ def test_conflicts_are_resolved_or_raised_as_without(zeo, client):
         conn.root()['count'].change(1)
         tm.commit()
         tm2.commit()
-        tm.begin()
+        # The other client's commit reaches this one's cache asynchronously.
+        deadline = time.monotonic() + 10
+        while True:
+            tm.begin()
+            if conn.root()['count']() == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
         assert conn.root()['count']() == 4 and conn.root()['thing'].n == 1
     finally:
         tm2.abort()
