@@ -63,10 +63,13 @@ def env():
 class Store:
     """One remotetask database: ``kind`` file, zeo or relstorage."""
 
-    def __init__(self, kind, workdir, zeoServer=None):
+    def __init__(self, kind, workdir, zeoServer=None, pgPort=None):
         """``zeoServer``: the class of the ZEO server started for kind
-        'zeo' (``testing.ZEOServer``)."""
+        'zeo' (``testing.ZEOServer``); ``pgPort``: the port of the
+        PostgreSQL server on 127.0.0.1 for kind 'relstorage' (default
+        ``testing.PG_PORT``, the machine's)."""
         self.zeoServer = zeoServer or testing.ZEOServer
+        self.pgPort = pgPort or testing.PG_PORT
         self.name = dbmod.DEFAULT_SERVICE
         # Idle workers wait for an invalidation (FileStorage, ZEO) or a
         # NOTIFY (RelStorage: remotetask.pgnotify), polling once a second
@@ -87,7 +90,7 @@ class Store:
             self.server = self.zeoServer(path).start()
             self.uri = self.server.uri
         else:
-            self.pg = testing.PostgresDatabase().create()
+            self.pg = testing.PostgresDatabase(port=self.pgPort).create()
             self.uri = self.pg.uri + '?keep_history=false'
         self.db = dbmod.openDB(self.uri)
         dbmod.ensureService(self.db)

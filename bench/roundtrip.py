@@ -4,6 +4,8 @@
                               [--idle-workers 4] [--idle-seconds 30]
                               [--idle-warmup 20]
                               [--skip-idle] [--poll-sleep 0.0005]
+                              [--clusters machine,disk,tmpfs]
+                              [--disk-dir /tmp] [--tmpfs-dir /dev/shm]
 
 Round trip (as bench/measure.py's ``remotetaskLatency``, the row of
 bench/run.py): one worker process (``scale_agents process``, a real
@@ -35,11 +37,30 @@ those inside a transaction).
 
 ``--before SRC`` runs the same with another checkout's ``src`` (e.g.
 ``git worktree add /tmp/before COMMIT``), alternating, for same-run ratios.
+
+``--clusters`` (default ``machine``): the PostgreSQL servers measured,
+alternating within each round (the order reversed every other round):
+``machine`` is the server on 127.0.0.1:5432; ``disk`` and ``tmpfs`` are
+throwaway clusters started by this script (``testing.ThrowawayPostgres``:
+the same initdb and pg_ctl, a free port of 127.0.0.1, trust auth, with
+PostgreSQL's default durability, ``fsync`` and ``full_page_writes`` on),
+their data directories under ``--disk-dir`` (default /tmp) and
+``--tmpfs-dir`` (default /dev/shm); the filesystem and mount options of
+each are printed.  Both are stopped and removed at the end, also on an
+error or Ctrl-C.  Each round measures, on each server, the floors (a
+one-row PostgreSQL commit, a one-object RelStorage commit) and the round
+trip; a summary of the ranges over the rounds ends the output.  The
+question it answers: how much of a RelStorage commit is the filesystem
+under the data directory (on ext4 mounted with ``discard``, every
+truncation of RelStorage's ``ON COMMIT DELETE ROWS`` temporary tables
+issues a discard; docs/design.md, "What a RelStorage commit costs").
+A data directory on tmpfs is the bench's control, not a deployment.
 """
 import argparse
 import functools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,11 +123,20 @@ class Trace:
         return wrapper
 
 
-def childEnv(src):
+def childEnv(src, port=None):
     env = dict(os.environ)
+    if port:
+        env['ROUNDTRIP_PG_PORT'] = str(port)
     env['PYTHONPATH'] = os.pathsep.join([src, HERE])
     env.pop('PYTHONDONTWRITEBYTECODE', None)
     return env
+
+
+def pgPort():
+    """The PostgreSQL server's port on 127.0.0.1 (a child's: set by the
+    driver in ``ROUNDTRIP_PG_PORT``; default the machine's)."""
+    from remotetask import testing
+    return int(os.environ.get('ROUNDTRIP_PG_PORT') or testing.PG_PORT)
 
 
 # -- child processes ---------------------------------------------------------
@@ -132,11 +162,11 @@ def clientMain(src, samples, poll_sleep, tracefile):
     from remotetask.interfaces import COMPLETED
     workdir = tempfile.mkdtemp(prefix='remotetask-roundtrip-')
     result = []
-    with measure.Store('relstorage', workdir) as store:
+    with measure.Store('relstorage', workdir, pgPort=pgPort()) as store:
         statsfile = os.path.join(workdir, 'w.json')
         proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), 'worker', store.uri,
-             statsfile, tracefile], env=childEnv(src),
+             statsfile, tracefile], env=childEnv(src, pgPort()),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 60
@@ -209,7 +239,7 @@ def floorsMain(n):
     import transaction
     from remotetask import db as dbmod
     from remotetask import testing
-    pg = testing.PostgresDatabase().create()
+    pg = testing.PostgresDatabase(port=pgPort()).create()
     try:
         conn = psycopg2.connect(dbname=pg.name, host=pg.host, port=pg.port,
                                 user=pg.user)
@@ -251,7 +281,7 @@ def floorsMain(n):
 
 def pgStats(dbname):
     from remotetask import testing
-    conn = testing._pgConnect()
+    conn = testing._pgConnect(port=pgPort())
     try:
         cur = conn.cursor()
         cur.execute('SELECT pg_stat_clear_snapshot()')
@@ -276,7 +306,7 @@ def idleMain(src, workers, seconds, warmup):
     import remotetask  # noqa: F401
     import measure
     workdir = tempfile.mkdtemp(prefix='remotetask-idle-')
-    with measure.Store('relstorage', workdir) as store:
+    with measure.Store('relstorage', workdir, pgPort=pgPort()) as store:
         dbname = store.pg.name
         store.tm.abort()
         store.conn.close()
@@ -288,7 +318,7 @@ def idleMain(src, workers, seconds, warmup):
                     [sys.executable, '-m', 'remotetask', 'worker', '--db',
                      store.uri, '--import', 'remotetask.tests.scale_agents',
                      '--concurrency', '1', '--log-level', 'WARNING'],
-                    env=childEnv(src), stdout=subprocess.DEVNULL,
+                    env=childEnv(src, pgPort()), stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL))
             # Started (imports, connections, registry entries) and idle.
             deadline = time.monotonic() + 60
@@ -318,17 +348,119 @@ def idleMain(src, workers, seconds, warmup):
 
 # -- the driver --------------------------------------------------------------
 
-def runChild(args, src):
+def runChild(args, src, port=None):
     out = subprocess.run([sys.executable, os.path.abspath(__file__)] + args,
-                         env=childEnv(src), capture_output=True, text=True,
-                         timeout=600)
+                         env=childEnv(src, port), capture_output=True,
+                         text=True, timeout=600)
     if out.returncode:
         raise RuntimeError('%s failed: %s' % (args[0], out.stderr[-2000:]))
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def mountOf(path):
+    """(mount point, filesystem type, options) of the filesystem holding
+    ``path``, from /proc/mounts (the longest mount point above it)."""
+    path = os.path.realpath(path)
+    best = ('', '?', '?')
+    try:
+        with open('/proc/mounts') as f:
+            for line in f:
+                device, point, fstype, options = line.split()[:4]
+                point = point.replace('\\040', ' ')
+                inside = path == point or path.startswith(
+                    point.rstrip('/') + '/')
+                if inside and len(point) >= len(best[0]):
+                    best = (point, fstype, options)
+    except OSError:
+        pass
+    return best
+
+
+class Clusters:
+    """The PostgreSQL servers measured: name -> port; the throwaway ones
+    started on entering, stopped and removed on leaving (also after an
+    error, Ctrl-C or SIGTERM)."""
+
+    def __init__(self, names, dirs):
+        self.names = names
+        self.dirs = dirs
+        self.ports = {}
+        self.where = {}
+        self.started = []
+
+    def __enter__(self):
+        from remotetask import testing
+        previous = signal.getsignal(signal.SIGTERM)
+        self._previous = previous
+
+        def terminated(signum, frame):
+            raise SystemExit('terminated')
+        signal.signal(signal.SIGTERM, terminated)
+        try:
+            for name in self.names:
+                if name == 'machine':
+                    reason = testing.postgresAvailable()
+                    if reason:
+                        raise SystemExit(reason)
+                    self.ports[name] = testing.PG_PORT
+                    self.where[name] = None
+                    continue
+                parent = self.dirs[name]
+                if not os.path.isdir(parent):
+                    raise SystemExit('--%s-dir %s: no such directory' % (
+                        name, parent))
+                cluster = testing.ThrowawayPostgres(
+                    parent=parent, settings=testing.ThrowawayPostgres.DURABLE)
+                self.started.append(cluster)
+                cluster.start()
+                self.ports[name] = cluster.port
+                self.where[name] = cluster.data
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def describe(self):
+        for name in self.names:
+            if self.where[name] is None:
+                print('cluster %s: the server on 127.0.0.1:%d'
+                      % (name, self.ports[name]))
+                continue
+            point, fstype, options = mountOf(self.where[name])
+            print('cluster %s: 127.0.0.1:%d, data %s on %s (%s, %s)' % (
+                name, self.ports[name], self.where[name], point, fstype,
+                options))
+
+    def __exit__(self, *exc):
+        try:
+            while self.started:
+                cluster = self.started.pop()
+                try:
+                    cluster.destroy()
+                except Exception as e:
+                    print('could not stop the cluster in %s: %s (pg_ctl -D '
+                          '%s stop)' % (cluster.dir, e, cluster.data),
+                          file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def span(values, unit=1000, fmt='%.1f'):
+    if not values:
+        return '-'
+    values = [v * unit for v in values]
+    if len(values) == 1:
+        return fmt % values[0]
+    return (fmt + '-' + fmt + ' (median ' + fmt + ')') % (
+        min(values), max(values), statistics.median(values))
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0],
+        epilog='--clusters: machine (127.0.0.1:5432), disk (a throwaway '
+               'cluster under --disk-dir), tmpfs (one under --tmpfs-dir); '
+               'see the module docstring.')
     parser.add_argument('--samples', type=int, default=60)
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--before', default=None, metavar='SRC')
@@ -338,39 +470,90 @@ def main(argv=None):
     parser.add_argument('--skip-idle', action='store_true')
     parser.add_argument('--skip-roundtrip', action='store_true')
     parser.add_argument('--poll-sleep', type=float, default=0.0005)
+    parser.add_argument('--floors', type=int, default=200, metavar='N',
+                        help='commits per floor measure (default 200)')
+    parser.add_argument('--clusters', default='machine',
+                        help='comma-separated: machine, disk, tmpfs '
+                             '(default machine)')
+    parser.add_argument('--disk-dir', default='/tmp',
+                        help='parent of the disk cluster (default /tmp)')
+    parser.add_argument('--tmpfs-dir', default='/dev/shm',
+                        help='parent of the tmpfs cluster (default /dev/shm)')
     args = parser.parse_args(argv)
-    from remotetask import testing
-    reason = testing.postgresAvailable()
-    if reason:
-        raise SystemExit(reason)
+    names = [n.strip() for n in args.clusters.split(',') if n.strip()]
+    unknown = set(names) - {'machine', 'disk', 'tmpfs'}
+    if unknown or not names or len(set(names)) != len(names):
+        parser.error('--clusters: a comma-separated list of distinct '
+                     'machine, disk, tmpfs (got %r)' % args.clusters)
+    sys.path.insert(0, os.path.join(ROOT, 'src'))
     versions = [('after', os.path.join(ROOT, 'src'))]
     if args.before:
         versions.insert(0, ('before', os.path.abspath(args.before)))
     print('load average at the start: %.2f' % os.getloadavg()[0])
-    got = runChild(['floors', '200'], versions[-1][1])
-    print('floors (p50 of 200): PostgreSQL commit of one row %.2f ms, '
-          'RelStorage commit of one object %.2f ms' % (
-              got['pg'] * 1000, got['relstorage'] * 1000))
-    if not args.skip_roundtrip:
-        for r in range(args.rounds):
-            for name, src in versions:
-                tracefile = tempfile.mktemp(prefix='roundtrip-trace-')
-                got = runChild(['client', src, str(args.samples),
-                                str(args.poll_sleep), tracefile], src)
-                print('\nround %d, %s: p50 %.1f ms, p95 %.1f ms (load %.2f)'
-                      % (r + 1, name, got['p50'] * 1000, got['p95'] * 1000,
-                         os.getloadavg()[0]))
-                for median, key, n in phases(tracefile):
-                    print('  %-12s %7.2f ms  (n=%d)' % (key, median, n))
-                os.remove(tracefile)
-    if not args.skip_idle:
+    floors, p50s = {}, {}
+    with Clusters(names, {'disk': args.disk_dir,
+                          'tmpfs': args.tmpfs_dir}) as clusters:
+        clusters.describe()
+        multi = len(names) > 1
+        for r in range(args.rounds if not args.skip_roundtrip else 1):
+            order = names if r % 2 == 0 else names[::-1]
+            for cluster in order:
+                port = clusters.ports[cluster]
+                label = (' [%s]' % cluster) if multi else ''
+                got = runChild(['floors', str(args.floors)], versions[-1][1],
+                               port)
+                floors.setdefault(cluster, []).append(got)
+                print('\nfloors%s (p50 of %d): PostgreSQL commit of one row '
+                      '%.2f ms, RelStorage commit of one object %.2f ms '
+                      '(load %.2f)' % (label, args.floors, got['pg'] * 1000,
+                                       got['relstorage'] * 1000,
+                                       os.getloadavg()[0]))
+                if args.skip_roundtrip:
+                    continue
+                for name, src in versions:
+                    tracefile = tempfile.mktemp(prefix='roundtrip-trace-')
+                    try:
+                        got = runChild(['client', src, str(args.samples),
+                                        str(args.poll_sleep), tracefile], src,
+                                       port)
+                        p50s.setdefault((cluster, name), []).append(
+                            got['p50'])
+                        print('\nround %d%s, %s: p50 %.1f ms, p95 %.1f ms '
+                              '(load %.2f)' % (r + 1, label, name,
+                                               got['p50'] * 1000,
+                                               got['p95'] * 1000,
+                                               os.getloadavg()[0]))
+                        for median, key, n in phases(tracefile):
+                            print('  %-12s %7.2f ms  (n=%d)' % (key, median,
+                                                                 n))
+                    finally:
+                        if os.path.exists(tracefile):
+                            os.remove(tracefile)
+        if not args.skip_idle:
+            for cluster in names:
+                for name, src in versions:
+                    for workers in (0, args.idle_workers):
+                        got = runChild(['idle', src, str(workers),
+                                        str(args.idle_seconds),
+                                        str(args.idle_warmup)], src,
+                                       clusters.ports[cluster])
+                        print('\nidle%s, %s, %d workers, %.0f s: %s' % (
+                            (' [%s]' % cluster) if multi else '', name,
+                            workers, args.idle_seconds, json.dumps(got)))
+    print('\nsummary (ranges over %d round(s); ms):' % len(
+        next(iter(floors.values()), [])))
+    for cluster in names:
+        print('  %-8s floors: PostgreSQL one-row commit %s, RelStorage '
+              'one-object commit %s' % (
+                  cluster,
+                  span([g['pg'] for g in floors.get(cluster, [])],
+                       fmt='%.2f'),
+                  span([g['relstorage'] for g in floors.get(cluster, [])],
+                       fmt='%.2f')))
         for name, src in versions:
-            for workers in (0, args.idle_workers):
-                got = runChild(['idle', src, str(workers),
-                                str(args.idle_seconds),
-                                str(args.idle_warmup)], src)
-                print('\nidle, %s, %d workers, %.0f s: %s' % (
-                    name, workers, args.idle_seconds, json.dumps(got)))
+            if (cluster, name) in p50s:
+                print('  %-8s round trip p50, %s: %s' % (
+                    cluster, name, span(p50s[(cluster, name)])))
     print('load average at the end: %.2f' % os.getloadavg()[0])
 
 
