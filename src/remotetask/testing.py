@@ -327,7 +327,7 @@ class ThrowawayPostgres:
 
     ``parent``: the directory the cluster's directory is made in (default:
     the system's temporary directory), i.e. the filesystem its data lives
-    on.  ``settings``: server settings (``name: value``) replacing or added
+    on; as root, the ``postgres`` user must be able to reach it.  ``settings``: server settings (``name: value``) replacing or added
     to ``SETTINGS``, made for tests (no fsync); the benches pass
     ``DURABLE`` to run as a default server does.
     """

@@ -87,8 +87,19 @@ def test_postgres_database_is_dropped():
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_throwaway_cluster_restarts(tmp_path):
-    with testing.ThrowawayPostgres() as cluster:
+    # A setting replaced, the others (a test cluster's) kept.
+    with testing.ThrowawayPostgres(settings={'max_connections': '20'}) \
+            as cluster:
         assert testing.postgresAvailable(port=cluster.port) is None
+        conn = testing._pgConnect(port=cluster.port)
+        try:
+            cur = conn.cursor()
+            cur.execute('SHOW max_connections')
+            assert cur.fetchone()[0] == '20'
+            cur.execute('SHOW fsync')
+            assert cur.fetchone()[0] == 'off'
+        finally:
+            conn.close()
         with cluster.database() as database:
             assert _roundtrip(database.uri) == 42
             cluster.stop()
