@@ -349,12 +349,25 @@ def idleMain(src, workers, seconds, warmup):
 # -- the driver --------------------------------------------------------------
 
 def runChild(args, src, port=None):
-    out = subprocess.run([sys.executable, os.path.abspath(__file__)] + args,
-                         env=childEnv(src, port), capture_output=True,
-                         text=True, timeout=600)
-    if out.returncode:
-        raise RuntimeError('%s failed: %s' % (args[0], out.stderr[-2000:]))
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Runs this script's command ``args`` in a process group of its own;
+    on an error, a timeout, Ctrl-C or SIGTERM the whole group (the child
+    and the workers it started) is killed."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)]
+                            + args, env=childEnv(src, port),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.wait()
+        raise
+    if proc.returncode:
+        raise RuntimeError('%s failed: %s' % (args[0], stderr[-2000:]))
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def mountOf(path):
