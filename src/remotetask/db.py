@@ -125,6 +125,10 @@ def openDB(uri=None, share=False, **overrides):
             'the database %s is in use by another process (%s); a '
             'FileStorage is opened by one process at a time: run a ZEO '
             'server to share it' % (uri, e))
+    if type(storage).__name__ == 'ClientStorage':
+        # Its stores go to the server in one go (remotetask.zeobatch).
+        from remotetask import zeobatch
+        zeobatch.install(storage)
     return ZODB.DB(storage, **dbkw)
 
 

@@ -40,6 +40,7 @@ import time
 import ZODB
 import zc.lockfile
 
+from remotetask import zeobatch
 from remotetask.interfaces import ConfigurationError
 from remotetask.version import VERSION
 
@@ -186,6 +187,7 @@ def clientDB(info, dbkw, cls=ZODB.DB, wait_timeout=30.0):
         options.update(blob_dir=info['blob_dir'], shared_blob_dir=True)
     storage = ClientStorage(info['address'], wait_timeout=wait_timeout,
                             **options)
+    zeobatch.install(storage)
     try:
         return cls(storage, **dbkw)
     except Exception:

@@ -10,6 +10,7 @@ import time
 
 import persistent
 import zope.interface
+from ZODB.POSException import ConflictError
 
 from remotetask import interfaces, limits
 from remotetask.interfaces import InvalidScheduleError
@@ -32,6 +33,59 @@ class _Progress(persistent.Persistent):
     message = ''
     updated = None
     cancel_requested = None     # epoch seconds of a cancel request
+
+
+_MISSING = object()
+
+
+class _Run(persistent.Persistent):
+    """One start of a job: its lease and its progress in ONE persistent
+    object of their own (``job._lease is job._progress``), so that neither
+    a lease renewal nor a progress report nor a cancel request writes the
+    job, and a claim stores one new object per job, not two (over ZEO,
+    each stored object is a message, a record and an invalidation to every
+    other client).  Jobs claimed before keep a ``_Lease`` and a
+    ``_Progress``, read the same way.
+
+    The clock renews the lease (``expires``), a task's thread reports
+    progress, a user asks for the cancel, each from a connection of its
+    own: ``_p_resolveConflict`` merges concurrent changes of different
+    attributes (on a ZEO server, where remotetask must be importable for
+    it; without, such a conflict is retried)."""
+
+    fraction = None
+    message = ''
+    updated = None
+    cancel_requested = None
+
+    def __init__(self, worker=None, expires=None):
+        self.worker = worker
+        self.expires = expires
+
+    def _p_resolveConflict(self, old, committed, new):
+        old = old or {}
+        result = dict(committed)
+        for key in set(old) | set(committed) | set(new):
+            was = old.get(key, _MISSING)
+            theirs = committed.get(key, _MISSING)
+            mine = new.get(key, _MISSING)
+            if mine == was or mine == theirs:
+                continue                # ours did not change it
+            if theirs == was:
+                value = mine            # only ours changed it
+            elif key == 'expires' and None not in (theirs, mine) \
+                    and _MISSING not in (theirs, mine):
+                value = max(theirs, mine)   # two renewals: the later
+            elif key == 'updated' and None not in (theirs, mine) \
+                    and _MISSING not in (theirs, mine):
+                value = max(theirs, mine)
+            else:
+                raise ConflictError('both changed %r of a job run' % key)
+            if value is _MISSING:
+                result.pop(key, None)
+            else:
+                result[key] = value
+        return result
 
 
 @zope.interface.implementer(interfaces.IJob)

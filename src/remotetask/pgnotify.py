@@ -6,11 +6,13 @@ to see new jobs:
 
 - when a transaction makes a job wait (``TaskService._enter`` of a waiting
   status: an add, a retry, a hand-back, a released workflow step) in a
-  database on RelStorage with PostgreSQL, ``jobWaiting`` registers one
-  after-commit hook for that transaction which sends
-  ``NOTIFY remotetask_jobs, '<service name>'`` (``pg_notify``) once the
-  transaction has committed (never before its jobs can be seen), on one
-  autocommit connection per process;
+  database on RelStorage with PostgreSQL, ``jobWaiting`` joins one
+  resource to that transaction (``_Notifier``) which sends
+  ``NOTIFY remotetask_jobs, '<service name>'`` (``pg_notify``) in the
+  second phase of the commit, right after the service's connection has
+  committed (never before its jobs can be seen, and without waiting for
+  ZODB's post-commit poll of that connection), on one autocommit
+  connection per process;
 - each processor on such a database ``listen``s: one thread per database
   and process holds a connection that ``LISTEN``s on the channel and
   blocks on its socket (``select``), and calls the processors' callbacks
@@ -135,17 +137,53 @@ def jobWaiting(service):
         return
     txn = jar.transaction_manager.get()
     try:
-        names = txn.data(_KEY)
+        notifier = txn.data(_KEY)
     except KeyError:
-        names = set()
-        txn.set_data(_KEY, names)
-        txn.addAfterCommitHook(_committed, (dsn, names))
-    names.add(service.__name__ or '')
+        notifier = _Notifier(dsn, jar.sortKey())
+        txn.set_data(_KEY, notifier)
+        txn.join(notifier)
+    notifier.names.add(service.__name__ or '')
 
 
-def _committed(ok, dsn, names):
-    if ok:
-        sender.send(dsn, sorted(names))
+class _Notifier:
+    """Sends the NOTIFY of a transaction that made jobs wait, as a
+    resource of it whose second phase comes right after the service's
+    connection's (its sort key follows the connection's): once the
+    storage has committed, before ZODB's post-commit work on that
+    connection (on RelStorage, a poll of the database, which an
+    after-commit hook would wait for: a round trip on every add's way to
+    the workers).  Nothing is sent if the transaction aborts.  A
+    savepoint's rollback keeps it (a NOTIFY too many wakes workers that
+    find nothing: harmless)."""
+
+    transaction_manager = None
+
+    def __init__(self, dsn, after):
+        self.dsn = dsn
+        self.names = set()
+        self._key = after + ' ~remotetask.pgnotify'
+
+    def sortKey(self):
+        return self._key
+
+    def tpc_finish(self, txn):
+        try:
+            sender.send(self.dsn, sorted(self.names))
+        except Exception:       # never fail a committed transaction
+            log.debug('NOTIFY failed', exc_info=True)
+
+    def savepoint(self):
+        return _NoRollback()
+
+    def abort(self, txn):
+        pass
+
+    tpc_begin = commit = tpc_vote = tpc_abort = abort
+
+
+class _NoRollback:
+    def rollback(self):
+        pass
 
 
 # -- listening ------------------------------------------------------------------

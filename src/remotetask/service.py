@@ -19,7 +19,7 @@ from remotetask.interfaces import (
     PROCESSING, QUEUED, STARTLATER, STATUSES, WAITING_STATUSES, InvalidInputError,
     InvalidStatusError, JobNotFoundError, Retry, TaskError, TimeLimitExceeded,
     LeaseLost, UnknownTaskError)
-from remotetask.job import (CronJob, Job, TaskContext, _Lease, _Progress,
+from remotetask.job import (CronJob, Job, TaskContext, _Run,
                             running)
 from remotetask.numbers import checkNumber as _number
 from remotetask.structures import (
@@ -648,10 +648,12 @@ class TaskService(persistent.Persistent):
         job.starts += 1
         job.started = now
         job.worker = worker
-        job._lease = _Lease(worker, None if lease is None else now + lease)
-        # A fresh progress object per start: reports (from a connection of
-        # their own) never write the job, so never conflict with its end.
-        job._progress = _Progress()
+        # A fresh lease and progress object per start, one object for both
+        # (job._Run): renewals, reports and cancel requests (from
+        # connections of their own) never write the job, so never conflict
+        # with its end.
+        job._lease = job._progress = _Run(
+            worker, None if lease is None else now + lease)
         job._addAttempt(start=now, end=None, worker=worker, outcome=None,
                         error=None)
 

@@ -96,6 +96,42 @@ def test_an_add_notifies_once_per_transaction_after_commit(rdb, echo):
     assert not listener.is_alive()
 
 
+def test_the_notify_comes_once_the_job_can_be_read(rdb, echo):
+    """The NOTIFY is sent in the commit's second phase, right after the
+    service's connection committed (before ZODB's post-commit poll): a
+    listener that reads the job at once finds it; a (non-optimistic)
+    savepoint in the adding transaction works."""
+    seen = []
+    done = threading.Event()
+
+    def read(payload):
+        tm = transaction.TransactionManager()
+        conn = rdb.open(tm)
+        try:
+            tm.begin()
+            seen.append(sorted(dbmod.getService(conn).jobs.keys()))
+        finally:
+            tm.abort()
+            conn.close()
+        done.set()
+    listener = pgnotify.listen(rdb, read)
+    try:
+        assert listener.connected.wait(30), 'LISTEN connection'
+        tm = transaction.TransactionManager()
+        conn = rdb.open(tm)
+        try:
+            tm.begin()
+            jobid = dbmod.getService(conn).add('echo', 1)
+            tm.savepoint()
+            tm.commit()
+        finally:
+            conn.close()
+        assert done.wait(30), 'no NOTIFY arrived'
+        assert seen == [[jobid]]
+    finally:
+        pgnotify.unlisten(rdb, read)
+
+
 def test_idle_processor_is_woken_by_notify(rdb, echo):
     from remotetask.interfaces import COMPLETED
     from remotetask.processor import Processor

@@ -123,7 +123,8 @@ def test_a_job_whose_notify_was_lost_runs_within_quiet_poll(
     try:
         waitUntil(lambda: quiet.isQuiet(processor), 'the processor idles')
         sent = pgnotify.sender.sent
-        monkeypatch.setattr(pgnotify, '_committed', lambda *args: None)
+        monkeypatch.setattr(pgnotify._Notifier, 'tpc_finish',
+                            lambda self, txn: None)
         jobid, = add(rdb)
         waitUntil(lambda: processor.stats['completed'] == 1,
                   'the job to run', timeout=30)
