@@ -1019,7 +1019,10 @@ class IProcessor(zope.interface.Interface):
     thread each).  Idle threads wake up when the database reports that the
     queue changed (ZODB invalidations), when ``wake()`` is called, when the
     clock sees a delayed or cron job come due (within a second), and at
-    least every ``poll_interval`` seconds.
+    least every ``poll_interval`` seconds (on RelStorage with PostgreSQL,
+    while the LISTEN connection stands: when a NOTIFY comes, or when the
+    clock's look, every ``pgnotify.QUIET_POLL`` seconds, finds a job due:
+    ``remotetask.quiet``).
     """
 
     worker_id = zope.interface.Attribute(
