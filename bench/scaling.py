@@ -25,8 +25,8 @@ claims from a cold cache, before its first heartbeat gave it a claim
 slot), once per worker, which weighs 3.3 times more in a 4-worker drain
 of 600 10 ms jobs (2.3 s) than in a 1-worker one (7.5 s).  A worker that
 runs for hours pays it once; ``--warm`` measures what a burst of jobs
-costs running workers (see bench/RESULTS.md, 2026-12-02, "10 ms task:
-the start of a drain").
+costs running workers (see bench/RESULTS.md, 2026-12-02, "10 ms task
+over ZEO, 4 workers against 1").
 
 For each drain, the CPU seconds used by the worker processes and by the
 ZEO server over the drain (``/proc/PID/stat``), so the ceiling of a
