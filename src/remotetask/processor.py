@@ -159,10 +159,14 @@ SLOTS_REFRESH = 10.0
 #: A job whose thread's CPU time is at least this share of its wall time is
 #: CPU-bound; while the recent jobs are short (under ``GROUP_SECONDS / 2``)
 #: and CPU-bound, one thread of a processor at a time claims and runs them
-#: (``Processor._mayClaim``); the others look again every ``GATE_WAIT``
-#: seconds.
+#: (``Processor._mayClaim``); the others wait until the jobs are measured
+#: as waiting or long or the processor stops (``Processor._gate``), and
+#: look again every ``GATE_WAIT`` seconds (the runner left its role, its
+#: claim having found nothing, or is stuck in a long job): every
+#: wake-up of a waiting thread takes the interpreter lock from the runner
+#: (with 0.05 s, 4 threads used 5-10 % more CPU per no-op job than one).
 CPU_BOUND = 0.5
-GATE_WAIT = 0.05
+GATE_WAIT = 0.25
 
 #: The thread committing a claim (a claim only takes jobs away: the
 #: invalidation of its own commit wakes nobody).
@@ -271,6 +275,8 @@ class Processor(Clock):
         self.around = around
         self.tick = max(0.05, min(0.5, self.lease / 4.0, self.poll_interval))
         self._lock = threading.Lock()
+        # Threads that may not claim (one runner: _mayClaim) wait on it.
+        self._gate = threading.Condition(self._lock)
         self._claimLock = threading.Lock()
         self._wakeup = threading.Condition()
         self._generation = 0
@@ -376,6 +382,8 @@ class Processor(Clock):
         timeout = self.grace if timeout is None else timeout
         self._stopping.set()
         self.wake()
+        with self._gate:
+            self._gate.notify_all()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -562,7 +570,7 @@ class Processor(Clock):
                     # Another thread of this process runs short CPU-bound
                     # jobs: a second one would only share the interpreter
                     # lock with it (and reload what it commits).
-                    self._stopping.wait(GATE_WAIT)
+                    self._waitGate(index)
                     continue
                 if self._stagger:
                     # Claims of other worker processes took the same jobs
@@ -614,20 +622,37 @@ class Processor(Clock):
         if self.concurrency == 1:
             return True
         with self._lock:
-            share, duration = self._cpuShare, self._duration
-            # Until a job has been measured, one thread claims too (one job
-            # at a time, claimSize): its first run says which case it is.
-            if share is not None and duration is not None and (
-                    share < CPU_BOUND or duration >= GROUP_SECONDS / 2):
-                self._runner = None
-                return True
-            if self._runner is None or self._runnerStuck():
-                # A runner busy with one job for longer than short jobs
-                # take (the averages say short, this one is not) passes
-                # the role on: its claimed-ahead jobs go back to the queue
-                # after HOLD_SECONDS (_releaseHeld), for this thread.
-                self._runner = index
-            return self._runner == index
+            return self._mayClaimLocked(index)
+
+    def _waitGate(self, index):
+        """Wait (``_gate``) until this thread may claim (``_mayClaim``), or
+        ``GATE_WAIT`` seconds."""
+        with self._gate:
+            if not self._stopping.is_set() and \
+                    not self._mayClaimLocked(index):
+                self._gate.wait(GATE_WAIT)
+
+    def _gateOpen(self):
+        """True if the recent jobs wait or take long: every thread claims
+        (call with ``_lock`` held).  Until a job has been measured, one
+        thread claims too (one job at a time, claimSize): its first run
+        says which case it is."""
+        share, duration = self._cpuShare, self._duration
+        return share is not None and duration is not None and (
+            share < CPU_BOUND or duration >= GROUP_SECONDS / 2)
+
+    def _mayClaimLocked(self, index):
+        """``_mayClaim`` with ``_lock`` held."""
+        if self._gateOpen():
+            self._runner = None
+            return True
+        if self._runner is None or self._runnerStuck():
+            # A runner busy with one job for longer than short jobs
+            # take (the averages say short, this one is not) passes
+            # the role on: its claimed-ahead jobs go back to the queue
+            # after HOLD_SECONDS (_releaseHeld), for this thread.
+            self._runner = index
+        return self._runner == index
 
     def _runnerStuck(self):
         """True if the runner thread has been running one job for more
@@ -686,6 +711,8 @@ class Processor(Clock):
                 self._taskDurations[task] = elapsed if last is None else (
                     last + (1.0 if seen <= 2 else MEASURE_WEIGHT)
                     * (elapsed - last))
+            if self._gateOpen():
+                self._gate.notify_all()     # every thread claims now
 
     def _claim(self, tm, conn, worker):
         """Claim up to ``claimSize()`` jobs in a short transaction (none

@@ -372,3 +372,39 @@ def test_jobs_of_a_group_that_ran_do_not_make_their_thread_busy(env):
     current.begun = now - 0.5                   # a long task
     with p._lock:
         assert p._runnerStuck()
+
+
+@pytest.mark.parametrize('release', ['waiting jobs', 'stop'])
+def test_threads_at_the_gate_are_let_through_at_once(env, monkeypatch,
+                                                      release):
+    """Threads that may not claim (another runs short CPU-bound jobs) wait
+    on the processor's gate, not in a loop of short sleeps; jobs measured
+    as waiting (every thread claims them) or a stop release them at once,
+    not after ``GATE_WAIT``."""
+    import threading
+    from remotetask import processor as processormod
+    from remotetask.processor import Processor
+    monkeypatch.setattr(processormod, 'GATE_WAIT', 60.0)
+    p = Processor(env.db, concurrency=3)
+    for _ in range(3):
+        p._measured(0.001, 'quick', 0.001)      # short and CPU-bound
+    assert p._mayClaim(1) and not p._mayClaim(2)    # 1 is the runner
+    done = threading.Event()
+    waiter = threading.Thread(target=lambda: (p._waitGate(2), done.set()))
+    waiter.start()
+    try:
+        assert not done.wait(0.2)           # it waits
+        if release == 'waiting jobs':
+            for _ in range(10):
+                p._measured(0.05, 'nap', 0.0)
+            assert p._mayClaim(2)
+        else:
+            p._stopping.set()
+            with p._gate:
+                p._gate.notify_all()
+        assert done.wait(10)
+    finally:
+        p._stopping.set()
+        with p._gate:
+            p._gate.notify_all()
+        waiter.join(10)
