@@ -18,8 +18,12 @@ same messages in the same order; only when they leave changes.
 
 It wraps the storage instance's ``_async``, ``_call`` and ``_async_iter``
 (the three ways ``ClientStorage`` talks to the server, besides loads,
-which do not depend on a transaction's stores); a ZEO whose client does
-not look as expected (another version's internals) is left alone.
+which do not depend on a transaction's stores) and its ``tpc_finish``,
+which goes to the server directly: stores still pending then (ZEO's vote
+re-stores resolved conflicts and, after its ninth round, finishes without
+voting again) leave before it, as they would have without batching.  A
+ZEO whose client does not look as expected (another version's internals)
+is left alone.
 """
 import logging
 import struct
@@ -58,6 +62,7 @@ class Batcher:
         self.call0 = storage._call
         self.async0 = storage._async
         self.iter0 = storage._async_iter
+        self.finish0 = storage.tpc_finish
         self.pending = []
         # Held while pending stores are handed to the I/O thread, so that
         # whatever a thread sends after its stores leaves after them.
@@ -68,6 +73,7 @@ class Batcher:
         storage._async = self.async_
         storage._call = self.call
         storage._async_iter = self.async_iter
+        storage.tpc_finish = self.tpc_finish
         storage._remotetask_batched = True
 
     def async_(self, method, *args):
@@ -88,6 +94,11 @@ class Batcher:
         with self.lock:
             self._flush()
             return self.iter0(it)
+
+    def tpc_finish(self, *args, **kw):
+        with self.lock:
+            self._flush()
+        return self.finish0(*args, **kw)
 
     def _flush(self):
         """Hand the pending stores to the I/O thread (``lock`` held)."""

@@ -153,3 +153,48 @@ def test_an_unknown_storage_is_left_alone():
     class NotZEO:
         pass
     assert zeobatch.install(NotZEO()) is False
+
+
+def test_stores_still_pending_leave_before_the_finish():
+    # ZEO's tpc_vote re-stores the objects whose conflicts it resolved and
+    # votes again, at most 9 rounds; after the last, tpc_finish (which
+    # goes to the server directly, not through _call) must still follow
+    # those stores, as it did without batching.
+    sent = []
+
+    class Loop:
+        def call_soon_threadsafe(self, callback, *args):
+            sent.append(('stores', [a[0] for a in args[1]]))
+
+    class Client:
+        operational = True
+
+    class Server:
+        loop = Loop()
+        client = Client()
+
+    class Storage:
+        _server = Server()
+
+        def _call(self, method, *args, **kw):
+            sent.append(method)
+
+        def _async(self, method, *args):
+            sent.append(method)
+
+        def _async_iter(self, it):
+            sent.append('iter')
+
+        def tpc_finish(self, txn, f=None):
+            sent.append('finish')
+            return b'tid'
+
+    storage = Storage()
+    assert zeobatch.install(storage) is True
+    storage._async('storea', b'oid1', b'serial', b'data', 1)
+    storage._async('storea', b'oid2', b'serial', b'data', 1)
+    assert sent == []
+    assert storage.tpc_finish('txn') == b'tid'
+    assert sent == [('stores', [b'oid1', b'oid2']), 'finish']
+    storage.tpc_finish('txn')           # nothing pending: no hand-over
+    assert sent[-2:] == ['finish', 'finish']
