@@ -130,6 +130,10 @@ AUTO_MAX = 50
 #: jobs' durations and CPU shares (``Processor._measured``).
 MEASURE_WEIGHT = 0.2
 
+#: Seconds a stopping processor waits on a thread at a time (``stop``),
+#: so that the main thread handles signals in between.
+JOIN_SLICE = 0.1
+
 #: Claimed jobs not started this many seconds after their claim while their
 #: thread runs a job that has taken longer than that go back to the queue
 #: (for the other threads and workers): a job claimed ahead in a batch
@@ -386,7 +390,15 @@ class Processor(Clock):
             self._gate.notify_all()
         deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+            # In slices: a signal that the kernel delivered to another
+            # thread is handled by the main thread only when it runs
+            # Python again, and a join blocks in C until it returns (a
+            # second Ctrl-C during a 30 s grace waited out the grace).
+            while t.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                t.join(min(JOIN_SLICE, left))
         handed = []
         if any(t.is_alive() for t in self._threads):
             self._halt.set()
