@@ -73,12 +73,10 @@ class _Run(persistent.Persistent):
                 continue                # ours did not change it
             if theirs == was:
                 value = mine            # only ours changed it
-            elif key == 'expires' and None not in (theirs, mine) \
+            elif key in ('expires', 'updated') \
+                    and None not in (theirs, mine) \
                     and _MISSING not in (theirs, mine):
-                value = max(theirs, mine)   # two renewals: the later
-            elif key == 'updated' and None not in (theirs, mine) \
-                    and _MISSING not in (theirs, mine):
-                value = max(theirs, mine)
+                value = max(theirs, mine)   # two renewals, reports: the later
             else:
                 raise ConflictError('both changed %r of a job run' % key)
             if value is _MISSING:

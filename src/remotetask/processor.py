@@ -706,7 +706,7 @@ class Processor(Clock):
         a drain instead of 1, 9 (see ``claimSize``)."""
         with self._lock:
             self._measures += 1
-            weight = 1.0 if self._measures <= 2 else MEASURE_WEIGHT
+            weight = _weight(self._measures)
             if cpu is not None and elapsed > 0:
                 share = min(1.0, cpu / elapsed)
                 last = self._cpuShare
@@ -721,8 +721,7 @@ class Processor(Clock):
                 self._taskMeasures[task] = seen
                 last = self._taskDurations.get(task)
                 self._taskDurations[task] = elapsed if last is None else (
-                    last + (1.0 if seen <= 2 else MEASURE_WEIGHT)
-                    * (elapsed - last))
+                    last + _weight(seen) * (elapsed - last))
             if self._gateOpen():
                 self._gate.notify_all()     # every thread claims now
 
@@ -1260,6 +1259,12 @@ def isProcessing(service):
         return False
     processor = _registry.get(key)
     return processor is not None and processor.running
+
+
+def _weight(seen):
+    """The weight of the ``seen``-th measure in a moving average
+    (``Processor._measured``): the second replaces the first."""
+    return 1.0 if seen <= 2 else MEASURE_WEIGHT
 
 
 def _busy(item, now, seconds):

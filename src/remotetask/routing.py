@@ -352,7 +352,12 @@ def _loadCounters(load, group):
     round (over ZEO or RelStorage; ``load`` None: nothing to gain)."""
     if load is not None and len(group) > 1:
         load([counter for key, lane_ in group
-              for counter in getattr(lane_, 'counters', lambda: ())()])
+              for counter in _countersOf(lane_)])
+
+
+def _countersOf(lane_):
+    """A lane's counters (none for a lane without)."""
+    return getattr(lane_, 'counters', tuple)()
 
 
 def loadedCounters(service):
@@ -369,7 +374,7 @@ def loadedCounters(service):
     else:
         found = list(routing.lanes.values())
     return tuple(counter for lane_ in found if lane_._p_changed is not None
-                 for counter in getattr(lane_, 'counters', tuple)())
+                 for counter in _countersOf(lane_))
 
 
 def hasEntries(lane_):

@@ -24,6 +24,19 @@ def waitUntil(predicate, what, timeout=60.0):
         time.sleep(0.02)
 
 
+def spyLooks(processor):
+    """A list to which each of ``processor``'s looks at its service (its
+    ``_service``) appends the time (``time.monotonic()``)."""
+    looks = []
+    original = processor._service
+
+    def spy(conn):
+        looks.append(time.monotonic())
+        return original(conn)
+    processor._service = spy
+    return looks
+
+
 @pytest.fixture
 def rdb(postgres):
     database = dbmod.openDB(postgres.uri + '?keep_history=false')
@@ -194,13 +207,7 @@ def test_idle_processor_does_not_poll_while_listening(rdb, echo):
     from remotetask.processor import Processor
     processor = Processor(rdb, poll_interval=0.05, lease=60.0,
                           maintenance_interval=3600.0, heartbeat=3600.0)
-    looks = []
-    original = processor._service
-
-    def spy(conn):
-        looks.append(time.monotonic())
-        return original(conn)
-    processor._service = spy
+    looks = spyLooks(processor)
     processor.start()
     try:
         listener = pgnotify._listeners[pgnotify.dsnOf(rdb)]

@@ -12,7 +12,8 @@ from remotetask import pgnotify, quiet, registry
 from remotetask.interfaces import COMPLETED
 from remotetask.processor import Processor
 from remotetask.task import SimpleTask
-from remotetask.tests.test_pgnotify import add, echo, rdb, waitUntil  # noqa
+from remotetask.tests.test_pgnotify import (  # noqa
+    add, echo, rdb, spyLooks, waitUntil)
 
 pytestmark = pytest.mark.postgres
 
@@ -52,13 +53,7 @@ def test_an_idle_processor_looks_once_per_quiet_poll(rdb, echo, fast):
     registry entry records the idle heartbeat's interval, and stays
     alive."""
     processor = started(rdb)
-    looks = []
-    original = processor._service
-
-    def spy(conn):
-        looks.append(time.monotonic())
-        return original(conn)
-    processor._service = spy
+    looks = spyLooks(processor)
     try:
         waitUntil(lambda: quiet.isQuiet(processor), 'the processor idles')
         runs = processor.stats['maintenance_runs']
